@@ -1,0 +1,46 @@
+//! Load-time globals. The loader overwrites them (aya `set_global`) with values computed from
+//! the running kernel's BTF and the user's options; volatile reads stop the compiler from
+//! folding the defaults below.
+use tracer_common::{Config, Offsets};
+
+#[unsafe(no_mangle)]
+static OFFSETS: Offsets = Offsets {
+    skb_len: 0,
+    skb_data_len: 0,
+    skb_head: 0,
+    skb_data: 0,
+    skb_mac_header: 0,
+    skb_network_header: 0,
+    skb_protocol: 0,
+    skb_dev: 0,
+    skb_sk: 0,
+    dev_ifindex: 0,
+    dev_name: 0,
+    dev_nd_net: 0,
+    net_ns_inum: 0,
+    sk_net: 0,
+};
+
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config {
+    snaplen: 0,
+    filter_eth_len: 0,
+    filter_raw_len: 0,
+    filter_active: 0,
+    netns: 0,
+    iface_patterns: 0,
+    reason_consumed: u32::MAX,
+    reason_not_dropped: 0,
+};
+
+#[inline(always)]
+pub fn offsets() -> Offsets {
+    // SAFETY: a plain read of a static the loader initialised.
+    unsafe { core::ptr::read_volatile(&raw const OFFSETS) }
+}
+
+#[inline(always)]
+pub fn config() -> Config {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG) }
+}

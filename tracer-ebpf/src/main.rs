@@ -1,0 +1,21 @@
+//! Kernel side of `tracer`: observers only. Every program here reads; none changes a packet,
+//! a verdict or a ruleset.
+#![no_std]
+#![no_main]
+
+mod config;
+mod emit;
+mod filter;
+mod kfree_skb;
+mod skb;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Unreachable in a verified program; a loop keeps the signature honest.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,74 @@
+//! Command line (clap). Flag and field names are a contract: scripts and the tests use them.
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tracer",
+    version,
+    about = "Where do a Kubernetes pod's packets die on this node? Drop capture with reasons, locations, pcapng and JSON.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Capture dropped packets on this node (needs root).
+    #[command(
+        after_help = "EXPRESSION is a tcpdump/pcap-filter expression (see pcap-filter(7)), e.g.\n  tracer capture --duration 30s --pcap drops.pcapng --json drops.jsonl 'udp and dst port 53'\n  tracer capture --iface 'lxc*' host 10.0.1.23\nIt is evaluated in the kernel, so the totals are exact for the packets that match it."
+    )]
+    Capture(CaptureArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CaptureArgs {
+    /// Stop after this long (e.g. 30s, 5m); otherwise run until Ctrl-C or SIGTERM.
+    #[arg(short = 'd', long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+
+    /// Only drops on this interface; a name or a glob with `?` and a trailing `*` (e.g. lxc*).
+    /// Repeatable.
+    #[arg(short = 'i', long = "iface", value_name = "NAME|GLOB")]
+    pub ifaces: Vec<String>,
+
+    /// Only drops in this network namespace: a path (/proc/PID/ns/net, /var/run/netns/NAME),
+    /// a name under /var/run/netns, or an inode number.
+    #[arg(long, value_name = "PATH|INODE")]
+    pub netns: Option<String>,
+
+    /// Bytes of each dropped packet to keep, from the MAC header (or the IP header where the
+    /// drop point has no MAC header).
+    #[arg(short = 's', long, default_value_t = 256, value_name = "N")]
+    pub snaplen: u32,
+
+    /// Write the dropped packets to this pcapng file (readable by tshark/Wireshark).
+    #[arg(short = 'w', long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+
+    /// Write one JSON object per drop to FILE (JSON Lines), or to stdout with `-`.
+    #[arg(long, value_name = "FILE|-")]
+    pub json: Option<PathBuf>,
+
+    /// Write the run's exact totals as one JSON object to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+
+    /// Create FILE once every probe is attached (for scripts and tests).
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+
+    /// Do not print a line per drop on stdout.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// tcpdump/pcap-filter expression selecting the packets to report.
+    #[arg(value_name = "EXPRESSION", trailing_var_arg = true)]
+    pub expression: Vec<String>,
+}

@@ -1,0 +1,226 @@
+//! Wire records from the kernel → rich events with parsed headers and names.
+use std::net::IpAddr;
+
+use anyhow::{Result, bail};
+use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
+use serde::Serialize;
+use tracer_common::{EVENT_HEADER_LEN, IFNAMSIZ, PacketEvent, linktype};
+
+/// A wire record split into its fixed header and packet bytes.
+pub struct Wire<'a> {
+    pub hdr: PacketEvent,
+    pub data: &'a [u8],
+}
+
+impl<'a> Wire<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        if bytes.len() < EVENT_HEADER_LEN {
+            bail!("short event record ({} bytes)", bytes.len());
+        }
+        // SAFETY: length checked; PacketEvent is plain old data, read unaligned.
+        let hdr = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<PacketEvent>()) };
+        let end = EVENT_HEADER_LEN + hdr.cap_len as usize;
+        if end > bytes.len() {
+            bail!("event record claims {} packet bytes, has {}", hdr.cap_len, bytes.len() - EVENT_HEADER_LEN);
+        }
+        Ok(Self { hdr, data: &bytes[EVENT_HEADER_LEN..end] })
+    }
+}
+
+pub fn ifname(raw: &[u8; IFNAMSIZ]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// IP protocol: a name for the common ones, else the number (the JSON contract).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(untagged)]
+pub enum Proto {
+    Name(&'static str),
+    Number(u8),
+}
+
+impl Proto {
+    pub fn from_ip_number(n: u8) -> Self {
+        match n {
+            1 => Self::Name("icmp"),
+            6 => Self::Name("tcp"),
+            17 => Self::Name("udp"),
+            58 => Self::Name("icmpv6"),
+            n => Self::Number(n),
+        }
+    }
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Name(n) => f.write_str(n),
+            Self::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// What the packet bytes say.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Headers {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<Proto>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dport: Option<u16>,
+    /// TCP flags as tcpdump prints them (`S`, `S.`, `F.`, `R`…).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_code: Option<u8>,
+    /// Bytes of transport payload in the packet (from IP lengths, not the capture).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_len: Option<usize>,
+    /// Set for non-IP packets (e.g. "arp").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ethertype: Option<String>,
+}
+
+pub fn parse_headers(lt: u8, data: &[u8]) -> Headers {
+    let parsed = if lt == linktype::ETHERNET {
+        LaxSlicedPacket::from_ethernet(data).ok()
+    } else {
+        LaxSlicedPacket::from_ip(data).ok()
+    };
+    let mut h = Headers::default();
+    let Some(p) = parsed else { return h };
+    match &p.net {
+        Some(LaxNetSlice::Ipv4(ip)) => {
+            let hdr = ip.header();
+            h.src = Some(IpAddr::V4(hdr.source_addr()));
+            h.dst = Some(IpAddr::V4(hdr.destination_addr()));
+            h.proto = Some(Proto::from_ip_number(ip.payload().ip_number.0));
+            // Total length minus headers: what the sender put on the wire, even if truncated here.
+            let total = usize::from(hdr.total_len());
+            h.payload_len = Some(total.saturating_sub(usize::from(hdr.ihl()) * 4));
+        }
+        Some(LaxNetSlice::Ipv6(ip)) => {
+            let hdr = ip.header();
+            h.src = Some(IpAddr::V6(hdr.source_addr()));
+            h.dst = Some(IpAddr::V6(hdr.destination_addr()));
+            h.proto = Some(Proto::from_ip_number(ip.payload().ip_number.0));
+            h.payload_len = Some(usize::from(hdr.payload_length()));
+        }
+        Some(LaxNetSlice::Arp(_)) => h.ethertype = Some("arp".into()),
+        None => {
+            if let Some(etherparse::LinkSlice::Ethernet2(e)) = &p.link {
+                h.ethertype = Some(format!("{:#06x}", e.ether_type().0));
+            }
+        }
+    }
+    match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            h.sport = Some(t.source_port());
+            h.dport = Some(t.destination_port());
+            h.tcp_flags = Some(tcp_flags(t));
+            h.payload_len = h.payload_len.map(|l| l.saturating_sub(t.header_len()));
+        }
+        Some(TransportSlice::Udp(u)) => {
+            h.sport = Some(u.source_port());
+            h.dport = Some(u.destination_port());
+            h.payload_len = h.payload_len.map(|l| l.saturating_sub(8));
+        }
+        Some(TransportSlice::Icmpv4(i)) => {
+            h.icmp_type = Some(i.type_u8());
+            h.icmp_code = Some(i.code_u8());
+        }
+        Some(TransportSlice::Icmpv6(i)) => {
+            h.icmp_type = Some(i.type_u8());
+            h.icmp_code = Some(i.code_u8());
+        }
+        _ => h.payload_len = None,
+    }
+    h
+}
+
+fn tcp_flags(t: &etherparse::TcpSlice<'_>) -> String {
+    let mut s = String::new();
+    for (on, c) in [(t.syn(), 'S'), (t.fin(), 'F'), (t.rst(), 'R'), (t.psh(), 'P'), (t.urg(), 'U'), (t.ece(), 'E'), (t.cwr(), 'W')] {
+        if on {
+            s.push(c);
+        }
+    }
+    if t.ack() {
+        s.push('.');
+    }
+    if s.is_empty() { "none".into() } else { s }
+}
+
+/// One dropped packet, as written to the JSON Lines output (field names are a contract).
+#[derive(Debug, Clone, Serialize)]
+pub struct DropEvent {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: String,
+    pub reason: String,
+    pub location: String,
+    pub ifname: String,
+    pub ifindex: u32,
+    pub netns: u32,
+    #[serde(flatten)]
+    pub headers: Headers,
+    pub len: u32,
+    /// Packet bytes kept (in the pcapng).
+    pub caplen: u32,
+    /// Where the captured bytes start: "ethernet" or "ip".
+    pub link: &'static str,
+    /// `struct sk_buff` address, to correlate events of one packet.
+    pub skb: String,
+    /// Numeric drop reason on this kernel.
+    pub reason_code: u32,
+}
+
+pub fn link_name(lt: u8) -> &'static str {
+    if lt == linktype::ETHERNET { "ethernet" } else { "ip" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp_packet() -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(1234, 9999);
+        let mut v = Vec::new();
+        b.write(&mut v, b"hello").unwrap();
+        v
+    }
+
+    #[test]
+    fn parses_udp_over_ethernet() {
+        let h = parse_headers(linktype::ETHERNET, &udp_packet());
+        assert_eq!(h.proto, Some(Proto::Name("udp")));
+        assert_eq!(h.src, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(h.dport, Some(9999));
+        assert_eq!(h.payload_len, Some(5));
+    }
+
+    #[test]
+    fn parses_raw_ip_and_truncation() {
+        let p = udp_packet();
+        let h = parse_headers(linktype::RAW_IP, &p[14..40]);
+        assert_eq!(h.dst, Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(h.sport, None);
+        assert_eq!(h.proto, Some(Proto::Name("udp")));
+    }
+
+    #[test]
+    fn proto_serializes_as_contract() {
+        assert_eq!(serde_json::to_string(&Proto::from_ip_number(6)).unwrap(), "\"tcp\"");
+        assert_eq!(serde_json::to_string(&Proto::from_ip_number(132)).unwrap(), "132");
+    }
+}

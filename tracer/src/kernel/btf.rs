@@ -1,0 +1,143 @@
+//! Struct field offsets from the running kernel's BTF. Rust eBPF has no CO-RE, so the loader
+//! computes every offset the programs use and hands them over as globals.
+use anyhow::{Context as _, Result, anyhow, bail};
+use btf_rs::{Btf, Struct, Type};
+use tracer_common::Offsets;
+
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn load() -> Result<Self> {
+        Self::from_file(VMLINUX)
+    }
+
+    pub fn from_file(path: &str) -> Result<Self> {
+        if !std::path::Path::new(path).exists() {
+            bail!(
+                "this kernel exposes no BTF ({path} is missing): tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+            );
+        }
+        let btf = Btf::from_file(path).with_context(|| format!("cannot parse kernel BTF {path}"))?;
+        Ok(Self { btf })
+    }
+
+    fn named_struct(&self, name: &str) -> Result<Struct> {
+        let types = self.btf.resolve_types_by_name(name).map_err(|e| anyhow!("BTF has no struct {name}: {e}"))?;
+        types
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("BTF has no struct {name}"))
+    }
+
+    /// Strips typedefs and qualifiers down to a struct or union, if there is one.
+    fn as_composite(&self, mut t: Type) -> Option<Struct> {
+        for _ in 0..16 {
+            match t {
+                Type::Struct(s) | Type::Union(s) => return Some(s),
+                Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+                    t = self.btf.resolve_chained_type(t.as_btf_type()?).ok()?;
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Bit offset and type of `name` in `s`, looking through anonymous structs and unions.
+    fn find_member(&self, s: &Struct, name: &str, depth: u32) -> Option<(u32, Type)> {
+        if depth > 8 {
+            return None;
+        }
+        for m in &s.members {
+            let mname = self.btf.resolve_name(m).unwrap_or_default();
+            let ty = self.btf.resolve_chained_type(m).ok()?;
+            if mname == name {
+                return Some((m.bit_offset(), ty));
+            }
+            if mname.is_empty()
+                && let Some(inner) = self.as_composite(ty)
+                && let Some((off, t)) = self.find_member(&inner, name, depth + 1)
+            {
+                return Some((m.bit_offset() + off, t));
+            }
+        }
+        None
+    }
+
+    /// Byte offset of a dotted field path, e.g. `member_offset("net", "ns.inum")`.
+    pub fn member_offset(&self, strukt: &str, path: &str) -> Result<u32> {
+        let mut s = self.named_struct(strukt)?;
+        let mut bits = 0;
+        let mut parts = path.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let (off, ty) = self
+                .find_member(&s, part, 0)
+                .ok_or_else(|| anyhow!("struct {strukt} has no field {path} in this kernel's BTF"))?;
+            bits += off;
+            if parts.peek().is_some() {
+                s = self
+                    .as_composite(ty)
+                    .ok_or_else(|| anyhow!("{strukt}.{path}: {part} is not a struct"))?;
+            }
+        }
+        if bits % 8 != 0 {
+            bail!("{strukt}.{path} is a bitfield");
+        }
+        Ok(bits / 8)
+    }
+
+    /// The enumerators of `enum name`, as (name, value).
+    pub fn enum_values(&self, name: &str) -> Result<Vec<(String, u64)>> {
+        let types = self.btf.resolve_types_by_name(name).map_err(|e| anyhow!("BTF has no enum {name}: {e}"))?;
+        for t in types {
+            match t {
+                Type::Enum(e) => {
+                    return Ok(e
+                        .members
+                        .iter()
+                        .map(|m| (self.btf.resolve_name(m).unwrap_or_default(), u64::from(m.val())))
+                        .collect());
+                }
+                Type::Enum64(e) => {
+                    return Ok(e
+                        .members
+                        .iter()
+                        .map(|m| (self.btf.resolve_name(m).unwrap_or_default(), m.val()))
+                        .collect());
+                }
+                _ => {}
+            }
+        }
+        bail!("BTF has no enum {name}")
+    }
+
+    /// Every offset the kernel programs need. Fields the probes cannot work without are errors;
+    /// the rest are `u32::MAX` (the program then skips them).
+    pub fn offsets(&self) -> Result<Offsets> {
+        let need = |s: &str, f: &str| self.member_offset(s, f);
+        let opt = |s: &str, f: &str| self.member_offset(s, f).unwrap_or(u32::MAX);
+        Ok(Offsets {
+            skb_len: need("sk_buff", "len")?,
+            skb_data_len: need("sk_buff", "data_len")?,
+            skb_head: need("sk_buff", "head")?,
+            skb_data: need("sk_buff", "data")?,
+            skb_mac_header: need("sk_buff", "mac_header")?,
+            skb_network_header: need("sk_buff", "network_header")?,
+            skb_protocol: opt("sk_buff", "protocol"),
+            skb_dev: need("sk_buff", "dev")?,
+            skb_sk: opt("sk_buff", "sk"),
+            dev_ifindex: need("net_device", "ifindex")?,
+            dev_name: need("net_device", "name")?,
+            dev_nd_net: opt("net_device", "nd_net.net"),
+            net_ns_inum: opt("net", "ns.inum"),
+            sk_net: opt("sock", "__sk_common.skc_net.net"),
+        })
+    }
+}

@@ -1,0 +1,6 @@
+//! What the running kernel tells us: struct layouts (BTF), drop-reason names, symbols and which
+//! program types it accepts.
+pub mod btf;
+pub mod kallsyms;
+pub mod reasons;
+pub mod tracefs;

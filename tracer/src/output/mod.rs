@@ -1,0 +1,79 @@
+//! Everything the capture writes: JSON Lines events, the pcapng, the summary and the text
+//! tables on stderr. Files are created only once the probes are attached, and flushed at least
+//! every second so a killed run leaves readable files.
+pub mod jsonl;
+pub mod pcapng;
+pub mod progress;
+pub mod summary;
+pub mod table;
+
+use std::{
+    fs::File,
+    io::{BufWriter, Write},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result};
+
+/// Creates `path` for writing, refusing directories and naming the file in the error.
+pub fn create(path: &Path) -> Result<BufWriter<File>> {
+    let f = File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(BufWriter::with_capacity(256 * 1024, f))
+}
+
+/// Checks that `path` can be created, without leaving anything behind (run before the probes
+/// attach, so a bad path fails fast and writes nothing).
+pub fn check_writable(path: &Path) -> Result<()> {
+    if path.as_os_str() == "-" {
+        return Ok(());
+    }
+    if path.is_dir() {
+        anyhow::bail!("cannot write {}: it is a directory", path.display());
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Files this run created, removed again if the run fails before producing them completely.
+#[derive(Default)]
+pub struct Created(Vec<PathBuf>);
+
+impl Created {
+    pub fn add(&mut self, p: &Path) {
+        if p.as_os_str() != "-" {
+            self.0.push(p.to_path_buf());
+        }
+    }
+
+    pub fn remove_all(&mut self) {
+        for p in self.0.drain(..) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    pub fn keep(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file + rename): the summary is all or nothing.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if path.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        return Ok(out.flush()?);
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}

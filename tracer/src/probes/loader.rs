@@ -1,0 +1,74 @@
+//! Loads the embedded eBPF object: globals (offsets, config) are fixed before load so the
+//! verifier can prune unused paths; filter maps are filled before any probe attaches.
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use tracer_common::{CbpfInsn, Config, DropKey, IfacePattern, MAX_FILTER_INSNS, Offsets, names};
+
+use crate::filter::expr::CompiledFilter;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+
+/// The maps userspace reads, taken out of the object so they outlive the programs: events
+/// still in the ring and the final counters are read after detaching.
+pub struct Maps {
+    pub events: RingBuf<MapData>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub drop_stats: PerCpuHashMap<MapData, DropKey, u64>,
+}
+
+pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern]) -> Result<(Ebpf, Maps)> {
+    let mut ebpf = EbpfLoader::new()
+        .override_global(names::OFFSETS, offsets, true)
+        .override_global(names::CONFIG, config, true)
+        .load(OBJECT)
+        .context("cannot load the eBPF object into the kernel")?;
+
+    let mut insns: Array<_, CbpfInsn> = Array::try_from(map(&mut ebpf, names::FILTER_INSNS)?)?;
+    for (i, insn) in filter.ethernet.iter().enumerate() {
+        insns.set(u32::try_from(i)?, insn, 0)?;
+    }
+    for (i, insn) in filter.raw_ip.iter().enumerate() {
+        insns.set(MAX_FILTER_INSNS + u32::try_from(i)?, insn, 0)?;
+    }
+    let mut pats: Array<_, IfacePattern> = Array::try_from(map(&mut ebpf, names::IFACE_PATTERNS)?)?;
+    for (i, p) in ifaces.iter().enumerate() {
+        pats.set(u32::try_from(i)?, p, 0)?;
+    }
+
+    let maps = Maps {
+        events: RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?,
+        counters: PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?,
+        drop_stats: PerCpuHashMap::try_from(take(&mut ebpf, names::DROP_STATS)?)?,
+    };
+    Ok((ebpf, maps))
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name).ok_or_else(|| anyhow!("the eBPF object has no map {name}"))
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name).ok_or_else(|| anyhow!("the eBPF object has no map {name}"))
+}
+
+impl Maps {
+    /// Sum over CPUs of one `COUNTERS` slot.
+    pub fn counter(&self, index: u32) -> Result<u64> {
+        let v = self.counters.get(&index, 0)?;
+        Ok(v.iter().sum())
+    }
+
+    /// Every `DROP_STATS` key with its total over CPUs.
+    pub fn drop_stats(&self) -> Result<Vec<(DropKey, u64)>> {
+        self.drop_stats
+            .iter()
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k, v.iter().sum()))
+            })
+            .collect()
+    }
+}

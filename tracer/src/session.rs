@@ -1,0 +1,205 @@
+//! One capture: validate everything, attach, read events until the end, detach, then write
+//! exact totals. Nothing is written before the probes are attached; a failure before the end
+//! removes what this run created.
+use std::{path::Path, time::Instant};
+
+use anyhow::{Context as _, Result, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use tracer_common::{Config, MAX_CAPTURE, counter};
+
+use crate::{
+    aggregate::KernelRow,
+    cli::CaptureArgs,
+    events,
+    filter::{self, expr::CompiledFilter},
+    kernel::{btf::KernelBtf, kallsyms::Kallsyms, reasons::Reasons},
+    output::{self, Created, jsonl::JsonLines, pcapng::Pcapng, progress::Progress, summary, table},
+    pipeline::{Clock, Pipeline, rfc3339},
+    probes::{self, loader::Maps},
+};
+
+/// How often the ring buffer is drained (programs do not wake us; see bench/README).
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+/// How often outputs are flushed to disk.
+const FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
+pub async fn capture(args: CaptureArgs) -> Result<()> {
+    require_root()?;
+    let expression = args.expression.join(" ");
+    let compiled = filter::expr::compile(&expression)?;
+    let ifaces = filter::iface::parse_all(&args.ifaces)?;
+    check_ifaces_exist(&args.ifaces)?;
+    let netns = args.netns.as_deref().map(filter::netns::resolve).transpose()?.unwrap_or(0);
+    if args.snaplen == 0 || args.snaplen as usize > MAX_CAPTURE {
+        bail!("--snaplen must be between 1 and {MAX_CAPTURE}");
+    }
+    for p in [&args.pcap, &args.json, &args.summary, &args.ready_file].into_iter().flatten() {
+        output::check_writable(p)?;
+    }
+
+    let btf = KernelBtf::load()?;
+    let offsets = btf.offsets()?;
+    let reasons = Reasons::load(&btf)?;
+    let kallsyms = Kallsyms::load()?;
+    let config = Config {
+        snaplen: args.snaplen,
+        filter_eth_len: u32::try_from(compiled.ethernet.len())?,
+        filter_raw_len: u32::try_from(compiled.raw_ip.len())?,
+        filter_active: u32::from(compiled.is_active()),
+        netns,
+        iface_patterns: u32::try_from(ifaces.len())?,
+        reason_consumed: reasons.consumed.unwrap_or(u32::MAX),
+        reason_not_dropped: reasons.not_dropped_yet.unwrap_or(0),
+    };
+
+    let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces)?;
+    let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
+    let backend = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
+    log::info!("drop probe attached with {backend}");
+
+    let mut created = Created::default();
+    let result = run(&args, &compiled, reasons, kallsyms, ebpf, maps, backend, &mut created).await;
+    if result.is_err() {
+        created.remove_all();
+    }
+    result
+}
+
+#[expect(clippy::too_many_arguments, reason = "one call site; the pieces are built in order above")]
+async fn run(
+    args: &CaptureArgs,
+    compiled: &CompiledFilter,
+    reasons: Reasons,
+    kallsyms: Kallsyms,
+    ebpf: aya::Ebpf,
+    mut maps: Maps,
+    backend: probes::Backend,
+    created: &mut Created,
+) -> Result<()> {
+    let mut pipe = Pipeline::new(reasons, kallsyms, Clock::new());
+    if let Some(p) = &args.json {
+        pipe.json = Some(JsonLines::create(p)?);
+        created.add(p);
+    }
+    if let Some(p) = &args.pcap {
+        pipe.pcap = Some(Pcapng::create(p, args.snaplen)?);
+        created.add(p);
+    }
+    pipe.text = !args.quiet && args.json.as_deref() != Some(Path::new("-"));
+    if let Some(p) = &args.ready_file {
+        std::fs::write(p, b"ready\n").with_context(|| format!("cannot write {}", p.display()))?;
+        created.add(p);
+    }
+
+    let start = Instant::now();
+    let start_wall = rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?);
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut poll = tokio::time::interval(POLL);
+    let mut last_flush = Instant::now();
+    let mut progress = Progress::new();
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {}
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            () = sleep_until(deadline) => break,
+        }
+        drain(&mut maps, &mut pipe);
+        if last_flush.elapsed() >= FLUSH {
+            pipe.flush();
+            last_flush = Instant::now();
+            progress.tick(maps.counter(counter::MATCHED)?, maps.counter(counter::LOST)?);
+        }
+    }
+    progress.finish();
+    // Detach first, so the counters stop moving, then read what is left in the ring.
+    drop(ebpf);
+    drain(&mut maps, &mut pipe);
+    pipe.flush();
+    let duration_s = start.elapsed().as_secs_f64();
+
+    let drops = maps.counter(counter::MATCHED)?;
+    let emitted = maps.counter(counter::EMITTED)?;
+    let kernel_lost = maps.counter(counter::LOST)?;
+    let stats_full = maps.counter(counter::STATS_FULL)?;
+    if stats_full > 0 {
+        eprintln!("tracer: warning: {stats_full} drops did not fit the per-reason table; by_reason/by_location/by_iface undercount by that much");
+    }
+    if emitted != pipe.written + pipe.failed {
+        log::warn!("kernel emitted {emitted} events, userspace read {}", pipe.written + pipe.failed);
+    }
+    let lost_events = drops - pipe.written;
+    let rows = kernel_rows(&maps, &mut pipe)?;
+    let totals = summary::Totals { drops, lost_events, events: pipe.written, seen_drops: maps.counter(counter::SEEN)? };
+    debug_assert!(kernel_lost <= lost_events);
+    let meta = summary::Meta {
+        duration_s,
+        expression: compiled.expression.clone(),
+        probe: backend.to_string(),
+        kernel: kernel_release(),
+        start: start_wall,
+        end: rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?),
+    };
+    let s = summary::build(&totals, &rows, &pipe.flows, meta);
+    if let Some(p) = &args.summary {
+        let mut bytes = serde_json::to_vec_pretty(&s)?;
+        bytes.push(b'\n');
+        output::write_atomic(p, &bytes)?;
+    }
+    eprint!("{}", table::render(&s));
+    created.keep();
+    Ok(())
+}
+
+fn drain(maps: &mut Maps, pipe: &mut Pipeline) {
+    while let Some(item) = maps.events.next() {
+        pipe.handle(&item);
+    }
+}
+
+fn kernel_rows(maps: &Maps, pipe: &mut Pipeline) -> Result<Vec<KernelRow>> {
+    let stats = maps.drop_stats()?;
+    Ok(stats
+        .into_iter()
+        .map(|(k, count)| KernelRow {
+            reason: pipe.reasons().name(k.reason),
+            location: pipe.symbolize(k.location),
+            ifname: events::ifname(&k.ifname),
+            ifindex: k.ifindex,
+            netns: k.netns,
+            count,
+        })
+        .collect())
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("tracer capture must run as root (it loads eBPF programs): run it with sudo");
+    }
+    Ok(())
+}
+
+/// A plain interface name (no glob) must exist in this namespace or a named one; a typo would
+/// otherwise capture nothing, silently.
+fn check_ifaces_exist(names: &[String]) -> Result<()> {
+    for name in names.iter().filter(|n| !filter::iface::is_glob(n)) {
+        if !crate::filter::netns::iface_exists_anywhere(name) {
+            bail!("unknown interface {name:?}: not in this network namespace nor in any under /var/run/netns (see `ip link`)");
+        }
+    }
+    Ok(())
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
