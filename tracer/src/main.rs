@@ -1,9 +1,12 @@
 //! `tracer`: where a Kubernetes pod's packets die on a node.
 mod aggregate;
+mod attribution;
 mod cli;
 mod events;
 mod filter;
 mod kernel;
+mod netfilter;
+mod netns;
 mod output;
 mod pipeline;
 mod probes;

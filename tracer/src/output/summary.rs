@@ -39,6 +39,15 @@ pub struct FlowCount {
 }
 
 #[derive(Debug, Serialize)]
+pub struct RuleCount {
+    pub backend: String,
+    pub table: String,
+    pub chain: String,
+    pub rule: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
 pub struct Summary {
     /// Exact number of drops that matched every filter (in-kernel counter).
     pub drops: u64,
@@ -49,6 +58,8 @@ pub struct Summary {
     pub by_location: Vec<LocationCount>,
     pub by_flow: Vec<FlowCount>,
     pub by_iface: Vec<IfaceCount>,
+    /// Netfilter drops per rule (from attributed events).
+    pub by_rule: Vec<RuleCount>,
     /// Events written to the outputs (= drops − lost_events).
     pub events: u64,
     /// Drops seen before any filter (every reason, every interface).
@@ -79,7 +90,7 @@ pub struct Meta {
     pub end: String,
 }
 
-pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, meta: Meta) -> Summary {
+pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, rules: &aggregate::Rules, meta: Meta) -> Summary {
     Summary {
         drops: totals.drops,
         lost_events: totals.lost_events,
@@ -100,6 +111,11 @@ pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, meta
         by_iface: aggregate::group_by(rows, |r| (r.ifname.clone(), r.ifindex, r.netns))
             .into_iter()
             .map(|((ifname, ifindex, netns), count)| IfaceCount { ifname, ifindex, netns, count })
+            .collect(),
+        by_rule: rules
+            .sorted()
+            .into_iter()
+            .map(|((backend, table, chain, rule), count)| RuleCount { backend, table, chain, rule, count })
             .collect(),
         events: totals.events,
         seen_drops: totals.seen_drops,
