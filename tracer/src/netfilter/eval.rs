@@ -141,7 +141,8 @@ fn walk(
                     certain: sure,
                     index: Some(i),
                 });
-                if sure {
+                // A rule that surely matches ends the walk: nothing after it can act.
+                if rule_definite {
                     return Walk::Decided;
                 }
                 // It may have dropped the packet: nothing after it is certain any more.

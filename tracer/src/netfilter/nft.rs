@@ -105,12 +105,28 @@ fn rule_texts(text: &str) -> HashMap<(String, String, String, u64), String> {
                     && !t.starts_with("table ")
                     && !t.starts_with("chain ")
                 {
-                    out.insert((family.clone(), table.clone(), chain.clone(), h), format!("{rule} # handle {h}"));
+                    out.insert((family.clone(), table.clone(), chain.clone(), h), format!("{} # handle {h}", without_counter_values(rule)));
                 }
             }
         }
     }
     out
+}
+
+/// `counter packets 3 bytes 180` → `counter`: the text names the rule, the values change.
+fn without_counter_values(rule: &str) -> String {
+    let words: Vec<&str> = rule.split(' ').collect();
+    let mut out = Vec::with_capacity(words.len());
+    let mut i = 0;
+    while i < words.len() {
+        out.push(words[i]);
+        if words[i] == "counter" && words.get(i + 1) == Some(&"packets") && words.get(i + 3) == Some(&"bytes") {
+            i += 5;
+        } else {
+            i += 1;
+        }
+    }
+    out.join(" ")
 }
 
 /// The verdict a rule ends with, if any.
@@ -303,7 +319,7 @@ mod tests {
         let c = r.chain("inet", "fw", "fwd").unwrap();
         assert_eq!(c.priority, Some(-5));
         assert_eq!(c.hook.as_deref(), Some("forward"));
-        assert_eq!(c.rules[0].text, "ip daddr 10.1.2.3 udp dport 9999 counter packets 3 bytes 180 drop # handle 4");
+        assert_eq!(c.rules[0].text, "ip daddr 10.1.2.3 udp dport 9999 counter drop # handle 4");
         assert_eq!(c.rules[0].packets, Some(3));
         assert_eq!(verdict(&c.rules[0]), Verdict::Drop);
         let p = PacketInfo { dst: Some("10.1.2.3".parse().unwrap()), proto: Some(17), dport: Some(9999), ..Default::default() };
@@ -378,7 +394,7 @@ fn walk(
                     certain: sure,
                     index: Some(i),
                 });
-                if sure {
+                if rule_definite {
                     return None;
                 }
                 certain = false;
