@@ -62,11 +62,11 @@ pub async fn capture(args: CaptureArgs) -> Result<()> {
     let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces)?;
     let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns)? };
     let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
-    let backend = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
-    log::info!("drop probe attached with {backend}");
+    let probe = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
+    log::info!("drop probe attached with {}", probe.backend);
 
     let mut created = Created::default();
-    let result = run(&args, &compiled, reasons, kallsyms, (ebpf, netfilter), maps, backend, &mut created).await;
+    let result = run(&args, &compiled, reasons, kallsyms, (ebpf, probe, netfilter), maps, &mut created).await;
     if result.is_err() {
         created.remove_all();
     }
@@ -79,9 +79,8 @@ async fn run(
     compiled: &CompiledFilter,
     reasons: Reasons,
     kallsyms: Kallsyms,
-    (ebpf, netfilter): (aya::Ebpf, Option<(Observers, Attributor)>),
+    (ebpf, probe, netfilter): (aya::Ebpf, probes::kfree_skb::DropProbe, Option<(Observers, Attributor)>),
     mut maps: Maps,
-    backend: probes::Backend,
     created: &mut Created,
 ) -> Result<()> {
     let mut pipe = Pipeline::new(reasons, kallsyms, Clock::new());
@@ -127,7 +126,16 @@ async fn run(
     }
     progress.finish();
     // Detach first, so the counters stop moving, then read what is left in the ring.
+    let backend = probe.backend;
+    let program = probe.program_name();
     drop(observers);
+    drop(probe);
+    let probe_misses = ebpf
+        .program(program)
+        .and_then(|p| p.fd().ok())
+        .map(probes::recursion_misses)
+        .transpose()?
+        .unwrap_or(0);
     drop(ebpf);
     drain(&mut maps, &mut pipe);
     pipe.flush();
@@ -145,7 +153,10 @@ async fn run(
     }
     let lost_events = drops - pipe.written;
     let rows = kernel_rows(&maps, &mut pipe)?;
-    let totals = summary::Totals { drops, lost_events, events: pipe.written, seen_drops: maps.counter(counter::SEEN)? };
+    let totals = summary::Totals { drops, lost_events, events: pipe.written, seen_drops: maps.counter(counter::SEEN)?, probe_misses };
+    if probe_misses > 0 {
+        eprintln!("tracer: warning: the kernel skipped the drop probe {probe_misses} times (a drop inside a running probe on the same CPU); those drops are not counted");
+    }
     debug_assert!(kernel_lost <= lost_events);
     let meta = summary::Meta {
         duration_s,

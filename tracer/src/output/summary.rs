@@ -64,6 +64,9 @@ pub struct Summary {
     pub events: u64,
     /// Drops seen before any filter (every reason, every interface).
     pub seen_drops: u64,
+    /// Times the kernel skipped the drop probe because it was already running on that CPU:
+    /// drops neither counted nor reported (normally 0).
+    pub probe_misses: u64,
     /// Events not folded into `by_flow` because too many distinct flows were seen.
     pub other_flows: u64,
     pub expression: String,
@@ -79,6 +82,7 @@ pub struct Totals {
     pub lost_events: u64,
     pub events: u64,
     pub seen_drops: u64,
+    pub probe_misses: u64,
 }
 
 pub struct Meta {
@@ -119,6 +123,7 @@ pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, rule
             .collect(),
         events: totals.events,
         seen_drops: totals.seen_drops,
+        probe_misses: totals.probe_misses,
         other_flows: flows.other,
         expression: meta.expression,
         probe: meta.probe,
