@@ -26,6 +26,13 @@ pub mod names {
     pub const OFFSETS: &str = "OFFSETS";
     pub const CONFIG: &str = "CONFIG";
     pub const NF_RING: &str = "NF_RING";
+    pub const TC_RING: &str = "TC_RING";
+    pub const POD_NETNS: &str = "POD_NETNS";
+    pub const POD_IFACES: &str = "POD_IFACES";
+    pub const POD_ADDRS: &str = "POD_ADDRS";
+    /// Prefix of every tc observer program (and of our cls_bpf filters): leftovers of a killed
+    /// run are found by it.
+    pub const TC_OBSERVER_PREFIX: &str = "tracer_tc_";
 }
 
 /// Indexes into the per-CPU `COUNTERS` array. Summed over CPUs by the loader.
@@ -85,6 +92,11 @@ pub struct Config {
     pub reason_not_dropped: u32,
     /// `SKB_DROP_REASON_NETFILTER_DROP` on this kernel (u32::MAX when unknown).
     pub reason_netfilter_drop: u32,
+    /// `SKB_DROP_REASON_TC_INGRESS` / `TC_EGRESS` on this kernel (u32::MAX when unknown).
+    pub reason_tc_ingress: u32,
+    pub reason_tc_egress: u32,
+    /// 1 when `--pod` restricts the capture to the `POD_*` maps (namespaces, interfaces, IPs).
+    pub pod_filter: u32,
     pub _pad: u32,
 }
 
@@ -151,7 +163,9 @@ pub struct PacketEvent {
     /// Netfilter observer slot the packet passed last before a NETFILTER_DROP (0 = none): tells
     /// the hook, family, namespace and priority range where it died.
     pub nf_slot: u32,
-    pub _pad: u32,
+    /// tc observer the packet passed last at its hook before a TC_INGRESS/TC_EGRESS drop
+    /// (`tc::code`; 0 = none): tells which program on the hook shot it.
+    pub tc_slot: u32,
 }
 
 pub const EVENT_HEADER_LEN: usize = core::mem::size_of::<PacketEvent>();
@@ -168,6 +182,10 @@ pub struct DropKey {
     pub ifname: [u8; IFNAMSIZ],
     /// Netfilter observer slot (see `PacketEvent::nf_slot`).
     pub nf_slot: u32,
+    /// tc observer code (see `PacketEvent::tc_slot`).
+    pub tc_slot: u32,
+    /// Explicit padding: hash keys compare every byte, so none may be left uninitialised.
+    pub _pad: u32,
 }
 
 /// Entries in the per-CPU ring of recent netfilter observer passes.
@@ -186,6 +204,48 @@ pub struct NfRing {
     pub slot: [u32; NF_RING_LEN],
 }
 
+/// tc observers: one program per (direction, position) so each knows where it sits without
+/// per-attachment state; the interface comes from the packet. Position k runs just before the
+/// k-th program of the hook (tcx programs first, then cls_bpf filters by priority); the last
+/// position runs after all of them.
+pub mod tc {
+    /// Observer positions per direction (so at most `POSITIONS - 1` programs are singled out).
+    pub const POSITIONS: u32 = 8;
+    pub const EGRESS: u32 = 0x100;
+    /// The code an observer records: never 0, which means "no observer seen".
+    #[must_use]
+    pub const fn code(egress: bool, position: u32) -> u32 {
+        (if egress { EGRESS } else { 0 }) | (position + 1)
+    }
+    /// (egress, position) of a non-zero code.
+    #[must_use]
+    pub const fn decode(code: u32) -> (bool, u32) {
+        (code & EGRESS != 0, (code & 0xff).wrapping_sub(1))
+    }
+}
+
+/// Entries in the per-CPU ring of recent tc observer passes.
+pub const TC_RING_LEN: usize = 8;
+
+/// Per-CPU ring the tc observers write: which skb passed which observer, on which interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcRing {
+    pub head: u32,
+    pub _pad: u32,
+    pub skb: [u64; TC_RING_LEN],
+    pub ifindex: [u32; TC_RING_LEN],
+    pub code: [u32; TC_RING_LEN],
+}
+
+/// Key of `POD_IFACES`: a pod's host-side interface (its `lxc…` veth) in its namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PodIfKey {
+    pub netns: u32,
+    pub ifindex: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are #[repr(C)] plain integers/arrays with no padding holes that
@@ -196,4 +256,6 @@ mod pod {
     unsafe impl aya::Pod for super::IfacePattern {}
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::NfRing {}
+    unsafe impl aya::Pod for super::TcRing {}
+    unsafe impl aya::Pod for super::PodIfKey {}
 }

@@ -32,6 +32,9 @@ static CONFIG: Config = Config {
     reason_consumed: u32::MAX,
     reason_not_dropped: 0,
     reason_netfilter_drop: u32::MAX,
+    reason_tc_ingress: u32::MAX,
+    reason_tc_egress: u32::MAX,
+    pod_filter: 0,
     _pad: 0,
 };
 

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use tracer_common::{DropKey, MAX_CAPTURE, MAX_FILTER_INSNS, counter, kind, linktype};
 
-use crate::{config, emit, filter, netfilter, skb};
+use crate::{config, emit, filter, netfilter, skb, tc};
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
@@ -56,6 +56,9 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
             }
         }
     }
+    if cfg.pod_filter != 0 && !filter::pod_matches(ifindex, netns, lt, cap) {
+        return;
+    }
     if cfg.filter_active != 0 {
         let (base, len) = if lt == linktype::ETHERNET {
             (0, cfg.filter_eth_len)
@@ -68,7 +71,8 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
     }
     emit::count(counter::MATCHED);
     let nf_slot = if reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };
-    emit::count_drop(&DropKey { location, reason, ifindex, netns, ifname, nf_slot });
+    let tc_slot = if reason == cfg.reason_tc_ingress || reason == cfg.reason_tc_egress { tc::last_code(skb, ifindex) } else { 0 };
+    emit::count_drop(&DropKey { location, reason, ifindex, netns, ifname, nf_slot, tc_slot, _pad: 0 });
 
     let snap = cap.min(cfg.snaplen);
     // SAFETY: s is this CPU's scratch value.
@@ -87,6 +91,7 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
         h.kind = kind::DROP;
         h.ifname = ifname;
         h.nf_slot = nf_slot;
+        h.tc_slot = tc_slot;
     }
     emit::output(s, snap);
 }

@@ -9,6 +9,7 @@ mod filter;
 mod kfree_skb;
 mod netfilter;
 mod skb;
+mod tc;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -69,6 +69,21 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub no_netfilter: bool,
 
+    /// Do not attach tc observers: TC_INGRESS/TC_EGRESS drops then name the program only when
+    /// it is alone on its hook.
+    #[arg(long)]
+    pub no_tc: bool,
+
+    /// Only drops of this pod (NAMESPACE/NAME): in its network namespace, on its host-side
+    /// interface (lxc…), or to/from its IPs. Repeatable. Pods are read from the CNI cache.
+    #[arg(long = "pod", value_name = "NAMESPACE/NAME")]
+    pub pods: Vec<String>,
+
+    /// libcni's cache directory, whose results/ name every pod sandbox on this node
+    /// [default: /var/lib/cni].
+    #[arg(long, value_name = "DIR")]
+    pub cni_cache_dir: Option<std::path::PathBuf>,
+
     /// Do not print a line per drop on stdout.
     #[arg(short, long)]
     pub quiet: bool,

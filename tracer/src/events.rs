@@ -184,6 +184,18 @@ pub struct DropEvent {
     /// Which table, chain and rule dropped it (NETFILTER_DROP only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netfilter: Option<crate::attribution::netfilter::NetfilterInfo>,
+    /// Which tc/BPF program shot it (TC_INGRESS/TC_EGRESS only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tc: Option<crate::attribution::tc::TcInfo>,
+    /// Pods ("namespace/name") owning the source and destination addresses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_pod: Option<String>,
+    /// The pod behind the interface of the drop (its host-side veth, or a device in its
+    /// network namespace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_iface: Option<String>,
 }
 
 pub fn link_name(lt: u8) -> &'static str {

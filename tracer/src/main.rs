@@ -9,6 +9,7 @@ mod netfilter;
 mod netns;
 mod output;
 mod pipeline;
+mod pods;
 mod probes;
 mod session;
 

@@ -7,8 +7,9 @@ use std::{
 };
 
 use crate::{
-    aggregate::{Flows, Rules},
-    attribution::netfilter::Attributor,
+    aggregate::{Flows, PodCounts, Rules},
+    attribution::{netfilter::Attributor, tc::TcAttributor},
+    pods::Pods,
     netfilter::packet::PacketInfo,
     events::{self, DropEvent, Wire},
     kernel::{kallsyms::Kallsyms, reasons::Reasons},
@@ -69,6 +70,12 @@ pub struct Pipeline {
     /// Drops waiting for the rule counters of their window.
     pending: Vec<Pending>,
     pub rules: Rules,
+    /// tc/BPF program attribution (TC_INGRESS/TC_EGRESS drops).
+    pub tc: Option<TcAttributor>,
+    /// Reason values of TC_INGRESS and TC_EGRESS on this kernel.
+    pub tc_reasons: (Option<u32>, Option<u32>),
+    pub pods: Pods,
+    pub by_pod: PodCounts,
 }
 
 /// Drops waiting for attribution are bounded: past this, the window closes early.
@@ -112,7 +119,6 @@ fn packet_info(ev: &DropEvent, hook: u32) -> PacketInfo {
 impl Pipeline {
     pub fn new(reasons: Reasons, kallsyms: Kallsyms, clock: Clock) -> Self {
         Self {
-            reasons,
             kallsyms,
             symbols: HashMap::new(),
             clock,
@@ -126,6 +132,11 @@ impl Pipeline {
             nf: None,
             pending: Vec::new(),
             rules: Rules::default(),
+            tc_reasons: (reasons.value("TC_INGRESS"), reasons.value("TC_EGRESS")),
+            reasons,
+            tc: None,
+            pods: Pods::default(),
+            by_pod: PodCounts::default(),
         }
     }
 
@@ -135,6 +146,25 @@ impl Pipeline {
 
     pub fn symbolize(&mut self, addr: u64) -> String {
         self.symbols.entry(addr).or_insert_with(|| self.kallsyms.symbolize(addr)).clone()
+    }
+
+    /// Direction of a TC_INGRESS (false) / TC_EGRESS (true) reason; None for other reasons.
+    fn tc_direction(&self, reason: u32) -> Option<bool> {
+        match self.tc_reasons {
+            (Some(r), _) if r == reason => Some(false),
+            (_, Some(r)) if r == reason => Some(true),
+            _ => None,
+        }
+    }
+
+    /// Pod and tc program of a row of the kernel's exact statistics.
+    pub fn row_owner(&mut self, k: &tracer_common::DropKey, ifname: &str) -> (Option<String>, Option<crate::attribution::tc::TcInfo>) {
+        let pod = self.pods.by_iface(k.netns, k.ifindex).map(|p| p.key.clone());
+        let tc = match (self.tc_direction(k.reason), &mut self.tc) {
+            (Some(egress), Some(tc)) => Some(tc.resolve(k.netns, k.ifindex, ifname, egress, k.tc_slot)),
+            _ => None,
+        };
+        (pod, tc)
     }
 
     pub fn handle(&mut self, bytes: &[u8]) {
@@ -163,8 +193,18 @@ impl Pipeline {
             skb: format!("{:#x}", h.skb),
             reason_code: h.reason,
             netfilter: None,
+            tc: None,
+            src_pod: None,
+            dst_pod: None,
+            pod_iface: None,
         };
-        let iface = Iface { netns: h.netns, ifindex: h.ifindex, ifname: ev.ifname.clone(), linktype: h.linktype };
+        if let (Some(egress), Some(tc)) = (self.tc_direction(h.reason), &mut self.tc) {
+            ev.tc = Some(tc.resolve(h.netns, h.ifindex, &ev.ifname, egress, h.tc_slot));
+        }
+        ev.src_pod = ev.headers.src.and_then(|a| self.pods.by_ip(a)).map(|p| p.key.clone());
+        ev.dst_pod = ev.headers.dst.and_then(|a| self.pods.by_ip(a)).map(|p| p.key.clone());
+        ev.pod_iface = self.pods.by_iface(h.netns, h.ifindex).map(|p| p.key.clone());
+        let iface = Iface { netns: h.netns, ifindex: h.ifindex, ifname: ev.ifname.clone(), linktype: h.linktype, pod: ev.pod_iface.clone() };
         if h.nf_slot != 0
             && let Some(nf) = &self.nf
             && let Some(slot) = nf.slot(h.nf_slot)
@@ -211,6 +251,7 @@ impl Pipeline {
 
     fn emit(&mut self, ev: &DropEvent, iface: &Iface, ts: Duration, data: &[u8]) {
         self.flows.add(ev);
+        self.by_pod.add(ev);
         if let Some(nf) = &ev.netfilter {
             self.rules.add(nf);
         }
@@ -226,6 +267,18 @@ impl Pipeline {
             let mut comment = format!("drop reason={} location={} iface={} netns={}", ev.reason, ev.location, display_if(&ev.ifname), ev.netns);
             if let Some(nf) = &ev.netfilter {
                 comment.push_str(&format!(" netfilter=\"{} {} {} {}: {}\"", nf.backend, nf.family, nf.table, nf.chain, nf.rule.as_deref().unwrap_or("?")));
+            }
+            if let Some(tc) = &ev.tc {
+                comment.push_str(&format!(" tc=\"{} {} {}", tc.attach.unwrap_or("?"), tc.direction, tc.prog.as_deref().unwrap_or("?")));
+                if let Some(id) = tc.prog_id {
+                    comment.push_str(&format!(" id {id}"));
+                }
+                comment.push_str(&format!(" {}\"", tc.verdict));
+            }
+            for (k, v) in [("pod_iface", &ev.pod_iface), ("src_pod", &ev.src_pod), ("dst_pod", &ev.dst_pod)] {
+                if let Some(v) = v {
+                    comment.push_str(&format!(" {k}={v}"));
+                }
             }
             if let Err(e) = p.write(iface, ts, ev.len, data, comment) {
                 eprintln!("tracer: error: {e:#}; pcapng output stopped, the capture goes on");
@@ -281,5 +334,7 @@ fn text_line(e: &DropEvent) -> String {
         _ => "?".into(),
     };
     let flags = h.tcp_flags.as_deref().map(|f| format!(" [{f}]")).unwrap_or_default();
-    format!("{} {} {} at {}: {what}{flags} len {}", &e.time[11..], display_if(&e.ifname), e.reason, e.location, e.len)
+    let pod = e.pod_iface.as_deref().map(|p| format!(" (pod {p})")).unwrap_or_default();
+    let by = e.tc.as_ref().map(|t| format!(" by {}", t.who())).unwrap_or_default();
+    format!("{} {}{pod} {} at {}: {what}{flags} len {}{by}", &e.time[11..], display_if(&e.ifname), e.reason, e.location, e.len)
 }

@@ -11,7 +11,9 @@ use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use crate::{
     aggregate::KernelRow,
-    attribution::netfilter::Attributor,
+    attribution::{netfilter::Attributor, tc::TcAttributor},
+    pods::Pods,
+    probes::loader::PodSelection,
     netfilter::snapshot::Snapshot,
     probes::netfilter::Observers,
     cli::CaptureArgs,
@@ -28,8 +30,18 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// How often outputs are flushed to disk.
 const FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Everything attached in the kernel; dropping it detaches (tc observer filters included).
+struct Attached {
+    ebpf: aya::Ebpf,
+    probe: probes::kfree_skb::DropProbe,
+    netfilter: Option<(Observers, Attributor)>,
+    tc: Option<(probes::tc::Observers, TcAttributor)>,
+}
+
 pub async fn capture(args: CaptureArgs) -> Result<()> {
     require_root()?;
+    // Handle Ctrl-C/SIGTERM from here on: our cls_bpf observers must be removed on the way out.
+    let signals = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
     let expression = args.expression.join(" ");
     let compiled = filter::expr::compile(&expression)?;
     let ifaces = filter::iface::parse_all(&args.ifaces)?;
@@ -41,6 +53,8 @@ pub async fn capture(args: CaptureArgs) -> Result<()> {
     for p in [&args.pcap, &args.json, &args.summary, &args.ready_file].into_iter().flatten() {
         output::check_writable(p)?;
     }
+    let pods = load_pods(&args)?;
+    let selection = select_pods(&pods, &args.pods)?;
 
     let btf = KernelBtf::load()?;
     let offsets = btf.offsets()?;
@@ -56,36 +70,46 @@ pub async fn capture(args: CaptureArgs) -> Result<()> {
         reason_consumed: reasons.consumed.unwrap_or(u32::MAX),
         reason_not_dropped: reasons.not_dropped_yet.unwrap_or(0),
         reason_netfilter_drop: reasons.value("NETFILTER_DROP").unwrap_or(u32::MAX),
+        reason_tc_ingress: reasons.value("TC_INGRESS").unwrap_or(u32::MAX),
+        reason_tc_egress: reasons.value("TC_EGRESS").unwrap_or(u32::MAX),
+        pod_filter: u32::from(!args.pods.is_empty()),
         _pad: 0,
     };
 
-    let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces)?;
+    let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces, &selection)?;
     let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns)? };
+    let tc = if args.no_tc { None } else { Some(start_tc(&mut ebpf, netns, &ifaces)?) };
     let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
     let probe = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
     log::info!("drop probe attached with {}", probe.backend);
 
     let mut created = Created::default();
-    let result = run(&args, &compiled, reasons, kallsyms, (ebpf, probe, netfilter), maps, &mut created).await;
+    let attached = Attached { ebpf, probe, netfilter, tc };
+    let result = run(&args, &compiled, (reasons, kallsyms, pods), attached, maps, signals, &mut created).await;
     if result.is_err() {
         created.remove_all();
     }
     result
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site; the pieces are built in order above")]
 async fn run(
     args: &CaptureArgs,
     compiled: &CompiledFilter,
-    reasons: Reasons,
-    kallsyms: Kallsyms,
-    (ebpf, probe, netfilter): (aya::Ebpf, probes::kfree_skb::DropProbe, Option<(Observers, Attributor)>),
+    (reasons, kallsyms, pods): (Reasons, Kallsyms, Pods),
+    attached: Attached,
     mut maps: Maps,
+    (mut sigint, mut sigterm): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
     created: &mut Created,
 ) -> Result<()> {
+    let Attached { ebpf, probe, netfilter, tc } = attached;
     let mut pipe = Pipeline::new(reasons, kallsyms, Clock::new());
+    pipe.pods = pods;
     let observers = netfilter.map(|(o, a)| {
         pipe.nf = Some(a);
+        o
+    });
+    let tc_observers = tc.map(|(o, a)| {
+        pipe.tc = Some(a);
         o
     });
     if let Some(p) = &args.json {
@@ -104,8 +128,6 @@ async fn run(
 
     let start = Instant::now();
     let start_wall = rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?);
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut poll = tokio::time::interval(POLL);
     let mut last_flush = Instant::now();
@@ -129,6 +151,7 @@ async fn run(
     let backend = probe.backend;
     let program = probe.program_name();
     drop(observers);
+    drop(tc_observers);
     drop(probe);
     let probe_misses = ebpf
         .program(program)
@@ -166,7 +189,7 @@ async fn run(
         start: start_wall,
         end: rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?),
     };
-    let s = summary::build(&totals, &rows, &pipe.flows, &pipe.rules, meta);
+    let s = summary::build(&totals, &rows, &pipe.flows, &pipe.rules, &pipe.by_pod, meta);
     if let Some(p) = &args.summary {
         let mut bytes = serde_json::to_vec_pretty(&s)?;
         bytes.push(b'\n');
@@ -209,6 +232,57 @@ fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32) -> Result<Optio
     Ok(Some((observers, attributor)))
 }
 
+/// Places tc observers on every hook in scope that runs BPF programs (after removing leftovers
+/// of a killed earlier run).
+fn start_tc(ebpf: &mut aya::Ebpf, netns: u32, ifaces: &[tracer_common::IfacePattern]) -> Result<(probes::tc::Observers, TcAttributor)> {
+    let spaces = crate::netns::known();
+    let scope = probes::tc::Scope { netns, ifaces: ifaces.to_vec() };
+    let obs = probes::tc::attach(ebpf, &spaces, &scope)?;
+    if obs.cleaned > 0 {
+        eprintln!("tracer: removed {} tc observer filters left by a killed earlier run", obs.cleaned);
+    }
+    log::info!("{} tc observers on {} hooks", obs.count(), obs.hooks.len());
+    let attributor = TcAttributor::new(obs.hooks.clone(), spaces);
+    Ok((obs, attributor))
+}
+
+/// The CNI cache: required (an error when unreadable) with --pod or --cni-cache-dir, else
+/// best effort (a node without one just has no pod names).
+fn load_pods(args: &CaptureArgs) -> Result<Pods> {
+    match &args.cni_cache_dir {
+        Some(dir) => Pods::load(dir),
+        None if !args.pods.is_empty() => Pods::load(Path::new(crate::pods::DEFAULT_CACHE_DIR)),
+        None => Ok(Pods::load(Path::new(crate::pods::DEFAULT_CACHE_DIR)).unwrap_or_else(|e| {
+            log::info!("no pod names: {e:#}");
+            Pods::default()
+        })),
+    }
+}
+
+/// `--pod` → what the kernel filter matches: namespaces, host-side interfaces, addresses.
+fn select_pods(pods: &Pods, specs: &[String]) -> Result<PodSelection> {
+    let mut sel = PodSelection::default();
+    for spec in specs {
+        let p = pods.select(spec)?;
+        if p.netns.is_empty() && p.host_ifs.is_empty() && p.ips.is_empty() {
+            bail!("pod {spec} has no network namespace, interface or IP in the CNI cache; is it running on this node?");
+        }
+        if !p.live {
+            eprintln!("tracer: warning: pod {spec} has no live network namespace (stale CNI cache entry); matching its IPs only");
+        }
+        sel.netns.extend(&p.netns);
+        sel.ifaces.extend(p.host_ifs.iter().map(|(_, ifindex)| tracer_common::PodIfKey { netns: pods.host_netns, ifindex: *ifindex }));
+        sel.addrs.extend(p.ips.iter().map(|ip| match ip {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(v6) => v6.octets(),
+        }));
+    }
+    if sel.netns.len() > 256 || sel.ifaces.len() > 256 || sel.addrs.len() > 1024 {
+        bail!("too many pods selected: at most 256 namespaces, 256 interfaces and 1024 addresses");
+    }
+    Ok(sel)
+}
+
 fn drain(maps: &mut Maps, pipe: &mut Pipeline) {
     while let Some(item) = maps.events.next() {
         pipe.handle(&item);
@@ -219,13 +293,19 @@ fn kernel_rows(maps: &Maps, pipe: &mut Pipeline) -> Result<Vec<KernelRow>> {
     let stats = maps.drop_stats()?;
     Ok(stats
         .into_iter()
-        .map(|(k, count)| KernelRow {
-            reason: pipe.reasons().name(k.reason),
-            location: pipe.symbolize(k.location),
-            ifname: events::ifname(&k.ifname),
-            ifindex: k.ifindex,
-            netns: k.netns,
-            count,
+        .map(|(k, count)| {
+            let ifname = events::ifname(&k.ifname);
+            let (pod, tc) = pipe.row_owner(&k, &ifname);
+            KernelRow {
+                reason: pipe.reasons().name(k.reason),
+                location: pipe.symbolize(k.location),
+                ifname,
+                ifindex: k.ifindex,
+                netns: k.netns,
+                count,
+                pod,
+                tc,
+            }
         })
         .collect())
 }

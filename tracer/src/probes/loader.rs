@@ -3,9 +3,9 @@
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use tracer_common::{CbpfInsn, Config, DropKey, IfacePattern, MAX_FILTER_INSNS, Offsets, names};
+use tracer_common::{CbpfInsn, Config, DropKey, IfacePattern, MAX_FILTER_INSNS, Offsets, PodIfKey, names};
 
 use crate::filter::expr::CompiledFilter;
 
@@ -19,7 +19,16 @@ pub struct Maps {
     pub drop_stats: PerCpuHashMap<MapData, DropKey, u64>,
 }
 
-pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern]) -> Result<(Ebpf, Maps)> {
+/// What `--pod` selects, as the kernel filter's maps hold it.
+#[derive(Debug, Default, Clone)]
+pub struct PodSelection {
+    pub netns: Vec<u32>,
+    pub ifaces: Vec<PodIfKey>,
+    /// IPv4 as IPv4-mapped IPv6.
+    pub addrs: Vec<[u8; 16]>,
+}
+
+pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern], pods: &PodSelection) -> Result<(Ebpf, Maps)> {
     let mut ebpf = EbpfLoader::new()
         .override_global(names::OFFSETS, offsets, true)
         .override_global(names::CONFIG, config, true)
@@ -36,6 +45,19 @@ pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces:
     let mut pats: Array<_, IfacePattern> = Array::try_from(map(&mut ebpf, names::IFACE_PATTERNS)?)?;
     for (i, p) in ifaces.iter().enumerate() {
         pats.set(u32::try_from(i)?, p, 0)?;
+    }
+
+    let mut m: HashMap<_, u32, u8> = HashMap::try_from(map(&mut ebpf, names::POD_NETNS)?)?;
+    for n in &pods.netns {
+        m.insert(n, 1, 0)?;
+    }
+    let mut m: HashMap<_, PodIfKey, u8> = HashMap::try_from(map(&mut ebpf, names::POD_IFACES)?)?;
+    for k in &pods.ifaces {
+        m.insert(k, 1, 0)?;
+    }
+    let mut m: HashMap<_, [u8; 16], u8> = HashMap::try_from(map(&mut ebpf, names::POD_ADDRS)?)?;
+    for a in &pods.addrs {
+        m.insert(a, 1, 0)?;
     }
 
     let maps = Maps {
