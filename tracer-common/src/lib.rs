@@ -3,6 +3,8 @@
 //! programs. Keep it small and plain: no logic that only one side needs.
 #![no_std]
 
+pub mod cbpf;
+
 /// Largest number of packet bytes a program copies (the filter window). A power of two so the
 /// kernel side can bound offsets with a mask.
 pub const MAX_CAPTURE: usize = 2048;
@@ -196,4 +198,5 @@ mod pod {
     unsafe impl aya::Pod for super::IfacePattern {}
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::NfRing {}
+    unsafe impl aya::Pod for super::cbpf::Vm {}
 }
