@@ -31,7 +31,7 @@ pub mod traffic;
 pub mod wait;
 
 pub use node::{IptRule, Node, NodeOptions, Pod};
-pub use tc_fixture::{Attach, Direction, TcFixture, TcFixtureOptions};
+pub use tc_fixture::{Attach, Direction, FixtureStats, ProgInfo, TcFixture, TcFixtureOptions};
 pub use tempdir::TempDir;
 pub use tracer::{Capture, Finished, RunningCapture, Tracer, function, symbol};
 pub use traffic::{ConnectResults, TcpListener, UdpListener};

@@ -185,6 +185,12 @@ impl TcFixture {
         Ok(f)
     }
 
+    /// The fixture's process id.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The attached programs, in order.
     #[must_use]
     pub fn programs(&self) -> &[ProgInfo] {

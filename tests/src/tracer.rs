@@ -176,7 +176,7 @@ impl Capture {
             }
         });
         if let Err(e) = waited {
-            let finished = run.finish(false);
+            let finished = run.finish(None);
             let stderr = finished.map(|f| f.stderr).unwrap_or_default();
             bail!("{e:#}; stderr:\n{stderr}");
         }
@@ -225,18 +225,23 @@ impl RunningCapture {
 
     /// SIGINT, wait (bounded) for the exit, parse the outputs.
     pub fn stop(mut self) -> Result<Finished> {
-        self.finish(true)
+        self.finish(Some(libc::SIGINT))
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGTERM`), then waits (bounded) and parses the outputs.
+    pub fn stop_with(mut self, sig: libc::c_int) -> Result<Finished> {
+        self.finish(Some(sig))
     }
 
     /// Waits (bounded) for the tracer to end by itself (`--duration`).
     pub fn wait(mut self) -> Result<Finished> {
-        self.finish(false)
+        self.finish(None)
     }
 
-    fn finish(&mut self, interrupt: bool) -> Result<Finished> {
+    fn finish(&mut self, sig: Option<libc::c_int>) -> Result<Finished> {
         let mut child = self.child.take().context("capture already finished")?;
-        if interrupt {
-            signal(&child, libc::SIGINT);
+        if let Some(sig) = sig {
+            signal(&child, sig);
         }
         let status = wait_exit(&mut child, STOP_TIMEOUT);
         let stdout = self.stdout.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();

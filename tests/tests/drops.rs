@@ -248,6 +248,70 @@ fn tc_fixture_cls_bpf_leaves_no_qdisc() {
     assert!(!qdiscs.contains("clsact"), "clsact left behind: {qdiscs}");
 }
 
+/// Two programs on one hook, as issue 4 needs: the pass-through one first, the dropping one
+/// second. Both must run for every packet (their "pass" is `TC_ACT_UNSPEC` / `TCX_NEXT`), and a
+/// destination denied while the fixture runs is dropped from then on.
+fn tc_fixture_chain(attach: Attach, port: u16) {
+    let node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0), node.pod(1));
+    let mut opts = TcFixtureOptions::from_container(Some(node.netns_path()), &a.lxc, attach, &[]);
+    opts.bin = Some(fixture_bin());
+    opts.programs = vec!["cil_to_container".into(), "cil_from_container".into()];
+    let mut fixture = TcFixture::start(&opts).unwrap();
+    let names: Vec<&str> = fixture.programs().iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["cil_to_container", "cil_from_container"]);
+    assert!(fixture.programs().iter().all(|p| p.id > 0 && p.tag.len() == 16));
+    let listener = b.listen_udp(port).unwrap();
+    a.send_udp(port, b.addr(port), 5, b"allowed").unwrap();
+    listener.wait_for(5, TIMEOUT).unwrap();
+    fixture.deny(b.ip).unwrap();
+    let run = tracer().capture().expression(format!("host {} and udp port {port}", b.ip)).start().unwrap();
+    a.send_udp(port, b.addr(port), 8, b"denied now").unwrap();
+    let done = stop(run);
+    let stats = fixture.stats().unwrap();
+    assert_eq!(stats, integration_tests::FixtureStats { from_shot: 8, from_passed: 5, to_passed: 13 });
+    assert_eq!(listener.stop().unwrap(), 5);
+    assert_eq!(done.drops().unwrap(), 8);
+    assert!(done.events.iter().all(|e| e["reason"] == "TC_INGRESS" && e["ifname"] == a.lxc.as_str()));
+    fixture.stop().unwrap();
+}
+
+#[test]
+fn tc_fixture_chain_tcx() {
+    tc_fixture_chain(Attach::Tcx, 31321);
+}
+
+#[test]
+fn tc_fixture_chain_cls_bpf() {
+    tc_fixture_chain(Attach::ClsBpf, 31331);
+}
+
+#[test]
+fn node_is_removed_on_panic() {
+    let mut names = Vec::new();
+    let mut fixture_pid = 0;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut node = Node::new(2).unwrap();
+        names.push(node.netns().to_string());
+        names.extend(node.pods().iter().map(|p| p.netns.clone()));
+        node.iptables("filter", "FORWARD", &["-p", "udp", "-j", "DROP"]).unwrap();
+        let lxc = node.pod(0).lxc.clone();
+        let mut opts = TcFixtureOptions::from_container(Some(node.netns_path()), &lxc, Attach::ClsBpf, &[]);
+        opts.bin = Some(fixture_bin());
+        let fixture = TcFixture::start(&opts).unwrap();
+        fixture_pid = fixture.pid().unwrap();
+        panic!("planted panic: the fixture and the node must still be removed");
+    }));
+    assert!(result.is_err());
+    assert_eq!(names.len(), 3);
+    for ns in &names {
+        assert!(!netns::path(ns).exists(), "{ns} left behind");
+    }
+    // SAFETY: signal 0 only checks for existence.
+    let alive = unsafe { libc::kill(i32::try_from(fixture_pid).unwrap(), 0) } == 0;
+    assert!(!alive, "tc-fixture {fixture_pid} still running");
+}
+
 #[test]
 fn blackhole_route_drops_at_ip_error() {
     let node = Node::new(1).unwrap();
@@ -368,6 +432,104 @@ fn pcapng_has_one_commented_packet_per_event() {
     assert_eq!(reasons.get("NETFILTER_DROP"), Some(&4));
 }
 
+#[test]
+fn netns_filter_keeps_only_that_namespace() {
+    let node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0), node.pod(1));
+    let (port, n, m) = (31701, 9usize, 5usize);
+    // By name here; the inode form is checked against the events.
+    let run = tracer().capture().arg("--netns").arg(node.netns()).expression(format!("udp port {port}")).start().unwrap();
+    a.send_udp(port, std::net::SocketAddrV4::new(node.unused_ip(), port), n, b"host side").unwrap();
+    a.send_udp(port, b.addr(port), m, b"pod side").unwrap();
+    let done = stop(run);
+    assert_eq!(done.drops().unwrap(), n as u64, "only the node namespace's drops");
+    let inode = node.netns_inode().unwrap();
+    assert!(done.events.iter().all(|e| e["netns"] == inode && e["ifname"] == a.lxc.as_str()), "{:?}", done.events);
+
+    let run = tracer().capture().arg("--netns").arg(b.netns_inode().unwrap().to_string()).expression(format!("udp port {port}")).start().unwrap();
+    a.send_udp(port, std::net::SocketAddrV4::new(node.unused_ip(), port), n, b"host side").unwrap();
+    a.send_udp(port, b.addr(port), m, b"pod side").unwrap();
+    let done = stop(run);
+    assert_eq!(done.drops().unwrap(), m as u64, "only pod b's drops");
+    assert!(done.events.iter().all(|e| e["reason"] == "NO_SOCKET" && e["ifname"] == "eth0"));
+}
+
+#[test]
+fn iface_filter_keeps_only_that_device() {
+    let node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0), node.pod(1));
+    let (port, n, m) = (31801, 6usize, 4usize);
+    let dst = std::net::SocketAddrV4::new(node.unused_ip(), port);
+    let run = tracer().capture().arg("--iface").arg(&a.lxc).expression(format!("udp port {port}")).start().unwrap();
+    a.send_udp(port, dst, n, b"from a").unwrap();
+    b.send_udp(port, dst, m, b"from b").unwrap();
+    let done = stop(run);
+    assert_eq!(done.drops().unwrap(), n as u64, "only drops on {}", a.lxc);
+    assert!(done.events.iter().all(|e| e["ifname"] == a.lxc.as_str()));
+
+    // A glob: every lxc, but not the pods' eth0.
+    let run = tracer().capture().arg("--iface").arg("lxc*").expression(format!("udp port {port}")).start().unwrap();
+    a.send_udp(port, dst, n, b"from a").unwrap();
+    b.send_udp(port, dst, m, b"from b").unwrap();
+    a.send_udp(port, b.addr(port), 3, b"to b's eth0").unwrap();
+    let done = stop(run);
+    assert_eq!(done.drops().unwrap(), (n + m) as u64);
+    let ifaces: std::collections::BTreeSet<&str> = done.events.iter().map(|e| e["ifname"].as_str().unwrap()).collect();
+    assert_eq!(ifaces, [a.lxc.as_str(), b.lxc.as_str()].into_iter().collect());
+}
+
+/// Every datagram to a port without a listener dies somewhere (in the socket lookup, or in a
+/// full backlog under a burst): the tracer's total must equal what was sent, and its
+/// `NO_SOCKET` count must equal the kernel's own `Udp NoPorts`.
+#[test]
+fn exact_totals_under_a_burst() {
+    let node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0), node.pod(1));
+    let (sport, dport, n) = (31901, 31902, 20_000usize);
+    let before = netns::snmp(&b.netns, "Udp", "NoPorts").unwrap();
+    let run = tracer().capture().expression(format!("host {} and udp port {dport}", b.ip)).start().unwrap();
+    assert_eq!(a.send_udp(sport, b.addr(dport), n, &[0u8; 64]).unwrap(), n);
+    std::thread::sleep(Duration::from_millis(500));
+    let done = stop(run);
+    let noports = netns::snmp(&b.netns, "Udp", "NoPorts").unwrap() - before;
+    let s = done.summary().unwrap();
+    assert_eq!(done.drops().unwrap(), n as u64, "every datagram died once; by_reason {}", s["by_reason"]);
+    let by_reason: u64 = s["by_reason"].as_array().unwrap().iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    assert_eq!(by_reason, n as u64);
+    let no_socket = s["by_reason"].as_array().unwrap().iter().find(|r| r["reason"] == "NO_SOCKET").map_or(0, |r| r["count"].as_u64().unwrap());
+    assert_eq!(no_socket, noports, "NO_SOCKET == Udp NoPorts");
+    let lost = s["lost_events"].as_u64().unwrap();
+    assert_eq!(done.events.len() as u64 + lost, n as u64, "events + lost_events == drops");
+    assert_eq!(pcap::read(done.pcap().unwrap()).unwrap().packets.len(), done.events.len());
+    eprintln!("burst of {n}: by_reason {}, lost_events {lost}", s["by_reason"]);
+}
+
+#[test]
+fn duration_ends_the_capture_with_outputs() {
+    let node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0), node.pod(1));
+    let (port, n) = (32001, 4usize);
+    let run = tracer().capture().arg("--duration").arg("2s").expression(format!("host {} and udp port {port}", b.ip)).start().unwrap();
+    a.send_udp(port, b.addr(port), n, b"x").unwrap();
+    let done = run.wait().unwrap().ok().unwrap();
+    assert_eq!(done.drops().unwrap(), n as u64);
+    let d = done.summary().unwrap()["duration_s"].as_f64().unwrap();
+    assert!((1.9..10.0).contains(&d), "duration_s {d}");
+}
+
+#[test]
+fn sigterm_stops_like_sigint() {
+    let node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0), node.pod(1));
+    let (port, n) = (32101, 3usize);
+    let run = tracer().capture().expression(format!("host {} and udp port {port}", b.ip)).start().unwrap();
+    a.send_udp(port, b.addr(port), n, b"x").unwrap();
+    std::thread::sleep(SETTLE);
+    let done = run.stop_with(libc::SIGTERM).unwrap().ok().unwrap();
+    assert_eq!(done.drops().unwrap(), n as u64);
+    assert_eq!(done.events.len(), n);
+}
+
 /// A run that must fail before doing anything: one line on stderr, non-zero exit, no file.
 fn assert_refused(done: &Finished, mentions: &str) {
     assert!(!done.status.success(), "exit status {}", done.status);
@@ -395,6 +557,18 @@ fn unknown_interface_is_one_line_and_no_files() {
 fn not_root_is_one_line_and_no_files() {
     let done = tracer().capture().as_nobody().expression("udp").run(TIMEOUT).unwrap();
     assert_refused(&done, "root");
+}
+
+#[test]
+fn unwritable_output_is_one_line_and_no_files() {
+    let done = tracer().capture().no_default_outputs().arg("--json").arg("out.jsonl").arg("--pcap").arg("/nonexistent/dir/x.pcapng").expression("udp").run(TIMEOUT).unwrap();
+    assert_refused(&done, "/nonexistent/dir/x.pcapng");
+}
+
+#[test]
+fn unknown_netns_is_one_line_and_no_files() {
+    let done = tracer().capture().arg("--netns").arg("tbnosuchns").expression("udp").run(TIMEOUT).unwrap();
+    assert_refused(&done, "tbnosuchns");
 }
 
 #[test]
