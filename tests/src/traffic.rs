@@ -66,6 +66,13 @@ impl Pod {
         })
     }
 
+    /// A UDP socket bound to `port` in this pod, handed to the caller (a socket stays in the
+    /// namespace it was made in): e.g. one that nobody reads, to fill its receive buffer.
+    pub fn udp_socket(&self, port: u16) -> Result<UdpSocket> {
+        let addr = self.addr(port);
+        netns::run(&self.netns, || UdpSocket::bind(addr).with_context(|| format!("bind {addr}")))
+    }
+
     /// A UDP listener on `port` in this pod, counting datagrams until stopped.
     pub fn listen_udp(&self, port: u16) -> Result<UdpListener> {
         UdpListener::start(self, port)

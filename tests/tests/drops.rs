@@ -180,6 +180,42 @@ fn udp_without_listener_is_no_socket_at_udp4_lib_rcv() {
     eprintln!("UDP no listener: {}", done.events[0]);
 }
 
+/// A socket nobody reads: once its receive buffer is full, every datagram is dropped; the
+/// tracer's count must equal the kernel's `Udp RcvbufErrors`, and queued + dropped = sent.
+#[test]
+fn full_receive_buffer_is_socket_rcvbuff() {
+    let node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0), node.pod(1));
+    let (sport, dport, n) = (32201, 32202, 1000usize);
+    let sock = b.udp_socket(dport).unwrap();
+    let before = netns::snmp(&b.netns, "Udp", "RcvbufErrors").unwrap();
+    let run = tracer().capture().expression(format!("host {} and udp port {dport}", b.ip)).start().unwrap();
+    a.send_udp(sport, b.addr(dport), n, &[1u8; 512]).unwrap();
+    let done = stop(run);
+    let overflows = netns::snmp(&b.netns, "Udp", "RcvbufErrors").unwrap() - before;
+    sock.set_nonblocking(true).unwrap();
+    let mut queued = 0u64;
+    let mut buf = [0u8; 1024];
+    while sock.recv(&mut buf).is_ok() {
+        queued += 1;
+    }
+    assert!(overflows > 0, "the buffer overflowed");
+    assert_eq!(queued + overflows, n as u64, "queued + dropped = sent");
+    check(&done, overflows, &Expect {
+        reason: "SOCKET_RCVBUFF",
+        functions: &["udp_queue_rcv_one_skb", "__udp_queue_rcv_skb", "udp_queue_rcv_skb"],
+        ifname: "eth0",
+        ifindex: b.eth_ifindex,
+        netns: b.netns_inode().unwrap(),
+        proto: "udp",
+        src: a.ip,
+        dst: b.ip,
+        sport: Some(sport),
+        dport,
+    });
+    eprintln!("full receive buffer ({overflows} of {n}): {}", done.events[0]);
+}
+
 /// `cil_from_container` on pod a's lxc ingress shoots packets to b (`POLICY_DENY`) and lets the
 /// ones to c through.
 fn tc_shot_on_lxc_ingress(attach: Attach, base_port: u16) {
@@ -231,6 +267,47 @@ fn tc_shot_on_lxc_ingress_tcx_is_tc_ingress() {
 #[test]
 fn tc_shot_on_lxc_ingress_cls_bpf_is_tc_ingress() {
     tc_shot_on_lxc_ingress(Attach::ClsBpf, 31311);
+}
+
+/// The same program on the destination pod's lxc egress (towards the pod): `TC_EGRESS`.
+fn tc_shot_on_lxc_egress(attach: Attach, base_port: u16) {
+    let node = Node::new(2).unwrap();
+    let (client, server) = (node.pod(0), node.pod(1));
+    let (sport, dport, n) = (base_port, base_port + 1, 11usize);
+    let mut opts = TcFixtureOptions::from_container(Some(node.netns_path()), &server.lxc, attach, &[server.ip]);
+    opts.bin = Some(fixture_bin());
+    opts.direction = integration_tests::Direction::Egress;
+    let mut fixture = TcFixture::start(&opts).unwrap();
+    let run = tracer().capture().expression(format!("host {} and udp port {dport}", server.ip)).start().unwrap();
+    client.send_udp(sport, server.addr(dport), n, b"shot on the way out").unwrap();
+    wait::until("the program's shot counter", TIMEOUT, Duration::from_millis(10), || Ok((fixture.stats()?.from_shot >= n as u64).then_some(())))
+        .unwrap();
+    let done = stop(run);
+    assert_eq!(fixture.stats().unwrap().from_shot, n as u64);
+    fixture.stop().unwrap();
+    check(&done, n as u64, &Expect {
+        reason: "TC_EGRESS",
+        functions: &["__dev_queue_xmit", "sch_handle_egress", "tcx_run"],
+        ifname: &server.lxc,
+        ifindex: server.lxc_ifindex,
+        netns: node.netns_inode().unwrap(),
+        proto: "udp",
+        src: client.ip,
+        dst: server.ip,
+        sport: Some(sport),
+        dport,
+    });
+    eprintln!("tc {attach:?} egress shot: {}", done.events[0]);
+}
+
+#[test]
+fn tc_shot_on_lxc_egress_tcx_is_tc_egress() {
+    tc_shot_on_lxc_egress(Attach::Tcx, 31341);
+}
+
+#[test]
+fn tc_shot_on_lxc_egress_cls_bpf_is_tc_egress() {
+    tc_shot_on_lxc_egress(Attach::ClsBpf, 31351);
 }
 
 #[test]
