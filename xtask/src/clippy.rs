@@ -1,7 +1,8 @@
 //! `cargo xtask clippy`: every crate with `-D warnings` (pedantic comes from
 //! [workspace.lints]). The eBPF crate is checked for its real target: `-Z build-std=core`
-//! on the stable toolchain via `RUSTC_BOOTSTRAP`, like tracer/build.rs builds it.
-use anyhow::{Context as _, Result};
+//! on the stable toolchain via `RUSTC_BOOTSTRAP`, like tracer/build.rs builds it. Both runs
+//! happen even when the first fails, so one call shows every problem.
+use anyhow::{Result, bail};
 
 use crate::{cmd, setup};
 
@@ -10,7 +11,7 @@ pub fn run() -> Result<()> {
     setup::run()?;
     setup::ensure_components(&["clippy"])?;
 
-    cmd::run_cargo(cmd::cargo().args([
+    let host = cmd::run_cargo(cmd::cargo().args([
         "clippy",
         "--workspace",
         "--exclude",
@@ -19,10 +20,8 @@ pub fn run() -> Result<()> {
         "--",
         "-D",
         "warnings",
-    ]))
-    .context("clippy found problems in the host crates")?;
-
-    cmd::run_cargo(cmd::cargo().env("RUSTC_BOOTSTRAP", "1").args([
+    ]));
+    let ebpf = cmd::run_cargo(cmd::cargo().env("RUSTC_BOOTSTRAP", "1").args([
         "clippy",
         "-p",
         "tracer-ebpf",
@@ -33,8 +32,17 @@ pub fn run() -> Result<()> {
         "--",
         "-D",
         "warnings",
-    ]))
-    .context("clippy found problems in the eBPF crate")?;
+    ]));
+    let failed: Vec<&str> = [("host crates", &host), ("eBPF crate", &ebpf)]
+        .into_iter()
+        .filter_map(|(name, r)| r.is_err().then_some(name))
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "clippy found problems in the {} (see above)",
+            failed.join(" and the ")
+        );
+    }
     cmd::step("clippy: clean");
     Ok(())
 }

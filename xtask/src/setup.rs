@@ -39,6 +39,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_MIN: (u32, u32) = (0, 13);
 const BPF_LINKER_FEATURE: &str = "llvm-22";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const LLVM_MAJOR: u32 = 22;
 
 /// Components of the active toolchain: aya-build compiles `core` for bpfel-unknown-none.
 const RUST_COMPONENTS: &[&str] = &["rust-src"];
@@ -48,6 +49,7 @@ pub fn run() -> Result<()> {
     ensure_apt(APT_PACKAGES)?;
     ensure_bpf_linker()?;
     ensure_components(RUST_COMPONENTS)?;
+    check_rustc_llvm();
     step(format!(
         "setup: done in {:.1} s",
         start.elapsed().as_secs_f64()
@@ -182,6 +184,30 @@ fn ensure_bpf_linker() -> Result<()> {
     Ok(())
 }
 
+/// bpf-linker reads the LLVM bitcode rustc writes: an LLVM older than rustc's cannot.
+fn check_rustc_llvm() {
+    let Some(out) = cmd::probe(cmd::new("rustc").arg("-vV")) else {
+        step("setup: warning: `rustc -vV` failed; cannot check rustc's LLVM version");
+        return;
+    };
+    match rustc_llvm_major(&out) {
+        Some(m) if m > LLVM_MAJOR => step(format!(
+            "setup: warning: rustc uses LLVM {m}, bpf-linker is built against LLVM {LLVM_MAJOR}; \
+             the eBPF build will likely fail: use Rust 1.95 (`rustup default 1.95.0`)"
+        )),
+        Some(m) => step(format!(
+            "setup: rustc uses LLVM {m} (bpf-linker: LLVM {LLVM_MAJOR})"
+        )),
+        None => step("setup: warning: cannot read rustc's LLVM version from `rustc -vV`"),
+    }
+}
+
+/// `LLVM version: 22.1.2` in `rustc -vV` → 22.
+fn rustc_llvm_major(out: &str) -> Option<u32> {
+    let v = out.lines().find_map(|l| l.strip_prefix("LLVM version: "))?;
+    v.trim().split('.').next()?.parse().ok()
+}
+
 /// `bpf-linker 0.13.0` → (0, 13).
 fn parse_version(out: &str) -> Option<(u32, u32)> {
     let v = out.split_whitespace().nth(1)?;
@@ -241,6 +267,13 @@ mod tests {
         assert_eq!(parse_version("bpf-linker 0.9.15"), Some((0, 9)));
         assert!(parse_version("bpf-linker 0.9.15").unwrap() < BPF_LINKER_MIN);
         assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[test]
+    fn rustc_llvm_parsing() {
+        let out = "rustc 1.95.0 (abc 2026-04-01)\nbinary: rustc\nLLVM version: 22.1.2\n";
+        assert_eq!(rustc_llvm_major(out), Some(22));
+        assert_eq!(rustc_llvm_major("rustc 1.95.0\n"), None);
     }
 
     #[test]
