@@ -3,6 +3,8 @@
 //! programs. Keep it small and plain: no logic that only one side needs.
 #![no_std]
 
+pub mod cbpf;
+
 /// Largest number of packet bytes a program copies (the filter window). A power of two so the
 /// kernel side can bound offsets with a mask.
 pub const MAX_CAPTURE: usize = 2048;
@@ -258,4 +260,5 @@ mod pod {
     unsafe impl aya::Pod for super::NfRing {}
     unsafe impl aya::Pod for super::TcRing {}
     unsafe impl aya::Pod for super::PodIfKey {}
+    unsafe impl aya::Pod for super::cbpf::Vm {}
 }

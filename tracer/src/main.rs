@@ -1,19 +1,7 @@
 //! `tracer`: where a Kubernetes pod's packets die on a node.
-mod aggregate;
-mod attribution;
-mod cli;
-mod events;
-mod filter;
-mod kernel;
-mod netfilter;
-mod netns;
-mod output;
-mod pipeline;
-mod pods;
-mod probes;
-mod session;
 
 use clap::Parser as _;
+use tracer::{cli, session};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

@@ -16,9 +16,16 @@ pub struct Slot {
     pub netns: u32,
     pub pf: u32,
     pub hook: u32,
-    /// Priority of the entries this observer precedes (the observer itself is at one less).
+    /// Priority of the entries this observer precedes.
     pub priority: i32,
+    /// Lowest priority the observer may take: the previous entry's (registering after it at
+    /// an equal priority still runs after it). The observer tries `priority - 1` first.
+    pub lowest: i32,
 }
+
+/// How many priorities below an entry an observer tries when another BPF netfilter program
+/// (another tracer run, say) already holds one: the kernel refuses two at the same priority.
+const MAX_TRIES: i32 = 32;
 
 /// Observers attached in every namespace; dropping it detaches them (the links are fds).
 #[derive(Default)]
@@ -46,7 +53,15 @@ pub fn plan(netns: u32, entries: &[Entry]) -> Vec<Slot> {
             set.insert((e.pf, e.hook, e.priority));
         }
     }
-    set.into_iter().map(|(pf, hook, priority)| Slot { netns, pf, hook, priority }).collect()
+    let mut out: Vec<Slot> = Vec::with_capacity(set.len());
+    for (pf, hook, priority) in set {
+        let lowest = match out.last() {
+            Some(prev) if prev.pf == pf && prev.hook == hook => prev.priority,
+            _ => i32::MIN + 1,
+        };
+        out.push(Slot { netns, pf, hook, priority, lowest });
+    }
+    out
 }
 
 /// Loads one observer per slot and links each in its namespace.
@@ -59,29 +74,63 @@ pub fn attach(plans: Vec<(Netns, Vec<Slot>)>, ctx_skb_off: i16, ring_fd: i32) ->
             let id = first_id + u32::try_from(i)?;
             progs.push(sys::load_program("tracer_nf_obs", &asm::observer(id, ctx_skb_off, ring_fd))?);
         }
-        let targets: Vec<(u32, u32, i32)> = slots.iter().map(|s| (s.pf, s.hook, s.priority - 1)).collect();
+        let targets: Vec<Slot> = slots.clone();
         let linked = crate::netns::run_in(&ns.path, move || {
-            progs
-                .iter()
-                .zip(targets)
-                .map(|(p, (pf, hook, prio))| sys::link_netfilter(p, pf, hook, prio))
-                .collect::<std::io::Result<Vec<OwnedFd>>>()
+            progs.iter().zip(targets).map(|(p, s)| link_below(p, &s)).collect::<Vec<_>>()
         });
+        // Slot ids stay aligned with the programs' immediates whatever attached.
+        obs.slots.extend(slots);
         match linked {
-            Ok(Ok(links)) => {
-                obs.links.extend(links);
-                obs.slots.extend(slots);
+            Ok(results) => {
+                let mut errors = Vec::new();
+                for r in results {
+                    match r {
+                        Ok(fd) => obs.links.push(fd),
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                if !errors.is_empty() {
+                    errors.dedup();
+                    obs.failures.push(format!("{} ({}): {}", ns.name, ns.inode, errors.join("; ")));
+                }
             }
-            Ok(Err(e)) => {
-                // Keep slot ids aligned with program immediates: record the slots, no links.
-                obs.failures.push(format!("{} ({}): {e}", ns.name, ns.inode));
-                obs.slots.extend(slots);
-            }
-            Err(e) => {
-                obs.failures.push(format!("{} ({}): {e:#}", ns.name, ns.inode));
-                obs.slots.extend(slots);
-            }
+            Err(e) => obs.failures.push(format!("{} ({}): {e:#}", ns.name, ns.inode)),
         }
     }
     Ok(obs)
+}
+
+/// Links `prog` at the highest free priority below the slot's entries.
+fn link_below(prog: &OwnedFd, s: &Slot) -> std::io::Result<OwnedFd> {
+    let mut last = std::io::Error::from_raw_os_error(libc::EBUSY);
+    for step in 1..=MAX_TRIES {
+        let Some(prio) = s.priority.checked_sub(step) else { break };
+        if prio < s.lowest || prio <= i32::MIN {
+            break;
+        }
+        match sys::link_netfilter(prog, s.pf, s.hook, prio) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netfilter::Backend;
+
+    fn entry(hook: u32, priority: i32) -> Entry {
+        Entry { pf: 2, hook, priority, backend: Backend::Nftables, family: "ip".into(), table: "t".into(), chain: "c".into() }
+    }
+
+    #[test]
+    fn one_observer_per_priority_bounded_by_the_previous_entry() {
+        let plan = plan(7, &[entry(2, 0), entry(2, -150), entry(2, 0), entry(0, -300), entry(2, i32::MAX)]);
+        let got: Vec<(u32, i32, i32)> = plan.iter().map(|s| (s.hook, s.priority, s.lowest)).collect();
+        assert_eq!(got, vec![(0, -300, i32::MIN + 1), (2, -150, i32::MIN + 1), (2, 0, -150)]);
+        assert!(plan.iter().all(|s| s.netns == 7));
+    }
 }
