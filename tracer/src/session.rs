@@ -271,7 +271,7 @@ fn select_pods(pods: &Pods, specs: &[String]) -> Result<PodSelection> {
             eprintln!("tracer: warning: pod {spec} has no live network namespace (stale CNI cache entry); matching its IPs only");
         }
         sel.netns.extend(&p.netns);
-        sel.ifaces.extend(p.host_ifs.iter().map(|(_, ifindex)| tracer_common::PodIfKey { netns: pods.host_netns, ifindex: *ifindex }));
+        sel.ifaces.extend(p.host_ifs.iter().map(|&(_, ifindex, netns)| tracer_common::PodIfKey { netns, ifindex }));
         sel.addrs.extend(p.ips.iter().map(|ip| match ip {
             std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
             std::net::IpAddr::V6(v6) => v6.octets(),

@@ -10,9 +10,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
+
 use anyhow::{Result, bail};
 
-use crate::kernel::rtnl::{Link, Rtnl};
+use crate::{
+    kernel::rtnl::{Link, Rtnl},
+    netns::Netns,
+};
 
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni";
 
@@ -25,8 +29,9 @@ pub struct Pod {
     /// Inodes of its live network namespaces.
     pub netns: Vec<u32>,
     pub ips: Vec<IpAddr>,
-    /// Host-side interfaces (name, ifindex in the host namespace).
-    pub host_ifs: Vec<(String, u32)>,
+    /// Host-side interfaces: (name, ifindex, namespace inode) of the veth peer of the pod's
+    /// interface (the root namespace on a real node).
+    pub host_ifs: Vec<(String, u32, u32)>,
     /// The pod-side interface names (`eth0`).
     pub pod_ifs: Vec<String>,
     /// False when none of its cache entries points at a namespace that still exists.
@@ -39,22 +44,70 @@ pub struct Pods {
     pub pods: Vec<Pod>,
     by_ip: HashMap<IpAddr, usize>,
     by_netns: HashMap<u32, usize>,
-    /// (host netns inode, ifindex) → pod.
+    /// (netns inode, ifindex) of a host-side interface → pod.
     by_iface: HashMap<(u32, u32), usize>,
-    pub host_netns: u32,
 }
 
 fn inode(path: &str) -> Option<u32> {
     std::fs::metadata(path).ok().and_then(|m| u32::try_from(m.ino()).ok())
 }
 
-/// The host-side peer of the pod's interface `if_name`, asked inside the pod's namespace.
-fn peer_ifindex(netns_path: &str, if_name: &str) -> Option<u32> {
-    let mut rtnl = Rtnl::open_in(Path::new(netns_path)).ok()?;
-    let links = rtnl.links().ok()?;
-    let l = links.iter().find(|l| l.name == if_name)?;
-    // A peer in the same namespace is not the host side.
-    l.link_netnsid.is_some().then_some(l.link?)
+/// Interfaces of every namespace we can name, listed once each.
+struct Spaces {
+    spaces: Vec<Netns>,
+    links: HashMap<u32, Vec<Link>>,
+}
+
+impl Spaces {
+    fn links(&mut self, inode: u32) -> &[Link] {
+        let spaces = &self.spaces;
+        self.links.entry(inode).or_insert_with(|| {
+            spaces
+                .iter()
+                .find(|n| n.inode == inode)
+                .and_then(|n| Rtnl::open_in(&n.path).ok())
+                .and_then(|mut r| r.links().ok())
+                .unwrap_or_default()
+        })
+    }
+
+    fn links_at(&mut self, path: &str, inode: u32) -> &[Link] {
+        if !self.spaces.iter().any(|n| n.inode == inode) {
+            self.spaces.push(Netns { inode, path: path.into(), name: path.into() });
+        }
+        self.links(inode)
+    }
+
+    /// The host side of a pod's veth: an interface named in the CNI result (without sandbox)
+    /// or, failing that, any veth that is the peer of the pod's interface, in a namespace other
+    /// than the pod's. The root namespace is tried first.
+    fn host_side(&mut self, e: &cni::CacheEntry, pod_ns: Option<u32>) -> Vec<(String, u32, u32)> {
+        let pod_if = match (pod_ns, e.netns.as_deref()) {
+            (Some(ns), Some(path)) => self.links_at(path, ns).iter().find(|l| l.name == e.if_name).cloned(),
+            _ => None,
+        };
+        let named: Vec<&str> = e.interfaces.iter().filter(|i| i.sandbox.is_none()).map(|i| i.name.as_str()).collect();
+        let peer_of_pod = |l: &Link| pod_if.as_ref().is_some_and(|p| p.link == Some(l.ifindex) && l.link == Some(p.ifindex));
+        let inodes: Vec<u32> = self.spaces.iter().map(|n| n.inode).filter(|&i| Some(i) != pod_ns).collect();
+        let mut by_name = Vec::new();
+        for inode in inodes {
+            for l in self.links(inode) {
+                let is_named = named.contains(&l.name.as_str());
+                if is_named && (pod_if.is_none() || peer_of_pod(l)) {
+                    return vec![(l.name.clone(), l.ifindex, inode)];
+                }
+                if is_named {
+                    by_name.push((l.name.clone(), l.ifindex, inode));
+                } else if named.is_empty() && peer_of_pod(l) {
+                    return vec![(l.name.clone(), l.ifindex, inode)];
+                }
+            }
+        }
+        // Named but not provably the peer (e.g. the pod's namespace is gone): the root
+        // namespace's interface of that name, if any.
+        by_name.truncate(1);
+        by_name
+    }
 }
 
 impl Pods {
@@ -64,30 +117,14 @@ impl Pods {
         for (f, why) in &bad {
             log::debug!("CNI cache: skipped {f}: {why}");
         }
-        let host_netns = inode("/proc/self/ns/net").unwrap_or(0);
-        let host_links: Vec<Link> = Rtnl::open().and_then(|mut r| r.links()).unwrap_or_default();
+        let mut spaces = Spaces { spaces: crate::netns::known(), links: HashMap::new() };
         let mut by_key: BTreeMap<String, Pod> = BTreeMap::new();
         for e in entries {
             let (Some(ns), Some(name)) = (&e.pod_namespace, &e.pod_name) else { continue };
             let key = format!("{ns}/{name}");
             let netns = e.netns.as_deref().and_then(inode);
             let live = netns.is_some();
-            // Host side: an interface of the result without a sandbox that exists here, else
-            // the veth peer of the pod's interface.
-            let mut host: Vec<(String, u32)> = e
-                .interfaces
-                .iter()
-                .filter(|i| i.sandbox.is_none())
-                .filter_map(|i| host_links.iter().find(|l| l.name == i.name).map(|l| (l.name.clone(), l.ifindex)))
-                .collect();
-            if host.is_empty()
-                && live
-                && let Some(path) = &e.netns
-                && let Some(idx) = peer_ifindex(path, &e.if_name)
-                && let Some(l) = host_links.iter().find(|l| l.ifindex == idx)
-            {
-                host.push((l.name.clone(), l.ifindex));
-            }
+            let host = spaces.host_side(&e, netns);
             let p = by_key.entry(key.clone()).or_insert_with(|| Pod {
                 key,
                 container_ids: Vec::new(),
@@ -119,11 +156,11 @@ impl Pods {
             p.host_ifs.sort();
             p.host_ifs.dedup();
         }
-        Ok(Self::index(dir.to_path_buf(), by_key.into_values().collect(), host_netns))
+        Ok(Self::index(dir.to_path_buf(), by_key.into_values().collect()))
     }
 
-    fn index(dir: PathBuf, pods: Vec<Pod>, host_netns: u32) -> Self {
-        let mut s = Self { dir, pods, host_netns, ..Default::default() };
+    fn index(dir: PathBuf, pods: Vec<Pod>) -> Self {
+        let mut s = Self { dir, pods, ..Default::default() };
         // Live pods first, so a stale sandbox never takes a live pod's address.
         let mut order: Vec<usize> = (0..s.pods.len()).collect();
         order.sort_by_key(|&i| !s.pods[i].live);
@@ -135,8 +172,8 @@ impl Pods {
             for n in &p.netns {
                 s.by_netns.entry(*n).or_insert(i);
             }
-            for (_, ifindex) in &p.host_ifs {
-                s.by_iface.entry((host_netns, *ifindex)).or_insert(i);
+            for (_, ifindex, ns) in &p.host_ifs {
+                s.by_iface.entry((*ns, *ifindex)).or_insert(i);
             }
         }
         s
@@ -195,14 +232,14 @@ mod tests {
             container_ids: vec!["c".into()],
             netns: vec![netns],
             ips: vec![ip.parse().unwrap()],
-            host_ifs: vec![(format!("lxc{ifindex}"), ifindex)],
+            host_ifs: vec![(format!("lxc{ifindex}"), ifindex, 1)],
             pod_ifs: vec!["eth0".into()],
             live,
         }
     }
 
     fn sample() -> Pods {
-        Pods::index("/nonexistent".into(), vec![pod("default/web-0", "10.0.0.1", 100, 5, true), pod("default/web-1", "10.0.0.2", 101, 6, true), pod("kube-system/dns", "10.0.0.3", 102, 7, false)], 1)
+        Pods::index("/nonexistent".into(), vec![pod("default/web-0", "10.0.0.1", 100, 5, true), pod("default/web-1", "10.0.0.2", 101, 6, true), pod("kube-system/dns", "10.0.0.3", 102, 7, false)])
     }
 
     #[test]
@@ -217,7 +254,7 @@ mod tests {
 
     #[test]
     fn live_pod_wins_an_address_over_a_stale_one() {
-        let p = Pods::index("/x".into(), vec![pod("a/old", "10.0.0.9", 1, 1, false), pod("b/new", "10.0.0.9", 2, 2, true)], 9);
+        let p = Pods::index("/x".into(), vec![pod("a/old", "10.0.0.9", 1, 1, false), pod("b/new", "10.0.0.9", 2, 2, true)]);
         assert_eq!(p.by_ip("10.0.0.9".parse().unwrap()).unwrap().key, "b/new");
     }
 
