@@ -248,8 +248,8 @@ fn tcx_egress_drop_is_tc_egress() {
 /// Two programs on one hook, `cil_to_container` (passes) then `cil_from_container` (shoots):
 /// the second is named, per packet, not as one of two candidates.
 fn second_of_two(attach: Attach, port: u16) {
-    let node = node(2);
-    let (client, denied) = (node.pod(0), node.pod(1));
+    let node = node(3);
+    let (client, denied, allowed) = (node.pod(0), node.pod(1), node.pod(2));
     let cache = cni_cache(&node);
     let mut opts = TcFixtureOptions::from_container(Some(node.netns_path()), &client.lxc, attach, &[denied.ip]);
     opts.bin = Some(fixture_bin());
@@ -257,30 +257,40 @@ fn second_of_two(attach: Attach, port: u16) {
     let mut fixture = TcFixture::start(&opts).unwrap();
     let (first, second) = (fixture.programs()[0].clone(), fixture.programs()[1].clone());
     assert_eq!((first.name.as_str(), second.name.as_str()), ("cil_to_container", "cil_from_container"));
+    let listener = allowed.listen_udp(port + 1).unwrap();
     let run = tracer().capture().arg("--cni-cache-dir").arg(cache.path()).expression(format!("host {} and udp port {}", denied.ip, port + 1)).start().unwrap();
     if attach == Attach::ClsBpf {
         // While running, our observers sit in the filter lists, named for leftover cleanup.
         let f = our_filters(&node, &client.lxc);
         assert!(f.len() >= 2 && f.iter().all(|l| l.contains("tracer_tc pid=")), "{f:?}");
     } else {
-        assert!(our_programs(&node, &client.lxc).len() >= 2);
+        assert!(our_programs(&node, &client.lxc).len() >= 2, "{:?}", tcx_programs(&node, &client.lxc));
     }
-    shoot(&mut fixture, client, denied, port, port + 1, 15);
+    // Observers never change a verdict: allowed traffic passes both programs and arrives.
+    let (n, m) = (15usize, 13usize);
+    assert_eq!(client.send_udp(port, allowed.addr(port + 1), m, b"allowed").unwrap(), m);
+    listener.wait_for(m as u64, TIMEOUT).unwrap();
+    shoot(&mut fixture, client, denied, port, port + 1, n);
     let stats = fixture.stats().unwrap();
     let done = run.stop().unwrap().ok().unwrap();
-    assert_eq!(stats.to_passed, 15, "the first program saw and passed every packet");
+    assert_eq!(listener.stop().unwrap(), m as u64, "the allowed pod got everything");
+    assert_eq!(stats.to_passed, (n + m) as u64, "the first program saw and passed every packet");
+    assert_eq!((stats.from_shot, stats.from_passed), (n as u64, m as u64));
     let attach_name = if attach == Attach::Tcx { "tcx" } else { "cls_bpf" };
     let want = Want { reason: "TC_INGRESS", dev: client, direction: "ingress", attach: attach_name, prog_id: second.id, prog_tag: &second.tag, src: client, dst: denied };
-    check_tc(&done, 15, &want);
+    check_tc(&done, n as u64, &want);
     if attach == Attach::ClsBpf {
         // cls_bpf: the tc fixture gives the second program the next priority.
         assert!(done.events.iter().all(|e| e["tc"]["prio"] == opts.priority + 1), "{}", done.events[0]);
     }
     assert!(our_filters(&node, &client.lxc).is_empty() && our_programs(&node, &client.lxc).is_empty(), "observers left behind");
-    // The fixture's own filters are untouched.
+    // The fixture's own programs are untouched.
     if attach == Attach::ClsBpf {
         let f = node.exec("tc", &["filter", "show", "dev", &client.lxc, "ingress"]).unwrap();
         assert!(f.contains("cil_to_container") && f.contains("cil_from_container"), "{f}");
+    } else {
+        // The kernel keeps 15 characters of a program name.
+        assert_eq!(tcx_programs(&node, &client.lxc), ["Ingress: cil_to_containe", "Ingress: cil_from_contai"].map(String::from));
     }
 }
 
