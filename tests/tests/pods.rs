@@ -1,5 +1,5 @@
 //! Pod datapath attribution against the real `tracer` binary: the tc/BPF program that shot a
-//! packet (cls_bpf and tcx, one or two programs on a hook, ingress and egress), pods named from
+//! packet (`cls_bpf` and tcx, one or two programs on a hook, ingress and egress), pods named from
 //! a libcni cache written for the test pods, `--pod` filtering in the kernel, clear errors, and
 //! no tc filter of ours left behind (also after SIGKILL). Needs root; nodes use the `pd` prefix
 //! and 10.230.0.0/16.
@@ -89,7 +89,7 @@ fn our_filters(node: &Node, dev: &str) -> Vec<String> {
     v
 }
 
-/// Names of the tcx programs on an interface of the node, both directions (BPF_PROG_QUERY;
+/// Names of the tcx programs on an interface of the node, both directions (`BPF_PROG_QUERY`;
 /// the bpftool here predates tcx).
 fn tcx_programs(node: &Node, dev: &str) -> Vec<String> {
     use aya::programs::{SchedClassifier, TcAttachType};
@@ -217,7 +217,7 @@ fn tcx_drop_names_program_and_pods() {
     ingress_drop(Attach::Tcx, 32111);
 }
 
-/// The same program on the server pod's lxc egress: TC_EGRESS, egress.
+/// The same program on the server pod's lxc egress: `TC_EGRESS`, egress.
 fn egress_drop(attach: Attach, port: u16) {
     let node = node(2);
     let (client, server) = (node.pod(0), node.pod(1));
@@ -404,7 +404,7 @@ fn missing_cni_cache_is_a_clear_error() {
     one_line_error(&done, &["does not exist"]);
 }
 
-/// cls_bpf observers are filters that would outlive a killed tracer: the next run removes
+/// `cls_bpf` observers are filters that would outlive a killed tracer: the next run removes
 /// them (by name, since their owner is dead), and leaves nothing itself.
 #[test]
 fn cls_bpf_leftovers_of_a_killed_run_are_cleaned() {

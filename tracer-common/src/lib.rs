@@ -32,7 +32,7 @@ pub mod names {
     pub const POD_NETNS: &str = "POD_NETNS";
     pub const POD_IFACES: &str = "POD_IFACES";
     pub const POD_ADDRS: &str = "POD_ADDRS";
-    /// Prefix of every tc observer program (and of our cls_bpf filters): leftovers of a killed
+    /// Prefix of every tc observer program (and of our `cls_bpf` filters): leftovers of a killed
     /// run are found by it.
     pub const TC_OBSERVER_PREFIX: &str = "tracer_tc_";
 }
@@ -94,7 +94,7 @@ pub struct Config {
     pub reason_not_dropped: u32,
     /// `SKB_DROP_REASON_NETFILTER_DROP` on this kernel (u32::MAX when unknown).
     pub reason_netfilter_drop: u32,
-    /// `SKB_DROP_REASON_TC_INGRESS` / `TC_EGRESS` on this kernel (u32::MAX when unknown).
+    /// `SKB_DROP_REASON_TC_INGRESS` / `TC_EGRESS` on this kernel (`u32::MAX` when unknown).
     pub reason_tc_ingress: u32,
     pub reason_tc_egress: u32,
     /// 1 when `--pod` restricts the capture to the `POD_*` maps (namespaces, interfaces, IPs).
@@ -165,7 +165,7 @@ pub struct PacketEvent {
     /// Netfilter observer slot the packet passed last before a NETFILTER_DROP (0 = none): tells
     /// the hook, family, namespace and priority range where it died.
     pub nf_slot: u32,
-    /// tc observer the packet passed last at its hook before a TC_INGRESS/TC_EGRESS drop
+    /// tc observer the packet passed last at its hook before a `TC_INGRESS`/`TC_EGRESS` drop
     /// (`tc::code`; 0 = none): tells which program on the hook shot it.
     pub tc_slot: u32,
 }
@@ -208,7 +208,7 @@ pub struct NfRing {
 
 /// tc observers: one program per (direction, position) so each knows where it sits without
 /// per-attachment state; the interface comes from the packet. Position k runs just before the
-/// k-th program of the hook (tcx programs first, then cls_bpf filters by priority); the last
+/// k-th program of the hook (tcx programs first, then `cls_bpf` filters by priority); the last
 /// position runs after all of them.
 pub mod tc {
     /// Observer positions per direction (so at most `POSITIONS - 1` programs are singled out).

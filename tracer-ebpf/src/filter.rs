@@ -40,7 +40,7 @@ static POD_ADDRS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(1024, 0);
 pub fn pod_matches(ifindex: u32, netns: u32, lt: u8, cap: u32) -> bool {
     // SAFETY: lookups by value; the maps hold plain bytes.
     unsafe {
-        if POD_NETNS.get(&netns).is_some() || POD_IFACES.get(&PodIfKey { netns, ifindex }).is_some() {
+        if POD_NETNS.get(netns).is_some() || POD_IFACES.get(PodIfKey { netns, ifindex }).is_some() {
             return true;
         }
     }
@@ -92,7 +92,7 @@ fn addr_known(off: u32, len: u32, cap: u32) -> bool {
         }
     }
     // SAFETY: a lookup by value.
-    unsafe { POD_ADDRS.get(&key).is_some() }
+    unsafe { POD_ADDRS.get(key).is_some() }
 }
 
 /// True when `name` matches one of the first `n` patterns.

@@ -1,9 +1,9 @@
 //! tc observers: classifier programs the loader places before each program on a hook (tcx
-//! links ordered before each program, cls_bpf filters ahead of each filter) and after the last.
+//! links ordered before each program, `cls_bpf` filters ahead of each filter) and after the last.
 //! Each records "this skb passed observer (direction, position) on this interface" in the
-//! per-CPU `TC_RING` and returns TC_ACT_UNSPEC, which is also TCX_NEXT: the next program runs
+//! per-CPU `TC_RING` and returns `TC_ACT_UNSPEC`, which is also `TCX_NEXT`: the next program runs
 //! as if we were not there, so no verdict ever changes. The drop probe reads the ring back for
-//! TC_INGRESS/TC_EGRESS drops: the program right after the last observer passed is the one that
+//! `TC_INGRESS`/TC_EGRESS drops: the program right after the last observer passed is the one that
 //! shot the packet.
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,

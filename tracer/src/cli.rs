@@ -69,7 +69,7 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub no_netfilter: bool,
 
-    /// Do not attach tc observers: TC_INGRESS/TC_EGRESS drops then name the program only when
+    /// Do not attach tc observers: `TC_INGRESS`/`TC_EGRESS` drops then name the program only when
     /// it is alone on its hook.
     #[arg(long)]
     pub no_tc: bool,

@@ -184,7 +184,7 @@ pub struct DropEvent {
     /// Which table, chain and rule dropped it (NETFILTER_DROP only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netfilter: Option<crate::attribution::netfilter::NetfilterInfo>,
-    /// Which tc/BPF program shot it (TC_INGRESS/TC_EGRESS only).
+    /// Which tc/BPF program shot it (`TC_INGRESS`/`TC_EGRESS` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tc: Option<crate::attribution::tc::TcInfo>,
     /// Pods ("namespace/name") owning the source and destination addresses.

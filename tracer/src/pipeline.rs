@@ -2,6 +2,7 @@
 //! (disk full, …) is reported once and dropped; the others keep going.
 use std::{
     collections::HashMap,
+    fmt::Write as _,
     io::Write as _,
     time::{Duration, SystemTime},
 };
@@ -70,9 +71,9 @@ pub struct Pipeline {
     /// Drops waiting for the rule counters of their window.
     pending: Vec<Pending>,
     pub rules: Rules,
-    /// tc/BPF program attribution (TC_INGRESS/TC_EGRESS drops).
+    /// tc/BPF program attribution (`TC_INGRESS`/`TC_EGRESS` drops).
     pub tc: Option<TcAttributor>,
-    /// Reason values of TC_INGRESS and TC_EGRESS on this kernel.
+    /// Reason values of `TC_INGRESS` and `TC_EGRESS` on this kernel.
     pub tc_reasons: (Option<u32>, Option<u32>),
     pub pods: Pods,
     pub by_pod: PodCounts,
@@ -148,7 +149,7 @@ impl Pipeline {
         self.symbols.entry(addr).or_insert_with(|| self.kallsyms.symbolize(addr)).clone()
     }
 
-    /// Direction of a TC_INGRESS (false) / TC_EGRESS (true) reason; None for other reasons.
+    /// Direction of a `TC_INGRESS` (false) / `TC_EGRESS` (true) reason; None for other reasons.
     fn tc_direction(&self, reason: u32) -> Option<bool> {
         match self.tc_reasons {
             (Some(r), _) if r == reason => Some(false),
@@ -269,15 +270,15 @@ impl Pipeline {
                 comment.push_str(&format!(" netfilter=\"{} {} {} {}: {}\"", nf.backend, nf.family, nf.table, nf.chain, nf.rule.as_deref().unwrap_or("?")));
             }
             if let Some(tc) = &ev.tc {
-                comment.push_str(&format!(" tc=\"{} {} {}", tc.attach.unwrap_or("?"), tc.direction, tc.prog.as_deref().unwrap_or("?")));
+                let _ = write!(comment, " tc=\"{} {} {}", tc.attach.unwrap_or("?"), tc.direction, tc.prog.as_deref().unwrap_or("?"));
                 if let Some(id) = tc.prog_id {
-                    comment.push_str(&format!(" id {id}"));
+                    let _ = write!(comment, " id {id}");
                 }
-                comment.push_str(&format!(" {}\"", tc.verdict));
+                let _ = write!(comment, " {}\"", tc.verdict);
             }
             for (k, v) in [("pod_iface", &ev.pod_iface), ("src_pod", &ev.src_pod), ("dst_pod", &ev.dst_pod)] {
                 if let Some(v) = v {
-                    comment.push_str(&format!(" {k}={v}"));
+                    let _ = write!(comment, " {k}={v}");
                 }
             }
             if let Err(e) = p.write(iface, ts, ev.len, data, comment) {

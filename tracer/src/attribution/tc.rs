@@ -1,5 +1,5 @@
 //! "Which BPF program on which hook shot this packet?" The drop gives the hook (interface,
-//! namespace, TC_INGRESS/TC_EGRESS) and the last tc observer the packet passed; the observer
+//! namespace, `TC_INGRESS`/`TC_EGRESS`) and the last tc observer the packet passed; the observer
 //! plan gives the program(s) right after it. Hooks without observers (programs attached after
 //! the start) are looked up when a drop is first seen there.
 use std::collections::HashMap;
@@ -17,19 +17,19 @@ pub struct TcInfo {
     pub ifname: String,
     /// "ingress" or "egress".
     pub direction: &'static str,
-    /// "tcx" or "cls_bpf"; null when no program could be singled out.
+    /// "tcx" or "`cls_bpf`"; null when no program could be singled out.
     pub attach: Option<&'static str>,
     pub prog: Option<String>,
     pub prog_id: Option<u32>,
     pub prog_tag: Option<String>,
     pub verdict: &'static str,
-    /// cls_bpf priority and handle of the filter.
+    /// `cls_bpf` priority and handle of the filter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prio: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handle: Option<u32>,
     /// How the program was singled out: "observer" (per packet: it ran right after the last
-    /// observer the packet passed), "only_program" (the only program on the hook), "ambiguous"
+    /// observer the packet passed), "`only_program`" (the only program on the hook), "ambiguous"
     /// (see `candidates`), "unknown".
     pub attribution: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -39,7 +39,7 @@ pub struct TcInfo {
 }
 
 impl TcInfo {
-    /// "BPF program cil_from_container" / "a tc program".
+    /// "BPF program `cil_from_container`" / "a tc program".
     pub fn who(&self) -> String {
         match &self.prog {
             Some(p) => format!("BPF program {p}"),
@@ -66,7 +66,7 @@ impl TcAttributor {
         }
     }
 
-    /// Attribution of a TC_INGRESS (`egress` false) or TC_EGRESS drop on (`netns`, `ifindex`)
+    /// Attribution of a `TC_INGRESS` (`egress` false) or `TC_EGRESS` drop on (`netns`, `ifindex`)
     /// whose last observer code was `code` (0 = none seen).
     pub fn resolve(&mut self, netns: u32, ifindex: u32, ifname: &str, egress: bool, code: u32) -> TcInfo {
         let mut info = TcInfo {

@@ -1,5 +1,5 @@
 //! A small rtnetlink client: interfaces, qdiscs and tc filters of one network namespace, and
-//! adding/removing our own cls_bpf filters. A netlink socket stays bound to the namespace it
+//! adding/removing our own `cls_bpf` filters. A netlink socket stays bound to the namespace it
 //! was created in, so one opened on a thread inside a namespace works from any thread later.
 use std::{
     io,
@@ -102,7 +102,7 @@ impl Rtnl {
         let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
         // SAFETY: valid option pointer and size.
         unsafe {
-            libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&raw const tv).cast(), size_of::<libc::timeval>() as u32);
+            libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&raw const tv).cast(), libc::socklen_t::try_from(size_of::<libc::timeval>()).unwrap_or(0));
         }
         Ok(Self { fd, seq: 1 })
     }
@@ -113,7 +113,7 @@ impl Rtnl {
     }
 
     /// Sends one request and collects the payloads of the answers (for a dump, every part up
-    /// to NLMSG_DONE; with NLM_F_ACK, up to the acknowledgement).
+    /// to `NLMSG_DONE`; with `NLM_F_ACK`, up to the acknowledgement).
     fn request(&mut self, msg_type: u16, flags: u16, body: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
@@ -206,7 +206,7 @@ impl Rtnl {
         Ok(out)
     }
 
-    /// Adds a direct-action cls_bpf filter running `prog_fd`.
+    /// Adds a direct-action `cls_bpf` filter running `prog_fd`.
     #[expect(clippy::too_many_arguments, reason = "mirrors the tc filter's identity fields")]
     pub fn add_bpf_filter(&mut self, ifindex: u32, parent: u32, prio: u16, protocol: u16, handle: u32, prog_fd: i32, name: &str) -> io::Result<()> {
         let mut body = tcmsg(ifindex, handle, parent, (u32::from(prio) << 16) | u32::from(protocol));

@@ -46,7 +46,7 @@ pub struct ProgramCount {
     pub text: String,
 }
 
-/// "dropped by BPF program cil_from_container on lxc5c0a11 (pod default/web-0), ingress"
+/// "dropped by BPF program `cil_from_container` on lxc5c0a11 (pod default/web-0), ingress"
 pub fn tc_sentence(tc: &crate::attribution::tc::TcInfo, pod: Option<&str>) -> String {
     let pod = pod.map(|p| format!(" (pod {p})")).unwrap_or_default();
     let attach = tc.attach.map(|a| format!(" [{a}]")).unwrap_or_default();

@@ -114,8 +114,11 @@ pub fn results_dir(dir: &Path) -> PathBuf {
     if r.is_dir() { r } else { dir.to_path_buf() }
 }
 
-/// Every cache entry under `dir`, and the files that were not entries (with why).
-pub fn read_dir(dir: &Path) -> Result<(Vec<CacheEntry>, Vec<(String, String)>)> {
+/// Files that were not cache entries: (file name, why).
+pub type Skipped = Vec<(String, String)>;
+
+/// Every cache entry under `dir`, and the files that were not entries.
+pub fn read_dir(dir: &Path) -> Result<(Vec<CacheEntry>, Skipped)> {
     let results = results_dir(dir);
     if !dir.exists() {
         bail!(
@@ -194,7 +197,7 @@ mod tests {
                 seed ^= seed >> 17;
                 seed ^= seed << 5;
                 let i = seed as usize % m.len();
-                m[i] = (seed >> 8) as u8;
+                m[i] = seed.to_le_bytes()[1];
             }
             let _ = parse(&m);
         }

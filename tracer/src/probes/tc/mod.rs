@@ -1,11 +1,11 @@
-//! tc observers: which BPF program on a hook (tcx link or cls_bpf filter, ingress or egress)
+//! tc observers: which BPF program on a hook (tcx link or `cls_bpf` filter, ingress or egress)
 //! shot a packet. Before each program of a hook runs one of our observers (`tracer_tc_*`, see
 //! tracer-ebpf/src/tc.rs), and one runs after the last; the drop probe records the last
 //! observer the packet passed, and the program(s) between that observer and the next are the
-//! ones that dropped it. Observers return "continue" (TC_ACT_UNSPEC = TCX_NEXT): no verdict
+//! ones that dropped it. Observers return "continue" (`TC_ACT_UNSPEC` = `TCX_NEXT`): no verdict
 //! changes.
 //!
-//! tcx observers are links (fds): they vanish with us. cls_bpf observers are filters, which
+//! tcx observers are links (fds): they vanish with us. `cls_bpf` observers are filters, which
 //! outlive a killed process: they are named `tracer_tc pid=N`, removed on exit, and filters of
 //! a dead earlier run are removed at start.
 pub mod plan;
@@ -42,7 +42,7 @@ pub struct RawHook {
     pub egress: bool,
     /// tcx programs in run order (ours excluded).
     pub tcx: Vec<sys::ProgInfo>,
-    /// clsact filters in run order (ours excluded), with program info for cls_bpf ones.
+    /// clsact filters in run order (ours excluded), with program info for `cls_bpf` ones.
     pub filters: Vec<(Filter, Option<sys::ProgInfo>)>,
 }
 
@@ -53,7 +53,7 @@ struct Found {
     leftovers: Vec<(u32, u32, Filter)>,
 }
 
-/// The cls_bpf filter name of this process's observers.
+/// The `cls_bpf` filter name of this process's observers.
 fn filter_name() -> String {
     format!("{} pid={}", names::TC_OBSERVER_PREFIX.trim_end_matches('_'), std::process::id())
 }
@@ -124,7 +124,7 @@ pub fn hook_now(ns: &Netns, ifindex: u32, egress: bool) -> Result<Option<Hook>> 
     Ok(found.hooks.into_iter().find(|h| h.egress == egress).map(|h| plan::plan(ns.inode, &h, &BTreeSet::new(), 0).0))
 }
 
-/// A cls_bpf filter we added, to remove on exit.
+/// A `cls_bpf` filter we added, to remove on exit.
 struct OurFilter {
     socket: usize,
     ifindex: u32,

@@ -22,7 +22,7 @@ pub struct Program {
 }
 
 impl Program {
-    /// "cil_from_container (id 42)" or "u32 filter prio 5".
+    /// "`cil_from_container` (id 42)" or "u32 filter prio 5".
     pub fn describe(&self) -> String {
         match (&self.info, &self.attach) {
             (Some(i), _) => format!("{} (id {})", i.name, i.id),
@@ -77,7 +77,7 @@ pub enum Placement {
     TcxBefore { position: u32, prog_id: u32 },
     /// A tcx link after every program.
     TcxEnd { position: u32 },
-    /// A cls_bpf filter at (`prio`, `protocol`); `before_handle`: it shares that priority with
+    /// A `cls_bpf` filter at (`prio`, `protocol`); `before_handle`: it shares that priority with
     /// the filter it must precede (new filters run first in their priority).
     Cls { position: u32, prio: u16, protocol: u16, handle: u32, before_handle: Option<u32> },
 }
@@ -99,7 +99,7 @@ fn our_handle(position: u32, taken: &BTreeSet<u32>) -> u32 {
     h
 }
 
-/// Observers for `raw`: one before each tcx program, one before each cls_bpf priority, one
+/// Observers for `raw`: one before each tcx program, one before each `cls_bpf` priority, one
 /// after everything; at most `tc::POSITIONS` of them. `used` holds the priorities in use on the
 /// hook. `pid == 0` plans for lookup only (no placements are wanted).
 pub fn plan(netns: u32, raw: &RawHook, used: &BTreeSet<u16>, pid: u32) -> (Hook, Vec<Placement>) {

@@ -1,9 +1,10 @@
-//! Raw `bpf()` calls for tc attribution: which programs a tcx hook runs (BPF_PROG_QUERY), tcx
-//! links placed relative to a program (BPF_LINK_CREATE with BPF_F_BEFORE|BPF_F_ID), and what a
-//! program is called (BPF_OBJ_GET_INFO_BY_FD, with its BTF for names longer than the kernel's
+//! Raw `bpf()` calls for tc attribution: which programs a tcx hook runs (`BPF_PROG_QUERY`), tcx
+//! links placed relative to a program (`BPF_LINK_CREATE` with `BPF_F_BEFORE`|`BPF_F_ID`), and what a
+//! program is called (`BPF_OBJ_GET_INFO_BY_FD`, with its BTF for names longer than the kernel's
 //! 15 characters, as bpftool does). Calls that name an ifindex act in the calling thread's
 //! network namespace.
 use std::{
+    fmt::Write as _,
     io,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
@@ -142,7 +143,7 @@ pub fn prog_info(id: u32) -> io::Result<ProgInfo> {
     // SAFETY: bpf_prog_info is plain integers; all-zero is its documented initial state.
     let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
     obj_info(&fd, &mut info)?;
-    let short: Vec<u8> = info.name.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect();
+    let short: Vec<u8> = info.name.iter().map(|&c| c.cast_unsigned()).take_while(|&c| c != 0).collect();
     let mut name = String::from_utf8_lossy(&short).into_owned();
     if short.len() == info.name.len() - 1
         && let Some(full) = btf_func_name(&fd, &info)
@@ -150,7 +151,10 @@ pub fn prog_info(id: u32) -> io::Result<ProgInfo> {
     {
         name = full;
     }
-    let tag = info.tag.iter().map(|b| format!("{b:02x}")).collect();
+    let tag = info.tag.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    });
     Ok(ProgInfo { id: info.id, name, tag })
 }
 
