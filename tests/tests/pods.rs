@@ -473,3 +473,39 @@ fn cache_files_are_libcni_format() {
     assert_eq!(v["kind"], "cniCacheV1");
     assert!(Path::new(v["netns"].as_str().unwrap()).exists());
 }
+
+/// Without observers (`--no-tc`) a drop still names its program when it is alone on its hook,
+/// and says it cannot tell when two are: the per-packet result above is the observers' doing.
+#[test]
+fn without_observers_only_a_lone_program_is_named() {
+    let node = node(3);
+    let (lone, denied, pair) = (node.pod(0), node.pod(1), node.pod(2));
+    let cache = cni_cache(&node);
+    let mut one = TcFixtureOptions::from_container(Some(node.netns_path()), &lone.lxc, Attach::ClsBpf, &[denied.ip]);
+    one.bin = Some(fixture_bin());
+    let mut one = TcFixture::start(&one).unwrap();
+    let mut two = TcFixtureOptions::from_container(Some(node.netns_path()), &pair.lxc, Attach::Tcx, &[denied.ip]);
+    two.bin = Some(fixture_bin());
+    two.programs = vec!["cil_to_container".into(), "cil_from_container".into()];
+    let mut two = TcFixture::start(&two).unwrap();
+    let port = 32301;
+    let run = tracer().capture().arg("--no-tc").arg("--cni-cache-dir").arg(cache.path()).expression(format!("host {} and udp port {}", denied.ip, port + 1)).start().unwrap();
+    assert!(our_filters(&node, &lone.lxc).is_empty() && our_programs(&node, &pair.lxc).is_empty(), "--no-tc places nothing");
+    shoot(&mut one, lone, denied, port, port + 1, 4);
+    shoot(&mut two, pair, denied, port, port + 1, 6);
+    let done = run.stop().unwrap().ok().unwrap();
+    assert_eq!(done.drops().unwrap(), 10);
+    let lone_id = one.programs()[0].id;
+    for e in &done.events {
+        let tc = &e["tc"];
+        if e["ifname"] == lone.lxc.as_str() {
+            assert_eq!((tc["prog"].as_str(), tc["prog_id"].as_u64(), tc["attribution"].as_str()), (Some("cil_from_container"), Some(u64::from(lone_id)), Some("only_program")), "{e}");
+        } else {
+            assert_eq!(e["ifname"], pair.lxc.as_str());
+            assert!(tc["prog"].is_null(), "{e}");
+            assert_eq!(tc["attribution"], "ambiguous");
+            let c = tc["candidates"].to_string();
+            assert!(c.contains("cil_to_container") && c.contains("cil_from_container"), "{c}");
+        }
+    }
+}

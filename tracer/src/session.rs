@@ -35,7 +35,7 @@ struct Attached {
     ebpf: aya::Ebpf,
     probe: probes::kfree_skb::DropProbe,
     netfilter: Option<(Observers, Attributor)>,
-    tc: Option<(probes::tc::Observers, TcAttributor)>,
+    tc: (Option<probes::tc::Observers>, TcAttributor),
 }
 
 pub async fn capture(args: CaptureArgs) -> Result<()> {
@@ -78,7 +78,7 @@ pub async fn capture(args: CaptureArgs) -> Result<()> {
 
     let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces, &selection)?;
     let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns)? };
-    let tc = if args.no_tc { None } else { Some(start_tc(&mut ebpf, netns, &ifaces)?) };
+    let tc = start_tc(&mut ebpf, netns, &ifaces, args.no_tc);
     let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
     let probe = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
     log::info!("drop probe attached with {}", probe.backend);
@@ -108,10 +108,8 @@ async fn run(
         pipe.nf = Some(a);
         o
     });
-    let tc_observers = tc.map(|(o, a)| {
-        pipe.tc = Some(a);
-        o
-    });
+    let (tc_observers, tc_attributor) = tc;
+    pipe.tc = Some(tc_attributor);
     if let Some(p) = &args.json {
         pipe.json = Some(JsonLines::create(p)?);
         created.add(p);
@@ -233,17 +231,28 @@ fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32) -> Result<Optio
 }
 
 /// Places tc observers on every hook in scope that runs BPF programs (after removing leftovers
-/// of a killed earlier run).
-fn start_tc(ebpf: &mut aya::Ebpf, netns: u32, ifaces: &[tracer_common::IfacePattern]) -> Result<(probes::tc::Observers, TcAttributor)> {
+/// of a killed earlier run). Without observers (`--no-tc`, or the kernel refused them), tc drops
+/// are still attributed from the programs on their hook when a drop is seen there.
+fn start_tc(ebpf: &mut aya::Ebpf, netns: u32, ifaces: &[tracer_common::IfacePattern], off: bool) -> (Option<probes::tc::Observers>, TcAttributor) {
     let spaces = crate::netns::known();
-    let scope = probes::tc::Scope { netns, ifaces: ifaces.to_vec() };
-    let obs = probes::tc::attach(ebpf, &spaces, &scope)?;
-    if obs.cleaned > 0 {
-        eprintln!("tracer: removed {} tc observer filters left by a killed earlier run", obs.cleaned);
+    if off {
+        return (None, TcAttributor::new(Vec::new(), spaces));
     }
-    log::info!("{} tc observers on {} hooks", obs.count(), obs.hooks.len());
-    let attributor = TcAttributor::new(obs.hooks.clone(), spaces);
-    Ok((obs, attributor))
+    let scope = probes::tc::Scope { netns, ifaces: ifaces.to_vec() };
+    match probes::tc::attach(ebpf, &spaces, &scope) {
+        Ok(obs) => {
+            if obs.cleaned > 0 {
+                eprintln!("tracer: removed {} tc observer filters left by a killed earlier run", obs.cleaned);
+            }
+            log::info!("{} tc observers on {} hooks", obs.count(), obs.hooks.len());
+            let attributor = TcAttributor::new(obs.hooks.clone(), spaces);
+            (Some(obs), attributor)
+        }
+        Err(e) => {
+            eprintln!("tracer: warning: no tc observers ({e:#}); a tc drop names its program only when it is alone on its hook");
+            (None, TcAttributor::new(Vec::new(), spaces))
+        }
+    }
 }
 
 /// The CNI cache: required (an error when unreadable) with --pod or --cni-cache-dir, else
