@@ -509,3 +509,43 @@ fn without_observers_only_a_lone_program_is_named() {
         }
     }
 }
+
+/// The program is reloaded during the capture (the fixture restarts: new program id; with
+/// cls_bpf its clsact qdisc, and our observers in it, go away and come back): drops after the
+/// reload name the new program, never the old one.
+fn reloaded_during_capture(attach: Attach, port: u16) {
+    let node = node(2);
+    let (client, denied) = (node.pod(0), node.pod(1));
+    let cache = cni_cache(&node);
+    let mut opts = TcFixtureOptions::from_container(Some(node.netns_path()), &client.lxc, attach, &[denied.ip]);
+    opts.bin = Some(fixture_bin());
+    let mut first = TcFixture::start(&opts).unwrap();
+    let old = first.programs()[0].clone();
+    let run = tracer().capture().arg("--cni-cache-dir").arg(cache.path()).expression(format!("host {} and udp port {}", denied.ip, port + 1)).start().unwrap();
+    shoot(&mut first, client, denied, port, port + 1, 5);
+    first.stop().unwrap();
+    // The tracer trusts "this program is still loaded" for 100 ms; a reload is rarer than that.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut second = TcFixture::start(&opts).unwrap();
+    let new = second.programs()[0].clone();
+    assert_ne!(old.id, new.id);
+    shoot(&mut second, client, denied, port, port + 1, 7);
+    let done = run.stop().unwrap().ok().unwrap();
+    assert_eq!(done.drops().unwrap(), 12, "{}", done.stderr);
+    let ids: Vec<u64> = done.events.iter().map(|e| e["tc"]["prog_id"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(ids, [vec![u64::from(old.id); 5], vec![u64::from(new.id); 7]].concat(), "{:?}", done.events.last());
+    assert!(done.events[..5].iter().all(|e| e["tc"]["attribution"] == "observer"));
+    // After the reload the observers no longer frame the program: named as the hook's program.
+    assert!(done.events[5..].iter().all(|e| e["tc"]["attribution"] == "only_program" && e["tc"]["prog"] == "cil_from_container"), "{}", done.events[5]);
+    assert!(our_filters(&node, &client.lxc).is_empty() && our_programs(&node, &client.lxc).is_empty());
+}
+
+#[test]
+fn cls_bpf_program_reloaded_during_capture() {
+    reloaded_during_capture(Attach::ClsBpf, 32401);
+}
+
+#[test]
+fn tcx_program_reloaded_during_capture() {
+    reloaded_during_capture(Attach::Tcx, 32411);
+}

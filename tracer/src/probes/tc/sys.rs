@@ -137,6 +137,12 @@ pub struct ProgInfo {
     pub tag: String,
 }
 
+/// True while program `id` is loaded.
+pub fn prog_exists(id: u32) -> bool {
+    let mut attr = GetFdById { id, next_id: 0, open_flags: 0 };
+    sys(BPF_PROG_GET_FD_BY_ID, &mut attr).and_then(fd_of).is_ok()
+}
+
 pub fn prog_info(id: u32) -> io::Result<ProgInfo> {
     let mut attr = GetFdById { id, next_id: 0, open_flags: 0 };
     let fd = fd_of(sys(BPF_PROG_GET_FD_BY_ID, &mut attr)?)?;
