@@ -36,6 +36,12 @@ fn pod_name(i: usize) -> String {
 /// A libcni cache directory (`DIR/results/<network>-<containerID>-<ifName>`) with one
 /// `cniCacheV1` entry per pod, as containerd writes them for Cilium pods.
 fn cni_cache(node: &Node) -> TempDir {
+    cni_cache_with(node, true)
+}
+
+/// Same; without `host_side` the result lists only the pod's own interface (as some plugins
+/// write it), so the tracer must find the lxc as the veth peer.
+fn cni_cache_with(node: &Node, host_side: bool) -> TempDir {
     let dir = TempDir::new("pd-cni").unwrap();
     let results = dir.join("results");
     std::fs::create_dir(&results).unwrap();
@@ -67,6 +73,11 @@ fn cni_cache(node: &Node) -> TempDir {
                 "routes": [{"dst": "0.0.0.0/0"}],
             },
         });
+        let mut entry = entry;
+        if !host_side {
+            entry["result"]["interfaces"].as_array_mut().unwrap().remove(0);
+            entry["result"]["ips"][0]["interface"] = json!(0);
+        }
         std::fs::write(results.join(format!("cilium-{cid}-eth0")), serde_json::to_vec(&entry).unwrap()).unwrap();
     }
     dir
@@ -548,4 +559,37 @@ fn cls_bpf_program_reloaded_during_capture() {
 #[test]
 fn tcx_program_reloaded_during_capture() {
     reloaded_during_capture(Attach::Tcx, 32411);
+}
+
+/// The host-side veth is found as the peer of the pod's interface when the CNI result does
+/// not list it: drops on it still name the pod, and `--pod` still selects them.
+#[test]
+fn lxc_found_as_veth_peer_without_host_side_entry() {
+    let node = node(2);
+    let (client, denied) = (node.pod(0), node.pod(1));
+    let cache = cni_cache_with(&node, false);
+    let mut opts = TcFixtureOptions::from_container(Some(node.netns_path()), &client.lxc, Attach::Tcx, &[denied.ip]);
+    opts.bin = Some(fixture_bin());
+    let mut fixture = TcFixture::start(&opts).unwrap();
+    let port = 32501;
+    // Select the client pod by name, and drop only by its lxc: the expression names no IP of
+    // it, so the kernel must have the lxc (from the veth peer) or its netns/IP in the pod maps.
+    let run = tracer()
+        .capture()
+        .arg("--cni-cache-dir")
+        .arg(cache.path())
+        .arg("--pod")
+        .arg(pod_name(client.index))
+        .expression(format!("udp port {}", port + 1))
+        .start()
+        .unwrap();
+    shoot(&mut fixture, client, denied, port, port + 1, 6);
+    let done = run.stop().unwrap().ok().unwrap();
+    assert_eq!(done.drops().unwrap(), 6, "{}", done.stderr);
+    for e in &done.events {
+        assert_eq!(e["ifname"], client.lxc.as_str());
+        assert_eq!(e["pod_iface"], pod_name(client.index), "{e}");
+    }
+    let iface = &done.summary().unwrap()["by_iface"][0];
+    assert_eq!((iface["ifname"].as_str(), iface["pod"].as_str()), (Some(client.lxc.as_str()), Some(pod_name(client.index).as_str())));
 }

@@ -32,6 +32,11 @@ const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_LINK_NETNSID: u16 = 37;
 
+const RTM_NEWNSID: u16 = 88;
+const RTM_GETNSID: u16 = 90;
+const NETNSA_NSID: u16 = 1;
+const NETNSA_FD: u16 = 3;
+
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
 const TCA_BPF_FD: u16 = 6;
@@ -219,6 +224,20 @@ impl Rtnl {
         put_attr(&mut opts, TCA_BPF_FLAGS, &TCA_BPF_FLAG_ACT_DIRECT.to_ne_bytes());
         put_attr(&mut body, TCA_OPTIONS | NLA_F_NESTED, &opts);
         self.request(RTM_NEWTFILTER, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &body).map(drop)
+    }
+
+    /// The id this socket's namespace gives the namespace open at `fd` (what `IFLA_LINK_NETNSID`
+    /// of an interface here says about its peer); None when it has none.
+    pub fn nsid_of(&mut self, fd: i32) -> io::Result<Option<i32>> {
+        let mut body = vec![0u8; 4]; // struct rtgenmsg (AF_UNSPEC), padded
+        put_attr(&mut body, NETNSA_FD, &fd.to_ne_bytes());
+        let msgs = self.request(RTM_GETNSID, 0, &body)?;
+        let nsid = msgs
+            .iter()
+            .filter(|(t, _)| *t == RTM_NEWNSID)
+            .find_map(|(_, p)| attrs(p.get(4..)?).find(|(t, _)| *t == NETNSA_NSID).and_then(|(_, v)| u32_of(v)))
+            .map(|n| i32::from_ne_bytes(n.to_ne_bytes()));
+        Ok(nsid.filter(|&n| n >= 0))
     }
 
     /// Removes one filter (identified by priority, protocol, handle and kind).

@@ -56,6 +56,7 @@ fn inode(path: &str) -> Option<u32> {
 struct Spaces {
     spaces: Vec<Netns>,
     links: HashMap<u32, Vec<Link>>,
+    nsids: HashMap<(String, u32), Option<i32>>,
 }
 
 impl Spaces {
@@ -78,33 +79,55 @@ impl Spaces {
         self.links(inode)
     }
 
-    /// The host side of a pod's veth: an interface named in the CNI result (without sandbox)
-    /// or, failing that, any veth that is the peer of the pod's interface, in a namespace other
-    /// than the pod's. The root namespace is tried first.
+    /// The id the namespace at `from` gives namespace `inode` (cached).
+    fn nsid(&mut self, from: &str, inode: u32) -> Option<i32> {
+        if let Some(n) = self.nsids.get(&(from.to_string(), inode)) {
+            return *n;
+        }
+        let target = self.spaces.iter().find(|n| n.inode == inode).map(|n| n.path.clone());
+        let n = (|| {
+            let f = std::fs::File::open(target?).ok()?;
+            let mut r = Rtnl::open_in(Path::new(from)).ok()?;
+            r.nsid_of(std::os::fd::AsRawFd::as_raw_fd(&f)).ok()?
+        })();
+        self.nsids.insert((from.to_string(), inode), n);
+        n
+    }
+
+    /// The host side of a pod's veth: the peer of the pod's interface (ifindex and namespace
+    /// from `IFLA_LINK`/`IFLA_LINK_NETNSID`, the namespace matched by its id as the pod's
+    /// namespace numbers it: ifindexes alone repeat across namespaces). When the CNI result
+    /// names host-side interfaces, the peer must be one of them; when the pod's namespace is
+    /// gone, an interface of that name (root namespace first) is the best guess.
     fn host_side(&mut self, e: &cni::CacheEntry, pod_ns: Option<u32>) -> Vec<(String, u32, u32)> {
-        let pod_if = match (pod_ns, e.netns.as_deref()) {
-            (Some(ns), Some(path)) => self.links_at(path, ns).iter().find(|l| l.name == e.if_name).cloned(),
+        let pod = match (pod_ns, e.netns.as_deref()) {
+            (Some(ns), Some(path)) => Some((ns, path.to_string())),
             _ => None,
         };
-        let named: Vec<&str> = e.interfaces.iter().filter(|i| i.sandbox.is_none()).map(|i| i.name.as_str()).collect();
-        let peer_of_pod = |l: &Link| pod_if.as_ref().is_some_and(|p| p.link == Some(l.ifindex) && l.link == Some(p.ifindex));
+        let pod_if = pod.as_ref().and_then(|(ns, path)| self.links_at(path, *ns).iter().find(|l| l.name == e.if_name).cloned());
+        let peer = pod_if.as_ref().and_then(|p| Some((p.link?, p.link_netnsid?)));
+        let named: Vec<String> = e.interfaces.iter().filter(|i| i.sandbox.is_none()).map(|i| i.name.clone()).collect();
         let inodes: Vec<u32> = self.spaces.iter().map(|n| n.inode).filter(|&i| Some(i) != pod_ns).collect();
         let mut by_name = Vec::new();
         for inode in inodes {
+            let peer_here = match (&peer, &pod) {
+                (Some((idx, nsid)), Some((_, path))) => self.nsid(path, inode).is_some_and(|n| n == *nsid).then_some(*idx),
+                _ => None,
+            };
             for l in self.links(inode) {
-                let is_named = named.contains(&l.name.as_str());
-                if is_named && (pod_if.is_none() || peer_of_pod(l)) {
+                let is_named = named.contains(&l.name);
+                if peer_here == Some(l.ifindex) && (named.is_empty() || is_named) {
                     return vec![(l.name.clone(), l.ifindex, inode)];
                 }
                 if is_named {
                     by_name.push((l.name.clone(), l.ifindex, inode));
-                } else if named.is_empty() && peer_of_pod(l) {
-                    return vec![(l.name.clone(), l.ifindex, inode)];
                 }
             }
         }
-        // Named but not provably the peer (e.g. the pod's namespace is gone): the root
-        // namespace's interface of that name, if any.
+        if pod_if.is_some() && peer.is_some() {
+            // The peer is known and is none of these: better no interface than a wrong one.
+            return Vec::new();
+        }
         by_name.truncate(1);
         by_name
     }
@@ -117,7 +140,7 @@ impl Pods {
         for (f, why) in &bad {
             log::debug!("CNI cache: skipped {f}: {why}");
         }
-        let mut spaces = Spaces { spaces: crate::netns::known(), links: HashMap::new() };
+        let mut spaces = Spaces { spaces: crate::netns::known(), links: HashMap::new(), nsids: HashMap::new() };
         let mut by_key: BTreeMap<String, Pod> = BTreeMap::new();
         for e in entries {
             let (Some(ns), Some(name)) = (&e.pod_namespace, &e.pod_name) else { continue };
@@ -155,6 +178,9 @@ impl Pods {
             p.ips.dedup();
             p.host_ifs.sort();
             p.host_ifs.dedup();
+        }
+        for p in by_key.values() {
+            log::debug!("pod {}: netns {:?}, host side {:?}, IPs {:?}{}", p.key, p.netns, p.host_ifs, p.ips, if p.live { "" } else { " (stale)" });
         }
         Ok(Self::index(dir.to_path_buf(), by_key.into_values().collect()))
     }
