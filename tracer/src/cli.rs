@@ -25,6 +25,42 @@ pub enum Command {
         after_help = "EXPRESSION is a tcpdump/pcap-filter expression (see pcap-filter(7)), e.g.\n  tracer capture --duration 30s --pcap drops.pcapng --json drops.jsonl 'udp and dst port 53'\n  tracer capture --iface 'lxc*' host 10.0.1.23\nIt is evaluated in the kernel, so the totals are exact for the packets that match it."
     )]
     Capture(CaptureArgs),
+    /// Check this node for state that breaks pod networking (read-only).
+    #[command(
+        after_help = "Checks the kernel (BTF, drop reasons, usable BPF hooks), iptables (Cilium's and kube-proxy's\nchains still hooked, FORWARD, legacy vs nft), Cilium's pinned maps (stale endpoints, ipcache)\nand the host (forwarding, rp_filter, conntrack, neighbours, leftover lxc/netns).\nExit status: 0 healthy, 1 findings, 2 could not check."
+    )]
+    Doctor(DoctorArgs),
+}
+
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
+
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Check this network namespace instead of the current one: a path (/proc/PID/ns/net,
+    /// /var/run/netns/NAME) or a name under /var/run/netns.
+    #[arg(long, value_name = "PATH|NAME")]
+    pub netns: Option<String>,
+
+    /// The bpffs holding Cilium's pinned maps (Cilium's are under tc/globals/).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_BPFFS)]
+    pub bpffs: PathBuf,
+
+    /// libcni's cache of CNI results (the pods this node set up).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/cni/results")]
+    pub cni_cache_dir: PathBuf,
+
+    /// Where container runtimes keep pod network namespaces.
+    #[arg(long, value_name = "DIR", default_value = "/var/run/netns")]
+    pub netns_dir: PathBuf,
+
+    /// This node's pod CIDR (repeatable); lets the ipcache check recognise local pod IPs
+    /// beyond those in Cilium's endpoint map.
+    #[arg(long = "pod-cidr", value_name = "CIDR")]
+    pub pod_cidrs: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
