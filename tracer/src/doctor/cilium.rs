@@ -171,10 +171,11 @@ pub fn check_endpoints(st: &CiliumState, links: &[Link], cni: Option<&CniCache>)
             ),
         ));
     }
-    let endpoint_ifindexes: HashSet<u32> = endpoints.iter().map(|e| e.ifindex).collect();
+    // An interface is covered by an entry with its ifindex and (when the entry has one) its MAC.
+    let covered = |l: &Link| endpoints.iter().any(|e| !e.is_host() && e.ifindex == l.ifindex && (e.node_mac == [0; 6] || l.mac == Some(e.node_mac)));
     let orphans: Vec<String> = links
         .iter()
-        .filter(|l| l.is_lxc() && !endpoint_ifindexes.contains(&l.ifindex))
+        .filter(|l| l.is_lxc() && !covered(l))
         .map(|l| format!("{} (ifindex {}, MAC {}) has no entry in {}", l.name, l.ifindex, l.mac.map_or_else(String::new, fmt_mac), layout::LXC.pin_name))
         .collect();
     if !orphans.is_empty() {
