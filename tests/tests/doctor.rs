@@ -550,3 +550,163 @@ fn legacy_and_nft_rules_together() {
     let ev = evidence(finding(&r, "netfilter.legacy-and-nft"));
     assert!(ev.contains("iptables-legacy: 1 rules in tables filter") && ev.contains("iptables-nft:"), "{ev}");
 }
+
+/// A child process killed (and reaped) if the test fails before it ends.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Running {
+    /// Waits at most `secs` for the process to exit; its status code.
+    fn wait(&mut self, secs: u64) -> i32 {
+        let c = self.0.as_mut().expect("already waited");
+        for _ in 0..secs * 10 {
+            if let Some(s) = c.try_wait().unwrap() {
+                self.0 = None;
+                return s.code().expect("killed by a signal");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("tracer did not exit within {secs}s");
+    }
+}
+
+/// The iptables-save grammar, line by line (comments, tables, chains, rules, COMMIT).
+fn looks_like_iptables_save(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l.starts_with('*') || l.starts_with(':') || l == "COMMIT" || l.starts_with("-A ") || (l.starts_with('[') && l.contains("] -A "))
+    })
+}
+
+/// `tracer capture --bundle`: the archive unpacks with the system tar, lists exactly what
+/// MANIFEST.json says, and every file parses as the format the manifest gives it.
+#[test]
+fn bundle_archive_unpacks_and_every_file_parses() {
+    let node = Node::healthy("e", 6, 1);
+    let pod = node.pods[0].ns.clone();
+    let bundle = node.dir.join("incident-e");
+    let ready = node.dir.join("ready");
+    let port = 39226;
+    let log = node.dir.join("tracer.err");
+    let mut tracer = Running(Some(
+        Command::new(tracer_bin())
+            .args(["capture", "--duration", "6s", "--quiet", "--netns", &pod, "--ready-file"])
+            .arg(&ready)
+            .arg("--bundle")
+            .arg(&bundle)
+            .args(["udp", "port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    ));
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    for _ in 0..200 {
+        if ready.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ready.exists(), "tracer never became ready: {}", log_text());
+    // No listener: each datagram is dropped with NO_SOCKET inside the pod's namespace.
+    for _ in 0..3 {
+        sh(&format!("ip netns exec {pod} bash -c 'echo drop-me > /dev/udp/127.0.0.1/{port}'"));
+    }
+    assert_eq!(tracer.wait(60), 0, "capture with --bundle failed: {}", log_text());
+    assert!(log_text().contains("tracer: bundle in"), "{}", log_text());
+
+    let archive = node.dir.join("incident-e.tar.zst");
+    let out = node.dir.join("unpacked");
+    std::fs::create_dir_all(&out).unwrap();
+    sh(&format!("tar --zstd -xf {} -C {}", archive.display(), out.display()));
+    let root = out.join("incident-e");
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(root.join("MANIFEST.json")).unwrap()).unwrap();
+    assert_eq!(manifest["bundle_version"], 1);
+    let files = manifest["files"].as_array().unwrap();
+
+    let mut listed: Vec<String> = files.iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
+    listed.push("MANIFEST.json".into());
+    listed.sort();
+    let mut packed: Vec<String> = sh(&format!("cd {} && find . -type f | sed 's|^./||'", root.display())).lines().map(str::to_string).collect();
+    packed.sort();
+    assert_eq!(packed, listed, "the archive holds exactly the files MANIFEST.json lists");
+
+    for f in files {
+        let rel = f["path"].as_str().unwrap();
+        let path = root.join(rel);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, f["bytes"].as_u64().unwrap(), "{rel}: size differs from MANIFEST.json");
+        let text = || String::from_utf8(bytes.clone()).unwrap_or_else(|_| panic!("{rel} is not UTF-8"));
+        match f["format"].as_str().unwrap() {
+            "json" => {
+                serde_json::from_slice::<Value>(&bytes).unwrap_or_else(|e| panic!("{rel} is not JSON: {e}"));
+            }
+            "jsonl" => {
+                for line in text().lines() {
+                    serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{rel}: a line is not JSON: {e}"));
+                }
+            }
+            "iptables-save" => assert!(looks_like_iptables_save(&text()), "{rel} is not iptables-save output"),
+            "pcapng" => {
+                let ports = sh(&format!("tshark -r {} -T fields -e udp.dstport", path.display()));
+                assert_eq!(ports.lines().collect::<Vec<_>>(), vec![port.to_string(); 3], "{rel}: the three dropped datagrams");
+            }
+            "text" => assert!(!text().is_empty(), "{rel} is empty"),
+            other => panic!("{rel}: unknown format {other}"),
+        }
+    }
+    for phase in ["start", "end"] {
+        for rel in [
+            "netfilter/iptables-nft-v4.txt",
+            "netfilter/iptables-legacy-v4.txt",
+            "netfilter/nft.json",
+            "ip/root/link.json",
+            "ip/root/addr.json",
+            "ip/root/route4.json",
+            "ip/root/rule4.json",
+            "ip/root/neigh.json",
+            "sysctls.json",
+            "conntrack/stat.txt",
+            "doctor.json",
+        ] {
+            assert!(listed.contains(&format!("{phase}/{rel}")), "missing {phase}/{rel}");
+        }
+        // The pods' namespaces too.
+        let link: Value = serde_json::from_str(&std::fs::read_to_string(root.join(format!("{phase}/ip/netns/{}/link.json", node.ns))).unwrap()).unwrap();
+        assert!(link.as_array().unwrap().iter().any(|l| l["ifname"] == node.pods[0].lxc), "{phase}: the node namespace's lxc interface");
+        let doctor: Value = serde_json::from_str(&std::fs::read_to_string(root.join(format!("{phase}/doctor.json"))).unwrap()).unwrap();
+        assert!(doctor["findings"].is_array() && doctor["kernel"]["hooks"].is_array());
+    }
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(root.join("capture/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["drops"], 3);
+    let probes: Value = serde_json::from_str(&std::fs::read_to_string(root.join("probes.json")).unwrap()).unwrap();
+    assert!(["tp_btf", "raw_tp"].contains(&probes["kfree_skb"].as_str().unwrap()));
+    let versions: Value = serde_json::from_str(&std::fs::read_to_string(root.join("versions.json")).unwrap()).unwrap();
+    assert!(versions["kernel_release"].as_str().is_some_and(|k| !k.is_empty()));
+}
+
+/// A non-empty bundle directory is refused before anything is captured or written.
+#[test]
+fn bundle_refuses_a_non_empty_directory() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("drf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("b")).unwrap();
+    std::fs::write(dir.join("b/notes.txt"), "mine").unwrap();
+    let out = Command::new(tracer_bin()).args(["capture", "--duration", "1s", "--bundle"]).arg(dir.join("b")).output().unwrap();
+    let listing = sh(&format!("cd {} && find . | sort", dir.display()));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not empty") && err.lines().count() == 1, "{err}");
+    assert_eq!(listing, ".\n./b\n./b/notes.txt\n", "nothing written");
+}

@@ -33,6 +33,8 @@ pub enum Command {
 }
 
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
+pub const DEFAULT_CNI_CACHE_DIR: &str = "/var/lib/cni/results";
+pub const DEFAULT_NETNS_DIR: &str = "/var/run/netns";
 
 #[derive(Args, Debug, Clone)]
 pub struct DoctorArgs {
@@ -50,17 +52,31 @@ pub struct DoctorArgs {
     pub bpffs: PathBuf,
 
     /// libcni's cache of CNI results (the pods this node set up).
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/cni/results")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CNI_CACHE_DIR)]
     pub cni_cache_dir: PathBuf,
 
     /// Where container runtimes keep pod network namespaces.
-    #[arg(long, value_name = "DIR", default_value = "/var/run/netns")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_NETNS_DIR)]
     pub netns_dir: PathBuf,
 
     /// This node's pod CIDR (repeatable); lets the ipcache check recognise local pod IPs
     /// beyond those in Cilium's endpoint map.
     #[arg(long = "pod-cidr", value_name = "CIDR")]
     pub pod_cidrs: Vec<String>,
+}
+
+/// The defaults of `tracer doctor` with no options (what the bundle runs).
+impl Default for DoctorArgs {
+    fn default() -> Self {
+        Self {
+            json: true,
+            netns: None,
+            bpffs: DEFAULT_BPFFS.into(),
+            cni_cache_dir: DEFAULT_CNI_CACHE_DIR.into(),
+            netns_dir: DEFAULT_NETNS_DIR.into(),
+            pod_cidrs: Vec::new(),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -95,6 +111,12 @@ pub struct CaptureArgs {
     /// Write the run's exact totals as one JSON object to FILE.
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
+
+    /// Keep an incident bundle in DIR (new or empty): node state at start and end (iptables,
+    /// nft, ip, conntrack, sysctls, `tracer doctor`), the probes used, versions, this capture's
+    /// pcapng/JSON/summary (written there unless given elsewhere), MANIFEST.json, and DIR.tar.zst.
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
 
     /// Create FILE once every probe is attached (for scripts and tests).
     #[arg(long, value_name = "FILE")]

@@ -1,5 +1,6 @@
 //! `tracer`: where a Kubernetes pod's packets die on a node.
 mod aggregate;
+mod bundle;
 mod cli;
 mod doctor;
 mod events;

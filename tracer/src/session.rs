@@ -23,8 +23,10 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// How often outputs are flushed to disk.
 const FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub async fn capture(args: CaptureArgs) -> Result<()> {
+pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     require_root()?;
+    // Before the output checks: it points unnamed outputs into the bundle directory.
+    let mut bundle = crate::bundle::Bundle::prepare(&mut args)?;
     let expression = args.expression.join(" ");
     let compiled = filter::expr::compile(&expression)?;
     let ifaces = filter::iface::parse_all(&args.ifaces)?;
@@ -52,13 +54,20 @@ pub async fn capture(args: CaptureArgs) -> Result<()> {
         reason_not_dropped: reasons.not_dropped_yet.unwrap_or(0),
     };
 
+    if let Some(b) = &mut bundle {
+        b.start();
+    }
     let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces)?;
     let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
     let backend = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
     log::info!("drop probe attached with {backend}");
 
     let mut created = Created::default();
-    let result = run(&args, &compiled, reasons, kallsyms, ebpf, maps, backend, &mut created).await;
+    let mut result = run(&args, &compiled, reasons, kallsyms, ebpf, maps, backend, &mut created).await;
+    if let (Ok(()), Some(b)) = (&result, bundle.take()) {
+        let dir = b.dir().to_path_buf();
+        result = b.finish(&args, &backend.to_string()).map(|archive| eprintln!("tracer: bundle in {} and {}", dir.display(), archive.display()));
+    }
     if result.is_err() {
         created.remove_all();
     }

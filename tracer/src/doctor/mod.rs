@@ -22,7 +22,7 @@ use report::{Outcome, Report, Scope};
 
 /// Runs every check and prints the report; returns the exit code.
 pub fn run(args: &DoctorArgs) -> u8 {
-    match run_checks(args) {
+    match collect(args) {
         Ok(report) => {
             if args.json {
                 println!("{}", report.to_json());
@@ -46,7 +46,8 @@ fn parse_cidr(s: &str) -> Result<(IpAddr, u32)> {
     Ok((ip, len))
 }
 
-fn run_checks(args: &DoctorArgs) -> Result<Report> {
+/// Runs every check; the report, or why the checks could not start.
+pub fn collect(args: &DoctorArgs) -> Result<Report> {
     let pod_cidrs = args.pod_cidrs.iter().map(|c| parse_cidr(c)).collect::<Result<Vec<_>>>()?;
     let netns_path = args.netns.as_deref().map(netns::resolve).transpose()?;
     let mut report = Report::new(Scope {
