@@ -115,6 +115,7 @@ impl Node {
              ip -n {ns} link add cilium_host type veth peer name cilium_net
              ip -n {ns} addr add 10.220.{pod_net}.1/32 dev cilium_host
              ip -n {ns} link set cilium_host up; ip -n {ns} link set cilium_net up
+             ip -n {ns} link add lxc_health type veth peer name healthpeer; ip -n {ns} link set lxc_health up
              ip netns exec {ns} sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0"
         ));
         for i in 0..pods {
@@ -286,6 +287,13 @@ impl Node {
         upd(&ipc, &Self::ipcache_key("0.0.0.0", 0), &Self::ipcache_value(2, None));
         // A pod on another node: behind a tunnel endpoint, not ours to check.
         upd(&ipc, &Self::ipcache_key(&format!("10.220.{}.77", 200 + self.net), 32), &Self::ipcache_value(40000, Some("10.220.250.3")));
+        // Cilium's health endpoint: a real endpoint on lxc_health, reserved identity 4, and no
+        // CNI result (the agent sets it up itself).
+        let health: Value = serde_json::from_str::<Value>(&sh(&format!("ip -n {} -j link show dev lxc_health", self.ns))).unwrap()[0].clone();
+        let health_ip = format!("10.220.{}.2", 100 + self.net);
+        let health_ifindex = u32::try_from(health["ifindex"].as_u64().unwrap()).unwrap();
+        upd(&lxc, &Self::endpoint_key(&health_ip), &Self::endpoint_info(health_ifindex, 999, 0, [0x0a, 0, 0, 0, 0, 2], mac_bytes(health["address"].as_str().unwrap()), 4));
+        upd(&ipc, &Self::ipcache_key(&health_ip, 32), &Self::ipcache_value(4, None));
         for p in &self.pods {
             upd(&lxc, &Self::endpoint_key(&p.ip), &Self::endpoint_info(p.ifindex, p.lxc_id, 0, mac_bytes(&p.eth0_mac), mac_bytes(&p.lxc_mac), 50000 + u32::from(p.lxc_id)));
             upd(&ipc, &Self::ipcache_key(&p.ip, 32), &Self::ipcache_value(50000 + u32::from(p.lxc_id), None));
@@ -401,7 +409,7 @@ fn healthy_node_has_no_findings() {
         assert_eq!(check_status(&r, c), "ok", "{c} in:\n{r:#}");
     }
     let detail = r["checks"].as_array().unwrap().iter().find(|c| c["check"] == "cilium.endpoints").unwrap()["detail"].as_str().unwrap().to_string();
-    assert!(detail.starts_with("3 endpoint entries (2 pods, 1 host)"), "{detail}");
+    assert!(detail.starts_with("4 endpoint entries (3 endpoints, 1 host IPs)"), "{detail}");
 
     // Hook support, checked against what the kernel itself declares.
     let hooks: Vec<(String, String)> = r["kernel"]["hooks"].as_array().unwrap().iter().map(|h| (h["hook"].as_str().unwrap().to_string(), h["support"].as_str().unwrap().to_string())).collect();

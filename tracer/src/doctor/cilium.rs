@@ -21,6 +21,8 @@ use super::{
 const MAX_ENTRIES: usize = 1_048_576;
 const GLOBALS: &str = "tc/globals";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+/// Identities below this are Cilium's reserved ones (`pkg/identity` `MinimalNumericIdentity`).
+const MIN_POD_IDENTITY: u32 = 256;
 
 #[derive(Debug, Default)]
 pub struct CiliumState {
@@ -146,6 +148,10 @@ pub fn check_endpoints(st: &CiliumState, links: &[Link], cni: Option<&CniCache>)
     let mut pods = 0;
     for e in endpoints.iter().filter(|e| !e.is_host()) {
         pods += 1;
+        // No interface recorded (e.g. endpoints living in the host namespace): nothing to compare.
+        if e.ifindex == 0 {
+            continue;
+        }
         match by_index.get(&e.ifindex) {
             None => stale.push(format!("{}: no interface has ifindex {} any more", endpoint_text(e), e.ifindex)),
             Some(l) if e.node_mac != [0; 6] && l.mac.is_some_and(|m| m != e.node_mac) => stale.push(format!(
@@ -172,7 +178,11 @@ pub fn check_endpoints(st: &CiliumState, links: &[Link], cni: Option<&CniCache>)
         ));
     }
     // An interface is covered by an entry with its ifindex and (when the entry has one) its MAC.
-    let covered = |l: &Link| endpoints.iter().any(|e| !e.is_host() && e.ifindex == l.ifindex && (e.node_mac == [0; 6] || l.mac == Some(e.node_mac)));
+    let mut by_ifindex: HashMap<u32, Vec<&Endpoint>> = HashMap::new();
+    for e in endpoints.iter().filter(|e| !e.is_host()) {
+        by_ifindex.entry(e.ifindex).or_default().push(e);
+    }
+    let covered = |l: &Link| by_ifindex.get(&l.ifindex).is_some_and(|es| es.iter().any(|e| e.node_mac == [0; 6] || l.mac == Some(e.node_mac)));
     let orphans: Vec<String> = links
         .iter()
         .filter(|l| l.is_lxc() && !covered(l))
@@ -207,7 +217,7 @@ pub fn check_endpoints(st: &CiliumState, links: &[Link], cni: Option<&CniCache>)
         }
     }
     let detail = format!(
-        "{} endpoint entries ({} pods, {} host) in {}; Cilium {} layout{}",
+        "{} endpoint entries ({} endpoints, {} host IPs) in {}; Cilium {} layout{}",
         endpoints.len(),
         pods,
         endpoints.len() - pods,
@@ -237,9 +247,10 @@ pub fn check_ipcache(st: &CiliumState, cni: Option<&CniCache>, pod_cidrs: &[(IpA
         _ => HashSet::new(),
     };
     let known: HashSet<IpAddr> = cni.results.iter().flat_map(|r| r.ips.iter().copied()).collect();
+    // Reserved identities (< 256: host, world, health, ingress…) are Cilium's own addresses.
     let unknown: Vec<String> = entries
         .iter()
-        .filter(|e| e.is_host_prefix() && !known.contains(&e.ip))
+        .filter(|e| e.is_host_prefix() && e.sec_identity >= MIN_POD_IDENTITY && !known.contains(&e.ip))
         .filter(|e| local.contains(&e.ip) || (e.tunnel_endpoint.is_none() && pod_cidrs.iter().any(|&(net, len)| super::iptables_save::addr_matches(&format!("{net}/{len}"), e.ip) == Some(true))))
         .map(|e| format!("{}/{} identity {} — no CNI result in {} has this IP", e.ip, e.prefix_len, e.sec_identity, cni.dir.display()))
         .collect();

@@ -2,10 +2,11 @@
 //! each type and attaching it where attaching is the test — never from the version number.
 //! `tracer doctor` shows the result; the capture picks its backends from it.
 //!
-//! Probing must not touch the node: every attach happens on a throwaway thread that first moves
-//! into a private network and mount namespace (tcx and netfilter links go on that namespace's
-//! `lo`; tracefs, when the host has none mounted, is mounted only inside it). Links and
-//! programs are closed before the thread ends.
+//! Probing must not change the node: it runs on a throwaway thread that first moves into a
+//! private network and mount namespace, so tcx and netfilter links go on that namespace's `lo`
+//! and tracefs, when the host has none mounted, is mounted only there. Tracing attaches are
+//! kernel-wide by nature, but the program is `return 0` and is detached at once: every link and
+//! program is closed before the thread ends.
 use std::{ffi::CString, fmt, os::fd::OwnedFd, path::Path};
 
 use serde::Serialize;
