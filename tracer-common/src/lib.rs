@@ -3,6 +3,8 @@
 //! programs. Keep it small and plain: no logic that only one side needs.
 #![no_std]
 
+pub mod cbpf;
+
 /// Largest number of packet bytes a program copies (the filter window). A power of two so the
 /// kernel side can bound offsets with a mask.
 pub const MAX_CAPTURE: usize = 2048;
@@ -25,6 +27,7 @@ pub mod names {
     pub const KFREE_SKB_RAW: &str = "kfree_skb_raw";
     pub const OFFSETS: &str = "OFFSETS";
     pub const CONFIG: &str = "CONFIG";
+    pub const NF_RING: &str = "NF_RING";
 }
 
 /// Indexes into the per-CPU `COUNTERS` array. Summed over CPUs by the loader.
@@ -82,6 +85,9 @@ pub struct Config {
     /// Reason values that are not drops (`SKB_CONSUMED`, `NOT_DROPPED_YET`), from BTF.
     pub reason_consumed: u32,
     pub reason_not_dropped: u32,
+    /// `SKB_DROP_REASON_NETFILTER_DROP` on this kernel (u32::MAX when unknown).
+    pub reason_netfilter_drop: u32,
+    pub _pad: u32,
 }
 
 /// One classic-BPF instruction, as `struct sock_filter`.
@@ -144,12 +150,16 @@ pub struct PacketEvent {
     /// `kind::*`
     pub kind: u8,
     pub ifname: [u8; IFNAMSIZ],
+    /// Netfilter observer slot the packet passed last before a NETFILTER_DROP (0 = none): tells
+    /// the hook, family, namespace and priority range where it died.
+    pub nf_slot: u32,
+    pub _pad: u32,
 }
 
 pub const EVENT_HEADER_LEN: usize = core::mem::size_of::<PacketEvent>();
 
-/// Key of the per-CPU `DROP_STATS` hash: exact per-(reason, location, interface) totals that do
-/// not depend on events reaching userspace.
+/// Key of the per-CPU `DROP_STATS` hash: exact per-(reason, location, interface, netfilter slot)
+/// totals that do not depend on events reaching userspace.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DropKey {
@@ -158,7 +168,24 @@ pub struct DropKey {
     pub ifindex: u32,
     pub netns: u32,
     pub ifname: [u8; IFNAMSIZ],
+    /// Netfilter observer slot (see `PacketEvent::nf_slot`).
+    pub nf_slot: u32,
+}
+
+/// Entries in the per-CPU ring of recent netfilter observer passes.
+pub const NF_RING_LEN: usize = 8;
+
+/// Per-CPU ring the netfilter observers write: which skb passed which observer slot last.
+/// A ring, not a single entry, because a REJECT sends its RST/ICMP (through OUTPUT observers)
+/// between the last observer and the drop of the original packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NfRing {
+    /// Next write position (mod NF_RING_LEN).
+    pub head: u32,
     pub _pad: u32,
+    pub skb: [u64; NF_RING_LEN],
+    pub slot: [u32; NF_RING_LEN],
 }
 
 #[cfg(feature = "user")]
@@ -170,4 +197,6 @@ mod pod {
     unsafe impl aya::Pod for super::CbpfInsn {}
     unsafe impl aya::Pod for super::IfacePattern {}
     unsafe impl aya::Pod for super::DropKey {}
+    unsafe impl aya::Pod for super::NfRing {}
+    unsafe impl aya::Pod for super::cbpf::Vm {}
 }

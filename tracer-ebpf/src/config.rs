@@ -31,6 +31,8 @@ static CONFIG: Config = Config {
     iface_patterns: 0,
     reason_consumed: u32::MAX,
     reason_not_dropped: 0,
+    reason_netfilter_drop: u32::MAX,
+    _pad: 0,
 };
 
 #[inline(always)]

@@ -8,7 +8,10 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, PerCpuArray},
 };
-use tracer_common::{CbpfInsn, IFNAMSIZ, IfacePattern, MAX_CAPTURE, MAX_FILTER_INSNS, MAX_IFACE_PATTERNS};
+use tracer_common::{
+    CbpfInsn, IFNAMSIZ, IfacePattern, MAX_CAPTURE, MAX_FILTER_INSNS, MAX_IFACE_PATTERNS,
+    cbpf::{self, Step, Vm},
+};
 
 use crate::emit::Scratch;
 
@@ -48,36 +51,22 @@ fn pattern_matches(p: &IfacePattern, name: &[u8; IFNAMSIZ]) -> bool {
     true
 }
 
-/// Interpreter state. It lives in a per-CPU map, not on the stack: the verifier does not track
-/// map contents, so every `bpf_loop` step verifies once instead of once per reachable state.
-#[repr(C)]
-struct Vm {
-    a: u32,
-    x: u32,
-    pc: u32,
-    len: u32,
-    base: u32,
-    caplen: u32,
-    wirelen: u32,
-    /// 0 = reject, non-zero = accept (classic BPF return value).
-    ret: u32,
-    mem: [u32; 16],
-}
-
 #[map(name = "FILTER_VM")]
 static FILTER_VM: PerCpuArray<Vm> = PerCpuArray::with_max_entries(1, 0);
 
-/// Runs the program for `linktype_base` (0 or MAX_FILTER_INSNS) of `len` instructions over the
-/// `caplen` captured bytes in scratch. Classic BPF only jumps forward, so `len` steps suffice.
+/// Runs the program at `base` (0 or MAX_FILTER_INSNS) of `len` instructions over the `caplen`
+/// captured bytes in scratch. The state lives in a per-CPU map, not on the stack: the verifier
+/// does not track map contents, so each `bpf_loop` step verifies once instead of once per
+/// reachable state. Classic BPF only jumps forward, so `len` steps suffice.
 #[inline(always)]
 pub fn cbpf_accepts(base: u32, len: u32, caplen: u32, wirelen: u32) -> bool {
     let Some(vm) = FILTER_VM.get_ptr_mut(0) else { return false };
     // SAFETY: this CPU's slot; the program does not nest on one CPU.
     unsafe {
-        *vm = Vm { a: 0, x: 0, pc: 0, len, base, caplen, wirelen, ret: 0, mem: [0; 16] };
+        *vm = Vm { len, base, caplen, wirelen, ..Vm::default() };
     }
-    // SAFETY: `step` has the callback signature bpf_loop expects.
-    let r = unsafe { bpf_loop(MAX_FILTER_INSNS, step as *mut c_void, core::ptr::null_mut(), 0) };
+    // SAFETY: `step_cb` has the callback signature bpf_loop expects.
+    let r = unsafe { bpf_loop(MAX_FILTER_INSNS, step_cb as *mut c_void, core::ptr::null_mut(), 0) };
     // SAFETY: as above.
     r >= 0 && unsafe { (*vm).ret } != 0
 }
@@ -85,27 +74,7 @@ pub fn cbpf_accepts(base: u32, len: u32, caplen: u32, wirelen: u32) -> bool {
 const STOP: i64 = 1;
 const CONTINUE: i64 = 0;
 
-// Classic BPF encoding (linux/filter.h, linux/bpf_common.h).
-const LD: u16 = 0x00;
-const LDX: u16 = 0x01;
-const ST: u16 = 0x02;
-const STX: u16 = 0x03;
-const ALU: u16 = 0x04;
-const JMP: u16 = 0x05;
-const RET: u16 = 0x06;
-const MISC: u16 = 0x07;
-const W: u16 = 0x00;
-const H: u16 = 0x08;
-const B: u16 = 0x10;
-const IMM: u16 = 0x00;
-const ABS: u16 = 0x20;
-const IND: u16 = 0x40;
-const MEM: u16 = 0x60;
-const LEN: u16 = 0x80;
-const MSH: u16 = 0xa0;
-const SRC_X: u16 = 0x08;
-
-extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
+extern "C" fn step_cb(_index: u64, _ctx: *mut c_void) -> i64 {
     let Some(vm) = FILTER_VM.get_ptr_mut(0) else { return STOP };
     // SAFETY: this CPU's slot, initialised by cbpf_accepts.
     let vm = unsafe { &mut *vm };
@@ -117,118 +86,17 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
         vm.ret = 0;
         return STOP;
     };
-    let (code, k) = (insn.code, insn.k);
-    vm.pc += 1;
-    match code & 0x07 {
-        LD => {
-            let v = match code & 0xe0 {
-                IMM => Some(k),
-                ABS => load(k, code & 0x18, vm.caplen),
-                IND => load(vm.x.wrapping_add(k), code & 0x18, vm.caplen),
-                MEM => Some(vm.mem[(k & 15) as usize]),
-                LEN => Some(vm.wirelen),
-                _ => None,
-            };
-            match v {
-                Some(v) => vm.a = v,
-                None => return reject(vm),
-            }
-        }
-        LDX => {
-            let v = match code & 0xe0 {
-                IMM => Some(k),
-                MEM => Some(vm.mem[(k & 15) as usize]),
-                LEN => Some(vm.wirelen),
-                MSH => load(k, B, vm.caplen).map(|b| (b & 0x0f) << 2),
-                _ => None,
-            };
-            match v {
-                Some(v) => vm.x = v,
-                None => return reject(vm),
-            }
-        }
-        ST => vm.mem[(k & 15) as usize] = vm.a,
-        STX => vm.mem[(k & 15) as usize] = vm.x,
-        ALU => {
-            let src = if code & SRC_X != 0 { vm.x } else { k };
-            vm.a = match code & 0xf0 {
-                0x00 => vm.a.wrapping_add(src),
-                0x10 => vm.a.wrapping_sub(src),
-                0x20 => vm.a.wrapping_mul(src),
-                0x30 => {
-                    if src == 0 {
-                        return reject(vm);
-                    }
-                    vm.a / src
-                }
-                0x40 => vm.a | src,
-                0x50 => vm.a & src,
-                0x60 => vm.a.wrapping_shl(src),
-                0x70 => vm.a.wrapping_shr(src),
-                0x80 => vm.a.wrapping_neg(),
-                0x90 => {
-                    if src == 0 {
-                        return reject(vm);
-                    }
-                    vm.a % src
-                }
-                0xa0 => vm.a ^ src,
-                _ => return reject(vm),
-            };
-        }
-        JMP => {
-            let src = if code & SRC_X != 0 { vm.x } else { k };
-            let off = match code & 0xf0 {
-                0x00 => k,
-                op => {
-                    let taken = match op {
-                        0x10 => vm.a == src,
-                        0x20 => vm.a > src,
-                        0x30 => vm.a >= src,
-                        0x40 => vm.a & src != 0,
-                        _ => return reject(vm),
-                    };
-                    u32::from(if taken { insn.jt } else { insn.jf })
-                }
-            };
-            vm.pc = vm.pc.wrapping_add(off);
-        }
-        RET => {
-            vm.ret = match code & 0x18 {
-                0x00 => k,
-                0x08 => vm.x,
-                _ => vm.a,
-            };
-            return STOP;
-        }
-        MISC => {
-            if code & 0xf8 == 0 {
-                vm.x = vm.a;
-            } else {
-                vm.a = vm.x;
-            }
-        }
-        _ => return reject(vm),
+    let caplen = vm.caplen;
+    match cbpf::step(vm, insn, |off, width| load(off, width, caplen)) {
+        Step::Continue => CONTINUE,
+        Step::Stop => STOP,
     }
-    CONTINUE
 }
 
+/// A big-endian packet load from scratch; out of the captured bytes means "no match".
 #[inline(always)]
-fn reject(vm: &mut Vm) -> i64 {
-    vm.ret = 0;
-    STOP
-}
-
-/// A big-endian packet load; out of the captured bytes means "no match", as in the kernel.
-#[inline(always)]
-fn load(off: u32, size: u16, caplen: u32) -> Option<u32> {
-    let n = match size {
-        W => 4,
-        H => 2,
-        B => 1,
-        _ => return None,
-    };
-    if off >= caplen || n > caplen - off {
+fn load(off: u32, width: u32, caplen: u32) -> Option<u32> {
+    if off >= caplen || width > caplen - off {
         return None;
     }
     let s: *const Scratch = crate::emit::scratch()?;
@@ -236,7 +104,7 @@ fn load(off: u32, size: u16, caplen: u32) -> Option<u32> {
     // SAFETY: i + 4 ≤ MAX_CAPTURE + CAPTURE_SLACK, inside the per-CPU scratch value.
     let p = unsafe { (*s).data.as_ptr().add(i) };
     let b = |j: usize| u32::from(unsafe { *p.add(j) });
-    Some(match n {
+    Some(match width {
         4 => (b(0) << 24) | (b(1) << 16) | (b(2) << 8) | b(3),
         2 => (b(0) << 8) | b(1),
         _ => b(0),

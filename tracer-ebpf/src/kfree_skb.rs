@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use tracer_common::{DropKey, MAX_CAPTURE, MAX_FILTER_INSNS, counter, kind, linktype};
 
-use crate::{config, emit, filter, skb};
+use crate::{config, emit, filter, netfilter, skb};
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
@@ -67,7 +67,8 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
         }
     }
     emit::count(counter::MATCHED);
-    emit::count_drop(&DropKey { location, reason, ifindex, netns, ifname, _pad: 0 });
+    let nf_slot = if reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };
+    emit::count_drop(&DropKey { location, reason, ifindex, netns, ifname, nf_slot });
 
     let snap = cap.min(cfg.snaplen);
     // SAFETY: s is this CPU's scratch value.
@@ -85,6 +86,7 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
         h.linktype = lt;
         h.kind = kind::DROP;
         h.ifname = ifname;
+        h.nf_slot = nf_slot;
     }
     emit::output(s, snap);
 }

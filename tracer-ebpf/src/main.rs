@@ -7,6 +7,7 @@ mod config;
 mod emit;
 mod filter;
 mod kfree_skb;
+mod netfilter;
 mod skb;
 
 #[cfg(not(test))]

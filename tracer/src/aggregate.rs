@@ -52,6 +52,24 @@ impl Flows {
     }
 }
 
+/// Drops per netfilter rule, from attributed events.
+#[derive(Default)]
+pub struct Rules {
+    counts: HashMap<(String, String, String, String), u64>,
+}
+
+impl Rules {
+    pub fn add(&mut self, nf: &crate::attribution::netfilter::NetfilterInfo) {
+        let rule = nf.rule.clone().unwrap_or_else(|| format!("({} attribution)", nf.attribution));
+        *self.counts.entry((nf.backend.clone(), nf.table.clone(), nf.chain.clone(), rule)).or_default() += 1;
+    }
+
+    /// ((backend, table, chain, rule), count), largest first.
+    pub fn sorted(&self) -> Vec<((String, String, String, String), u64)> {
+        sorted_counts(self.counts.iter().map(|(k, v)| (k.clone(), *v)))
+    }
+}
+
 /// One row of the kernel's exact drop statistics.
 #[derive(Debug, Clone)]
 pub struct KernelRow {

@@ -122,6 +122,11 @@ pub struct CaptureArgs {
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
 
+    /// Do not attach netfilter observers: NETFILTER_DROP events then carry no table, chain
+    /// or rule.
+    #[arg(long)]
+    pub no_netfilter: bool,
+
     /// Do not print a line per drop on stdout.
     #[arg(short, long)]
     pub quiet: bool,

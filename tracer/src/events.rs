@@ -181,6 +181,9 @@ pub struct DropEvent {
     pub skb: String,
     /// Numeric drop reason on this kernel.
     pub reason_code: u32,
+    /// Which table, chain and rule dropped it (NETFILTER_DROP only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netfilter: Option<crate::attribution::netfilter::NetfilterInfo>,
 }
 
 pub fn link_name(lt: u8) -> &'static str {

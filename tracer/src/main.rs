@@ -1,17 +1,7 @@
 //! `tracer`: where a Kubernetes pod's packets die on a node.
-mod aggregate;
-mod bundle;
-mod cli;
-mod doctor;
-mod events;
-mod filter;
-mod kernel;
-mod output;
-mod pipeline;
-mod probes;
-mod session;
 
 use clap::Parser as _;
+use tracer::{cli, doctor, session};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

@@ -7,7 +7,9 @@ use std::{
 };
 
 use crate::{
-    aggregate::Flows,
+    aggregate::{Flows, Rules},
+    attribution::netfilter::Attributor,
+    netfilter::packet::PacketInfo,
     events::{self, DropEvent, Wire},
     kernel::{kallsyms::Kallsyms, reasons::Reasons},
     output::{
@@ -62,6 +64,49 @@ pub struct Pipeline {
     pub failed: u64,
     /// An output was dropped after an error: later events miss it.
     degraded: bool,
+    /// Netfilter attribution, when observers are attached.
+    pub nf: Option<Attributor>,
+    /// Drops waiting for the rule counters of their window.
+    pending: Vec<Pending>,
+    pub rules: Rules,
+}
+
+/// Drops waiting for attribution are bounded: past this, the window closes early.
+const MAX_PENDING: usize = 20_000;
+
+struct Pending {
+    ev: DropEvent,
+    iface: Iface,
+    ts: Duration,
+    data: Vec<u8>,
+    slot: u32,
+    packet: PacketInfo,
+}
+
+/// What rule evaluation needs from an event; the device at the drop point is the input
+/// interface up to FORWARD and the output interface from OUTPUT on.
+fn packet_info(ev: &DropEvent, hook: u32) -> PacketInfo {
+    let h = &ev.headers;
+    let dev = (!ev.ifname.is_empty()).then(|| ev.ifname.clone());
+    let proto = h.proto.as_ref().map(|p| match p {
+        events::Proto::Name("icmp") => 1,
+        events::Proto::Name("tcp") => 6,
+        events::Proto::Name("udp") => 17,
+        events::Proto::Name("icmpv6") => 58,
+        events::Proto::Name(_) => 0,
+        events::Proto::Number(n) => *n,
+    });
+    PacketInfo {
+        src: h.src,
+        dst: h.dst,
+        proto,
+        sport: h.sport,
+        dport: h.dport,
+        icmp_type: h.icmp_type,
+        icmp_code: h.icmp_code,
+        in_iface: if hook <= 2 { dev.clone() } else { None },
+        out_iface: if hook >= 3 { dev } else { None },
+    }
 }
 
 impl Pipeline {
@@ -78,6 +123,9 @@ impl Pipeline {
             written: 0,
             failed: 0,
             degraded: false,
+            nf: None,
+            pending: Vec::new(),
+            rules: Rules::default(),
         }
     }
 
@@ -100,7 +148,7 @@ impl Pipeline {
         };
         let h = wire.hdr;
         let ts = self.clock.wall(h.ts_ns);
-        let ev = DropEvent {
+        let mut ev = DropEvent {
             kind: "drop",
             time: rfc3339(ts),
             reason: self.reasons.name(h.reason),
@@ -114,27 +162,79 @@ impl Pipeline {
             link: events::link_name(h.linktype),
             skb: format!("{:#x}", h.skb),
             reason_code: h.reason,
+            netfilter: None,
         };
-        self.flows.add(&ev);
+        let iface = Iface { netns: h.netns, ifindex: h.ifindex, ifname: ev.ifname.clone(), linktype: h.linktype };
+        if h.nf_slot != 0
+            && let Some(nf) = &self.nf
+            && let Some(slot) = nf.slot(h.nf_slot)
+            // A stale ring entry from another namespace is not this packet's history.
+            && slot.netns == h.netns
+        {
+            let packet = packet_info(&ev, slot.hook);
+            match nf.try_exact(h.nf_slot, &packet) {
+                Some(info) => ev.netfilter = Some(info),
+                None => {
+                    self.pending.push(Pending { ev, iface, ts, data: wire.data.to_vec(), slot: h.nf_slot, packet });
+                    if self.pending.len() >= MAX_PENDING {
+                        self.resolve_pending();
+                    }
+                    return;
+                }
+            }
+        }
+        self.emit(&ev, &iface, ts, wire.data);
+    }
+
+    /// Attributes the drops that needed rule counters: one fresh ruleset snapshot per
+    /// namespace involved closes their window.
+    pub fn resolve_pending(&mut self) {
+        let Some(nf) = &mut self.nf else { return };
+        if self.pending.is_empty() {
+            return;
+        }
+        let inodes: std::collections::BTreeSet<u32> = self.pending.iter().filter_map(|p| nf.slot(p.slot).map(|s| s.netns)).collect();
+        let now = nf.snapshot(inodes);
+        let pending = std::mem::take(&mut self.pending);
+        let mut done = Vec::with_capacity(pending.len());
+        for mut p in pending {
+            if let Some(snap) = nf.slot(p.slot).and_then(|s| now.get(&s.netns)) {
+                p.ev.netfilter = nf.resolve(p.slot, &p.packet, snap);
+            }
+            done.push(p);
+        }
+        nf.advance(now);
+        for p in done {
+            self.emit(&p.ev, &p.iface, p.ts, &p.data);
+        }
+    }
+
+    fn emit(&mut self, ev: &DropEvent, iface: &Iface, ts: Duration, data: &[u8]) {
+        self.flows.add(ev);
+        if let Some(nf) = &ev.netfilter {
+            self.rules.add(nf);
+        }
         let mut ok = true;
         if let Some(j) = &mut self.json
-            && let Err(e) = j.write(&ev)
+            && let Err(e) = j.write(ev)
         {
             eprintln!("tracer: error: {e:#}; JSON output stopped, the capture goes on");
             self.json = None;
             ok = false;
         }
         if let Some(p) = &mut self.pcap {
-            let iface = Iface { netns: h.netns, ifindex: h.ifindex, ifname: ev.ifname.clone(), linktype: h.linktype };
-            let comment = format!("drop reason={} location={} iface={} netns={}", ev.reason, ev.location, display_if(&ev.ifname), ev.netns);
-            if let Err(e) = p.write(&iface, ts, h.len, wire.data, comment) {
+            let mut comment = format!("drop reason={} location={} iface={} netns={}", ev.reason, ev.location, display_if(&ev.ifname), ev.netns);
+            if let Some(nf) = &ev.netfilter {
+                comment.push_str(&format!(" netfilter=\"{} {} {} {}: {}\"", nf.backend, nf.family, nf.table, nf.chain, nf.rule.as_deref().unwrap_or("?")));
+            }
+            if let Err(e) = p.write(iface, ts, ev.len, data, comment) {
                 eprintln!("tracer: error: {e:#}; pcapng output stopped, the capture goes on");
                 self.pcap = None;
                 ok = false;
             }
         }
         if self.text {
-            let _ = writeln!(std::io::stdout().lock(), "{}", text_line(&ev));
+            let _ = writeln!(std::io::stdout().lock(), "{}", text_line(ev));
         }
         self.degraded |= !ok;
         if self.degraded {
@@ -145,6 +245,7 @@ impl Pipeline {
     }
 
     pub fn flush(&mut self) {
+        self.resolve_pending();
         if let Some(j) = &mut self.json
             && let Err(e) = j.flush()
         {

@@ -7,8 +7,13 @@ use anyhow::{Context as _, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 use tracer_common::{Config, MAX_CAPTURE, counter};
 
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
 use crate::{
     aggregate::KernelRow,
+    attribution::netfilter::Attributor,
+    netfilter::snapshot::Snapshot,
+    probes::netfilter::Observers,
     cli::CaptureArgs,
     events,
     filter::{self, expr::CompiledFilter},
@@ -31,7 +36,7 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     let compiled = filter::expr::compile(&expression)?;
     let ifaces = filter::iface::parse_all(&args.ifaces)?;
     check_ifaces_exist(&args.ifaces)?;
-    let netns = args.netns.as_deref().map(filter::netns::resolve).transpose()?.unwrap_or(0);
+    let netns = args.netns.as_deref().map(crate::netns::resolve).transpose()?.unwrap_or(0);
     if args.snaplen == 0 || args.snaplen as usize > MAX_CAPTURE {
         bail!("--snaplen must be between 1 and {MAX_CAPTURE}");
     }
@@ -52,21 +57,25 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
         iface_patterns: u32::try_from(ifaces.len())?,
         reason_consumed: reasons.consumed.unwrap_or(u32::MAX),
         reason_not_dropped: reasons.not_dropped_yet.unwrap_or(0),
+        reason_netfilter_drop: reasons.value("NETFILTER_DROP").unwrap_or(u32::MAX),
+        _pad: 0,
     };
 
     if let Some(b) = &mut bundle {
         b.start();
     }
     let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces)?;
+    let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns)? };
     let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
-    let backend = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
-    log::info!("drop probe attached with {backend}");
+    let probe = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
+    log::info!("drop probe attached with {}", probe.backend);
 
     let mut created = Created::default();
-    let mut result = run(&args, &compiled, reasons, kallsyms, ebpf, maps, backend, &mut created).await;
+    let drop_probe = probe.backend.to_string();
+    let mut result = run(&args, &compiled, reasons, kallsyms, (ebpf, probe, netfilter), maps, &mut created).await;
     if let (Ok(()), Some(b)) = (&result, bundle.take()) {
         let dir = b.dir().to_path_buf();
-        result = b.finish(&args, &backend.to_string()).map(|archive| eprintln!("tracer: bundle in {} and {}", dir.display(), archive.display()));
+        result = b.finish(&args, &drop_probe).map(|archive| eprintln!("tracer: bundle in {} and {}", dir.display(), archive.display()));
     }
     if result.is_err() {
         created.remove_all();
@@ -80,12 +89,15 @@ async fn run(
     compiled: &CompiledFilter,
     reasons: Reasons,
     kallsyms: Kallsyms,
-    ebpf: aya::Ebpf,
+    (ebpf, probe, netfilter): (aya::Ebpf, probes::kfree_skb::DropProbe, Option<(Observers, Attributor)>),
     mut maps: Maps,
-    backend: probes::Backend,
     created: &mut Created,
 ) -> Result<()> {
     let mut pipe = Pipeline::new(reasons, kallsyms, Clock::new());
+    let observers = netfilter.map(|(o, a)| {
+        pipe.nf = Some(a);
+        o
+    });
     if let Some(p) = &args.json {
         pipe.json = Some(JsonLines::create(p)?);
         created.add(p);
@@ -124,6 +136,16 @@ async fn run(
     }
     progress.finish();
     // Detach first, so the counters stop moving, then read what is left in the ring.
+    let backend = probe.backend;
+    let program = probe.program_name();
+    drop(observers);
+    drop(probe);
+    let probe_misses = ebpf
+        .program(program)
+        .and_then(|p| p.fd().ok())
+        .map(probes::recursion_misses)
+        .transpose()?
+        .unwrap_or(0);
     drop(ebpf);
     drain(&mut maps, &mut pipe);
     pipe.flush();
@@ -141,7 +163,10 @@ async fn run(
     }
     let lost_events = drops - pipe.written;
     let rows = kernel_rows(&maps, &mut pipe)?;
-    let totals = summary::Totals { drops, lost_events, events: pipe.written, seen_drops: maps.counter(counter::SEEN)? };
+    let totals = summary::Totals { drops, lost_events, events: pipe.written, seen_drops: maps.counter(counter::SEEN)?, probe_misses };
+    if probe_misses > 0 {
+        eprintln!("tracer: warning: the kernel skipped the drop probe {probe_misses} times (a drop inside a running probe on the same CPU); those drops are not counted");
+    }
     debug_assert!(kernel_lost <= lost_events);
     let meta = summary::Meta {
         duration_s,
@@ -151,7 +176,7 @@ async fn run(
         start: start_wall,
         end: rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?),
     };
-    let s = summary::build(&totals, &rows, &pipe.flows, meta);
+    let s = summary::build(&totals, &rows, &pipe.flows, &pipe.rules, meta);
     if let Some(p) = &args.summary {
         let mut bytes = serde_json::to_vec_pretty(&s)?;
         bytes.push(b'\n');
@@ -160,6 +185,38 @@ async fn run(
     eprint!("{}", table::render(&s));
     created.keep();
     Ok(())
+}
+
+/// Snapshots the rulesets of the namespaces in scope and attaches observers before every hook
+/// entry they register. None when the kernel has no BPF netfilter links (< 6.4).
+fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32) -> Result<Option<(Observers, Attributor)>> {
+    let Ok(ctx_skb) = btf.member_offset("bpf_nf_ctx", "skb") else {
+        log::info!("this kernel has no BPF netfilter programs (Linux < 6.4): netfilter drops carry no table or rule");
+        return Ok(None);
+    };
+    let ring_fd = match ebpf.map(tracer_common::names::NF_RING) {
+        Some(aya::maps::Map::PerCpuArray(m)) => m.fd().as_fd().as_raw_fd(),
+        _ => bail!("the eBPF object has no {} map", tracer_common::names::NF_RING),
+    };
+    let mut spaces = crate::netns::known();
+    if only != 0 {
+        spaces.retain(|n| n.inode == only);
+    }
+    let snapshots: Vec<(crate::netns::Netns, Snapshot)> = std::thread::scope(|s| {
+        let handles: Vec<_> = spaces.iter().map(|ns| s.spawn(move || (ns.clone(), Snapshot::take(&ns.path)))).collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let plans = snapshots
+        .iter()
+        .map(|(ns, snap)| (ns.clone(), probes::netfilter::plan(ns.inode, &crate::netfilter::entries(snap))))
+        .collect();
+    let observers = probes::netfilter::attach(plans, i16::try_from(ctx_skb)?, ring_fd)?;
+    for f in &observers.failures {
+        eprintln!("tracer: warning: no netfilter observers in namespace {f}; its netfilter drops carry no rule");
+    }
+    log::info!("{} netfilter observers in {} namespaces", observers.links(), snapshots.len());
+    let attributor = Attributor::new(snapshots, observers.slots.clone());
+    Ok(Some((observers, attributor)))
 }
 
 fn drain(maps: &mut Maps, pipe: &mut Pipeline) {
@@ -202,7 +259,7 @@ fn require_root() -> Result<()> {
 /// otherwise capture nothing, silently.
 fn check_ifaces_exist(names: &[String]) -> Result<()> {
     for name in names.iter().filter(|n| !filter::iface::is_glob(n)) {
-        if !crate::filter::netns::iface_exists_anywhere(name) {
+        if !crate::netns::iface_exists_anywhere(name) {
             bail!("unknown interface {name:?}: not in this network namespace nor in any under /var/run/netns (see `ip link`)");
         }
     }

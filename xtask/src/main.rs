@@ -1,1 +1,59 @@
-fn main(){}
+//! `cargo xtask`: the project's own tasks, so a fresh Debian 12 machine needs only rustup and
+//! cargo. Each subcommand lives in its own file; to add one, write `src/NAME.rs` with a `run`
+//! function (and an `Args` struct if it takes options), then add a variant and a match arm here.
+mod build;
+mod clippy;
+mod cmd;
+mod run;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Set up, build, run and test tracer."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and testing need (Debian packages, bpf-linker, rust-src).
+    /// Idempotent: does nothing when everything is present.
+    Setup,
+    /// Setup, then build target/release/tracer (eBPF object embedded).
+    Build,
+    /// Setup and build, then run target/release/tracer with the given arguments,
+    /// e.g. `cargo xtask run -- capture --duration 30s udp port 53`.
+    Run(run::Args),
+    /// Setup and build, then run every test: host unit tests, then the integration tests
+    /// (real kernel, real traffic: needs root).
+    Test,
+    /// Lint with `-D warnings`: the host crates, then the eBPF crate for bpfel-unknown-none.
+    Clippy,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::run(),
+        Command::Build => build::run().map(|_| ()),
+        Command::Run(args) => run::run(&args),
+        Command::Test => test::run(),
+        Command::Clippy => clippy::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -89,6 +89,46 @@ mod tests {
         assert!(e.contains("bad filter expression"), "{e}");
     }
 
+    /// Our interpreter (the code the kernel runs) agrees with libpcap's on real packets.
+    #[test]
+    fn interpreter_matches_libpcap() {
+        use etherparse::PacketBuilder;
+        let mut packets: Vec<Vec<u8>> = Vec::new();
+        let eth = || PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        for (src, dst, sport, dport) in [([10, 0, 0, 1], [10, 0, 0, 2], 1234, 53), ([10, 9, 0, 1], [192, 168, 1, 2], 53, 9999)] {
+            let mut v = Vec::new();
+            eth().ipv4(src, dst, 64).udp(sport, dport).write(&mut v, b"payload").unwrap();
+            packets.push(v);
+            let mut v = Vec::new();
+            eth().ipv4(src, dst, 63).tcp(sport, dport, 1, 1000).syn().write(&mut v, &[]).unwrap();
+            packets.push(v);
+            let mut v = Vec::new();
+            eth().ipv4(src, dst, 5).icmpv4_echo_request(1, 2).write(&mut v, b"ping").unwrap();
+            packets.push(v);
+        }
+        let mut v = Vec::new();
+        eth().ipv6([0xfd; 16], [0xfe; 16], 64).udp(5, 53).write(&mut v, b"x").unwrap();
+        packets.push(v);
+        let exprs = [
+            "udp", "tcp", "icmp", "ip6", "udp port 53", "dst port 9999", "host 10.0.0.2", "net 10.9.0.0/16",
+            "tcp[tcpflags] & tcp-syn != 0", "udp[2:2] = 53", "ip[8] = 63", "not icmp and src host 10.0.0.1",
+            "len > 60", "ip6 and udp", "portrange 50-60", "ether src 02:00:00:00:00:01", "ip[6:2] & 0x1fff = 0",
+        ];
+        for e in exprs {
+            let ours = compile(e).unwrap();
+            let theirs = Capture::dead(Linktype::ETHERNET).unwrap().compile(e, true).unwrap();
+            for (i, pkt) in packets.iter().enumerate() {
+                for cut in [pkt.len(), 34, 20] {
+                    let data = &pkt[..cut.min(pkt.len())];
+                    // libpcap's filter sees caplen = wirelen = data.len().
+                    let a = tracer_common::cbpf::run(&ours.ethernet, data, data.len() as u32) != 0;
+                    let b = theirs.filter(data);
+                    assert_eq!(a, b, "expression {e:?}, packet {i}, {cut} bytes");
+                }
+            }
+        }
+    }
+
     #[test]
     fn empty_matches_all() {
         assert!(!compile("  ").unwrap().is_active());

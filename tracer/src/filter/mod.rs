@@ -1,4 +1,3 @@
 //! Turning the user's filters into what the kernel programs evaluate.
 pub mod expr;
 pub mod iface;
-pub mod netns;

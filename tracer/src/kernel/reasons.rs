@@ -72,6 +72,11 @@ impl Reasons {
         Ok(Self::from_enum(pairs))
     }
 
+    /// The value of a reason by its short name (e.g. "NETFILTER_DROP").
+    pub fn value(&self, name: &str) -> Option<u32> {
+        self.names.iter().find(|(_, n)| n.as_str() == name).map(|(v, _)| *v)
+    }
+
     pub fn name(&self, value: u32) -> String {
         if let Some(n) = self.names.get(&value) {
             return n.clone();
@@ -94,6 +99,7 @@ mod tests {
         let fmt = r#"print fmt: "skbaddr=%p reason=%s", REC->skbaddr, __print_symbolic(REC->reason, { 0, "NOT_DROPPED_YET" }, { 1, "CONSUMED" }, { 2, "NOT_SPECIFIED" }, { 12, "NETFILTER_DROP" })"#;
         let r = Reasons::from_format(fmt).unwrap();
         assert_eq!(r.name(12), "NETFILTER_DROP");
+        assert_eq!(r.value("NETFILTER_DROP"), Some(12));
         assert_eq!(r.consumed, Some(1));
         assert_eq!(r.not_dropped_yet, Some(0));
         assert_eq!(r.name(99), "REASON_99");

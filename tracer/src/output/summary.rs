@@ -39,6 +39,15 @@ pub struct FlowCount {
 }
 
 #[derive(Debug, Serialize)]
+pub struct RuleCount {
+    pub backend: String,
+    pub table: String,
+    pub chain: String,
+    pub rule: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
 pub struct Summary {
     /// Exact number of drops that matched every filter (in-kernel counter).
     pub drops: u64,
@@ -49,10 +58,15 @@ pub struct Summary {
     pub by_location: Vec<LocationCount>,
     pub by_flow: Vec<FlowCount>,
     pub by_iface: Vec<IfaceCount>,
+    /// Netfilter drops per rule (from attributed events).
+    pub by_rule: Vec<RuleCount>,
     /// Events written to the outputs (= drops − lost_events).
     pub events: u64,
     /// Drops seen before any filter (every reason, every interface).
     pub seen_drops: u64,
+    /// Times the kernel skipped the drop probe because it was already running on that CPU:
+    /// drops neither counted nor reported (normally 0).
+    pub probe_misses: u64,
     /// Events not folded into `by_flow` because too many distinct flows were seen.
     pub other_flows: u64,
     pub expression: String,
@@ -68,6 +82,7 @@ pub struct Totals {
     pub lost_events: u64,
     pub events: u64,
     pub seen_drops: u64,
+    pub probe_misses: u64,
 }
 
 pub struct Meta {
@@ -79,7 +94,7 @@ pub struct Meta {
     pub end: String,
 }
 
-pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, meta: Meta) -> Summary {
+pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, rules: &aggregate::Rules, meta: Meta) -> Summary {
     Summary {
         drops: totals.drops,
         lost_events: totals.lost_events,
@@ -101,8 +116,14 @@ pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, meta
             .into_iter()
             .map(|((ifname, ifindex, netns), count)| IfaceCount { ifname, ifindex, netns, count })
             .collect(),
+        by_rule: rules
+            .sorted()
+            .into_iter()
+            .map(|((backend, table, chain, rule), count)| RuleCount { backend, table, chain, rule, count })
+            .collect(),
         events: totals.events,
         seen_drops: totals.seen_drops,
+        probe_misses: totals.probe_misses,
         other_flows: flows.other,
         expression: meta.expression,
         probe: meta.probe,

@@ -25,6 +25,13 @@ pub fn render(s: &Summary) -> String {
             (format!("{name} (ifindex {}, netns {})", r.ifindex, r.netns), r.count)
         }),
     );
+    if !s.by_rule.is_empty() {
+        section(
+            &mut o,
+            "NETFILTER RULE",
+            s.by_rule.iter().map(|r| (format!("{} {} {}: {}", r.backend, r.table, r.chain, r.rule), r.count)),
+        );
+    }
     section(
         &mut o,
         "FLOW",

@@ -2,45 +2,66 @@
 use anyhow::{Result, anyhow};
 use aya::{
     Ebpf,
-    programs::{BtfTracePoint, RawTracePoint},
+    programs::{BtfTracePoint, RawTracePoint, tp_btf::BtfTracePointLink, raw_trace_point::RawTracePointLink},
 };
 use tracer_common::names;
 
 use super::Backend;
 
-
 const TRACEPOINT: &str = "kfree_skb";
 
-/// Attaches the drop probe; the link lives as long as `ebpf`.
-pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<Backend> {
+/// The attached probe. Dropping it detaches; the program stays loaded (in `Ebpf`) so its
+/// statistics can still be read.
+pub struct DropProbe {
+    pub backend: Backend,
+    _link: Link,
+}
+
+/// Held only for its Drop (which detaches).
+enum Link {
+    Btf(#[expect(dead_code, reason = "held for Drop")] BtfTracePointLink),
+    Raw(#[expect(dead_code, reason = "held for Drop")] RawTracePointLink),
+}
+
+impl DropProbe {
+    pub fn program_name(&self) -> &'static str {
+        match self._link {
+            Link::Btf(_) => names::KFREE_SKB_BTF,
+            Link::Raw(_) => names::KFREE_SKB_RAW,
+        }
+    }
+}
+
+pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<DropProbe> {
     let tp_btf_err = match try_tp_btf(ebpf, btf) {
-        Ok(()) => return Ok(Backend::TpBtf),
+        Ok(link) => return Ok(DropProbe { backend: Backend::TpBtf, _link: Link::Btf(link) }),
         Err(e) => e,
     };
     log::debug!("tp_btf kfree_skb unavailable ({tp_btf_err:#}); trying raw_tp");
-    try_raw_tp(ebpf).map(|()| Backend::RawTp).map_err(|raw_err| {
-        anyhow!(
+    match try_raw_tp(ebpf) {
+        Ok(link) => Ok(DropProbe { backend: Backend::RawTp, _link: Link::Raw(link) }),
+        Err(raw_err) => Err(anyhow!(
             "cannot attach to the skb:kfree_skb tracepoint (tp_btf: {tp_btf_err:#}; raw_tp: {raw_err:#}); this kernel must allow BPF tracing programs (Linux ≥ 5.17 with BTF)"
-        )
-    })
+        )),
+    }
 }
 
-fn try_tp_btf(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<()> {
+fn try_tp_btf(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<BtfTracePointLink> {
     let p: &mut BtfTracePoint = ebpf
         .program_mut(names::KFREE_SKB_BTF)
         .ok_or_else(|| anyhow!("no program {}", names::KFREE_SKB_BTF))?
         .try_into()?;
     p.load(TRACEPOINT, btf).map_err(super::brief)?;
-    p.attach().map_err(super::brief)?;
-    Ok(())
+    let id = p.attach().map_err(super::brief)?;
+    Ok(p.take_link(id)?)
 }
 
-fn try_raw_tp(ebpf: &mut Ebpf) -> Result<()> {
+fn try_raw_tp(ebpf: &mut Ebpf) -> Result<RawTracePointLink> {
     let p: &mut RawTracePoint = ebpf
         .program_mut(names::KFREE_SKB_RAW)
         .ok_or_else(|| anyhow!("no program {}", names::KFREE_SKB_RAW))?
         .try_into()?;
     p.load().map_err(super::brief)?;
-    p.attach(TRACEPOINT).map_err(super::brief)?;
-    Ok(())
+    let id = p.attach(TRACEPOINT).map_err(super::brief)?;
+    Ok(p.take_link(id)?)
 }

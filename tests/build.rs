@@ -1,0 +1,22 @@
+//! Builds the test-only tc programs (`fixtures-ebpf`) for `bpfel-unknown-none` into `OUT_DIR`, where
+//! the `tc-fixture` binary embeds them.
+use std::env;
+
+use anyhow::{Context as _, anyhow};
+use aya_build::{Package, Toolchain};
+
+fn main() -> anyhow::Result<()> {
+    let root = env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?;
+    let dir = std::path::Path::new(&root).join("fixtures-ebpf");
+    let dir = dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
+    // Same arrangement as tracer/build.rs: `-Z build-std=core` on the running (stable)
+    // toolchain, allowed by RUSTC_BOOTSTRAP.
+    // SAFETY: build scripts are single-threaded at this point.
+    unsafe { env::set_var("RUSTC_BOOTSTRAP", "1") };
+    let toolchain = env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "stable".into());
+    aya_build::build_ebpf(
+        [Package { name: "fixtures-ebpf", root_dir: dir, ..Default::default() }],
+        Toolchain::Custom(&toolchain),
+    )
+    .context("building the test eBPF fixtures (run `cargo xtask setup` if bpf-linker or rust-src is missing)")
+}

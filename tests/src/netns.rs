@@ -1,0 +1,90 @@
+//! Entering named network namespaces from this process: a fresh thread calls
+//! `setns(CLONE_NEWNET)` and does its socket work there, so no helper binary (socat, …) stands
+//! between a test and its exact packet counts. The thread ends with its work; the rest of the
+//! process never changes namespace.
+use std::{
+    fs::File,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+/// Where `ip netns` keeps the handle of a named namespace.
+#[must_use]
+pub fn path(name: &str) -> PathBuf {
+    Path::new("/var/run/netns").join(name)
+}
+
+/// Inode of the named namespace: the number the tracer reports as `netns`.
+pub fn inode(name: &str) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    Ok(std::fs::metadata(path(name)).with_context(|| format!("no network namespace {name}"))?.ino())
+}
+
+/// Moves the calling thread into the network namespace at `ns` (a file such as
+/// /var/run/netns/NAME or /proc/PID/ns/net).
+pub fn enter(ns: &Path) -> Result<()> {
+    let f = File::open(ns).with_context(|| format!("cannot open network namespace {}", ns.display()))?;
+    // SAFETY: a valid fd and a namespace type; affects only the calling thread.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns({}) failed: {}", ns.display(), std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` on a new thread inside the named namespace and returns its result.
+pub fn run<T: Send>(name: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let ns = path(name);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter(&ns)?;
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow!("a thread working in netns {name} panicked"))?
+    })
+}
+
+/// Spawns a long-lived thread inside the named namespace (listeners).
+pub fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<std::thread::JoinHandle<Result<T>>> {
+    let ns = path(name);
+    std::thread::Builder::new()
+        .name(format!("in-{name}"))
+        .spawn(move || {
+            enter(&ns)?;
+            f()
+        })
+        .context("cannot spawn a thread")
+}
+
+/// Writes a sysctl of the named namespace (`/proc/sys/net/…` follows the writer's namespace).
+pub fn sysctl(name: &str, key: &str, value: &str) -> Result<()> {
+    let file = Path::new("/proc/sys").join(key.replace('.', "/"));
+    let value = value.to_string();
+    run(name, move || std::fs::write(&file, &value).with_context(|| format!("cannot set {key}={value} in netns {name}")))
+}
+
+/// Reads a sysctl of the named namespace.
+pub fn read_sysctl(name: &str, key: &str) -> Result<String> {
+    let file = Path::new("/proc/sys").join(key.replace('.', "/"));
+    run(name, move || Ok(std::fs::read_to_string(&file).with_context(|| format!("cannot read {key} in netns {name}"))?.trim().to_string()))
+}
+
+/// An SNMP counter (`/proc/net/snmp`, e.g. `Udp`/`NoPorts`) of the named namespace.
+pub fn snmp(name: &str, group: &str, field: &str) -> Result<u64> {
+    let text = run(name, || Ok(std::fs::read_to_string("/proc/thread-self/net/snmp")?))?;
+    let mut lines = text.lines().filter(|l| l.starts_with(&format!("{group}:")));
+    let (Some(header), Some(values)) = (lines.next(), lines.next()) else {
+        bail!("no {group} line in /proc/net/snmp of netns {name}");
+    };
+    let idx = header
+        .split_whitespace()
+        .position(|h| h == field)
+        .ok_or_else(|| anyhow!("no {group} {field} in /proc/net/snmp"))?;
+    let v = values.split_whitespace().nth(idx).ok_or_else(|| anyhow!("short {group} line"))?;
+    Ok(v.parse()?)
+}

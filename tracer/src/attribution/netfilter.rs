@@ -1,0 +1,269 @@
+//! "Which table, chain and rule dropped this packet?" The observer slot gives the namespace,
+//! family, hook and priority; the rulesets give the entries registered there; rule evaluation
+//! against the packet, narrowed by rule counters over the window, gives the rule.
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::{
+    netfilter::{
+        self, Backend, Entry,
+        eval::{self, Candidate},
+        nft,
+        packet::PacketInfo,
+        snapshot::Snapshot,
+    },
+    netns::Netns,
+    probes::netfilter::Slot,
+};
+
+/// The `netfilter` object of a drop event (field names are a contract).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NetfilterInfo {
+    pub family: String,
+    pub table: String,
+    /// The chain holding the rule (a user chain when reached by a jump).
+    pub chain: String,
+    pub hook: String,
+    pub priority: i32,
+    pub verdict: String,
+    /// The rule as the user's tool prints it (`iptables-save` line, `nft list` line with
+    /// handle, or `policy DROP`); absent when it cannot be singled out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// iptables-nft, iptables-legacy, nftables or conntrack.
+    pub backend: String,
+    /// Chains walked from the base chain to `chain`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<String>,
+    /// How the rule was singled out: "exact" (the packet matches it and nothing before it),
+    /// "counters" (evaluation plus the rule counters of the window), "window" (the only rule
+    /// whose counter moved), "ambiguous" (several could have; see `candidates`), "hook" (only
+    /// the hook and priority are known).
+    pub attribution: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
+    /// What to do when the rule could not be singled out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+struct NsState {
+    netns: Netns,
+    prev: Snapshot,
+    entries: Vec<Entry>,
+}
+
+pub struct Attributor {
+    ns: HashMap<u32, NsState>,
+    slots: Vec<Slot>,
+}
+
+/// A candidate with the entry it belongs to and how much its counter moved in the window.
+struct Cand<'a> {
+    entry: &'a Entry,
+    c: Candidate,
+    /// None when the rule has no counter (native nft rules without `counter`).
+    delta: Option<u64>,
+}
+
+impl Attributor {
+    pub fn new(snapshots: Vec<(Netns, Snapshot)>, slots: Vec<Slot>) -> Self {
+        let ns = snapshots
+            .into_iter()
+            .map(|(netns, prev)| {
+                let entries = netfilter::entries(&prev);
+                (netns.inode, NsState { netns, prev, entries })
+            })
+            .collect();
+        Self { ns, slots }
+    }
+
+    pub fn entries(&self, inode: u32) -> &[Entry] {
+        self.ns.get(&inode).map_or(&[], |s| s.entries.as_slice())
+    }
+
+    pub fn slot(&self, id: u32) -> Option<&Slot> {
+        id.checked_sub(1).and_then(|i| self.slots.get(i as usize))
+    }
+
+    /// Attributes a drop when evaluation alone decides; None when the rule counters of the
+    /// window are needed (then `resolve` with a fresh snapshot).
+    pub fn try_exact(&self, slot_id: u32, p: &PacketInfo) -> Option<NetfilterInfo> {
+        let slot = self.slot(slot_id)?;
+        let st = self.ns.get(&slot.netns)?;
+        let cands = self.candidates(st, slot, p, None);
+        match cands.first() {
+            Some(c) if c.c.certain && cands.len() == 1 => Some(info(slot, c, "exact", Vec::new(), None)),
+            _ => None,
+        }
+    }
+
+    /// Final attribution using `now` (a fresh snapshot of the slot's namespace) for counters.
+    pub fn resolve(&self, slot_id: u32, p: &PacketInfo, now: &Snapshot) -> Option<NetfilterInfo> {
+        let slot = self.slot(slot_id)?;
+        let st = self.ns.get(&slot.netns)?;
+        let cands = self.candidates(st, slot, p, Some(now));
+        if cands.is_empty() {
+            return Some(hook_only(slot, self.entries(slot.netns)));
+        }
+        if cands.len() == 1 && cands[0].c.certain {
+            return Some(info(slot, &cands[0], "exact", Vec::new(), None));
+        }
+        // Rules whose counter did not move in the window did not match this packet.
+        let kept: Vec<&Cand<'_>> = cands.iter().filter(|c| c.delta != Some(0)).collect();
+        let names = |v: &[&Cand<'_>]| v.iter().map(|c| describe(c)).collect::<Vec<_>>();
+        match kept.as_slice() {
+            [] => Some(info(
+                slot,
+                &cands[0],
+                "ambiguous",
+                cands.iter().map(describe).collect(),
+                Some("no candidate rule counter moved; the ruleset may have changed during the capture".into()),
+            )),
+            [only] if only.delta.is_some() => Some(info(slot, only, if only.c.definite { "counters" } else { "window" }, Vec::new(), None)),
+            [first, ..] if first.c.definite && first.delta.is_some() => Some(info(slot, first, "counters", Vec::new(), None)),
+            [first, ..] => Some(info(
+                slot,
+                first,
+                "ambiguous",
+                names(&kept),
+                Some(if kept.iter().any(|c| c.delta.is_none()) {
+                    "native nft rules without a counter cannot be told apart; add `counter` to them or rerun with --nftrace".into()
+                } else {
+                    "several rules matched in the window; narrow the capture expression to one flow".into()
+                }),
+            )),
+        }
+    }
+
+    fn candidates<'a>(&'a self, st: &'a NsState, slot: &Slot, p: &PacketInfo, now: Option<&Snapshot>) -> Vec<Cand<'a>> {
+        let snap = now.unwrap_or(&st.prev);
+        let mut out = Vec::new();
+        let here: Vec<&Entry> = st.entries.iter().filter(|e| e.pf == slot.pf && e.hook == slot.hook && e.priority == slot.priority).collect();
+        for entry in &here {
+            match entry.backend {
+                Backend::IptablesNft | Backend::IptablesLegacy => {
+                    let save = if entry.backend == Backend::IptablesNft { snap.iptables_nft(entry.pf) } else { snap.iptables_legacy(entry.pf) };
+                    let old = if entry.backend == Backend::IptablesNft { st.prev.iptables_nft(entry.pf) } else { st.prev.iptables_legacy(entry.pf) };
+                    for c in eval::candidates(save, &entry.table, &entry.chain, p) {
+                        let delta = now.map(|_| iptables_delta(old, save, &entry.table, &c));
+                        out.push(Cand { entry, c, delta });
+                    }
+                }
+                Backend::Nftables => {
+                    for c in nft::candidates(&snap.nft, &entry.family, &entry.table, &entry.chain, p) {
+                        let delta = now.and_then(|_| nft_delta(&st.prev.nft, &snap.nft, entry, &c));
+                        out.push(Cand { entry, c, delta });
+                    }
+                }
+                Backend::Conntrack => {}
+            }
+        }
+        if out.is_empty()
+            && let Some(ct) = here.iter().find(|e| e.backend == Backend::Conntrack)
+        {
+            out.push(Cand {
+                entry: ct,
+                c: Candidate {
+                    chain: String::new(),
+                    path: Vec::new(),
+                    rule: "conntrack dropped the packet (invalid or unclassifiable)".into(),
+                    verdict: "DROP".into(),
+                    definite: false,
+                    certain: here.len() == 1,
+                    index: None,
+                },
+                delta: None,
+            });
+        }
+        out
+    }
+
+    /// Takes fresh snapshots of `inodes` (for `resolve`), returning them by inode.
+    pub fn snapshot(&self, inodes: impl IntoIterator<Item = u32>) -> HashMap<u32, Snapshot> {
+        inodes
+            .into_iter()
+            .filter_map(|i| self.ns.get(&i).map(|st| (i, Snapshot::take(&st.netns.path))))
+            .collect()
+    }
+
+    /// Makes `now` the baseline of the next window.
+    pub fn advance(&mut self, now: HashMap<u32, Snapshot>) {
+        for (inode, snap) in now {
+            if let Some(st) = self.ns.get_mut(&inode) {
+                st.entries = netfilter::entries(&snap);
+                st.prev = snap;
+            }
+        }
+    }
+}
+
+fn describe(c: &Cand<'_>) -> String {
+    format!("{} {} {}: {}", c.entry.backend.name(), c.entry.table, c.c.chain, c.c.rule)
+}
+
+fn iptables_delta(old: &netfilter::iptables::Save, new: &netfilter::iptables::Save, table: &str, c: &Candidate) -> u64 {
+    let (Some(nc), oc) = (new.chain(table, &c.chain), old.chain(table, &c.chain)) else { return 0 };
+    let Some(i) = c.index else {
+        return nc.packets.saturating_sub(oc.map_or(0, |o| o.packets));
+    };
+    let now = nc.rules.get(i).map_or(0, |r| r.packets);
+    let before = oc
+        .and_then(|o| o.rules.get(i).filter(|r| r.text == c.rule).or_else(|| o.rules.iter().find(|r| r.text == c.rule)))
+        .map_or(0, |r| r.packets);
+    now.saturating_sub(before)
+}
+
+fn nft_delta(old: &nft::Ruleset, new: &nft::Ruleset, e: &Entry, c: &Candidate) -> Option<u64> {
+    let i = c.index?;
+    let rule = new.chain(&e.family, &e.table, &c.chain)?.rules.get(i)?;
+    let now = rule.packets?;
+    let before = old
+        .chain(&e.family, &e.table, &c.chain)
+        .and_then(|ch| ch.rules.iter().find(|r| r.handle == rule.handle))
+        .and_then(|r| r.packets)
+        .unwrap_or(0);
+    Some(now.saturating_sub(before))
+}
+
+fn info(slot: &Slot, c: &Cand<'_>, how: &str, candidates: Vec<String>, hint: Option<String>) -> NetfilterInfo {
+    let e = c.entry;
+    NetfilterInfo {
+        family: e.family.clone(),
+        table: e.table.clone(),
+        chain: if c.c.chain.is_empty() { e.chain.clone() } else { c.c.chain.clone() },
+        hook: netfilter::HOOKS.get(slot.hook as usize).copied().unwrap_or("?").into(),
+        priority: e.priority,
+        verdict: c.c.verdict.clone(),
+        rule: Some(c.c.rule.clone()),
+        backend: e.backend.name().into(),
+        path: if c.c.path.len() > 1 { c.c.path.clone() } else { Vec::new() },
+        attribution: how.into(),
+        candidates,
+        hint,
+    }
+}
+
+/// Only the hook is known (no entry modelled at that priority, e.g. a table added after start).
+fn hook_only(slot: &Slot, entries: &[Entry]) -> NetfilterInfo {
+    let tables: Vec<String> = entries
+        .iter()
+        .filter(|e| e.pf == slot.pf && e.hook == slot.hook && e.priority == slot.priority)
+        .map(|e| format!("{} {} {}", e.backend.name(), e.table, e.chain))
+        .collect();
+    NetfilterInfo {
+        family: netfilter::family_of_pf(slot.pf).into(),
+        table: String::new(),
+        chain: String::new(),
+        hook: netfilter::HOOKS.get(slot.hook as usize).copied().unwrap_or("?").into(),
+        priority: slot.priority,
+        verdict: "DROP".into(),
+        rule: None,
+        backend: String::new(),
+        path: Vec::new(),
+        attribution: "hook".into(),
+        candidates: tables,
+        hint: Some("no rule that can drop this packet was found at this hook; did the ruleset change during the capture? compare `iptables-save -c` and `nft list ruleset`".into()),
+    }
+}

@@ -1,0 +1,432 @@
+//! nftables rulesets from `nft -j list ruleset` (structure, counters) and `nft -a list ruleset`
+//! (each rule's text as `nft list` prints it, keyed by handle). Covers native nftables and the
+//! tables iptables-nft keeps in nf_tables.
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::{
+    eval::Truth,
+    packet::{Cidr, PacketInfo, PortRange, iface_matches},
+};
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ruleset {
+    pub chains: Vec<NftChain>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NftChain {
+    pub family: String,
+    pub table: String,
+    pub name: String,
+    /// Set for base chains.
+    pub hook: Option<String>,
+    pub priority: Option<i32>,
+    pub policy: Option<String>,
+    pub rules: Vec<NftRule>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NftRule {
+    pub handle: u64,
+    /// As `nft list` prints it, with `# handle N`.
+    pub text: String,
+    /// Packets from the rule's `counter`, if it has one.
+    pub packets: Option<u64>,
+    pub expr: Vec<Value>,
+}
+
+impl Ruleset {
+    /// `json` from `nft -j list ruleset`, `text` from `nft -a list ruleset`.
+    pub fn parse(json: &str, text: &str) -> Self {
+        let texts = rule_texts(text);
+        let Ok(v) = serde_json::from_str::<Value>(json) else { return Self::default() };
+        let Some(items) = v.get("nftables").and_then(Value::as_array) else { return Self::default() };
+        let mut chains: Vec<NftChain> = Vec::new();
+        for item in items {
+            if let Some(c) = item.get("chain") {
+                chains.push(NftChain {
+                    family: str_of(c, "family"),
+                    table: str_of(c, "table"),
+                    name: str_of(c, "name"),
+                    hook: c.get("hook").and_then(Value::as_str).map(str::to_string),
+                    priority: c.get("prio").and_then(Value::as_i64).and_then(|p| i32::try_from(p).ok()),
+                    policy: c.get("policy").and_then(Value::as_str).map(str::to_string),
+                    rules: Vec::new(),
+                });
+            } else if let Some(r) = item.get("rule") {
+                let (family, table, chain) = (str_of(r, "family"), str_of(r, "table"), str_of(r, "chain"));
+                let handle = r.get("handle").and_then(Value::as_u64).unwrap_or(0);
+                let expr = r.get("expr").and_then(Value::as_array).cloned().unwrap_or_default();
+                let packets = expr.iter().find_map(|e| e.get("counter")?.get("packets")?.as_u64());
+                let text = texts
+                    .get(&(family.clone(), table.clone(), chain.clone(), handle))
+                    .cloned()
+                    .unwrap_or_else(|| format!("(rule handle {handle})"));
+                if let Some(c) = chains.iter_mut().find(|c| c.family == family && c.table == table && c.name == chain) {
+                    c.rules.push(NftRule { handle, text, packets, expr });
+                }
+            }
+        }
+        Self { chains }
+    }
+
+    pub fn chain(&self, family: &str, table: &str, name: &str) -> Option<&NftChain> {
+        self.chains.iter().find(|c| c.family == family && c.table == table && c.name == name)
+    }
+
+    pub fn base_chains(&self) -> impl Iterator<Item = &NftChain> {
+        self.chains.iter().filter(|c| c.hook.is_some())
+    }
+}
+
+fn str_of(v: &Value, k: &str) -> String {
+    v.get(k).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+/// (family, table, chain, handle) → rule text, from `nft -a list ruleset`.
+fn rule_texts(text: &str) -> HashMap<(String, String, String, u64), String> {
+    let mut out = HashMap::new();
+    let (mut family, mut table, mut chain) = (String::new(), String::new(), String::new());
+    for line in text.lines() {
+        let t = line.trim();
+        let words: Vec<&str> = t.split_whitespace().collect();
+        match words.as_slice() {
+            ["table", f, name, ..] => {
+                family = (*f).to_string();
+                table = (*name).to_string();
+            }
+            ["chain", name, ..] => chain = (*name).to_string(),
+            _ => {
+                if let Some((rule, handle)) = t.rsplit_once(" # handle ")
+                    && let Ok(h) = handle.trim().parse::<u64>()
+                    && !rule.starts_with("type ")
+                    && !t.starts_with("table ")
+                    && !t.starts_with("chain ")
+                {
+                    out.insert((family.clone(), table.clone(), chain.clone(), h), format!("{} # handle {h}", without_counter_values(rule)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `counter packets 3 bytes 180` → `counter`: the text names the rule, the values change.
+fn without_counter_values(rule: &str) -> String {
+    let words: Vec<&str> = rule.split(' ').collect();
+    let mut out = Vec::with_capacity(words.len());
+    let mut i = 0;
+    while i < words.len() {
+        out.push(words[i]);
+        if words[i] == "counter" && words.get(i + 1) == Some(&"packets") && words.get(i + 3) == Some(&"bytes") {
+            i += 5;
+        } else {
+            i += 1;
+        }
+    }
+    out.join(" ")
+}
+
+/// The verdict a rule ends with, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Drop,
+    Reject,
+    Return,
+    Jump(String),
+    Goto(String),
+    None,
+}
+
+pub fn verdict(rule: &NftRule) -> Verdict {
+    for e in &rule.expr {
+        let Some(obj) = e.as_object() else { continue };
+        for (k, v) in obj {
+            match k.as_str() {
+                "accept" => return Verdict::Accept,
+                "drop" => return Verdict::Drop,
+                "reject" => return Verdict::Reject,
+                "return" => return Verdict::Return,
+                "jump" => return Verdict::Jump(str_of(v, "target")),
+                "goto" => return Verdict::Goto(str_of(v, "target")),
+                _ => {}
+            }
+        }
+    }
+    Verdict::None
+}
+
+/// Evaluates the rule's `match` expressions; anything we do not understand is `Maybe`.
+pub fn eval(rule: &NftRule, p: &PacketInfo) -> Truth {
+    let mut t = Truth::Yes;
+    for e in &rule.expr {
+        let r = if let Some(m) = e.get("match") {
+            eval_match(m, p)
+        } else if e.get("xt").is_some() {
+            Truth::Maybe
+        } else {
+            Truth::Yes
+        };
+        match r {
+            Truth::No => return Truth::No,
+            Truth::Maybe => t = Truth::Maybe,
+            Truth::Yes => {}
+        }
+    }
+    t
+}
+
+enum Field {
+    Addr(Option<std::net::IpAddr>),
+    Num(Option<u64>),
+    Name(Option<String>),
+}
+
+fn field(left: &Value, p: &PacketInfo) -> Option<Field> {
+    if let Some(pl) = left.get("payload") {
+        let proto = pl.get("protocol").and_then(Value::as_str).unwrap_or_default();
+        let f = pl.get("field").and_then(Value::as_str).unwrap_or_default();
+        let l4 = |n: u8| p.proto.map(|x| x == n);
+        return Some(match (proto, f) {
+            ("ip" | "ip6", "saddr") => Field::Addr(p.src),
+            ("ip" | "ip6", "daddr") => Field::Addr(p.dst),
+            ("ip", "protocol") | ("ip6", "nexthdr") => Field::Num(p.proto.map(u64::from)),
+            ("tcp", "dport") => Field::Num(if l4(6)? { p.dport.map(u64::from) } else { None }),
+            ("tcp", "sport") => Field::Num(if l4(6)? { p.sport.map(u64::from) } else { None }),
+            ("udp", "dport") => Field::Num(if l4(17)? { p.dport.map(u64::from) } else { None }),
+            ("udp", "sport") => Field::Num(if l4(17)? { p.sport.map(u64::from) } else { None }),
+            ("th", "dport") => Field::Num(p.dport.map(u64::from)),
+            ("th", "sport") => Field::Num(p.sport.map(u64::from)),
+            ("icmp" | "icmpv6", "type") => Field::Num(p.icmp_type.map(u64::from)),
+            ("icmp" | "icmpv6", "code") => Field::Num(p.icmp_code.map(u64::from)),
+            _ => return None,
+        });
+    }
+    let meta = left.get("meta")?.get("key")?.as_str()?;
+    Some(match meta {
+        "l4proto" => Field::Num(p.proto.map(u64::from)),
+        "iifname" => Field::Name(p.in_iface.clone()),
+        "oifname" => Field::Name(p.out_iface.clone()),
+        _ => return None,
+    })
+}
+
+fn proto_num(s: &str) -> Option<u64> {
+    Some(match s {
+        "icmp" => 1,
+        "tcp" => 6,
+        "udp" => 17,
+        "ipv6-icmp" | "icmpv6" => 58,
+        "sctp" => 132,
+        s => return s.parse().ok(),
+    })
+}
+
+/// Does one right-hand value contain the packet's field? None = cannot tell.
+fn value_matches(f: &Field, right: &Value) -> Option<bool> {
+    match f {
+        Field::Addr(a) => {
+            let a = (*a)?;
+            if let Some(s) = right.as_str() {
+                return Some(Cidr::parse(s)?.contains(a));
+            }
+            if let Some(pre) = right.get("prefix") {
+                let addr = pre.get("addr")?.as_str()?;
+                let len = pre.get("len")?.as_u64()?;
+                return Some(Cidr::parse(&format!("{addr}/{len}"))?.contains(a));
+            }
+            if let Some(r) = right.get("range").and_then(Value::as_array) {
+                let lo: std::net::IpAddr = r.first()?.as_str()?.parse().ok()?;
+                let hi: std::net::IpAddr = r.get(1)?.as_str()?.parse().ok()?;
+                return Some(lo <= a && a <= hi);
+            }
+            None
+        }
+        Field::Num(n) => {
+            let n = (*n)?;
+            if let Some(x) = right.as_u64() {
+                return Some(x == n);
+            }
+            if let Some(s) = right.as_str() {
+                return Some(proto_num(s).or_else(|| Some(u64::from(PortRange::parse(s)?.lo)))? == n);
+            }
+            if let Some(r) = right.get("range").and_then(Value::as_array) {
+                return Some(r.first()?.as_u64()? <= n && n <= r.get(1)?.as_u64()?);
+            }
+            None
+        }
+        Field::Name(name) => {
+            let name = name.as_ref()?;
+            let pat = right.as_str()?;
+            // nft wildcards end with `*`.
+            Some(match pat.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => iface_matches(pat, name),
+            })
+        }
+    }
+}
+
+fn eval_match(m: &Value, p: &PacketInfo) -> Truth {
+    let op = m.get("op").and_then(Value::as_str).unwrap_or("==");
+    let (Some(left), Some(right)) = (m.get("left"), m.get("right")) else { return Truth::Maybe };
+    let Some(f) = field(left, p) else { return Truth::Maybe };
+    let hit = if let Some(set) = right.get("set").and_then(Value::as_array) {
+        let mut any = Some(false);
+        for v in set {
+            match value_matches(&f, v) {
+                Some(true) => {
+                    any = Some(true);
+                    break;
+                }
+                Some(false) => {}
+                None => any = None,
+            }
+        }
+        any
+    } else {
+        value_matches(&f, right)
+    };
+    match (hit, op) {
+        (None, _) => Truth::Maybe,
+        (Some(h), "!=") => if h { Truth::No } else { Truth::Yes },
+        (Some(h), "==" | "in") => if h { Truth::Yes } else { Truth::No },
+        _ => Truth::Maybe,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JSON: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+ {"table": {"family": "inet", "name": "fw", "handle": 3}},
+ {"chain": {"family": "inet", "table": "fw", "name": "fwd", "handle": 1, "type": "filter", "hook": "forward", "prio": -5, "policy": "accept"}},
+ {"rule": {"family": "inet", "table": "fw", "chain": "fwd", "handle": 4, "expr": [
+   {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "10.1.2.3"}},
+   {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 9999}},
+   {"counter": {"packets": 3, "bytes": 180}}, {"drop": null}]}},
+ {"rule": {"family": "inet", "table": "fw", "chain": "fwd", "handle": 5, "expr": [
+   {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}, {"drop": null}]}}]}"#;
+    const TEXT: &str = "table inet fw { # handle 3\n\tchain fwd { # handle 1\n\t\ttype filter hook forward priority -5; policy accept;\n\t\tip daddr 10.1.2.3 udp dport 9999 counter packets 3 bytes 180 drop # handle 4\n\t\tct state invalid drop # handle 5\n\t}\n}\n";
+
+    #[test]
+    fn parses_and_evaluates() {
+        let r = Ruleset::parse(JSON, TEXT);
+        let c = r.chain("inet", "fw", "fwd").unwrap();
+        assert_eq!(c.priority, Some(-5));
+        assert_eq!(c.hook.as_deref(), Some("forward"));
+        assert_eq!(c.rules[0].text, "ip daddr 10.1.2.3 udp dport 9999 counter drop # handle 4");
+        assert_eq!(c.rules[0].packets, Some(3));
+        assert_eq!(verdict(&c.rules[0]), Verdict::Drop);
+        let p = PacketInfo { dst: Some("10.1.2.3".parse().unwrap()), proto: Some(17), dport: Some(9999), ..Default::default() };
+        assert_eq!(eval(&c.rules[0], &p), Truth::Yes);
+        assert_eq!(eval(&c.rules[1], &p), Truth::Maybe);
+        let q = PacketInfo { dport: Some(53), ..p };
+        assert_eq!(eval(&c.rules[0], &q), Truth::No);
+    }
+
+    #[test]
+    fn garbage_is_empty() {
+        assert_eq!(Ruleset::parse("{", ""), Ruleset::default());
+        assert_eq!(Ruleset::parse(r#"{"nftables": [{"rule": {}}]}"#, "x # handle y").chains.len(), 0);
+    }
+}
+
+/// Terminal rules of a native nft base chain that may have dropped `p`, in evaluation order
+/// (same semantics as `eval::candidates` for iptables).
+pub fn candidates(rs: &Ruleset, family: &str, table: &str, base: &str, p: &PacketInfo) -> Vec<super::eval::Candidate> {
+    let mut out = Vec::new();
+    let Some(chain) = rs.chain(family, table, base) else { return out };
+    let mut path = vec![base.to_string()];
+    let certain = walk(rs, chain, p, (true, true), &mut path, &mut out, 0);
+    if let Some(certain) = certain
+        && chain.policy.as_deref() == Some("drop")
+    {
+        let certain = certain && out.is_empty();
+        out.push(super::eval::Candidate {
+            chain: base.to_string(),
+            path: vec![base.to_string()],
+            rule: "policy drop".into(),
+            verdict: "DROP".into(),
+            definite: certain,
+            certain,
+            index: None,
+        });
+    }
+    if let Some(i) = out.iter().position(|c| c.certain) {
+        out.truncate(i + 1);
+    }
+    out
+}
+
+/// None when a certain verdict was reached, else Some(still certain) at the chain's end.
+fn walk(
+    rs: &Ruleset,
+    chain: &NftChain,
+    p: &PacketInfo,
+    (definite, mut certain): (bool, bool),
+    path: &mut Vec<String>,
+    out: &mut Vec<super::eval::Candidate>,
+    depth: usize,
+) -> Option<bool> {
+    if depth > 16 {
+        return Some(false);
+    }
+    for (i, rule) in chain.rules.iter().enumerate() {
+        let t = eval(rule, p);
+        if t == Truth::No {
+            continue;
+        }
+        let sure = certain && t == Truth::Yes;
+        let rule_definite = definite && t == Truth::Yes;
+        match verdict(rule) {
+            v @ (Verdict::Drop | Verdict::Reject) => {
+                out.push(super::eval::Candidate {
+                    chain: chain.name.clone(),
+                    path: path.clone(),
+                    rule: rule.text.clone(),
+                    verdict: if v == Verdict::Drop { "DROP" } else { "REJECT" }.into(),
+                    definite: rule_definite,
+                    certain: sure,
+                    index: Some(i),
+                });
+                if rule_definite {
+                    return None;
+                }
+                certain = false;
+            }
+            Verdict::Accept | Verdict::Return => {
+                if sure {
+                    return Some(certain);
+                }
+                certain = false;
+            }
+            v @ (Verdict::Jump(_) | Verdict::Goto(_)) => {
+                let (Verdict::Jump(next) | Verdict::Goto(next)) = &v else { continue };
+                if let Some(sub) = rs.chain(&chain.family, &chain.table, next) {
+                    path.push(next.clone());
+                    let r = walk(rs, sub, p, (rule_definite, sure), path, out, depth + 1);
+                    path.pop();
+                    match r {
+                        None => return None,
+                        Some(sub_certain) => {
+                            if matches!(v, Verdict::Goto(_)) && sure {
+                                return Some(sub_certain);
+                            }
+                            certain &= sub_certain;
+                        }
+                    }
+                }
+                if t == Truth::Maybe {
+                    certain = false;
+                }
+            }
+            Verdict::None => {}
+        }
+    }
+    Some(certain)
+}
