@@ -28,8 +28,10 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// How often outputs are flushed to disk.
 const FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub async fn capture(args: CaptureArgs) -> Result<()> {
+pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     require_root()?;
+    // Before the output checks: it points unnamed outputs into the bundle directory.
+    let mut bundle = crate::bundle::Bundle::prepare(&mut args)?;
     let expression = args.expression.join(" ");
     let compiled = filter::expr::compile(&expression)?;
     let ifaces = filter::iface::parse_all(&args.ifaces)?;
@@ -59,6 +61,9 @@ pub async fn capture(args: CaptureArgs) -> Result<()> {
         _pad: 0,
     };
 
+    if let Some(b) = &mut bundle {
+        b.start();
+    }
     let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces)?;
     let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns)? };
     let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
@@ -66,7 +71,12 @@ pub async fn capture(args: CaptureArgs) -> Result<()> {
     log::info!("drop probe attached with {}", probe.backend);
 
     let mut created = Created::default();
-    let result = run(&args, &compiled, reasons, kallsyms, (ebpf, probe, netfilter), maps, &mut created).await;
+    let drop_probe = probe.backend.to_string();
+    let mut result = run(&args, &compiled, reasons, kallsyms, (ebpf, probe, netfilter), maps, &mut created).await;
+    if let (Ok(()), Some(b)) = (&result, bundle.take()) {
+        let dir = b.dir().to_path_buf();
+        result = b.finish(&args, &drop_probe).map(|archive| eprintln!("tracer: bundle in {} and {}", dir.display(), archive.display()));
+    }
     if result.is_err() {
         created.remove_all();
     }
