@@ -2,7 +2,9 @@
 //! binary does, so fuzz targets and tests can reach the parsers directly.
 pub mod aggregate;
 pub mod attribution;
+pub mod bundle;
 pub mod cli;
+pub mod doctor;
 pub mod events;
 pub mod filter;
 pub mod kernel;

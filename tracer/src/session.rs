@@ -38,10 +38,12 @@ struct Attached {
     tc: (Option<probes::tc::Observers>, TcAttributor),
 }
 
-pub async fn capture(args: CaptureArgs) -> Result<()> {
+pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     require_root()?;
     // Handle Ctrl-C/SIGTERM from here on: our cls_bpf observers must be removed on the way out.
     let signals = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
+    // Before the output checks: it points unnamed outputs into the bundle directory.
+    let mut bundle = crate::bundle::Bundle::prepare(&mut args)?;
     let expression = args.expression.join(" ");
     let compiled = filter::expr::compile(&expression)?;
     let ifaces = filter::iface::parse_all(&args.ifaces)?;
@@ -76,6 +78,9 @@ pub async fn capture(args: CaptureArgs) -> Result<()> {
         _pad: 0,
     };
 
+    if let Some(b) = &mut bundle {
+        b.start();
+    }
     let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces, &selection)?;
     let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns)? };
     let tc = start_tc(&mut ebpf, netns, &ifaces, args.no_tc);
@@ -84,8 +89,13 @@ pub async fn capture(args: CaptureArgs) -> Result<()> {
     log::info!("drop probe attached with {}", probe.backend);
 
     let mut created = Created::default();
+    let drop_probe = probe.backend.to_string();
     let attached = Attached { ebpf, probe, netfilter, tc };
-    let result = run(&args, &compiled, (reasons, kallsyms, pods), attached, maps, signals, &mut created).await;
+    let mut result = run(&args, &compiled, (reasons, kallsyms, pods), attached, maps, signals, &mut created).await;
+    if let (Ok(()), Some(b)) = (&result, bundle.take()) {
+        let dir = b.dir().to_path_buf();
+        result = b.finish(&args, &drop_probe).map(|archive| eprintln!("tracer: bundle in {} and {}", dir.display(), archive.display()));
+    }
     if result.is_err() {
         created.remove_all();
     }

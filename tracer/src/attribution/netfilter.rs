@@ -129,7 +129,7 @@ impl Attributor {
                 "ambiguous",
                 names(&kept),
                 Some(if kept.iter().any(|c| c.delta.is_none()) {
-                    "native nft rules without a counter cannot be told apart; add `counter` to them or rerun with --nftrace".into()
+                    "native nft rules without a `counter` cannot be told apart from the packet alone: add `counter` to the candidate rules (nft replace rule … counter …) and capture again".into()
                 } else {
                     "several rules matched in the window; narrow the capture expression to one flow".into()
                 }),

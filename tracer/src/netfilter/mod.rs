@@ -74,7 +74,7 @@ pub fn family_of_pf(pf: u32) -> &'static str {
     if pf == NFPROTO_IPV6 { "ip6" } else { "ip" }
 }
 
-/// Every entry a snapshot shows, plus conntrack (always registered where rules use it).
+/// Every entry a snapshot shows, plus conntrack where any table exists.
 pub fn entries(s: &snapshot::Snapshot) -> Vec<Entry> {
     let mut out = Vec::new();
     for c in s.nft.base_chains() {
@@ -113,6 +113,11 @@ pub fn entries(s: &snapshot::Snapshot) -> Vec<Entry> {
                     chain: chain.name.clone(),
                 });
             }
+        }
+        // Conntrack registers its hooks in a namespace only once something there uses it
+        // (rules, NAT); an empty pod namespace has none and needs no observers.
+        if out.is_empty() {
+            continue;
         }
         for hook in [0, 3] {
             out.push(Entry {
