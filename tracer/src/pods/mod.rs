@@ -57,6 +57,8 @@ struct Spaces {
     spaces: Vec<Netns>,
     links: HashMap<u32, Vec<Link>>,
     nsids: HashMap<(String, u32), Option<i32>>,
+    /// A netlink socket in each pod namespace asked so far.
+    sockets: HashMap<String, Rtnl>,
 }
 
 impl Spaces {
@@ -85,10 +87,14 @@ impl Spaces {
             return *n;
         }
         let target = self.spaces.iter().find(|n| n.inode == inode).map(|n| n.path.clone());
+        if !self.sockets.contains_key(from)
+            && let Ok(r) = Rtnl::open_in(Path::new(from))
+        {
+            self.sockets.insert(from.to_string(), r);
+        }
         let n = (|| {
             let f = std::fs::File::open(target?).ok()?;
-            let mut r = Rtnl::open_in(Path::new(from)).ok()?;
-            r.nsid_of(std::os::fd::AsRawFd::as_raw_fd(&f)).ok()?
+            self.sockets.get_mut(from)?.nsid_of(std::os::fd::AsRawFd::as_raw_fd(&f)).ok()?
         })();
         self.nsids.insert((from.to_string(), inode), n);
         n
@@ -110,8 +116,10 @@ impl Spaces {
         let inodes: Vec<u32> = self.spaces.iter().map(|n| n.inode).filter(|&i| Some(i) != pod_ns).collect();
         let mut by_name = Vec::new();
         for inode in inodes {
+            // Ask for the namespace id only where an interface has the peer's ifindex.
+            let has_idx = peer.is_some_and(|(idx, _)| self.links(inode).iter().any(|l| l.ifindex == idx));
             let peer_here = match (&peer, &pod) {
-                (Some((idx, nsid)), Some((_, path))) => self.nsid(path, inode).is_some_and(|n| n == *nsid).then_some(*idx),
+                (Some((idx, nsid)), Some((_, path))) if has_idx => self.nsid(path, inode).is_some_and(|n| n == *nsid).then_some(*idx),
                 _ => None,
             };
             for l in self.links(inode) {
@@ -140,7 +148,7 @@ impl Pods {
         for (f, why) in &bad {
             log::debug!("CNI cache: skipped {f}: {why}");
         }
-        let mut spaces = Spaces { spaces: crate::netns::known(), links: HashMap::new(), nsids: HashMap::new() };
+        let mut spaces = Spaces { spaces: crate::netns::known(), links: HashMap::new(), nsids: HashMap::new(), sockets: HashMap::new() };
         let mut by_key: BTreeMap<String, Pod> = BTreeMap::new();
         for e in entries {
             let (Some(ns), Some(name)) = (&e.pod_namespace, &e.pod_name) else { continue };
