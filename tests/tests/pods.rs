@@ -290,6 +290,7 @@ fn second_of_two(attach: Attach, port: u16) {
     let attach_name = if attach == Attach::Tcx { "tcx" } else { "cls_bpf" };
     let want = Want { reason: "TC_INGRESS", dev: client, direction: "ingress", attach: attach_name, prog_id: second.id, prog_tag: &second.tag, src: client, dst: denied };
     check_tc(&done, n as u64, &want);
+    eprintln!("{}\n{}", done.stderr, serde_json::to_string(&done.events[0]).unwrap());
     if attach == Attach::ClsBpf {
         // cls_bpf: the tc fixture gives the second program the next priority.
         assert!(done.events.iter().all(|e| e["tc"]["prio"] == opts.priority + 1), "{}", done.events[0]);
@@ -522,7 +523,7 @@ fn without_observers_only_a_lone_program_is_named() {
 }
 
 /// The program is reloaded during the capture (the fixture restarts: new program id; with
-/// cls_bpf its clsact qdisc, and our observers in it, go away and come back): drops after the
+/// `cls_bpf` its clsact qdisc, and our observers in it, go away and come back): drops after the
 /// reload name the new program, never the old one.
 fn reloaded_during_capture(attach: Attach, port: u16) {
     let node = node(2);

@@ -54,7 +54,7 @@ fn inode(path: &str) -> Option<u32> {
 
 /// Interfaces of every namespace we can name, listed once each.
 struct Spaces {
-    spaces: Vec<Netns>,
+    known: Vec<Netns>,
     links: HashMap<u32, Vec<Link>>,
     nsids: HashMap<(String, u32), Option<i32>>,
     /// A netlink socket in each pod namespace asked so far.
@@ -63,9 +63,9 @@ struct Spaces {
 
 impl Spaces {
     fn links(&mut self, inode: u32) -> &[Link] {
-        let spaces = &self.spaces;
+        let known = &self.known;
         self.links.entry(inode).or_insert_with(|| {
-            spaces
+            known
                 .iter()
                 .find(|n| n.inode == inode)
                 .and_then(|n| Rtnl::open_in(&n.path).ok())
@@ -75,8 +75,8 @@ impl Spaces {
     }
 
     fn links_at(&mut self, path: &str, inode: u32) -> &[Link] {
-        if !self.spaces.iter().any(|n| n.inode == inode) {
-            self.spaces.push(Netns { inode, path: path.into(), name: path.into() });
+        if !self.known.iter().any(|n| n.inode == inode) {
+            self.known.push(Netns { inode, path: path.into(), name: path.into() });
         }
         self.links(inode)
     }
@@ -86,7 +86,7 @@ impl Spaces {
         if let Some(n) = self.nsids.get(&(from.to_string(), inode)) {
             return *n;
         }
-        let target = self.spaces.iter().find(|n| n.inode == inode).map(|n| n.path.clone());
+        let target = self.known.iter().find(|n| n.inode == inode).map(|n| n.path.clone());
         if !self.sockets.contains_key(from)
             && let Ok(r) = Rtnl::open_in(Path::new(from))
         {
@@ -113,7 +113,7 @@ impl Spaces {
         let pod_if = pod.as_ref().and_then(|(ns, path)| self.links_at(path, *ns).iter().find(|l| l.name == e.if_name).cloned());
         let peer = pod_if.as_ref().and_then(|p| Some((p.link?, p.link_netnsid?)));
         let named: Vec<String> = e.interfaces.iter().filter(|i| i.sandbox.is_none()).map(|i| i.name.clone()).collect();
-        let inodes: Vec<u32> = self.spaces.iter().map(|n| n.inode).filter(|&i| Some(i) != pod_ns).collect();
+        let inodes: Vec<u32> = self.known.iter().map(|n| n.inode).filter(|&i| Some(i) != pod_ns).collect();
         let mut by_name = Vec::new();
         for inode in inodes {
             // Ask for the namespace id only where an interface has the peer's ifindex.
@@ -148,7 +148,7 @@ impl Pods {
         for (f, why) in &bad {
             log::debug!("CNI cache: skipped {f}: {why}");
         }
-        let mut spaces = Spaces { spaces: crate::netns::known(), links: HashMap::new(), nsids: HashMap::new(), sockets: HashMap::new() };
+        let mut spaces = Spaces { known: crate::netns::known(), links: HashMap::new(), nsids: HashMap::new(), sockets: HashMap::new() };
         let mut by_key: BTreeMap<String, Pod> = BTreeMap::new();
         for e in entries {
             let (Some(ns), Some(name)) = (&e.pod_namespace, &e.pod_name) else { continue };
