@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod netfilter;
 pub mod netns;
 pub mod output;
+pub mod path;
 pub mod pipeline;
 pub mod pods;
 pub mod probes;

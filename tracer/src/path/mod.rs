@@ -1,0 +1,3 @@
+//! --path: following matching packets hook by hook.
+pub mod story;
+pub mod timeline;
