@@ -29,6 +29,17 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG";
     pub const NF_RING: &str = "NF_RING";
     pub const TC_RING: &str = "TC_RING";
+    pub const PATH_TRACK: &str = "PATH_TRACK";
+    /// Raw tracepoint programs of the path (tracepoint back end): (program, tracepoint). The
+    /// last one (`sk_data_ready`, Linux ≥ 6.6) is optional.
+    pub const PATH_TRACEPOINTS: [(&str, &str); 6] = [
+        ("path_netif_receive_skb", "netif_receive_skb"),
+        ("path_net_dev_queue", "net_dev_queue"),
+        ("path_net_dev_start_xmit", "net_dev_start_xmit"),
+        ("path_skb_copy_datagram_iovec", "skb_copy_datagram_iovec"),
+        ("path_consume_skb", "consume_skb"),
+        ("path_sk_data_ready", "sk_data_ready"),
+    ];
     pub const POD_NETNS: &str = "POD_NETNS";
     pub const POD_IFACES: &str = "POD_IFACES";
     pub const POD_ADDRS: &str = "POD_ADDRS";
@@ -49,6 +60,9 @@ pub mod counter {
     pub const LOST: u32 = 3;
     /// Matched drops whose aggregation key did not fit in `DROP_STATS`.
     pub const STATS_FULL: u32 = 4;
+    /// `--path` events handed to the ring buffer / lost there (EMITTED/LOST count drops only).
+    pub const PATH_EMITTED: u32 = 5;
+    pub const PATH_LOST: u32 = 6;
     pub const COUNT: u32 = 8;
 }
 
@@ -99,7 +113,8 @@ pub struct Config {
     pub reason_tc_egress: u32,
     /// 1 when `--pod` restricts the capture to the `POD_*` maps (namespaces, interfaces, IPs).
     pub pod_filter: u32,
-    pub _pad: u32,
+    /// 1 with `--path`: matching packets are tracked hook by hook (`PATH_TRACK`).
+    pub path: u32,
 }
 
 /// One classic-BPF instruction, as `struct sock_filter`.
@@ -135,6 +150,46 @@ pub mod linktype {
 /// Kind of a record in the `EVENTS` ring buffer (first byte after the common header fields).
 pub mod kind {
     pub const DROP: u8 = 1;
+    /// A tracked packet passed a hook (`PacketEvent::hook`).
+    pub const PATH: u8 = 2;
+}
+
+/// Path hooks (`PacketEvent::hook` of `kind::PATH` events).
+pub mod hook {
+    pub const NETIF_RECEIVE: u32 = 1;
+    pub const NET_DEV_QUEUE: u32 = 2;
+    pub const NET_DEV_START_XMIT: u32 = 3;
+    /// Data copied to a socket's reader: delivered.
+    pub const COPY_DATAGRAM: u32 = 4;
+    /// Freed normally (`consume_skb`): ends the packet's path.
+    pub const CONSUME: u32 = 5;
+    /// Dropped (`kfree_skb`) without matching the drop filters any more (e.g. after NAT):
+    /// ends the path; `reason` and `location` say why and where.
+    pub const DROP: u32 = 6;
+    /// A kernel function (kprobe/fentry back ends): `location` is its address.
+    pub const FUNCTION: u32 = 7;
+    /// tc observer at a pod interface: `tc_slot` says direction and position.
+    pub const TC: u32 = 8;
+    /// Queued to a socket (`sock:sk_data_ready` right after the packet's receive on that
+    /// CPU): ends the path, delivered.
+    pub const DELIVER: u32 = 9;
+
+    /// The name the JSON and the timeline use.
+    #[must_use]
+    pub const fn name(h: u32) -> &'static str {
+        match h {
+            NETIF_RECEIVE => "netif_receive_skb",
+            NET_DEV_QUEUE => "net_dev_queue",
+            NET_DEV_START_XMIT => "net_dev_start_xmit",
+            COPY_DATAGRAM => "skb_copy_datagram_iovec",
+            CONSUME => "consume_skb",
+            DROP => "kfree_skb",
+            FUNCTION => "function",
+            TC => "tc",
+            DELIVER => "sk_data_ready",
+            _ => "unknown",
+        }
+    }
 }
 
 /// A packet seen by a probe: fixed header, followed in the ring buffer by `cap_len` packet bytes.
@@ -168,6 +223,11 @@ pub struct PacketEvent {
     /// tc observer the packet passed last at its hook before a `TC_INGRESS`/`TC_EGRESS` drop
     /// (`tc::code`; 0 = none): tells which program on the hook shot it.
     pub tc_slot: u32,
+    /// With `--path`: the packet's id, assigned when it first matched (0 = not tracked).
+    pub packet_id: u64,
+    /// `hook::*` for `kind::PATH` events.
+    pub hook: u32,
+    pub _pad: u32,
 }
 
 pub const EVENT_HEADER_LEN: usize = core::mem::size_of::<PacketEvent>();

@@ -35,7 +35,7 @@ static CONFIG: Config = Config {
     reason_tc_ingress: u32::MAX,
     reason_tc_egress: u32::MAX,
     pod_filter: 0,
-    _pad: 0,
+    path: 0,
 };
 
 #[inline(always)]

@@ -3,11 +3,13 @@
 #![no_std]
 #![no_main]
 
+mod capture;
 mod config;
 mod emit;
 mod filter;
 mod kfree_skb;
 mod netfilter;
+mod path;
 mod skb;
 mod tc;
 

@@ -142,6 +142,21 @@ pub struct CaptureArgs {
     #[arg(long, value_name = "DIR")]
     pub cni_cache_dir: Option<std::path::PathBuf>,
 
+    /// Follow matching packets hook by hook: `"type": "path"` events per hook and a
+    /// `"type": "packet"` record per packet (ordered path and fate), and a timeline on stdout.
+    #[arg(long)]
+    pub path: bool,
+
+    /// With --path: write every matching packet to the pcapng (once, with its path in the
+    /// comment), not only the dropped ones.
+    #[arg(long, requires = "path")]
+    pub all: bool,
+
+    /// How --path follows packets: `tracepoint` (network tracepoints, every kernel), `fentry`
+    /// or `kprobe` (adds kernel skb functions where the kernel allows them), or `auto`.
+    #[arg(long, value_enum, default_value = "auto", requires = "path")]
+    pub backend: crate::probes::path::BackendChoice,
+
     /// Do not print a line per drop on stdout.
     #[arg(short, long)]
     pub quiet: bool,

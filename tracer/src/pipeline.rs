@@ -7,8 +7,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use tracer_common::hook;
+
 use crate::{
     aggregate::{Flows, PodCounts, Rules},
+    path::{
+        story::End,
+        tracker::{Captured, Finished, HopIn, PathTracker},
+    },
     attribution::{netfilter::Attributor, tc::TcAttributor},
     pods::Pods,
     netfilter::packet::PacketInfo,
@@ -77,6 +83,10 @@ pub struct Pipeline {
     pub tc_reasons: (Option<u32>, Option<u32>),
     pub pods: Pods,
     pub by_pod: PodCounts,
+    /// `--path`: packets followed hook by hook.
+    pub path: Option<PathTracker>,
+    /// `--all`: followed packets go to the pcapng too.
+    pub all: bool,
 }
 
 /// Drops waiting for attribution are bounded: past this, the window closes early.
@@ -138,6 +148,8 @@ impl Pipeline {
             tc: None,
             pods: Pods::default(),
             by_pod: PodCounts::default(),
+            path: None,
+            all: false,
         }
     }
 
@@ -179,6 +191,10 @@ impl Pipeline {
         };
         let h = wire.hdr;
         let ts = self.clock.wall(h.ts_ns);
+        if h.kind == tracer_common::kind::PATH {
+            self.handle_path(&h, wire.data, ts);
+            return;
+        }
         let mut ev = DropEvent {
             kind: "drop",
             time: rfc3339(ts),
@@ -198,6 +214,7 @@ impl Pipeline {
             src_pod: None,
             dst_pod: None,
             pod_iface: None,
+            packet_id: (h.packet_id != 0).then_some(h.packet_id),
         };
         if let (Some(egress), Some(tc)) = (self.tc_direction(h.reason), &mut self.tc) {
             ev.tc = Some(tc.resolve(h.netns, h.ifindex, &ev.ifname, egress, h.tc_slot));
@@ -206,6 +223,9 @@ impl Pipeline {
         ev.dst_pod = ev.headers.dst.and_then(|a| self.pods.by_ip(a)).map(|p| p.key.clone());
         ev.pod_iface = self.pods.by_iface(h.netns, h.ifindex).map(|p| p.key.clone());
         let iface = Iface { netns: h.netns, ifindex: h.ifindex, ifname: ev.ifname.clone(), linktype: h.linktype, pod: ev.pod_iface.clone() };
+        if h.packet_id != 0 {
+            self.end_path(h.packet_id, End::Dropped { reason: ev.reason.clone(), location: ev.location.clone() });
+        }
         if h.nf_slot != 0
             && let Some(nf) = &self.nf
             && let Some(slot) = nf.slot(h.nf_slot)
@@ -264,7 +284,8 @@ impl Pipeline {
             self.json = None;
             ok = false;
         }
-        if let Some(p) = &mut self.pcap {
+        // With --all a followed packet goes to the pcapng once, with its path, when it ends.
+        if let Some(p) = self.pcap.as_mut().filter(|_| !(self.all && ev.packet_id.is_some())) {
             let mut comment = format!("drop reason={} location={} iface={} netns={}", ev.reason, ev.location, display_if(&ev.ifname), ev.netns);
             if let Some(nf) = &ev.netfilter {
                 comment.push_str(&format!(" netfilter=\"{} {} {} {}: {}\"", nf.backend, nf.family, nf.table, nf.chain, nf.rule.as_deref().unwrap_or("?")));
@@ -298,6 +319,90 @@ impl Pipeline {
         }
     }
 
+    fn handle_path(&mut self, h: &tracer_common::PacketEvent, data: &[u8], ts: Duration) {
+        let Some(mut tracker) = self.path.take() else { return };
+        let location = self.symbolize(h.location);
+        let ifname = events::ifname(&h.ifname);
+        match h.hook {
+            hook::CONSUME => {
+                if let Some(f) = tracker.end(h.packet_id, End::Consumed { location }) {
+                    self.write_finished(f);
+                }
+            }
+            hook::DELIVER => {
+                if let Some(f) = tracker.end(h.packet_id, End::Delivered { netns: h.netns }) {
+                    self.write_finished(f);
+                }
+            }
+            hook::DROP => {
+                let end = End::Dropped { reason: self.reasons.name(h.reason), location };
+                if let Some(f) = tracker.end(h.packet_id, end) {
+                    self.write_finished(f);
+                }
+            }
+            other => {
+                let name = if other == hook::FUNCTION { location.split('+').next().unwrap_or_default().to_string() } else { hook::name(other).to_string() };
+                let first = (h.cap_len > 0).then(|| {
+                    let headers = events::parse_headers(h.linktype, data);
+                    let payload = headers.payload_len.map(|n| format!(" payload {n}")).unwrap_or_default();
+                    let summary = format!("{}{payload}", headers.summary());
+                    let pod = self.pods.by_iface(h.netns, h.ifindex).map(|p| p.key.clone());
+                    let iface = Iface { netns: h.netns, ifindex: h.ifindex, ifname: ifname.clone(), linktype: h.linktype, pod };
+                    (headers, summary, Captured { iface, ts, len: h.len, data: data.to_vec() })
+                });
+                let hop = HopIn { packet_id: h.packet_id, mono_ns: h.ts_ns, hook: name, ifname, ifindex: h.ifindex, netns: h.netns, time: rfc3339(ts), first };
+                let (rec, done) = tracker.hop(hop);
+                self.write_json(&rec);
+                for f in done {
+                    self.write_finished(f);
+                }
+            }
+        }
+        self.path = Some(tracker);
+    }
+
+    fn end_path(&mut self, packet_id: u64, end: End) {
+        let Some(mut tracker) = self.path.take() else { return };
+        if let Some(f) = tracker.end(packet_id, end) {
+            self.write_finished(f);
+        }
+        self.path = Some(tracker);
+    }
+
+    /// Writes every packet still being followed (the capture ends).
+    pub fn finish_paths(&mut self) {
+        let Some(mut tracker) = self.path.take() else { return };
+        for f in tracker.drain() {
+            self.write_finished(f);
+        }
+        self.path = Some(tracker);
+    }
+
+    fn write_finished(&mut self, f: Finished) {
+        self.write_json(&f.record);
+        if self.text {
+            let _ = write!(std::io::stdout().lock(), "{}", f.timeline);
+        }
+        if self.all
+            && let (Some(p), Some(c)) = (&mut self.pcap, &f.packet)
+            && let Err(e) = p.write(&c.iface, c.ts, c.len, &c.data, crate::path::tracker::comment(&f.record))
+        {
+            eprintln!("tracer: error: {e:#}; pcapng output stopped, the capture goes on");
+            self.pcap = None;
+            self.degraded = true;
+        }
+    }
+
+    fn write_json<T: serde::Serialize>(&mut self, record: &T) {
+        if let Some(j) = &mut self.json
+            && let Err(e) = j.write(record)
+        {
+            eprintln!("tracer: error: {e:#}; JSON output stopped, the capture goes on");
+            self.json = None;
+            self.degraded = true;
+        }
+    }
+
     pub fn flush(&mut self) {
         self.resolve_pending();
         if let Some(j) = &mut self.json
@@ -323,19 +428,8 @@ fn display_if(name: &str) -> &str {
 
 /// tcpdump-like one-liner: time, interface, reason, location, flow.
 fn text_line(e: &DropEvent) -> String {
-    let h = &e.headers;
-    let ep = |a: Option<std::net::IpAddr>, p: Option<u16>| match (a, p) {
-        (Some(a), Some(p)) => format!("{a}.{p}"),
-        (Some(a), None) => a.to_string(),
-        _ => "?".into(),
-    };
-    let what = match (&h.proto, &h.ethertype) {
-        (Some(p), _) => format!("{p} {} > {}", ep(h.src, h.sport), ep(h.dst, h.dport)),
-        (None, Some(t)) => t.clone(),
-        _ => "?".into(),
-    };
-    let flags = h.tcp_flags.as_deref().map(|f| format!(" [{f}]")).unwrap_or_default();
+    let what = e.headers.summary();
     let pod = e.pod_iface.as_deref().map(|p| format!(" (pod {p})")).unwrap_or_default();
     let by = e.tc.as_ref().map(|t| format!(" by {}", t.who())).unwrap_or_default();
-    format!("{} {}{pod} {} at {}: {what}{flags} len {}{by}", &e.time[11..], display_if(&e.ifname), e.reason, e.location, e.len)
+    format!("{} {}{pod} {} at {}: {what} len {}{by}", &e.time[11..], display_if(&e.ifname), e.reason, e.location, e.len)
 }

@@ -34,6 +34,7 @@ const FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 struct Attached {
     ebpf: aya::Ebpf,
     probe: probes::kfree_skb::DropProbe,
+    path: Option<probes::path::PathProbes>,
     netfilter: Option<(Observers, Attributor)>,
     tc: (Option<probes::tc::Observers>, TcAttributor),
 }
@@ -75,7 +76,7 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
         reason_tc_ingress: reasons.value("TC_INGRESS").unwrap_or(u32::MAX),
         reason_tc_egress: reasons.value("TC_EGRESS").unwrap_or(u32::MAX),
         pod_filter: u32::from(!args.pods.is_empty()),
-        _pad: 0,
+        path: u32::from(args.path),
     };
 
     if let Some(b) = &mut bundle {
@@ -85,12 +86,13 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns)? };
     let tc = start_tc(&mut ebpf, netns, &ifaces, args.no_tc);
     let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
+    let path = args.path.then(|| probes::path::attach(&mut ebpf, args.backend)).transpose()?;
     let probe = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
     log::info!("drop probe attached with {}", probe.backend);
 
     let mut created = Created::default();
     let drop_probe = probe.backend.to_string();
-    let attached = Attached { ebpf, probe, netfilter, tc };
+    let attached = Attached { ebpf, probe, path, netfilter, tc };
     let mut result = run(&args, &compiled, (reasons, kallsyms, pods), attached, maps, signals, &mut created).await;
     if let (Ok(()), Some(b)) = (&result, bundle.take()) {
         let dir = b.dir().to_path_buf();
@@ -111,8 +113,13 @@ async fn run(
     (mut sigint, mut sigterm): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
     created: &mut Created,
 ) -> Result<()> {
-    let Attached { ebpf, probe, netfilter, tc } = attached;
+    let Attached { ebpf, probe, path, netfilter, tc } = attached;
     let mut pipe = Pipeline::new(reasons, kallsyms, Clock::new());
+    let path_backend = path.as_ref().map(|p| p.backend);
+    if path.is_some() {
+        pipe.path = Some(crate::path::tracker::PathTracker::default());
+        pipe.all = args.all;
+    }
     pipe.pods = pods;
     let observers = netfilter.map(|(o, a)| {
         pipe.nf = Some(a);
@@ -160,6 +167,7 @@ async fn run(
     let program = probe.program_name();
     drop(observers);
     drop(tc_observers);
+    drop(path);
     drop(probe);
     let probe_misses = ebpf
         .program(program)
@@ -169,6 +177,7 @@ async fn run(
         .unwrap_or(0);
     drop(ebpf);
     drain(&mut maps, &mut pipe);
+    pipe.finish_paths();
     pipe.flush();
     let duration_s = start.elapsed().as_secs_f64();
 
@@ -189,7 +198,14 @@ async fn run(
         eprintln!("tracer: warning: the kernel skipped the drop probe {probe_misses} times (a drop inside a running probe on the same CPU); those drops are not counted");
     }
     debug_assert!(kernel_lost <= lost_events);
+    let path = match (path_backend, &pipe.path) {
+        (Some(backend), Some(t)) => {
+            Some(summary::PathSummary { backend: backend.into(), packets: t.packets, lost_events: maps.counter(counter::PATH_LOST)? })
+        }
+        _ => None,
+    };
     let meta = summary::Meta {
+        path,
         duration_s,
         expression: compiled.expression.clone(),
         probe: backend.to_string(),

@@ -105,6 +105,9 @@ pub struct Summary {
     pub kernel: String,
     pub start: String,
     pub end: String,
+    /// With `--path`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathSummary>,
 }
 
 pub struct Totals {
@@ -115,7 +118,19 @@ pub struct Totals {
     pub probe_misses: u64,
 }
 
+/// `--path` totals.
+#[derive(Debug, Serialize)]
+pub struct PathSummary {
+    /// `tracepoint`, `fentry` or `kprobe`.
+    pub backend: String,
+    /// Packets followed (each has a `"type": "packet"` record).
+    pub packets: u64,
+    /// Path events lost in the ring buffer (their packets' paths have gaps).
+    pub lost_events: u64,
+}
+
 pub struct Meta {
+    pub path: Option<PathSummary>,
     pub duration_s: f64,
     pub expression: String,
     pub probe: String,
@@ -183,5 +198,6 @@ pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, rule
         kernel: meta.kernel,
         start: meta.start,
         end: meta.end,
+        path: meta.path,
     }
 }

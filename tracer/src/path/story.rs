@@ -21,6 +21,8 @@ pub enum End {
     Dropped { reason: String, location: String },
     /// Freed normally (`consume_skb`) at `location`.
     Consumed { location: String },
+    /// Queued to a socket in namespace `netns`.
+    Delivered { netns: u32 },
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +40,7 @@ impl Story {
     pub fn fate(&self) -> String {
         match &self.end {
             Some(End::Dropped { reason, location }) => format!("dropped: {reason} at {location}"),
+            Some(End::Delivered { netns }) => format!("delivered to socket (netns {netns})"),
             Some(End::Consumed { .. }) => {
                 if self.hops.iter().any(|h| h.hook == "skb_copy_datagram_iovec") {
                     let last = self.hops.iter().rev().find(|h| h.hook == "skb_copy_datagram_iovec").unwrap_or(&self.hops[0]);
@@ -76,6 +79,11 @@ impl Stories {
         let s = self.open.entry(packet_id).or_insert_with(|| Story { packet_id, first_ns: t_ns, hops: Vec::new(), end: None });
         s.hops.push(Hop { t_ns: t_ns.saturating_sub(s.first_ns), hook: hook.to_string(), ifname: ifname.to_string(), netns });
         evicted
+    }
+
+    /// Offset of a story's latest hop from its first.
+    pub fn last_offset(&self, packet_id: u64) -> Option<u64> {
+        self.open.get(&packet_id)?.hops.last().map(|h| h.t_ns)
     }
 
     /// Ends a story; None when the packet was never seen (e.g. its first hop was lost).

@@ -3,6 +3,7 @@
 pub mod kfree_skb;
 pub mod loader;
 pub mod netfilter;
+pub mod path;
 pub mod tc;
 
 use std::fmt;
