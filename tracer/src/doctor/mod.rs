@@ -9,7 +9,6 @@ pub mod host;
 pub mod iptables_save;
 pub mod kernel;
 pub mod netfilter;
-pub mod netns;
 pub mod node;
 pub mod report;
 
@@ -49,7 +48,7 @@ fn parse_cidr(s: &str) -> Result<(IpAddr, u32)> {
 /// Runs every check; the report, or why the checks could not start.
 pub fn collect(args: &DoctorArgs) -> Result<Report> {
     let pod_cidrs = args.pod_cidrs.iter().map(|c| parse_cidr(c)).collect::<Result<Vec<_>>>()?;
-    let netns_path = args.netns.as_deref().map(netns::resolve).transpose()?;
+    let netns_path = args.netns.as_deref().map(crate::netns::path_of).transpose()?;
     let mut report = Report::new(Scope {
         netns: netns_path.as_ref().map_or_else(|| "self".to_string(), |p| p.display().to_string()),
         bpffs: args.bpffs.display().to_string(),
@@ -60,7 +59,7 @@ pub fn collect(args: &DoctorArgs) -> Result<Report> {
     // Kernel facts do not depend on the namespace; probe from where we started.
     kernel::check(&mut report);
 
-    let _guard = netns_path.as_deref().map(netns::enter).transpose()?;
+    let _guard = netns_path.as_deref().map(crate::netns::enter).transpose()?;
     node_checks(&mut report, args, &pod_cidrs);
     report.finish();
     Ok(report)
