@@ -2,30 +2,16 @@
 //! following jumps and gotos: does it reach an ACCEPT, or a DROP/REJECT or a DROP policy?
 //! Matches the walker cannot evaluate (ports, marks, sets…) make a rule "maybe": a maybe-ACCEPT
 //! is remembered (the path is then only conditional), a maybe-DROP is passed over.
-use std::net::IpAddr;
-
-use super::iptables_save::{Arg, Rule, Table, addr_matches, iface_matches};
+use crate::netfilter::{
+    eval::Truth,
+    iptables::{Table, Target},
+    packet::PacketInfo,
+};
 
 /// Jumps followed at most (iptables itself allows deeper, but real rulesets stay shallow).
 const MAX_DEPTH: usize = 16;
 /// Rules evaluated at most per walk (bounds cyclic or huge rulesets).
 const MAX_STEPS: usize = 100_000;
-
-#[derive(Debug, Clone)]
-pub struct Packet {
-    pub in_iface: Option<String>,
-    pub out_iface: Option<String>,
-    pub src: Option<IpAddr>,
-    pub dst: Option<IpAddr>,
-}
-
-impl Packet {
-    pub fn describe(&self) -> String {
-        let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".into());
-        let a = |v: &Option<IpAddr>| v.map_or_else(|| "?".into(), |a| a.to_string());
-        format!("new TCP flow {} → {} (in {}, out {})", a(&self.src), a(&self.dst), s(&self.in_iface), s(&self.out_iface))
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -37,70 +23,6 @@ pub enum Verdict {
     Unknown(String),
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Tri {
-    Yes,
-    No,
-    Maybe,
-}
-
-fn negate(t: Tri, negated: bool) -> Tri {
-    match (t, negated) {
-        (Tri::Yes, true) => Tri::No,
-        (Tri::No, true) => Tri::Yes,
-        (t, _) => t,
-    }
-}
-
-fn iface(arg: Option<&Arg>, name: Option<&String>) -> Tri {
-    match (arg, name) {
-        (None, _) => Tri::Yes,
-        (Some(a), Some(n)) => negate(if iface_matches(&a.value, n) { Tri::Yes } else { Tri::No }, a.negated),
-        (Some(_), None) => Tri::Maybe,
-    }
-}
-
-fn address(arg: Option<&Arg>, addr: Option<IpAddr>) -> Tri {
-    match (arg, addr) {
-        (None, _) => Tri::Yes,
-        (Some(a), Some(ip)) => match addr_matches(&a.value, ip) {
-            Some(true) => negate(Tri::Yes, a.negated),
-            Some(false) => negate(Tri::No, a.negated),
-            None => Tri::Maybe,
-        },
-        (Some(_), None) => Tri::Maybe,
-    }
-}
-
-fn matches(r: &Rule, p: &Packet) -> Tri {
-    let proto = match &r.proto {
-        None => Tri::Yes,
-        Some(a) => negate(if matches!(a.value.to_ascii_lowercase().as_str(), "tcp" | "6" | "all" | "0") { Tri::Yes } else { Tri::No }, a.negated),
-    };
-    // A new flow is in state NEW.
-    let state = match &r.state {
-        None => Tri::Yes,
-        Some(a) => negate(if a.value.split(',').any(|s| s == "NEW") { Tri::Yes } else { Tri::No }, a.negated),
-    };
-    let others = if r.other_options.is_empty() { Tri::Yes } else { Tri::Maybe };
-    let all = [
-        iface(r.in_iface.as_ref(), p.in_iface.as_ref()),
-        iface(r.out_iface.as_ref(), p.out_iface.as_ref()),
-        address(r.src.as_ref(), p.src),
-        address(r.dst.as_ref(), p.dst),
-        proto,
-        state,
-        others,
-    ];
-    if all.contains(&Tri::No) {
-        Tri::No
-    } else if all.contains(&Tri::Maybe) {
-        Tri::Maybe
-    } else {
-        Tri::Yes
-    }
-}
-
 enum Flow {
     /// Fell off the end of a user chain (or RETURN): continue in the caller.
     Return,
@@ -109,13 +31,13 @@ enum Flow {
 
 struct Walk<'a> {
     table: &'a Table,
-    packet: &'a Packet,
+    packet: &'a PacketInfo,
     steps: usize,
     maybe_accepts: Vec<String>,
 }
 
 /// Evaluates `packet` from the built-in chain `chain` of `table`.
-pub fn evaluate(table: &Table, chain: &str, packet: &Packet) -> Verdict {
+pub fn evaluate(table: &Table, chain: &str, packet: &PacketInfo) -> Verdict {
     let mut w = Walk { table, packet, steps: 0, maybe_accepts: Vec::new() };
     match w.chain(chain, 0) {
         Flow::Done(v) => v,
@@ -137,30 +59,29 @@ impl Walk<'_> {
             if self.steps > MAX_STEPS {
                 return Flow::Done(Verdict::Unknown(format!("more than {MAX_STEPS} rules evaluated")));
             }
-            let m = matches(r, self.packet);
-            if m == Tri::No {
+            let m = r.eval(self.packet);
+            if m == Truth::No {
                 continue;
             }
-            let Some(target) = r.target.as_deref() else { continue };
-            match target {
-                "ACCEPT" if m == Tri::Yes => return Flow::Done(Verdict::Accept(r.text.clone())),
-                "ACCEPT" => self.maybe_accepts.push(r.text.clone()),
-                "DROP" | "REJECT" if m == Tri::Yes => {
+            match &r.target {
+                Target::Accept if m == Truth::Yes => return Flow::Done(Verdict::Accept(r.text.clone())),
+                Target::Accept => self.maybe_accepts.push(r.text.clone()),
+                Target::Drop | Target::Reject if m == Truth::Yes => {
                     return Flow::Done(Verdict::Drop { by: r.text.clone(), maybe_accepts: std::mem::take(&mut self.maybe_accepts) });
                 }
-                "RETURN" if m == Tri::Yes => return Flow::Return,
-                t if self.table.chain(t).is_some() => {
+                Target::Return if m == Truth::Yes => return Flow::Return,
+                Target::Jump(t) | Target::Goto(t) if self.table.chain(t).is_some() => {
                     let before = self.maybe_accepts.len();
                     let sub = self.chain(t, depth + 1);
                     match (sub, m) {
-                        (Flow::Done(Verdict::Accept(by)), Tri::Maybe) => {
+                        (Flow::Done(Verdict::Accept(by)), Truth::Maybe) => {
                             self.maybe_accepts.truncate(before);
                             self.maybe_accepts.push(by);
                         }
                         // A conditional jump that would drop: assume it does not match.
-                        (Flow::Done(Verdict::Drop { .. }), Tri::Maybe) => self.maybe_accepts.truncate(before),
+                        (Flow::Done(Verdict::Drop { .. }), Truth::Maybe) => self.maybe_accepts.truncate(before),
                         (Flow::Done(v), _) => return Flow::Done(v),
-                        (Flow::Return, Tri::Yes) if r.goto => return Flow::Return,
+                        (Flow::Return, Truth::Yes) if matches!(r.target, Target::Goto(_)) => return Flow::Return,
                         (Flow::Return, _) => {}
                     }
                 }
@@ -175,14 +96,22 @@ impl Walk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::iptables_save::parse;
+    use crate::netfilter::{iptables::Save, packet::CtState};
 
-    fn pkt() -> Packet {
-        Packet { in_iface: Some("lxcab12".into()), out_iface: Some("eth0".into()), src: "10.220.1.10".parse().ok(), dst: "198.51.100.10".parse().ok() }
+    fn pkt() -> PacketInfo {
+        PacketInfo {
+            in_iface: Some("lxcab12".into()),
+            out_iface: Some("eth0".into()),
+            src: "10.220.1.10".parse().ok(),
+            dst: "198.51.100.10".parse().ok(),
+            proto: Some(6),
+            ct_state: Some(CtState::New),
+            ..PacketInfo::default()
+        }
     }
 
     fn run(rules: &str) -> Verdict {
-        let rs = parse(&format!("*filter\n:FORWARD DROP [0:0]\n:CILIUM_FORWARD - [0:0]\n:OTHER - [0:0]\n{rules}\nCOMMIT\n"));
+        let rs = Save::parse(&format!("*filter\n:FORWARD DROP [0:0]\n:CILIUM_FORWARD - [0:0]\n:OTHER - [0:0]\n{rules}\nCOMMIT\n"));
         assert!(rs.errors.is_empty(), "{:?}", rs.errors);
         evaluate(rs.table("filter").unwrap(), "FORWARD", &pkt())
     }

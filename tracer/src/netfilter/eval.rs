@@ -3,15 +3,41 @@
 //! we cannot evaluate (conntrack state, marks…) make a rule a *possible* match; the rule
 //! counters of the capture window then single it out.
 use super::{
-    iptables::{Chain, Match, Rule, Save, Target},
-    packet::{PacketInfo, iface_matches},
+    iptables::{Chain, Save, Target},
+    packet::PacketInfo,
 };
 
+/// Whether a rule (or one of its conditions) matches a packet: `Maybe` when it depends on
+/// something the packet info does not say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Truth {
     Yes,
     No,
     Maybe,
+}
+
+impl Truth {
+    /// A condition that is `hit` (None: cannot tell), inverted by a `!`.
+    pub fn of(hit: Option<bool>, negated: bool) -> Self {
+        match hit {
+            Some(b) if b != negated => Self::Yes,
+            Some(_) => Self::No,
+            None => Self::Maybe,
+        }
+    }
+
+    /// All conditions together: No as soon as one is No, else Maybe if any is.
+    pub fn all(conditions: impl IntoIterator<Item = Self>) -> Self {
+        let mut t = Self::Yes;
+        for c in conditions {
+            match c {
+                Self::No => return Self::No,
+                Self::Maybe => t = Self::Maybe,
+                Self::Yes => {}
+            }
+        }
+        t
+    }
 }
 
 /// A rule (or chain policy) that may have dropped the packet.
@@ -30,41 +56,6 @@ pub struct Candidate {
     pub certain: bool,
     /// Position in `chain` (None for a policy).
     pub index: Option<usize>,
-}
-
-fn eval_match(m: &Match, p: &PacketInfo) -> Truth {
-    let known = |v: Option<bool>, negated: bool| match v {
-        Some(b) if b != negated => Truth::Yes,
-        Some(_) => Truth::No,
-        None => Truth::Maybe,
-    };
-    match m {
-        Match::Src { cidr, negated } => known(p.src.map(|a| cidr.contains(a)), *negated),
-        Match::Dst { cidr, negated } => known(p.dst.map(|a| cidr.contains(a)), *negated),
-        Match::InIface { name, negated } => known(p.in_iface.as_deref().map(|i| iface_matches(name, i)), *negated),
-        Match::OutIface { name, negated } => known(p.out_iface.as_deref().map(|i| iface_matches(name, i)), *negated),
-        Match::Proto { proto, negated } => known(p.proto.map(|x| x == *proto), *negated),
-        Match::Sport { ports, negated } => known(p.sport.map(|x| ports.iter().any(|r| r.contains(x))), *negated),
-        Match::Dport { ports, negated } => known(p.dport.map(|x| ports.iter().any(|r| r.contains(x))), *negated),
-        Match::IcmpType { ty, code, negated } => known(
-            p.icmp_type.map(|t| t == *ty && code.is_none_or(|c| p.icmp_code == Some(c))),
-            *negated,
-        ),
-        Match::Comment(_) => Truth::Yes,
-        Match::Unsupported(_) => Truth::Maybe,
-    }
-}
-
-pub fn eval_rule(r: &Rule, p: &PacketInfo) -> Truth {
-    let mut t = Truth::Yes;
-    for m in &r.matches {
-        match eval_match(m, p) {
-            Truth::No => return Truth::No,
-            Truth::Maybe => t = Truth::Maybe,
-            Truth::Yes => {}
-        }
-    }
-    t
 }
 
 const MAX_DEPTH: usize = 16;
@@ -124,7 +115,7 @@ fn walk(
     }
     let mut certain = certain;
     for (i, rule) in chain.rules.iter().enumerate() {
-        let t = eval_rule(rule, p);
+        let t = rule.eval(p);
         if t == Truth::No {
             continue;
         }

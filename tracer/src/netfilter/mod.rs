@@ -99,17 +99,17 @@ pub fn entries(s: &snapshot::Snapshot) -> Vec<Entry> {
         }
     }
     for pf in [NFPROTO_IPV4, NFPROTO_IPV6] {
-        for (table, t) in &s.iptables_legacy(pf).tables {
+        for t in &s.iptables_legacy(pf).tables {
             for chain in &t.chains {
                 let Some(hook) = chain_hook(&chain.name) else { continue };
-                let Some(priority) = legacy_priority(table, hook) else { continue };
+                let Some(priority) = legacy_priority(&t.name, hook) else { continue };
                 out.push(Entry {
                     pf,
                     hook,
                     priority,
                     backend: Backend::IptablesLegacy,
                     family: family_of_pf(pf).into(),
-                    table: table.clone(),
+                    table: t.name.clone(),
                     chain: chain.name.clone(),
                 });
             }

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{
     eval::Truth,
-    packet::{Cidr, PacketInfo, PortRange, iface_matches},
+    packet::{Cidr, PacketInfo, PortRange, iface_matches, proto_number},
 };
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -161,22 +161,15 @@ pub fn verdict(rule: &NftRule) -> Verdict {
 
 /// Evaluates the rule's `match` expressions; anything we do not understand is `Maybe`.
 pub fn eval(rule: &NftRule, p: &PacketInfo) -> Truth {
-    let mut t = Truth::Yes;
-    for e in &rule.expr {
-        let r = if let Some(m) = e.get("match") {
+    Truth::all(rule.expr.iter().map(|e| {
+        if let Some(m) = e.get("match") {
             eval_match(m, p)
         } else if e.get("xt").is_some() {
             Truth::Maybe
         } else {
             Truth::Yes
-        };
-        match r {
-            Truth::No => return Truth::No,
-            Truth::Maybe => t = Truth::Maybe,
-            Truth::Yes => {}
         }
-    }
-    t
+    }))
 }
 
 enum Field {
@@ -214,17 +207,6 @@ fn field(left: &Value, p: &PacketInfo) -> Option<Field> {
     })
 }
 
-fn proto_num(s: &str) -> Option<u64> {
-    Some(match s {
-        "icmp" => 1,
-        "tcp" => 6,
-        "udp" => 17,
-        "ipv6-icmp" | "icmpv6" => 58,
-        "sctp" => 132,
-        s => return s.parse().ok(),
-    })
-}
-
 /// Does one right-hand value contain the packet's field? None = cannot tell.
 fn value_matches(f: &Field, right: &Value) -> Option<bool> {
     match f {
@@ -251,7 +233,7 @@ fn value_matches(f: &Field, right: &Value) -> Option<bool> {
                 return Some(x == n);
             }
             if let Some(s) = right.as_str() {
-                return Some(proto_num(s).or_else(|| Some(u64::from(PortRange::parse(s)?.lo)))? == n);
+                return Some(proto_number(s).map(u64::from).or_else(|| Some(u64::from(PortRange::parse(s)?.lo)))? == n);
             }
             if let Some(r) = right.get("range").and_then(Value::as_array) {
                 return Some(r.first()?.as_u64()? <= n && n <= r.get(1)?.as_u64()?);
@@ -290,10 +272,9 @@ fn eval_match(m: &Value, p: &PacketInfo) -> Truth {
     } else {
         value_matches(&f, right)
     };
-    match (hit, op) {
-        (None, _) => Truth::Maybe,
-        (Some(h), "!=") => if h { Truth::No } else { Truth::Yes },
-        (Some(h), "==" | "in") => if h { Truth::Yes } else { Truth::No },
+    match op {
+        "!=" => Truth::of(hit, true),
+        "==" | "in" => Truth::of(hit, false),
         _ => Truth::Maybe,
     }
 }
