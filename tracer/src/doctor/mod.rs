@@ -4,7 +4,6 @@
 pub mod cilium;
 pub mod cilium_layout;
 pub mod cni;
-pub mod forward;
 pub mod host;
 pub mod kernel;
 pub mod netfilter;

@@ -5,11 +5,11 @@
 use std::{collections::BTreeSet, fmt, net::IpAddr};
 
 use super::{
-    forward::{self, Verdict},
     node,
     report::{Finding, Outcome, Severity},
 };
 use crate::netfilter::{
+    eval::{self, Verdict},
     iptables::{Save, Table},
     packet::{CtState, PacketInfo},
 };
@@ -279,6 +279,7 @@ pub struct PodProbe {
     pub pod_ip: Option<IpAddr>,
 }
 
+/// A synthetic flow as the evidence names it.
 fn describe(p: &PacketInfo) -> String {
     let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".into());
     let a = |v: &Option<IpAddr>| v.map_or_else(|| "?".into(), |a| a.to_string());
@@ -298,6 +299,7 @@ pub fn check_forward(nf: &Netfilter, probe: Option<&PodProbe>) -> Outcome {
     let outside: IpAddr = OUTSIDE.parse().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let uplink = node::route_dev(outside);
     let to_pod = probe.pod_ip.and_then(node::route_dev).or_else(|| Some(probe.pod_iface.clone()));
+    // New TCP flows (conntrack state NEW): pod → outside, and outside → pod.
     let new_tcp = |in_iface, out_iface, src, dst| PacketInfo { in_iface, out_iface, src, dst, proto: Some(6), ct_state: Some(CtState::New), ..PacketInfo::default() };
     let packets = [new_tcp(Some(probe.pod_iface.clone()), uplink.clone(), probe.pod_ip, Some(outside)), new_tcp(uplink, to_pod, Some(outside), probe.pod_ip)];
     let mut dropped = Vec::new();
@@ -307,7 +309,7 @@ pub fn check_forward(nf: &Netfilter, probe: Option<&PodProbe>) -> Outcome {
         let Some(filter) = d.ruleset.table("filter") else { continue };
         for p in &packets {
             walked += 1;
-            match forward::evaluate(filter, "FORWARD", p) {
+            match eval::verdict(filter, "FORWARD", p) {
                 Verdict::Drop { by, maybe_accepts } if maybe_accepts.is_empty() => {
                     let hint = if filter.chain("CILIUM_FORWARD").is_some() && !jumps(filter, "FORWARD", "CILIUM_FORWARD") {
                         " — CILIUM_FORWARD, which would accept it, is not jumped to"

@@ -12,7 +12,7 @@
 //! Total over any input: lines it cannot read are kept in `errors`, options it cannot evaluate
 //! become `Match::Unsupported`, never a panic (the tests throw random and mutated text at it).
 use super::{
-    eval::Truth,
+    eval::{self, Target, Truth},
     packet::{Cidr, PacketInfo, PortRange, iface_matches, proto_number},
 };
 
@@ -49,29 +49,6 @@ pub struct Rule {
     pub bytes: u64,
     pub matches: Vec<Match>,
     pub target: Target,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Accept,
-    Drop,
-    Reject,
-    Return,
-    /// `-j CHAIN` (or an extension target we do not model, which never ends evaluation).
-    Jump(String),
-    Goto(String),
-    /// Extension targets that continue evaluation (LOG, MARK, CT…), or none at all.
-    Continue(String),
-}
-
-impl Target {
-    /// The chain a `-j CHAIN` or `-g CHAIN` enters.
-    pub fn chain(&self) -> Option<&str> {
-        match self {
-            Self::Jump(c) | Self::Goto(c) => Some(c),
-            _ => None,
-        }
-    }
 }
 
 /// One condition of a rule; `negated` means a `!` preceded it.
@@ -176,12 +153,33 @@ impl Table {
     }
 }
 
-impl Rule {
-    /// Whether `p` meets every condition of the rule.
-    pub fn eval(&self, p: &PacketInfo) -> Truth {
+impl eval::Chains for Table {
+    type Rule = Rule;
+
+    fn rules(&self, chain: &str) -> Option<&[Rule]> {
+        self.chain(chain).map(|c| c.rules.as_slice())
+    }
+
+    fn policy(&self, chain: &str) -> Option<&str> {
+        self.chain(chain)?.policy.as_deref()
+    }
+}
+
+impl eval::Rule for Rule {
+    fn eval(&self, p: &PacketInfo) -> Truth {
         Truth::all(self.matches.iter().map(|m| m.eval(p)))
     }
 
+    fn target(&self) -> Target {
+        self.target.clone()
+    }
+
+    fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl Rule {
     /// The rule's `-m comment --comment` texts.
     pub fn comments(&self) -> impl Iterator<Item = &str> {
         self.matches.iter().filter_map(|m| match m {
@@ -559,8 +557,11 @@ COMMIT
             }
             let text: String = m.into_iter().collect();
             let rs = Save::parse(&text);
-            for r in rs.tables.iter().flat_map(|t| &t.chains).flat_map(|c| &c.rules) {
-                let _ = r.eval(&p);
+            for t in &rs.tables {
+                for c in &t.chains {
+                    let _ = eval::candidates(t, &c.name, &p);
+                    let _ = eval::verdict(t, &c.name, &p);
+                }
             }
         }
     }

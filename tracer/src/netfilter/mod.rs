@@ -13,7 +13,7 @@ pub const HOOKS: [&str; 5] = ["prerouting", "input", "forward", "output", "postr
 pub const CHAINS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
 pub const NFPROTO_IPV4: u32 = 2;
 pub const NFPROTO_IPV6: u32 = 10;
-/// `NF_IP_PRI_CONNTRACK` (uapi netfilter_ipv4.h); ipv6 uses the same value.
+/// `NF_IP_PRI_CONNTRACK` (uapi `netfilter_ipv4.h`); ipv6 uses the same value.
 const PRI_CONNTRACK: i32 = -200;
 
 pub fn hook_num(name: &str) -> Option<u32> {
