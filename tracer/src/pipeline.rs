@@ -124,6 +124,8 @@ fn packet_info(ev: &DropEvent, hook: u32) -> PacketInfo {
         icmp_code: h.icmp_code,
         in_iface: if hook <= 2 { dev.clone() } else { None },
         out_iface: if hook >= 3 { dev } else { None },
+        // The packet bytes do not say the flow's conntrack state: `--ctstate` stays Maybe.
+        ct_state: None,
     }
 }
 

@@ -16,6 +16,7 @@ use super::{
     node::{Link, fmt_mac},
     report::{Finding, Outcome, Severity},
 };
+use crate::netfilter::packet::Cidr;
 
 /// Entries read at most per map: Cilium's own maximum for both maps is ≤ 512 000.
 const MAX_ENTRIES: usize = 1_048_576;
@@ -229,7 +230,7 @@ pub fn check_endpoints(st: &CiliumState, links: &[Link], cni: Option<&CniCache>)
 }
 
 /// ipcache host entries for local pod IPs that no CNI result knows.
-pub fn check_ipcache(st: &CiliumState, cni: Option<&CniCache>, pod_cidrs: &[(IpAddr, u32)]) -> Outcome {
+pub fn check_ipcache(st: &CiliumState, cni: Option<&CniCache>, pod_cidrs: &[Cidr]) -> Outcome {
     let Some(ipc) = &st.ipcache else {
         return Outcome::Skipped(format!("no cilium_ipcache(_v2) pinned under {}", st.globals.display()));
     };
@@ -251,7 +252,7 @@ pub fn check_ipcache(st: &CiliumState, cni: Option<&CniCache>, pod_cidrs: &[(IpA
     let unknown: Vec<String> = entries
         .iter()
         .filter(|e| e.is_host_prefix() && e.sec_identity >= MIN_POD_IDENTITY && !known.contains(&e.ip))
-        .filter(|e| local.contains(&e.ip) || (e.tunnel_endpoint.is_none() && pod_cidrs.iter().any(|&(net, len)| super::iptables_save::addr_matches(&format!("{net}/{len}"), e.ip) == Some(true))))
+        .filter(|e| local.contains(&e.ip) || (e.tunnel_endpoint.is_none() && pod_cidrs.iter().any(|c| c.contains(e.ip))))
         .map(|e| format!("{}/{} identity {} — no CNI result in {} has this IP", e.ip, e.prefix_len, e.sec_identity, cni.dir.display()))
         .collect();
     let mut findings = Vec::new();

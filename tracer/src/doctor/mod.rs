@@ -4,20 +4,17 @@
 pub mod cilium;
 pub mod cilium_layout;
 pub mod cni;
-pub mod forward;
 pub mod host;
-pub mod iptables_save;
 pub mod kernel;
 pub mod netfilter;
-pub mod netns;
 pub mod node;
 pub mod report;
 
 use std::{net::IpAddr, path::Path};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow};
 
-use crate::cli::DoctorArgs;
+use crate::{cli::DoctorArgs, netfilter::packet::Cidr};
 use report::{Outcome, Report, Scope};
 
 /// Runs every check and prints the report; returns the exit code.
@@ -38,18 +35,20 @@ pub fn run(args: &DoctorArgs) -> u8 {
     }
 }
 
-fn parse_cidr(s: &str) -> Result<(IpAddr, u32)> {
-    let (ip, len) = s.split_once('/').unwrap_or((s, ""));
-    let Ok(ip) = ip.parse::<IpAddr>() else { bail!("--pod-cidr {s:?} is not a CIDR such as 10.0.1.0/24") };
-    let bits = if ip.is_ipv4() { 32 } else { 128 };
-    let len = if len.is_empty() { bits } else { len.parse::<u32>().ok().filter(|l| *l <= bits).ok_or_else(|| anyhow::anyhow!("--pod-cidr {s:?}: bad prefix length"))? };
-    Ok((ip, len))
+fn parse_cidr(s: &str) -> Result<Cidr> {
+    Cidr::parse(s).ok_or_else(|| {
+        if s.split('/').next().is_some_and(|ip| ip.parse::<IpAddr>().is_ok()) {
+            anyhow!("--pod-cidr {s:?}: bad prefix length")
+        } else {
+            anyhow!("--pod-cidr {s:?} is not a CIDR such as 10.0.1.0/24")
+        }
+    })
 }
 
 /// Runs every check; the report, or why the checks could not start.
 pub fn collect(args: &DoctorArgs) -> Result<Report> {
     let pod_cidrs = args.pod_cidrs.iter().map(|c| parse_cidr(c)).collect::<Result<Vec<_>>>()?;
-    let netns_path = args.netns.as_deref().map(netns::resolve).transpose()?;
+    let netns_path = args.netns.as_deref().map(crate::netns::path_of).transpose()?;
     let mut report = Report::new(Scope {
         netns: netns_path.as_ref().map_or_else(|| "self".to_string(), |p| p.display().to_string()),
         bpffs: args.bpffs.display().to_string(),
@@ -60,13 +59,13 @@ pub fn collect(args: &DoctorArgs) -> Result<Report> {
     // Kernel facts do not depend on the namespace; probe from where we started.
     kernel::check(&mut report);
 
-    let _guard = netns_path.as_deref().map(netns::enter).transpose()?;
+    let _guard = netns_path.as_deref().map(crate::netns::enter).transpose()?;
     node_checks(&mut report, args, &pod_cidrs);
     report.finish();
     Ok(report)
 }
 
-fn node_checks(report: &mut Report, args: &DoctorArgs, pod_cidrs: &[(IpAddr, u32)]) {
+fn node_checks(report: &mut Report, args: &DoctorArgs, pod_cidrs: &[Cidr]) {
     let links = node::links();
     let cni = cni::load(&args.cni_cache_dir);
     let cilium = cilium::load(&args.bpffs);

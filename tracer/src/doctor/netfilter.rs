@@ -5,10 +5,13 @@
 use std::{collections::BTreeSet, fmt, net::IpAddr};
 
 use super::{
-    forward::{self, Packet, Verdict},
-    iptables_save::{self, Ruleset},
     node,
     report::{Finding, Outcome, Severity},
+};
+use crate::netfilter::{
+    eval::{self, Verdict},
+    iptables::{Save, Table},
+    packet::{CtState, PacketInfo},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +30,7 @@ pub enum Family {
 pub struct Dump {
     pub backend: Backend,
     pub family: Family,
-    pub ruleset: Ruleset,
+    pub ruleset: Save,
 }
 
 impl fmt::Display for Dump {
@@ -62,13 +65,13 @@ pub fn collect() -> Netfilter {
     ];
     for (backend, family, tool, generic) in wanted {
         match node::run(tool, &[]) {
-            Ok(Some(text)) => nf.dumps.push(Dump { backend, family, ruleset: iptables_save::parse(&text) }),
+            Ok(Some(text)) => nf.dumps.push(Dump { backend, family, ruleset: Save::parse(&text) }),
             Ok(None) => {
                 // Older distributions ship only the generic tool: use it for the back end it is.
                 if let Ok(Some(text)) = node::run(generic, &[]) {
                     let is_nft = text.lines().next().is_some_and(|l| l.contains("nf_tables"));
                     if is_nft == (backend == Backend::Nft) && !nf.dumps.iter().any(|d| d.backend == backend && d.family == family) {
-                        nf.dumps.push(Dump { backend, family, ruleset: iptables_save::parse(&text) });
+                        nf.dumps.push(Dump { backend, family, ruleset: Save::parse(&text) });
                     }
                 }
             }
@@ -112,8 +115,13 @@ const CILIUM_CHAINS: [(&str, &str, &str, bool); 10] = [
     ("CILIUM_FORWARD", "filter", "FORWARD", true),
 ];
 
-fn has_cilium_chains(rs: &Ruleset) -> bool {
+fn has_cilium_chains(rs: &Save) -> bool {
     rs.tables.iter().any(|t| t.chains.iter().any(|c| c.name.starts_with("CILIUM_")))
+}
+
+/// Whether a rule of `from` jumps (or goes) to `to`.
+fn jumps(t: &Table, from: &str, to: &str) -> bool {
+    t.rules_in(from).iter().any(|r| r.target.chain() == Some(to))
 }
 
 /// `datapath`: why we believe Cilium runs here (a `cilium_host` device, pinned maps), if so.
@@ -133,9 +141,9 @@ pub fn check_cilium(nf: &Netfilter, datapath: Option<&str>) -> Outcome {
                 missing.push(format!("{d} {table}: chain {chain} is missing (Cilium creates it and jumps to it from {hook})"));
                 continue;
             };
-            let rules = t.rules_in(chain).count();
-            if !t.rules_in(hook).any(|r| r.target.as_deref() == Some(chain)) {
-                let others: BTreeSet<&str> = t.jumps_to(chain).map(|r| r.chain.as_str()).collect();
+            let rules = t.rules_in(chain).len();
+            if !jumps(t, hook, chain) {
+                let others: BTreeSet<&str> = t.jumps_to(chain).map(|(from, _)| from).collect();
                 let also = if others.is_empty() { String::new() } else { format!(" (only from {})", others.into_iter().collect::<Vec<_>>().join(", ")) };
                 unhooked.push(format!(
                     "{d} {table}: {chain} ({rules} rules) is not jumped to from {hook}{also}; expected `-A {hook} -m comment --comment \"cilium-feeder: {chain}\" -j {chain}`"
@@ -203,10 +211,10 @@ pub fn check_kube(nf: &Netfilter) -> Outcome {
             seen = true;
             if hooks.is_empty() {
                 if t.jumps_to(chain).next().is_none() {
-                    unhooked.push(format!("{d} {table}: {chain} ({} rules) is not jumped to from anywhere", t.rules_in(chain).count()));
+                    unhooked.push(format!("{d} {table}: {chain} ({} rules) is not jumped to from anywhere", t.rules_in(chain).len()));
                 }
             } else {
-                for hook in hooks.iter().filter(|h| !t.rules_in(h).any(|r| r.target.as_deref() == Some(chain))) {
+                for hook in hooks.iter().filter(|h| !jumps(t, h, chain)) {
                     unhooked.push(format!("{d} {table}: {chain} is not jumped to from {hook} (kube-proxy hooks it there, e.g. comment \"kubernetes service portals\")"));
                 }
             }
@@ -248,7 +256,7 @@ pub fn check_backends(nf: &Netfilter) -> Outcome {
             .iter()
             .chain(&legacy)
             .map(|d| {
-                let tables: Vec<&str> = d.ruleset.tables.iter().filter(|t| !t.rules.is_empty() || t.chains.iter().any(|c| c.policy.is_none())).map(|t| t.name.as_str()).collect();
+                let tables: Vec<&str> = d.ruleset.tables.iter().filter(|t| t.chains.iter().any(|c| !c.rules.is_empty() || c.policy.is_none())).map(|t| t.name.as_str()).collect();
                 format!("{d}: {} rules in tables {}", d.ruleset.rule_count(), tables.join(","))
             })
             .collect();
@@ -271,6 +279,13 @@ pub struct PodProbe {
     pub pod_ip: Option<IpAddr>,
 }
 
+/// A synthetic flow as the evidence names it.
+fn describe(p: &PacketInfo) -> String {
+    let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".into());
+    let a = |v: &Option<IpAddr>| v.map_or_else(|| "?".into(), |a| a.to_string());
+    format!("new TCP flow {} → {} (in {}, out {})", a(&p.src), a(&p.dst), s(&p.in_iface), s(&p.out_iface))
+}
+
 /// An address of TEST-NET-2 (RFC 5737) standing for "somewhere outside the node".
 const OUTSIDE: &str = "198.51.100.10";
 
@@ -284,10 +299,9 @@ pub fn check_forward(nf: &Netfilter, probe: Option<&PodProbe>) -> Outcome {
     let outside: IpAddr = OUTSIDE.parse().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let uplink = node::route_dev(outside);
     let to_pod = probe.pod_ip.and_then(node::route_dev).or_else(|| Some(probe.pod_iface.clone()));
-    let packets = [
-        Packet { in_iface: Some(probe.pod_iface.clone()), out_iface: uplink.clone(), src: probe.pod_ip, dst: Some(outside) },
-        Packet { in_iface: uplink, out_iface: to_pod, src: Some(outside), dst: probe.pod_ip },
-    ];
+    // New TCP flows (conntrack state NEW): pod → outside, and outside → pod.
+    let new_tcp = |in_iface, out_iface, src, dst| PacketInfo { in_iface, out_iface, src, dst, proto: Some(6), ct_state: Some(CtState::New), ..PacketInfo::default() };
+    let packets = [new_tcp(Some(probe.pod_iface.clone()), uplink.clone(), probe.pod_ip, Some(outside)), new_tcp(uplink, to_pod, Some(outside), probe.pod_ip)];
     let mut dropped = Vec::new();
     let mut conditional = Vec::new();
     let mut walked = 0;
@@ -295,17 +309,17 @@ pub fn check_forward(nf: &Netfilter, probe: Option<&PodProbe>) -> Outcome {
         let Some(filter) = d.ruleset.table("filter") else { continue };
         for p in &packets {
             walked += 1;
-            match forward::evaluate(filter, "FORWARD", p) {
+            match eval::verdict(filter, "FORWARD", p) {
                 Verdict::Drop { by, maybe_accepts } if maybe_accepts.is_empty() => {
-                    let hint = if filter.chain("CILIUM_FORWARD").is_some() && !filter.rules_in("FORWARD").any(|r| r.target.as_deref() == Some("CILIUM_FORWARD")) {
+                    let hint = if filter.chain("CILIUM_FORWARD").is_some() && !jumps(filter, "FORWARD", "CILIUM_FORWARD") {
                         " — CILIUM_FORWARD, which would accept it, is not jumped to"
                     } else {
                         ""
                     };
-                    dropped.push(format!("{d} filter/FORWARD: {} ends at `{by}`{hint}", p.describe()));
+                    dropped.push(format!("{d} filter/FORWARD: {} ends at `{by}`{hint}", describe(p)));
                 }
                 Verdict::Drop { by, maybe_accepts } => {
-                    conditional.push(format!("{d} filter/FORWARD: {} is accepted only if `{}` matches, else `{by}`", p.describe(), maybe_accepts.join("` or `")));
+                    conditional.push(format!("{d} filter/FORWARD: {} is accepted only if `{}` matches, else `{by}`", describe(p), maybe_accepts.join("` or `")));
                 }
                 Verdict::Accept(_) | Verdict::Unknown(_) => {}
             }

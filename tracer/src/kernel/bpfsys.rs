@@ -1,6 +1,8 @@
-//! The few raw `bpf(2)` and `perf_event_open(2)` calls the feature probes need. aya has no
-//! netfilter program type and loads whole objects; a probe needs a two-instruction program of
-//! each type and the plain errno the kernel answers with.
+//! The few raw `bpf(2)` and `perf_event_open(2)` calls aya does not make for us: aya has no
+//! netfilter program type and loads whole objects, while the feature probes need a
+//! two-instruction program of each type with the plain errno the kernel answers, and the
+//! netfilter observers a dozen hand-assembled instructions. Returned fds own what they name:
+//! closing them unloads or detaches, so nothing outlives us.
 //!
 //! Attribute layouts follow `include/uapi/linux/bpf.h` and `perf_event.h`; the structs below
 //! are prefixes of the kernel's unions (the kernel zero-extends a shorter `size`).
@@ -36,24 +38,25 @@ const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
 /// `PERF_ATTR_SIZE_VER1`: up to `config2`.
 const PERF_ATTR_SIZE: u32 = 72;
 
-/// One eBPF instruction: opcode, dst/src registers, offset, immediate.
-#[derive(Clone, Copy)]
+/// One eBPF instruction (`struct bpf_insn`).
 #[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Insn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
+    pub code: u8,
+    /// dst in the low nibble, src in the high nibble.
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
 }
 
 impl Insn {
-    /// `r0 = imm` (`BPF_ALU64 | BPF_MOV | BPF_K`).
-    pub const fn mov_r0(imm: i32) -> Self {
-        Self { code: 0xb7, regs: 0, off: 0, imm }
+    pub const fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Self {
+        Self { code, regs: (src << 4) | dst, off, imm }
     }
-    /// `exit` (`BPF_JMP | BPF_EXIT`).
-    pub const fn exit() -> Self {
-        Self { code: 0x95, regs: 0, off: 0, imm: 0 }
+
+    /// `r0 = ret; exit` (`BPF_ALU64 | BPF_MOV | BPF_K`, `BPF_JMP | BPF_EXIT`).
+    pub const fn returning(ret: i32) -> [Self; 2] {
+        [Self::new(0xb7, 0, 0, 0, ret), Self::new(0x95, 0, 0, 0, 0)]
     }
 }
 
@@ -126,8 +129,6 @@ pub struct ProgSpec {
     pub expected_attach_type: u32,
     pub attach_btf_id: u32,
     pub kern_version: u32,
-    /// Value the program returns.
-    pub ret: i32,
 }
 
 /// A `bpf(2)` error with the verifier's last line when there is one.
@@ -135,6 +136,8 @@ pub struct ProgSpec {
 pub struct LoadError {
     pub errno: io::Error,
     pub verifier: String,
+    /// The whole verifier log (for debug output).
+    pub log: String,
 }
 
 impl std::fmt::Display for LoadError {
@@ -160,31 +163,34 @@ fn sys_bpf<T>(cmd: u32, attr: &mut T) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Loads `r0 = ret; exit` as the given program type.
-pub fn load(spec: &ProgSpec) -> Result<OwnedFd, LoadError> {
-    let insns = [Insn::mov_r0(spec.ret), Insn::exit()];
+/// Loads `insns` as a GPL program named `name` (the kernel keeps 15 bytes of it), keeping up
+/// to `log_size` bytes of verifier log for the error.
+pub fn load(spec: &ProgSpec, name: &str, insns: &[Insn], log_size: u32) -> Result<OwnedFd, LoadError> {
+    let too_big = || LoadError { errno: io::Error::from_raw_os_error(libc::E2BIG), verifier: String::new(), log: String::new() };
     let license = c"GPL";
-    let mut log = vec![0u8; 4096];
-    let mut name = [0u8; 16];
-    name[..12].copy_from_slice(b"tracer_probe");
+    let mut log = vec![0u8; usize::try_from(log_size).map_err(|_| too_big())?];
+    let mut prog_name = [0u8; 16];
+    for (d, s) in prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *d = s;
+    }
     let mut attr = ProgLoadAttr {
         prog_type: spec.prog_type,
-        insn_cnt: 2,
+        insn_cnt: u32::try_from(insns.len()).map_err(|_| too_big())?,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
         log_level: 1,
-        log_size: 4096,
+        log_size,
         log_buf: log.as_mut_ptr() as u64,
         kern_version: spec.kern_version,
-        prog_name: name,
+        prog_name,
         expected_attach_type: spec.expected_attach_type,
         attach_btf_id: spec.attach_btf_id,
         ..ProgLoadAttr::default()
     };
     sys_bpf(BPF_PROG_LOAD, &mut attr).map_err(|errno| {
-        let text = String::from_utf8_lossy(log.split(|b| *b == 0).next().unwrap_or_default()).into_owned();
-        let verifier = text.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string();
-        LoadError { errno, verifier }
+        let log = String::from_utf8_lossy(log.split(|b| *b == 0).next().unwrap_or_default()).into_owned();
+        let verifier = log.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string();
+        LoadError { errno, verifier, log }
     })
 }
 
@@ -205,7 +211,8 @@ pub fn link_tcx(prog: &OwnedFd, ifindex: u32, attach_type: u32) -> io::Result<Ow
     sys_bpf(BPF_LINK_CREATE, &mut attr)
 }
 
-/// `BPF_LINK_CREATE` for a netfilter hook (`pf`, `hooknum`, `priority`).
+/// `BPF_LINK_CREATE` for a netfilter hook (`pf`, `hooknum`, `priority`) in the calling
+/// thread's network namespace.
 pub fn link_netfilter(prog: &OwnedFd, pf: u32, hooknum: u32, priority: i32) -> io::Result<OwnedFd> {
     let mut attr = LinkCreateAttr {
         prog_fd: fd_u32(prog),

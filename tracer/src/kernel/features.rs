@@ -12,7 +12,7 @@ use std::{ffi::CString, fmt, os::fd::OwnedFd, path::Path};
 use serde::Serialize;
 
 use super::{
-    bpfsys::{self, ProgSpec},
+    bpfsys::{self, Insn, ProgSpec},
     btf::KernelBtf,
 };
 
@@ -150,8 +150,9 @@ enum Failure {
     Untested(String),
 }
 
-fn load(spec: ProgSpec) -> Result<OwnedFd, Failure> {
-    bpfsys::load(&spec).map_err(|e| Failure::No(format!("load refused: {e}")))
+/// Loads `r0 = ret; exit` as the program `spec` describes.
+fn load(spec: ProgSpec, ret: i32) -> Result<OwnedFd, Failure> {
+    bpfsys::load(&spec, "tracer_probe", &Insn::returning(ret), 4096).map_err(|e| Failure::No(format!("load refused: {e}")))
 }
 
 fn attached<T>(r: std::io::Result<T>, what: &str) -> Result<String, Failure> {
@@ -162,7 +163,7 @@ fn probe_one(hook: Hook, inputs: &Inputs, sandbox: &Sandbox) -> Result<String, F
     let v = inputs.kern_version;
     match hook {
         Hook::Tracepoint => {
-            let prog = load(ProgSpec { prog_type: bpfsys::PROG_TRACEPOINT, kern_version: v, ..ProgSpec::default() })?;
+            let prog = load(ProgSpec { prog_type: bpfsys::PROG_TRACEPOINT, kern_version: v, ..ProgSpec::default() }, 0)?;
             let id = sandbox.tracepoint_id(TP_CATEGORY, TP_NAME).map_err(Failure::Untested)?;
             attached(bpfsys::attach_perf_tracepoint(&prog, id), "attached to skb:kfree_skb (perf event)")
         }
@@ -173,17 +174,16 @@ fn probe_one(hook: Hook, inputs: &Inputs, sandbox: &Sandbox) -> Result<String, F
                 expected_attach_type: bpfsys::ATTACH_TRACE_RAW_TP,
                 attach_btf_id: id,
                 kern_version: v,
-                ..ProgSpec::default()
-            })?;
+            }, 0)?;
             attached(bpfsys::raw_tracepoint_open(&prog, None), "attached to kfree_skb (BTF-typed)")
         }
         Hook::RawTp => {
-            let prog = load(ProgSpec { prog_type: bpfsys::PROG_RAW_TRACEPOINT, kern_version: v, ..ProgSpec::default() })?;
+            let prog = load(ProgSpec { prog_type: bpfsys::PROG_RAW_TRACEPOINT, kern_version: v, ..ProgSpec::default() }, 0)?;
             attached(bpfsys::raw_tracepoint_open(&prog, Some(c"kfree_skb")), "attached to kfree_skb")
         }
         Hook::Kprobe => {
             let (func, _) = inputs.func.clone().ok_or_else(|| Failure::Untested("no known skb-free function in BTF to probe".into()))?;
-            let prog = load(ProgSpec { prog_type: bpfsys::PROG_KPROBE, kern_version: v, ..ProgSpec::default() })?;
+            let prog = load(ProgSpec { prog_type: bpfsys::PROG_KPROBE, kern_version: v, ..ProgSpec::default() }, 0)?;
             let pmu = inputs.kprobe_pmu.clone().map_err(|e| Failure::No(format!("loaded, but {e}")))?;
             let name = CString::new(func.clone()).map_err(|e| Failure::Untested(e.to_string()))?;
             attached(bpfsys::attach_perf_kprobe(&prog, pmu, &name), &format!("attached to {func}"))
@@ -195,8 +195,7 @@ fn probe_one(hook: Hook, inputs: &Inputs, sandbox: &Sandbox) -> Result<String, F
                 expected_attach_type: bpfsys::ATTACH_TRACE_FENTRY,
                 attach_btf_id: id,
                 kern_version: v,
-                ..ProgSpec::default()
-            })
+            }, 0)
             .map_err(|f| match f {
                 Failure::No(d) => Failure::No(format!("{d} (target {func})")),
                 other @ Failure::Untested(_) => other,
@@ -205,7 +204,7 @@ fn probe_one(hook: Hook, inputs: &Inputs, sandbox: &Sandbox) -> Result<String, F
         }
         Hook::Tcx => {
             sandbox.require_netns()?;
-            let prog = load(ProgSpec { prog_type: bpfsys::PROG_SCHED_CLS, ret: TCX_NEXT, ..ProgSpec::default() })?;
+            let prog = load(ProgSpec { prog_type: bpfsys::PROG_SCHED_CLS, ..ProgSpec::default() }, TCX_NEXT)?;
             attached(bpfsys::link_tcx(&prog, LOOPBACK_IFINDEX, bpfsys::ATTACH_TCX_INGRESS), "link attached to lo ingress in a private netns")
         }
         Hook::Netfilter => {
@@ -213,9 +212,8 @@ fn probe_one(hook: Hook, inputs: &Inputs, sandbox: &Sandbox) -> Result<String, F
             let prog = load(ProgSpec {
                 prog_type: bpfsys::PROG_NETFILTER,
                 expected_attach_type: bpfsys::ATTACH_NETFILTER,
-                ret: NF_ACCEPT,
                 ..ProgSpec::default()
-            })?;
+            }, NF_ACCEPT)?;
             attached(bpfsys::link_netfilter(&prog, NFPROTO_IPV4, NF_INET_LOCAL_IN, 1), "link attached to IPv4 LOCAL_IN in a private netns")
         }
     }

@@ -13,7 +13,7 @@ pub const HOOKS: [&str; 5] = ["prerouting", "input", "forward", "output", "postr
 pub const CHAINS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
 pub const NFPROTO_IPV4: u32 = 2;
 pub const NFPROTO_IPV6: u32 = 10;
-/// `NF_IP_PRI_CONNTRACK` (uapi netfilter_ipv4.h); ipv6 uses the same value.
+/// `NF_IP_PRI_CONNTRACK` (uapi `netfilter_ipv4.h`); ipv6 uses the same value.
 const PRI_CONNTRACK: i32 = -200;
 
 pub fn hook_num(name: &str) -> Option<u32> {
@@ -99,17 +99,17 @@ pub fn entries(s: &snapshot::Snapshot) -> Vec<Entry> {
         }
     }
     for pf in [NFPROTO_IPV4, NFPROTO_IPV6] {
-        for (table, t) in &s.iptables_legacy(pf).tables {
+        for t in &s.iptables_legacy(pf).tables {
             for chain in &t.chains {
                 let Some(hook) = chain_hook(&chain.name) else { continue };
-                let Some(priority) = legacy_priority(table, hook) else { continue };
+                let Some(priority) = legacy_priority(&t.name, hook) else { continue };
                 out.push(Entry {
                     pf,
                     hook,
                     priority,
                     backend: Backend::IptablesLegacy,
                     family: family_of_pf(pf).into(),
-                    table: table.clone(),
+                    table: t.name.clone(),
                     chain: chain.name.clone(),
                 });
             }

@@ -1,21 +1,12 @@
 //! The netfilter observer program, assembled here: aya (≤ 0.16) has no netfilter program type,
 //! and the program is a dozen instructions. It records "this skb passed observer slot N" in the
-//! per-CPU `NF_RING` and always returns NF_ACCEPT: it never changes a verdict.
+//! per-CPU `NF_RING` and always returns `NF_ACCEPT`: it never changes a verdict.
 use tracer_common::{NF_RING_LEN, NfRing};
 
-/// One eBPF instruction (`struct bpf_insn`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Insn {
-    pub code: u8,
-    /// dst in the low nibble, src in the high nibble.
-    pub regs: u8,
-    pub off: i16,
-    pub imm: i32,
-}
+use crate::kernel::bpfsys::Insn;
 
 const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn { code, regs: (src << 4) | dst, off, imm }
+    Insn::new(code, dst, src, off, imm)
 }
 
 // Opcodes (linux/bpf.h, linux/bpf_common.h).
@@ -80,7 +71,7 @@ mod tests {
     fn jump_lands_on_accept() {
         let p = observer(7, 8, 3);
         let j = p.iter().position(|i| i.code == JEQ_K).unwrap();
-        let target = j + 1 + p[j].off as usize;
+        let target = j + 1 + usize::try_from(p[j].off).unwrap();
         assert_eq!(p[target], insn(MOV64_K, 0, 0, 0, NF_ACCEPT));
         assert_eq!(p.last().unwrap().code, EXIT);
         assert!(p.iter().any(|i| i.code == ST_W && i.imm == 7));
