@@ -26,6 +26,8 @@ pub struct CniInterface {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheEntry {
+    /// The cache file's name (set by `read_dir`).
+    pub file: String,
     pub container_id: String,
     pub network: String,
     /// The pod-side interface name (`eth0`).
@@ -57,6 +59,7 @@ pub fn parse(bytes: &[u8]) -> Result<CacheEntry, String> {
     let if_name = str_of(&v, "ifName").ok_or("no ifName")?;
     let network = str_of(&v, "networkName").unwrap_or_default();
     let mut e = CacheEntry {
+        file: String::new(),
         container_id,
         network,
         if_name,
@@ -141,7 +144,7 @@ pub fn read_dir(dir: &Path) -> Result<(Vec<CacheEntry>, Skipped)> {
             continue;
         }
         match std::fs::read(&f).map_err(|e| e.to_string()).and_then(|b| parse(&b)) {
-            Ok(e) => entries.push(e),
+            Ok(e) => entries.push(CacheEntry { file: name, ..e }),
             Err(e) => bad.push((name, e)),
         }
     }
