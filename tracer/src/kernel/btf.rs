@@ -5,6 +5,10 @@ use btf_rs::{Btf, Struct, Type};
 use tracer_common::Offsets;
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+/// Test-only: read BTF from this file instead of [`VMLINUX`] (tests/tests/robust.rs feeds a
+/// missing file, or the kernel's BTF without `enum skb_drop_reason`). Not for production use:
+/// the programs still load against the running kernel.
+pub const TEST_BTF_ENV: &str = "TRACER_TEST_BTF_PATH";
 
 pub struct KernelBtf {
     btf: Btf,
@@ -12,7 +16,15 @@ pub struct KernelBtf {
 
 impl KernelBtf {
     pub fn load() -> Result<Self> {
-        Self::from_file(VMLINUX)
+        match std::env::var(TEST_BTF_ENV) {
+            Ok(path) if !path.is_empty() => Self::from_file(&path),
+            _ => Self::from_file(VMLINUX),
+        }
+    }
+
+    /// Parses a raw BTF blob (the format of /sys/kernel/btf/vmlinux).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Ok(Self { btf: Btf::from_bytes(bytes).context("cannot parse BTF")? })
     }
 
     pub fn from_file(path: &str) -> Result<Self> {
@@ -21,7 +33,12 @@ impl KernelBtf {
                 "this kernel exposes no BTF ({path} is missing): tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
             );
         }
-        let btf = Btf::from_file(path).with_context(|| format!("cannot parse kernel BTF {path}"))?;
+        // Mapped, not parsed into memory: parsing all of vmlinux's BTF costs ~40 MB of heap, for
+        // the few dozen lookups made at start. Kernels whose BTF file cannot be mapped (< 6.16)
+        // get the parsing backend.
+        let btf = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
+            .or_else(|_| Btf::from_file(path))
+            .with_context(|| format!("cannot parse kernel BTF {path}"))?;
         Ok(Self { btf })
     }
 

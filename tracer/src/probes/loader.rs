@@ -28,8 +28,9 @@ pub struct PodSelection {
     pub addrs: Vec<[u8; 16]>,
 }
 
-pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern], pods: &PodSelection) -> Result<(Ebpf, Maps)> {
+pub fn load(btf: &aya::Btf, offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern], pods: &PodSelection) -> Result<(Ebpf, Maps)> {
     let mut ebpf = EbpfLoader::new()
+        .btf(Some(btf))
         .override_global(names::OFFSETS, offsets, true)
         .override_global(names::CONFIG, config, true)
         .load(OBJECT)
