@@ -173,6 +173,8 @@ pub mod hook {
     /// Queued to a socket (`sock:sk_data_ready` right after the packet's receive on that
     /// CPU): ends the path, delivered.
     pub const DELIVER: u32 = 9;
+    /// A netfilter observer (`nf_slot` says namespace, family, hook and priority).
+    pub const NETFILTER: u32 = 10;
 
     /// The name the JSON and the timeline use.
     #[must_use]
@@ -187,6 +189,7 @@ pub mod hook {
             FUNCTION => "function",
             TC => "tc",
             DELIVER => "sk_data_ready",
+            NETFILTER => "netfilter",
             _ => "unknown",
         }
     }

@@ -7,7 +7,6 @@ use anyhow::{Context as _, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 use tracer_common::{Config, MAX_CAPTURE, counter};
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use crate::{
     aggregate::KernelRow,
@@ -83,8 +82,8 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
         b.start();
     }
     let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces, &selection)?;
-    let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns)? };
-    let tc = start_tc(&mut ebpf, netns, &ifaces, args.no_tc);
+    let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns, args.path.then_some(maps.fds))? };
+    let tc = start_tc(&mut ebpf, netns, &ifaces, args.no_tc, args.path);
     let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
     let path = args.path.then(|| probes::path::attach(&mut ebpf, args.backend)).transpose()?;
     let probe = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
@@ -226,14 +225,15 @@ async fn run(
 
 /// Snapshots the rulesets of the namespaces in scope and attaches observers before every hook
 /// entry they register. None when the kernel has no BPF netfilter links (< 6.4).
-fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32) -> Result<Option<(Observers, Attributor)>> {
+fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(Observers, Attributor)>> {
     let Ok(ctx_skb) = btf.member_offset("bpf_nf_ctx", "skb") else {
         log::info!("this kernel has no BPF netfilter programs (Linux < 6.4): netfilter drops carry no table or rule");
         return Ok(None);
     };
-    let ring_fd = match ebpf.map(tracer_common::names::NF_RING) {
-        Some(aya::maps::Map::PerCpuArray(m)) => m.fd().as_fd().as_raw_fd(),
-        _ => bail!("the eBPF object has no {} map", tracer_common::names::NF_RING),
+    let maps = probes::netfilter::asm::Maps {
+        ring: probes::loader::fd(ebpf, tracer_common::names::NF_RING)?,
+        // With --path the observers also report hops of followed packets.
+        path: path.map(|f| probes::netfilter::asm::PathMaps { track: f.path_track, events: f.events, counters: f.counters }),
     };
     let mut spaces = crate::netns::known();
     if only != 0 {
@@ -247,7 +247,7 @@ fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32) -> Result<Optio
         .iter()
         .map(|(ns, snap)| (ns.clone(), probes::netfilter::plan(ns.inode, &crate::netfilter::entries(snap))))
         .collect();
-    let observers = probes::netfilter::attach(plans, i16::try_from(ctx_skb)?, ring_fd)?;
+    let observers = probes::netfilter::attach(plans, i16::try_from(ctx_skb)?, maps)?;
     for f in &observers.failures {
         eprintln!("tracer: warning: no netfilter observers in namespace {f}; its netfilter drops carry no rule");
     }
@@ -259,12 +259,12 @@ fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32) -> Result<Optio
 /// Places tc observers on every hook in scope that runs BPF programs (after removing leftovers
 /// of a killed earlier run). Without observers (`--no-tc`, or the kernel refused them), tc drops
 /// are still attributed from the programs on their hook when a drop is seen there.
-fn start_tc(ebpf: &mut aya::Ebpf, netns: u32, ifaces: &[tracer_common::IfacePattern], off: bool) -> (Option<probes::tc::Observers>, TcAttributor) {
+fn start_tc(ebpf: &mut aya::Ebpf, netns: u32, ifaces: &[tracer_common::IfacePattern], off: bool, path: bool) -> (Option<probes::tc::Observers>, TcAttributor) {
     let spaces = crate::netns::known();
     if off {
         return (None, TcAttributor::new(Vec::new(), spaces));
     }
-    let scope = probes::tc::Scope { netns, ifaces: ifaces.to_vec() };
+    let scope = probes::tc::Scope { netns, ifaces: ifaces.to_vec(), path };
     match probes::tc::attach(ebpf, &spaces, &scope) {
         Ok(obs) => {
             if obs.cleaned > 0 {
