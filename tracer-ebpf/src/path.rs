@@ -133,6 +133,12 @@ fn tracked_hop(skb: u64, h: u32, location: u64, end: bool) -> u64 {
     id
 }
 
+/// A kernel function called with a followed packet (`ip` is the function's address).
+#[inline(always)]
+pub fn function_hop(skb: u64, ip: u64) {
+    on_tracked(skb, hook::FUNCTION, ip, false);
+}
+
 /// A tc observer passed by a followed packet (`code` says direction and position).
 #[inline(always)]
 pub fn tc_hop(skb: u64, code: u32) {

@@ -85,7 +85,7 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns, args.path.then_some(maps.fds))? };
     let tc = start_tc(&mut ebpf, netns, &ifaces, args.no_tc, args.path);
     let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
-    let path = args.path.then(|| probes::path::attach(&mut ebpf, args.backend)).transpose()?;
+    let path = args.path.then(|| probes::path::attach(&mut ebpf, &aya_btf, args.backend)).transpose()?;
     let probe = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
     log::info!("drop probe attached with {}", probe.backend);
 
@@ -114,7 +114,7 @@ async fn run(
 ) -> Result<()> {
     let Attached { ebpf, probe, path, netfilter, tc } = attached;
     let mut pipe = Pipeline::new(reasons, kallsyms, Clock::new());
-    let path_backend = path.as_ref().map(|p| p.backend);
+    let path_backend = path.as_ref().map(|p| (p.backend, p.functions, p.note.clone()));
     if path.is_some() {
         pipe.path = Some(crate::path::tracker::PathTracker::default());
         pipe.all = args.all;
@@ -198,9 +198,13 @@ async fn run(
     }
     debug_assert!(kernel_lost <= lost_events);
     let path = match (path_backend, &pipe.path) {
-        (Some(backend), Some(t)) => {
-            Some(summary::PathSummary { backend: backend.into(), packets: t.packets, lost_events: maps.counter(counter::PATH_LOST)? })
-        }
+        (Some((backend, functions, fallback)), Some(t)) => Some(summary::PathSummary {
+            backend: backend.into(),
+            functions,
+            fallback,
+            packets: t.packets,
+            lost_events: maps.counter(counter::PATH_LOST)?,
+        }),
         _ => None,
     };
     let meta = summary::Meta {
