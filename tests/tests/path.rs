@@ -36,6 +36,22 @@ fn find(path: &[(String, String, u64)], what: &str, f: impl Fn(&(String, String,
     path.iter().position(f).unwrap_or_else(|| panic!("no {what} in {path:#?}"))
 }
 
+/// The function back end `auto` must pick on this kernel, from what `tracer doctor` probes
+/// (it loads and attaches a program of each type): fentry, else kprobe, else tracepoints only.
+fn expected_backend() -> &'static str {
+    let bin = std::env::var("TRACER_BIN").unwrap_or_else(|_| "target/release/tracer".into());
+    let out = std::process::Command::new(bin).args(["doctor", "--json"]).output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let yes = |hook: &str| report["kernel"]["hooks"].as_array().unwrap().iter().any(|h| h["hook"] == hook && h["support"] == "yes");
+    if yes("fentry") {
+        "fentry"
+    } else if yes("kprobe") {
+        "kprobe"
+    } else {
+        "tracepoint"
+    }
+}
+
 /// tcx observers exist on this kernel (tc hops need them on interfaces without programs).
 fn kernel_has_tcx(done: &Finished) -> bool {
     done.events.iter().any(|e| e["hook"].as_str().is_some_and(|h| h.starts_with("tc ")))
@@ -81,7 +97,14 @@ fn forwarded_pod_to_pod_packet_hook_by_hook() {
     let hop_events = done.events.iter().filter(|e| e["type"] == "path" && e["packet_id"] == id).count();
     assert_eq!(hop_events, path.len());
     let s = done.summary().unwrap();
-    assert_eq!(s["path"]["backend"], "tracepoint", "this host has no kprobes or fentry");
+    let backend = expected_backend();
+    assert_eq!(s["path"]["backend"], backend, "the back end auto picks here: {}", s["path"]);
+    if backend != "tracepoint" {
+        // Function hops add the depth: the forwarding function between the two lxcs.
+        let f = find(&path, "ip_forward", |h| h.0 == "ip_forward" && h.2 == node_ns);
+        assert!(in_lxc < f && f < out_lxc, "ip_forward between the lxcs: {path:#?}");
+        assert!(s["path"]["functions"].as_u64().unwrap() > 0);
+    }
     assert_eq!(s["path"]["packets"], 1);
     assert_eq!(s["path"]["lost_events"], 0);
     assert_eq!(s["drops"], 0);
