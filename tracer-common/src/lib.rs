@@ -30,6 +30,27 @@ pub mod names {
     pub const NF_RING: &str = "NF_RING";
     pub const TC_RING: &str = "TC_RING";
     pub const PATH_TRACK: &str = "PATH_TRACK";
+    /// Kernel functions `--path` follows with fentry/kprobe: (function, skb argument index).
+    /// fentry programs are named `path_fe_<function without leading underscores>`; kprobes
+    /// `path_kprobe_a<index>`.
+    pub const PATH_FUNCTIONS: [(&str, u8); 16] = [
+        ("ip_rcv", 0),
+        ("ip_route_input_noref", 0),
+        ("ip_forward", 0),
+        ("ip_local_deliver", 0),
+        ("ip_output", 2),
+        ("ip_finish_output2", 2),
+        ("__ip_local_out", 2),
+        ("__dev_queue_xmit", 0),
+        ("dev_hard_start_xmit", 0),
+        ("tcp_v4_rcv", 0),
+        ("udp_rcv", 0),
+        ("icmp_rcv", 0),
+        ("ipv6_rcv", 0),
+        ("ip6_forward", 0),
+        ("ip6_output", 2),
+        ("nf_hook_slow", 0),
+    ];
     /// Raw tracepoint programs of the path (tracepoint back end): (program, tracepoint). The
     /// last one (`sk_data_ready`, Linux ≥ 6.6) is optional.
     pub const PATH_TRACEPOINTS: [(&str, &str); 6] = [
@@ -173,6 +194,8 @@ pub mod hook {
     /// Queued to a socket (`sock:sk_data_ready` right after the packet's receive on that
     /// CPU): ends the path, delivered.
     pub const DELIVER: u32 = 9;
+    /// A netfilter observer (`nf_slot` says namespace, family, hook and priority).
+    pub const NETFILTER: u32 = 10;
 
     /// The name the JSON and the timeline use.
     #[must_use]
@@ -187,6 +210,7 @@ pub mod hook {
             FUNCTION => "function",
             TC => "tc",
             DELIVER => "sk_data_ready",
+            NETFILTER => "netfilter",
             _ => "unknown",
         }
     }

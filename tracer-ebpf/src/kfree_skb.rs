@@ -34,8 +34,7 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
     let Some(s) = emit::scratch() else { return };
     let Some(seen) = capture::select(skb, &cfg, &o, s) else {
         if packet_id != 0 {
-            let (ifindex, ifname, netns) = skb::device(skb, &o);
-            path::emit_hop(s, skb, packet_id, hook::DROP, location, reason, ifindex, ifname, netns);
+            path::emit_hop(s, skb, packet_id, hook::DROP, location, reason, skb::device(skb, &o), 0);
         }
         return;
     };

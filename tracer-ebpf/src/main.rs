@@ -7,6 +7,7 @@ mod capture;
 mod config;
 mod emit;
 mod filter;
+mod funcs;
 mod kfree_skb;
 mod netfilter;
 mod path;

@@ -49,7 +49,7 @@ pub fn path_sk_data_ready(ctx: RawTracePointContext) -> i32 {
     let _ = PATH_TRACK.remove(&skb);
     let Some(s) = emit::scratch() else { return 0 };
     let netns = crate::skb::sk_netns(sk, &config::offsets());
-    emit_hop(s, skb, id, hook::DELIVER, 0, 0, 0, [0; IFNAMSIZ], netns);
+    emit_hop(s, skb, id, hook::DELIVER, 0, 0, (0, [0; IFNAMSIZ], netns), 0);
     0
 }
 
@@ -129,9 +129,27 @@ fn tracked_hop(skb: u64, h: u32, location: u64, end: bool) -> u64 {
         let _ = PATH_TRACK.remove(&skb);
     }
     let Some(s) = emit::scratch() else { return id };
-    let (ifindex, ifname, netns) = crate::skb::device(skb, &config::offsets());
-    emit_hop(s, skb, id, h, location, 0, ifindex, ifname, netns);
+    emit_hop(s, skb, id, h, location, 0, crate::skb::device(skb, &config::offsets()), 0);
     id
+}
+
+/// A kernel function called with a followed packet (`ip` is the function's address).
+#[inline(always)]
+pub fn function_hop(skb: u64, ip: u64) {
+    on_tracked(skb, hook::FUNCTION, ip, false);
+}
+
+/// A tc observer passed by a followed packet (`code` says direction and position).
+#[inline(always)]
+pub fn tc_hop(skb: u64, code: u32) {
+    if config::config().path == 0 {
+        return;
+    }
+    // SAFETY: the value is copied out at once.
+    let Some(id) = (unsafe { PATH_TRACK.get(&skb) }).copied() else { return };
+    let Some(s) = emit::scratch() else { return };
+    let (ifindex, ifname, netns) = crate::skb::device(skb, &config::offsets());
+    emit_hop(s, skb, id, hook::TC, 0, 0, (ifindex, ifname, netns), code);
 }
 
 /// The packet id of a tracked skb, forgetting it (its path ends); 0 when not tracked.
@@ -145,10 +163,11 @@ pub fn untrack(skb: u64) -> u64 {
     id
 }
 
-/// A header-only path event.
+/// A header-only path event; `dev` is (ifindex, name, netns), `tc_slot` the tc observer code.
 #[expect(clippy::too_many_arguments, reason = "the event's fields")]
 #[inline(always)]
-pub fn emit_hop(s: *mut Scratch, skb: u64, id: u64, h: u32, location: u64, reason: u32, ifindex: u32, ifname: [u8; IFNAMSIZ], netns: u32) {
+pub fn emit_hop(s: *mut Scratch, skb: u64, id: u64, h: u32, location: u64, reason: u32, dev: (u32, [u8; IFNAMSIZ], u32), tc_slot: u32) {
+    let (ifindex, ifname, netns) = dev;
     // SAFETY: this CPU's scratch.
     unsafe {
         let hdr = &mut (*s).hdr;
@@ -165,7 +184,7 @@ pub fn emit_hop(s: *mut Scratch, skb: u64, id: u64, h: u32, location: u64, reaso
         hdr.kind = kind::PATH;
         hdr.ifname = ifname;
         hdr.nf_slot = 0;
-        hdr.tc_slot = 0;
+        hdr.tc_slot = tc_slot;
         hdr.packet_id = id;
         hdr.hook = h;
     }

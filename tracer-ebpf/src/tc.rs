@@ -32,6 +32,7 @@ fn observe(ctx: &TcContext, code: u32) -> i32 {
         r.ifindex[i] = ifindex;
         r.code[i] = code;
     }
+    crate::path::tc_hop(skb, code);
     TC_ACT_UNSPEC
 }
 

@@ -349,8 +349,8 @@ impl Pipeline {
                     self.write_finished(f);
                 }
             }
-            other => {
-                let name = if other == hook::FUNCTION { location.split('+').next().unwrap_or_default().to_string() } else { hook::name(other).to_string() };
+            _ => {
+                let (name, netns) = self.hop_name(h, &location);
                 let first = (h.cap_len > 0).then(|| {
                     let headers = events::parse_headers(h.linktype, data);
                     let payload = headers.payload_len.map(|n| format!(" payload {n}")).unwrap_or_default();
@@ -359,7 +359,7 @@ impl Pipeline {
                     let iface = Iface { netns: h.netns, ifindex: h.ifindex, ifname: ifname.clone(), linktype: h.linktype, pod };
                     (headers, summary, Captured { iface, ts, len: h.len, data: data.to_vec() })
                 });
-                let hop = HopIn { packet_id: h.packet_id, mono_ns: h.ts_ns, hook: name, ifname, ifindex: h.ifindex, netns: h.netns, time: rfc3339(ts), first };
+                let hop = HopIn { packet_id: h.packet_id, mono_ns: h.ts_ns, hook: name, ifname, ifindex: h.ifindex, netns, time: rfc3339(ts), first };
                 let (rec, done) = tracker.hop(hop);
                 self.write_json(&rec);
                 for f in done {
@@ -368,6 +368,30 @@ impl Pipeline {
             }
         }
         self.path = Some(tracker);
+    }
+
+    /// How a hop is named in the path, and its namespace.
+    fn hop_name(&self, h: &tracer_common::PacketEvent, location: &str) -> (String, u32) {
+        match h.hook {
+            hook::FUNCTION => (location.split('+').next().unwrap_or_default().to_string(), h.netns),
+            hook::TC => {
+                let (egress, _) = tracer_common::tc::decode(h.tc_slot);
+                (format!("tc {}", if egress { "egress" } else { "ingress" }), h.netns)
+            }
+            hook::NETFILTER => match self.nf.as_ref().and_then(|nf| nf.slot(h.nf_slot)) {
+                Some(s) => (
+                    format!(
+                        "netfilter {} {} (prio {})",
+                        crate::netfilter::family_of_pf(s.pf),
+                        crate::netfilter::HOOKS.get(s.hook as usize).copied().unwrap_or("?"),
+                        s.priority
+                    ),
+                    s.netns,
+                ),
+                None => ("netfilter".into(), h.netns),
+            },
+            other => (hook::name(other).to_string(), h.netns),
+        }
     }
 
     /// Ends a followed packet's path; true when its packet went to the pcapng (`--all`).

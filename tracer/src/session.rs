@@ -7,7 +7,6 @@ use anyhow::{Context as _, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 use tracer_common::{Config, MAX_CAPTURE, counter};
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use crate::{
     aggregate::KernelRow,
@@ -83,18 +82,19 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     if let Some(b) = &mut bundle {
         b.start();
     }
-    // One parse of the kernel's BTF for aya (relocations at load, the tp_btf attach), dropped
-    // once attached: it is ~16 MB of heap.
-    let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
-    let (mut ebpf, maps) = probes::loader::load(&aya_btf, &offsets, &config, &compiled, &ifaces, &selection)?;
+    let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces, &selection)?;
+    trim_heap();
     mem("loaded");
-    let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns)? };
-    mem("netfilter");
-    let tc = start_tc(&mut ebpf, netns, &ifaces, args.no_tc);
-    mem("tc");
-    let path = args.path.then(|| probes::path::attach(&mut ebpf, args.backend)).transpose()?;
+    let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns, args.path.then_some(maps.fds))? };
+    let tc = start_tc(&mut ebpf, netns, &ifaces, args.no_tc, args.path);
+    mem("observers");
+    // aya's parse of the kernel BTF (the tp_btf/fentry attach targets) is ~16 MB of heap:
+    // made after the load (the loader's own copy is gone then) and dropped once attached.
+    let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
+    let path = args.path.then(|| probes::path::attach(&mut ebpf, &aya_btf, args.backend)).transpose()?;
     let probe = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
     drop(aya_btf);
+    trim_heap();
     log::info!("drop probe attached with {}", probe.backend);
     mem("attached");
 
@@ -130,7 +130,7 @@ async fn run(
     // Ok carries the outputs that stopped early (their files are kept, cut at a whole record).
     let Attached { ebpf, probe, path, netfilter, tc } = attached;
     let mut pipe = Pipeline::new(reasons, kallsyms, Clock::new());
-    let path_backend = path.as_ref().map(|p| p.backend);
+    let path_backend = path.as_ref().map(|p| (p.backend, p.functions, p.note.clone()));
     if path.is_some() {
         pipe.path = Some(crate::path::tracker::PathTracker::default());
         pipe.all = args.all;
@@ -223,9 +223,13 @@ async fn run(
     }
     debug_assert!(kernel_lost <= lost_events);
     let path = match (path_backend, &pipe.path) {
-        (Some(backend), Some(t)) => {
-            Some(summary::PathSummary { backend: backend.into(), packets: t.packets, lost_events: maps.counter(counter::PATH_LOST)? })
-        }
+        (Some((backend, functions, fallback)), Some(t)) => Some(summary::PathSummary {
+            backend: backend.into(),
+            functions,
+            fallback,
+            packets: t.packets,
+            lost_events: maps.counter(counter::PATH_LOST)?,
+        }),
         _ => None,
     };
     let meta = summary::Meta {
@@ -277,14 +281,15 @@ fn test_panic_after_ready() -> Option<std::time::Duration> {
 
 /// Snapshots the rulesets of the namespaces in scope and attaches observers before every hook
 /// entry they register. None when the kernel has no BPF netfilter links (< 6.4).
-fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32) -> Result<Option<(Observers, Attributor)>> {
+fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(Observers, Attributor)>> {
     let Ok(ctx_skb) = btf.member_offset("bpf_nf_ctx", "skb") else {
         log::info!("this kernel has no BPF netfilter programs (Linux < 6.4): netfilter drops carry no table or rule");
         return Ok(None);
     };
-    let ring_fd = match ebpf.map(tracer_common::names::NF_RING) {
-        Some(aya::maps::Map::PerCpuArray(m)) => m.fd().as_fd().as_raw_fd(),
-        _ => bail!("the eBPF object has no {} map", tracer_common::names::NF_RING),
+    let maps = probes::netfilter::asm::Maps {
+        ring: probes::loader::fd(ebpf, tracer_common::names::NF_RING)?,
+        // With --path the observers also report hops of followed packets.
+        path: path.map(|f| probes::netfilter::asm::PathMaps { track: f.path_track, events: f.events, counters: f.counters }),
     };
     let mut spaces = crate::netns::known();
     if only != 0 {
@@ -306,7 +311,7 @@ fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32) -> Result<Optio
         .iter()
         .map(|(ns, snap)| (ns.clone(), probes::netfilter::plan(ns.inode, &crate::netfilter::entries(snap))))
         .collect();
-    let observers = probes::netfilter::attach(plans, i16::try_from(ctx_skb)?, ring_fd)?;
+    let observers = probes::netfilter::attach(plans, i16::try_from(ctx_skb)?, maps)?;
     for f in &observers.failures {
         eprintln!("tracer: warning: no netfilter observers in namespace {f}; its netfilter drops carry no rule");
     }
@@ -318,12 +323,12 @@ fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32) -> Result<Optio
 /// Places tc observers on every hook in scope that runs BPF programs (after removing leftovers
 /// of a killed earlier run). Without observers (`--no-tc`, or the kernel refused them), tc drops
 /// are still attributed from the programs on their hook when a drop is seen there.
-fn start_tc(ebpf: &mut aya::Ebpf, netns: u32, ifaces: &[tracer_common::IfacePattern], off: bool) -> (Option<probes::tc::Observers>, TcAttributor) {
+fn start_tc(ebpf: &mut aya::Ebpf, netns: u32, ifaces: &[tracer_common::IfacePattern], off: bool, path: bool) -> (Option<probes::tc::Observers>, TcAttributor) {
     let spaces = crate::netns::known();
     if off {
         return (None, TcAttributor::new(Vec::new(), spaces));
     }
-    let scope = probes::tc::Scope { netns, ifaces: ifaces.to_vec() };
+    let scope = probes::tc::Scope { netns, ifaces: ifaces.to_vec(), path };
     match probes::tc::attach(ebpf, &spaces, &scope) {
         Ok(obs) => {
             if obs.cleaned > 0 {
@@ -432,6 +437,13 @@ fn check_ifaces_exist(names: &[String]) -> Result<()> {
 
 fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Gives freed heap back to the system: the BTF parses of start-up are freed by now, and the
+/// peak RSS (bounded, tests/tests/robust.rs) must not keep them.
+fn trim_heap() {
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe { libc::malloc_trim(0) };
 }
 
 /// Logs this process's memory (VmRSS, VmHWM) at a start-up phase (`-vv`).

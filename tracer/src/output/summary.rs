@@ -121,8 +121,14 @@ pub struct Totals {
 /// `--path` totals.
 #[derive(Debug, Serialize)]
 pub struct PathSummary {
-    /// `tracepoint`, `fentry` or `kprobe`.
+    /// `tracepoint`, `fentry` or `kprobe` (the tracepoints always run; the others add kernel
+    /// functions as hops).
     pub backend: String,
+    /// Kernel functions hooked by the fentry/kprobe back end.
+    pub functions: usize,
+    /// Why `auto` fell back to tracepoints only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     /// Packets followed (each has a `"type": "packet"` record).
     pub packets: u64,
     /// Path events lost in the ring buffer (their packets' paths have gaps).

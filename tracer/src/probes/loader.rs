@@ -17,6 +17,16 @@ pub struct Maps {
     pub events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
     pub drop_stats: PerCpuHashMap<MapData, DropKey, u64>,
+    /// Raw fds of the maps the hand-assembled netfilter observers write (valid while `Maps`
+    /// and the object live).
+    pub fds: MapFds,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct MapFds {
+    pub events: i32,
+    pub counters: i32,
+    pub path_track: i32,
 }
 
 /// What `--pod` selects, as the kernel filter's maps hold it.
@@ -28,9 +38,11 @@ pub struct PodSelection {
     pub addrs: Vec<[u8; 16]>,
 }
 
-pub fn load(btf: &aya::Btf, offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern], pods: &PodSelection) -> Result<(Ebpf, Maps)> {
+pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern], pods: &PodSelection) -> Result<(Ebpf, Maps)> {
+    // No CO-RE relocations in our programs (offsets are globals): the loader's own parse of the
+    // kernel BTF (~16 MB) is dropped before the maps and programs are created.
     let mut ebpf = EbpfLoader::new()
-        .btf(Some(btf))
+        .btf(None)
         .override_global(names::OFFSETS, offsets, true)
         .override_global(names::CONFIG, config, true)
         .load(OBJECT)
@@ -61,7 +73,9 @@ pub fn load(btf: &aya::Btf, offsets: &Offsets, config: &Config, filter: &Compile
         m.insert(a, 1, 0)?;
     }
 
+    let fds = MapFds { events: fd(&ebpf, names::EVENTS)?, counters: fd(&ebpf, names::COUNTERS)?, path_track: fd(&ebpf, names::PATH_TRACK)? };
     let maps = Maps {
+        fds,
         events: RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?,
         counters: PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?,
         drop_stats: PerCpuHashMap::try_from(take(&mut ebpf, names::DROP_STATS)?)?,
@@ -71,6 +85,16 @@ pub fn load(btf: &aya::Btf, offsets: &Offsets, config: &Config, filter: &Compile
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
     ebpf.map_mut(name).ok_or_else(|| anyhow!("the eBPF object has no map {name}"))
+}
+
+/// The raw fd of a map of the object.
+pub fn fd(ebpf: &Ebpf, name: &str) -> Result<i32> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let data = match ebpf.map(name).ok_or_else(|| anyhow!("the eBPF object has no map {name}"))? {
+        aya::maps::Map::RingBuf(d) | aya::maps::Map::PerCpuArray(d) | aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) | aya::maps::Map::Array(d) => d,
+        _ => anyhow::bail!("map {name} has an unexpected type"),
+    };
+    Ok(data.fd().as_fd().as_raw_fd())
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {

@@ -68,14 +68,14 @@ pub fn plan(netns: u32, entries: &[Entry]) -> Vec<Slot> {
 }
 
 /// Loads one observer per slot and links each in its namespace.
-pub fn attach(plans: Vec<(Netns, Vec<Slot>)>, ctx_skb_off: i16, ring_fd: i32) -> Result<Observers> {
+pub fn attach(plans: Vec<(Netns, Vec<Slot>)>, ctx_skb_off: i16, maps: asm::Maps) -> Result<Observers> {
     let mut obs = Observers::default();
     for (ns, slots) in plans {
         let first_id = u32::try_from(obs.slots.len())? + 1;
         let mut progs = Vec::with_capacity(slots.len());
         for (i, _) in slots.iter().enumerate() {
             let id = first_id + u32::try_from(i)?;
-            progs.push(load_observer(id, ctx_skb_off, ring_fd)?);
+            progs.push(load_observer(id, ctx_skb_off, maps)?);
         }
         let targets: Vec<Slot> = slots.clone();
         let linked = crate::netns::run_in(&ns.path, move || {
@@ -104,9 +104,9 @@ pub fn attach(plans: Vec<(Netns, Vec<Slot>)>, ctx_skb_off: i16, ring_fd: i32) ->
 }
 
 /// Loads the observer program of slot `id`.
-fn load_observer(id: u32, ctx_skb_off: i16, ring_fd: i32) -> Result<OwnedFd> {
+fn load_observer(id: u32, ctx_skb_off: i16, maps: asm::Maps) -> Result<OwnedFd> {
     let spec = ProgSpec { prog_type: bpfsys::PROG_NETFILTER, expected_attach_type: bpfsys::ATTACH_NETFILTER, ..ProgSpec::default() };
-    bpfsys::load(&spec, "tracer_nf_obs", &asm::observer(id, ctx_skb_off, ring_fd), 64 * 1024).map_err(|e| {
+    bpfsys::load(&spec, "tracer_nf_obs", &asm::observer(id, ctx_skb_off, maps), 64 * 1024).map_err(|e| {
         log::debug!("netfilter observer verifier log:\n{}", e.log);
         anyhow!("cannot load a BPF netfilter program: {} (verifier: {})", e.errno, e.verifier)
     })

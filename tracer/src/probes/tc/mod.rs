@@ -33,6 +33,8 @@ pub struct Scope {
     pub netns: u32,
     /// Only interfaces matching one of these (none = all).
     pub ifaces: Vec<IfacePattern>,
+    /// `--path`: also observe pods' `lxc…` interfaces that run no programs.
+    pub path: bool,
 }
 
 /// The programs found on every tc hook of one namespace, as seen at start.
@@ -44,6 +46,8 @@ pub struct RawHook {
     pub tcx: Vec<sys::ProgInfo>,
     /// clsact filters in run order (ours excluded), with program info for `cls_bpf` ones.
     pub filters: Vec<(Filter, Option<sys::ProgInfo>)>,
+    /// Observe it even without programs (`--path` follows packets through pods' `lxc…`).
+    pub observe_empty: bool,
 }
 
 struct Found {
@@ -79,7 +83,7 @@ fn ours(info: Option<&sys::ProgInfo>, f: Option<&Filter>) -> bool {
 }
 
 /// Lists the tc hooks of the namespace this thread is in (run inside `netns::run_in`).
-fn discover_here(only_ifindex: Option<u32>) -> Result<Found> {
+fn discover_here(only_ifindex: Option<u32>, path: bool) -> Result<Found> {
     let mut rtnl = Rtnl::open().context("cannot open a netlink socket")?;
     let links = rtnl.links().context("cannot list interfaces")?;
     let clsact: BTreeSet<u32> = rtnl.qdiscs().context("cannot list qdiscs")?.into_iter().filter(|q| q.kind == "clsact").map(|q| q.ifindex).collect();
@@ -110,8 +114,9 @@ fn discover_here(only_ifindex: Option<u32>) -> Result<Found> {
                     filters.push((f, pi));
                 }
             }
-            if !tcx.is_empty() || !filters.is_empty() {
-                hooks.push(RawHook { ifindex: l.ifindex, ifname: l.name.clone(), egress, tcx, filters });
+            let observe_empty = path && l.name.starts_with("lxc");
+            if !tcx.is_empty() || !filters.is_empty() || observe_empty {
+                hooks.push(RawHook { ifindex: l.ifindex, ifname: l.name.clone(), egress, tcx, filters, observe_empty });
             }
         }
     }
@@ -120,7 +125,7 @@ fn discover_here(only_ifindex: Option<u32>) -> Result<Found> {
 
 /// The programs on one hook right now (for drops on hooks that got no observers).
 pub fn hook_now(ns: &Netns, ifindex: u32, egress: bool) -> Result<Option<Hook>> {
-    let found = crate::netns::run_in(&ns.path, move || discover_here(Some(ifindex)))??;
+    let found = crate::netns::run_in(&ns.path, move || discover_here(Some(ifindex), false))??;
     Ok(found.hooks.into_iter().find(|h| h.egress == egress).map(|h| plan::plan(ns.inode, &h, &BTreeSet::new(), 0).0))
 }
 
@@ -171,7 +176,8 @@ pub fn attach(ebpf: &mut Ebpf, spaces: &[Netns], scope: &Scope) -> Result<Observ
     let mut obs = Observers::default();
     let mut found = Vec::new();
     for ns in spaces {
-        match crate::netns::run_in(&ns.path, || discover_here(None)) {
+        let path = scope.path;
+        match crate::netns::run_in(&ns.path, move || discover_here(None, path)) {
             Ok(Ok(mut f)) => {
                 for (ifindex, parent, lf) in std::mem::take(&mut f.leftovers) {
                     match f.rtnl.del_filter(ifindex, parent, lf.prio, lf.protocol, lf.handle, &lf.kind) {
