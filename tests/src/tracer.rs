@@ -311,7 +311,14 @@ impl Finished {
     fn collect(dir: TempDir, status: ExitStatus, stdout: String, stderr: String) -> Result<Self> {
         let json = dir.join(JSON);
         let events = if json.exists() {
-            let text = std::fs::read_to_string(&json)?;
+            let mut text = std::fs::read_to_string(&json)?;
+            // A kill can cut the last record (outputs are written whole lines at a time, but a
+            // write in progress may be cut): that partial line is not an event.
+            if let Some(end) = text.rfind('\n') {
+                text.truncate(end + 1);
+            } else {
+                text.clear();
+            }
             text.lines()
                 .enumerate()
                 .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{JSON} line {} is not JSON: {l}", i + 1)))

@@ -44,7 +44,13 @@ fn usage_error(e: &clap::Error) -> std::process::ExitCode {
 fn fold_clap_message(text: &str) -> String {
     let body = text.split("\nUsage:").next().unwrap_or(text);
     let parts: Vec<&str> = body.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("For more information")).collect();
-    let joined = parts.join("; ");
+    let mut joined = String::new();
+    for p in parts {
+        if !joined.is_empty() {
+            joined.push_str(if joined.ends_with(':') { " " } else { "; " });
+        }
+        joined.push_str(p);
+    }
     joined.strip_prefix("error: ").unwrap_or(&joined).trim_end_matches(['.', ' ']).to_string()
 }
 

@@ -1,12 +1,12 @@
 //! An output written whole record by record. Records collect in memory and reach the file only
 //! at record boundaries (at the periodic flush, or when the buffer fills), so a killed run leaves
-//! complete records behind; a write that fails part way (disk full) is cut back to the last whole
-//! record, and the sink then takes nothing more. Each sink counts the drop events it really
+//! complete records behind; a write that fails part way (disk full) keeps the whole records that
+//! fit and cuts the file back to the last of them, and the sink then takes nothing more. Each sink counts the drop events it really
 //! holds: the pipeline's exact `lost_events` comes from those counts, not from what was handed
 //! over.
 use std::{
     fs::File,
-    io::Write as _,
+    io::{ErrorKind, Write as _},
     path::Path,
 };
 
@@ -26,6 +26,8 @@ pub struct RecordSink {
     buf: Vec<u8>,
     /// Drop events in `buf`.
     buf_events: u64,
+    /// Where each record in `buf` ends, with the drop events up to and including it.
+    bounds: Vec<(usize, u64)>,
     /// Bytes and drop events already in the file.
     committed_bytes: u64,
     committed_events: u64,
@@ -42,7 +44,11 @@ impl RecordSink {
             let f = File::create(path).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
             (Target::File(f), path.display().to_string())
         };
-        Ok(Self { target, name, buf: Vec::with_capacity(CAPACITY), buf_events: 0, committed_bytes: 0, committed_events: 0, failed: None })
+        Ok(Self::new(target, name))
+    }
+
+    fn new(target: Target, name: String) -> Self {
+        Self { target, name, buf: Vec::with_capacity(CAPACITY), buf_events: 0, bounds: Vec::new(), committed_bytes: 0, committed_events: 0, failed: None }
     }
 
     /// Appends one whole record; `drop_event` counts it as a drop event. A no-op once the sink
@@ -53,6 +59,7 @@ impl RecordSink {
         }
         self.buf.extend_from_slice(record);
         self.buf_events += u64::from(drop_event);
+        self.bounds.push((self.buf.len(), self.buf_events));
         if self.buf.len() >= CAPACITY { self.flush() } else { Ok(()) }
     }
 
@@ -61,42 +68,62 @@ impl RecordSink {
     pub fn count_event(&mut self) {
         if self.failed.is_none() {
             self.buf_events += 1;
+            if let Some(last) = self.bounds.last_mut() {
+                last.1 = self.buf_events;
+            }
         }
     }
 
-    /// Writes the buffered records. On failure the file is cut back to its last whole record,
-    /// the sink stops, and the error says so (returned once).
+    /// Writes the buffered records. When a write fails part way, the whole records that made it
+    /// stay (the file is cut back to the last of them), the sink stops, and the error says so
+    /// (returned once).
     pub fn flush(&mut self) -> Result<()> {
         if self.failed.is_some() || self.buf.is_empty() {
             return Ok(());
         }
-        let r = match &mut self.target {
-            Target::File(f) => f.write_all(&self.buf),
-            Target::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&self.buf).and_then(|()| out.flush())
-            }
+        let (written, error) = self.write_out();
+        let (keep, events) = match error {
+            None => (self.buf.len(), self.buf_events),
+            // The last record boundary within what was written.
+            Some(_) => self.bounds.iter().rev().find(|(end, _)| *end <= written).copied().unwrap_or((0, 0)),
         };
-        match r {
-            Ok(()) => {
-                self.committed_bytes += self.buf.len() as u64;
-                self.committed_events += self.buf_events;
-                self.buf.clear();
-                self.buf_events = 0;
-                Ok(())
-            }
-            Err(e) => {
-                // A partial write leaves half a record: take it back off.
-                if let Target::File(f) = &self.target {
-                    let _ = f.set_len(self.committed_bytes);
-                }
-                let msg = format!("cannot write {}: {e}", self.name);
-                self.failed = Some(msg.clone());
-                self.buf = Vec::new();
-                self.buf_events = 0;
-                Err(anyhow!(msg))
+        self.committed_bytes += keep as u64;
+        self.committed_events += events;
+        self.buf.clear();
+        self.bounds.clear();
+        self.buf_events = 0;
+        let Some(e) = error else { return Ok(()) };
+        if let Target::File(f) = &self.target {
+            // Half a record at the end: take it back off.
+            let _ = f.set_len(self.committed_bytes);
+        }
+        let msg = format!("cannot write {}: {e}", self.name);
+        self.failed = Some(msg.clone());
+        self.buf = Vec::new();
+        Err(anyhow!(msg))
+    }
+
+    /// Writes `buf` out; returns how many bytes made it and the error that stopped it.
+    fn write_out(&mut self) -> (usize, Option<std::io::Error>) {
+        let mut stdout = matches!(self.target, Target::Stdout).then(|| std::io::stdout().lock());
+        let mut done = 0;
+        while done < self.buf.len() {
+            let r = match (&mut self.target, &mut stdout) {
+                (Target::File(f), _) => f.write(&self.buf[done..]),
+                (Target::Stdout, Some(out)) => out.write(&self.buf[done..]),
+                (Target::Stdout, None) => unreachable!("stdout is locked above"),
+            };
+            match r {
+                Ok(0) => return (done, Some(ErrorKind::WriteZero.into())),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return (done, Some(e)),
             }
         }
+        if let Some(Err(e)) = stdout.as_mut().map(std::io::Write::flush) {
+            return (done, Some(e));
+        }
+        (done, None)
     }
 
     /// Drop events durably in the output.
@@ -148,10 +175,31 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_write_keeps_the_whole_records_that_fit() {
+        // A pipe holds 64 KiB: writing 3 records of 40 KiB to a pipe nobody reads (non-blocking)
+        // stores the first whole and part of the second; only the first counts.
+        let mut fds = [0; 2];
+        // SAFETY: a two-int array for pipe2.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) }, 0);
+        // SAFETY: fresh descriptors we own from here on.
+        let (r, w) = unsafe { (<std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[0]), File::from(<std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]))) };
+        let mut s = RecordSink::new(Target::File(w), "pipe".into());
+        let rec = vec![b'x'; 40 * 1024];
+        s.push(&rec, true).unwrap();
+        s.push(&rec, true).unwrap();
+        s.push(&rec, false).unwrap();
+        s.count_event();
+        let e = s.flush().unwrap_err().to_string();
+        assert!(e.contains("cannot write pipe"), "{e}");
+        assert_eq!(s.committed_events(), 1);
+        drop(r);
+    }
+
+    #[test]
     fn a_full_device_keeps_whole_records_only() {
         // /dev/full fails every write with ENOSPC, like a full disk.
         let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/full") else { return };
-        let mut s = RecordSink { target: Target::File(f), name: "/dev/full".into(), buf: Vec::new(), buf_events: 0, committed_bytes: 0, committed_events: 0, failed: None };
+        let mut s = RecordSink::new(Target::File(f), "/dev/full".into());
         s.push(b"{}\n", true).unwrap();
         let e = s.flush().unwrap_err().to_string();
         assert!(e.contains("cannot write /dev/full") && e.contains("No space left"), "{e}");
