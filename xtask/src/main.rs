@@ -4,6 +4,7 @@
 mod build;
 mod clippy;
 mod cmd;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -38,6 +39,10 @@ enum Command {
     Test,
     /// Lint with `-D warnings`: the host crates, then the eBPF crate for bpfel-unknown-none.
     Clippy,
+    /// Fuzz the parsers and interpreters tracer owns (fuzz/, cargo-fuzz on nightly; installs
+    /// both when missing), each target for a few seconds; reports executions and crashes.
+    /// Not part of `test`.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +53,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Test => test::run(),
         Command::Clippy => clippy::run(),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -173,3 +173,24 @@ impl KernelBtf {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small kernel-like BTF (the fuzz seed, built by hand with 6.18's offsets): fields behind
+    /// an anonymous union, nested paths, the drop-reason enum, the tp_btf typedef.
+    #[test]
+    fn offsets_from_a_small_blob() {
+        let b = KernelBtf::from_bytes(include_bytes!("../../../fuzz/corpus/btf/kernel-like-small")).unwrap();
+        let o = b.offsets().unwrap();
+        assert_eq!((o.skb_len, o.skb_head, o.skb_dev, o.dev_name, o.dev_ifindex), (112, 192, 16, 280, 224));
+        assert_eq!(o.net_ns_inum, 136);
+        assert_eq!(o.skb_sk, u32::MAX, "absent fields are marked, not errors");
+        assert_eq!(b.member_offset("bpf_nf_ctx", "skb").unwrap(), 8);
+        let reasons = b.enum_values("skb_drop_reason").unwrap();
+        assert!(reasons.contains(&("SKB_DROP_REASON_NETFILTER_DROP".into(), 12)));
+        assert!(b.typedef_id("btf_trace_kfree_skb").is_some() && b.func_id("ip_rcv").is_some());
+        assert!(KernelBtf::from_bytes(b"not BTF").is_err());
+    }
+}
