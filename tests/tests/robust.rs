@@ -14,6 +14,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::Read as _,
+    os::unix::process::ExitStatusExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
@@ -494,6 +495,11 @@ fn decode(raw: &[u8]) -> Vec<Insn> {
         .collect()
 }
 
+/// The target of a jump at `pc` by `off`.
+fn jump(pc: usize, off: i64) -> usize {
+    usize::try_from(i64::try_from(pc).unwrap() + 1 + off).unwrap()
+}
+
 /// Every value r0 may hold at an `exit` of the main program (not of subprograms or callbacks):
 /// constant propagation over the control-flow graph from instruction 0. `None` = not a constant
 /// (then the verdict is unknown and the audit fails).
@@ -532,7 +538,7 @@ fn exit_values(insns: &[Insn]) -> BTreeSet<Option<i32>> {
                 // ld_imm64 (two slots) or a legacy packet load into r0.
                 if i.code == 0x18 {
                     let hi = insns.get(pc + 1).map_or(0, |n| i64::from(n.imm));
-                    r[i.dst] = (i.src == 0).then_some((hi << 32) | i64::from(i.imm as u32));
+                    r[i.dst] = (i.src == 0).then_some((hi << 32) | i64::from(i.imm.cast_unsigned()));
                     next(pc + 2, &mut work, r);
                 } else {
                     r[0] = None;
@@ -556,7 +562,7 @@ fn exit_values(insns: &[Insn]) -> BTreeSet<Option<i32>> {
                 let k = i.code & 0x08 == 0;
                 r[i.dst] = if op == 0xb0 {
                     let v = if k { Some(i64::from(i.imm)) } else { r[i.src] };
-                    if class == 4 { v.map(|v| i64::from(v as u32)) } else { v }
+                    if class == 4 { v.map(|v| v & 0xffff_ffff) } else { v }
                 } else {
                     None
                 };
@@ -567,7 +573,7 @@ fn exit_values(insns: &[Insn]) -> BTreeSet<Option<i32>> {
                 match op {
                     0x00 => {
                         let off = if class == 6 { i64::from(i.imm) } else { i64::from(i.off) };
-                        next(usize::try_from(pc as i64 + 1 + off).unwrap(), &mut work, r);
+                        next(jump(pc, off), &mut work, r);
                     }
                     0x80 => {
                         for reg in r.iter_mut().take(6) {
@@ -576,11 +582,12 @@ fn exit_values(insns: &[Insn]) -> BTreeSet<Option<i32>> {
                         next(pc + 1, &mut work, r);
                     }
                     0x90 => {
-                        exits.insert(r[0].map(|v| v as i32));
+                        // The kernel reads the verdict as a 32-bit int.
+                        exits.insert(r[0].map(|v| i32::from_ne_bytes(v.to_ne_bytes()[..4].try_into().unwrap())));
                     }
                     _ => {
                         next(pc + 1, &mut work, r);
-                        next(usize::try_from(pc as i64 + 1 + i64::from(i.off)).unwrap(), &mut work, r);
+                        next(jump(pc, i64::from(i.off)), &mut work, r);
                     }
                 }
             }
@@ -703,7 +710,6 @@ fn ends_cleanly(end: End, port: u16) {
     .unwrap();
 
     // Exit status and the line it says.
-    use std::os::unix::process::ExitStatusExt as _;
     match end {
         End::Sigint | End::Sigterm | End::Duration => assert!(done.status.success(), "{end:?}: {}", done.stderr),
         End::Sigkill => assert_eq!(done.status.signal(), Some(libc::SIGKILL)),
@@ -741,7 +747,7 @@ fn ends_cleanly(end: End, port: u16) {
         assert!(!tc_left.is_empty() && tc_left.iter().all(|l| l.contains(&format!("tracer_tc pid={pid}"))), "SIGKILL leaves our cls_bpf filters, named: {tc_left:?}");
         assert!(left.iter().any(|o| o.name.starts_with("tracer_tc_")) && left.iter().all(|o| o.kind != "link"), "only the filters' programs (and their maps) stay: {left:?}");
         // The next run removes them, then leaves nothing itself.
-        let next = tracer().capture().arg("--duration").arg("1s").expression("udp port 9").run(Duration::from_secs(60)).unwrap().ok().unwrap();
+        let next = tracer().capture().arg("--duration").arg("1s").expression("udp port 9").run(Duration::from_mins(1)).unwrap().ok().unwrap();
         assert!(next.stderr.contains("tc observer filters left by a killed earlier run"), "{}", next.stderr);
     }
     let left = settle_debris(&before, &mut seen, <[Obj]>::is_empty);
@@ -788,7 +794,7 @@ struct Spawned {
 }
 
 impl Spawned {
-    /// Starts `tracer capture ARGS…` and waits (bounded) for `ready`; polls its VmHWM until it
+    /// Starts `tracer capture ARGS…` and waits (bounded) for `ready`; polls its `VmHWM` until it
     /// exits.
     fn start(args: &[&str], ready: &Path) -> Self {
         let mut child = Command::new(&tracer().bin)
@@ -834,7 +840,7 @@ impl Spawned {
         s
     }
 
-    /// Signals, waits (bounded), returns (status, stderr, peak VmHWM in KiB).
+    /// Signals, waits (bounded), returns (status, stderr, peak `VmHWM` in KiB).
     fn finish(&mut self, sig: libc::c_int) -> (ExitStatus, String, u64) {
         // SAFETY: our child, not reaped yet.
         unsafe { libc::kill(libc::pid_t::try_from(self.child.id()).unwrap(), sig) };
@@ -912,7 +918,7 @@ fn full_disk_stops_one_output_and_counts_exactly() {
     let (drops, _, cut) = read_jsonl(&json);
     assert_eq!((drops, cut), (sent as u64, false), "the JSON is complete");
     let (packets, _, whole, cut) = walk_pcapng(&pcap);
-    assert!(!cut && whole == std::fs::metadata(&pcap).unwrap().len() as usize, "the pcapng was cut back to whole blocks");
+    assert!(!cut && whole as u64 == std::fs::metadata(&pcap).unwrap().len(), "the pcapng was cut back to whole blocks");
     assert!(packets > 0 && packets < sent as u64, "{packets} packets fit");
     pcapng_readable(&pcap, whole, packets);
     let s: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
@@ -932,9 +938,9 @@ fn full_disk_stops_one_output_and_counts_exactly() {
 #[test]
 fn drop_storm_bounded_memory_exact_totals() {
     let mut node = node(2);
-    let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
+    let (client, server) = (node.pod(0).clone(), node.pod(1).clone());
     let port = 33401;
-    let rule = node.iptables("filter", "FORWARD", &["-d", &b.ip.to_string(), "-p", "udp", "--dport", &port.to_string(), "-j", "DROP"]).unwrap();
+    let rule = node.iptables("filter", "FORWARD", &["-d", &server.ip.to_string(), "-p", "udp", "--dport", &port.to_string(), "-j", "DROP"]).unwrap();
     let dir = TempDir::new("rb-storm").unwrap();
     let (pcap, json, summary, ready) = (dir.join("drops.pcapng"), dir.join("drops.jsonl"), dir.join("summary.json"), dir.join("ready"));
     let expr = format!("udp and dst port {port}");
@@ -942,10 +948,10 @@ fn drop_storm_bounded_memory_exact_totals() {
     let mut t = Spawned::start(&args, &ready);
     let rule0 = node.iptables_packets(&rule).unwrap();
     // One sender thread in the pod: bounded by count and by time.
-    let (target, limit) = (1_000_000u64, Duration::from_secs(120));
+    let (target, limit) = (1_000_000u64, Duration::from_mins(2));
     let start = Instant::now();
-    let (from, to) = (a.addr(port), b.addr(port));
-    let sent = netns::run(&a.netns, move || {
+    let (from, to) = (client.addr(port), server.addr(port));
+    let sent = netns::run(&client.netns, move || {
         let s = std::net::UdpSocket::bind(from)?;
         let mut n = 0u64;
         while n < target && start.elapsed() < limit {
@@ -968,7 +974,7 @@ fn drop_storm_bounded_memory_exact_totals() {
     let (packets, _, _, pcut) = walk_pcapng(&pcap);
     eprintln!(
         "storm: sent {sent} in {send_s:.1} s ({:.0}/s), rule counted {counted}, drops {drops}, events {events}, lost_events {lost}, JSON drop lines {json_drops}, pcapng packets {packets}, peak VmHWM {peak_kb} KiB",
-        sent as f64 / send_s
+        f64::from(u32::try_from(sent).unwrap()) / send_s
     );
     assert!(sent >= target, "the sender reached {sent} of {target} in {limit:?}");
     assert_eq!(counted, sent, "the rule saw every datagram");
@@ -999,7 +1005,7 @@ fn refused(what: &str, done: &integration_tests::Finished, needles: &[&str]) {
 }
 
 /// The kernel's BTF with `enum skb_drop_reason` renamed away (its name's bytes changed in the
-/// string section), and a tracefs whose kfree_skb format is a 5.15 kernel's (no reason field).
+/// string section), and a tracefs whose `kfree_skb` format is a 5.15 kernel's (no reason field).
 fn kernel_without_drop_reasons(dir: &TempDir) -> (PathBuf, PathBuf) {
     let mut btf = std::fs::read("/sys/kernel/btf/vmlinux").unwrap();
     let needle = b"\0skb_drop_reason\0";
@@ -1025,7 +1031,7 @@ fn bad_input_table() {
     let cache = cni_cache(&node);
     let aux = TempDir::new("rb-bad").unwrap();
     let (no_reasons_btf, old_tracefs) = kernel_without_drop_reasons(&aux);
-    let run = |c: integration_tests::Capture| c.arg("--duration").arg("3s").run(Duration::from_secs(60)).unwrap();
+    let run = |c: integration_tests::Capture| c.arg("--duration").arg("3s").run(Duration::from_mins(1)).unwrap();
     let t = tracer();
     refused("bad expression", &run(t.capture().expression("udp and and port")), &["bad filter expression"]);
     refused("unknown interface", &run(t.capture().arg("--iface").arg("rbnosuch0").expression("udp")), &["rbnosuch0"]);
@@ -1049,7 +1055,7 @@ fn bad_input_table() {
     refused("two outputs on stdout", &run(t.capture().no_default_outputs().arg("--json").arg("-").arg("--summary").arg("-").expression("udp")), &["both go to stdout"]);
     refused("pcapng to stdout", &run(t.capture().no_default_outputs().arg("--pcap").arg("-").expression("udp")), &["--pcap -"]);
     refused("snaplen 0", &run(t.capture().arg("--snaplen").arg("0").expression("udp")), &["--snaplen"]);
-    refused("bad duration", &t.capture().arg("--duration").arg("soon").expression("udp").run(Duration::from_secs(60)).unwrap(), &["soon"]);
+    refused("bad duration", &t.capture().arg("--duration").arg("soon").expression("udp").run(Duration::from_mins(1)).unwrap(), &["soon"]);
     refused("unknown option", &run(t.capture().arg("--frobnicate").expression("udp")), &["--frobnicate"]);
 }
 

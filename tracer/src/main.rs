@@ -54,7 +54,7 @@ fn fold_clap_message(text: &str) -> String {
     joined.strip_prefix("error: ").unwrap_or(&joined).trim_end_matches(['.', ' ']).to_string()
 }
 
-/// A panic prints one clear line (and the backtrace only with RUST_BACKTRACE); the unwinding
+/// A panic prints one clear line (and the backtrace only with `RUST_BACKTRACE`); the unwinding
 /// that follows drops every attachment (tc filters included) and flushes the outputs' whole
 /// records, and the process exits with status 101.
 fn install_panic_hook() {

@@ -418,13 +418,11 @@ impl Pipeline {
             let _ = write!(std::io::stdout().lock(), "{}", f.timeline);
         }
         let (true, Some(p), Some(c)) = (self.all, &mut self.pcap, &f.packet) else { return false };
-        match p.write(&c.iface, c.ts, c.len, &c.data, crate::path::tracker::comment(&f.record), false) {
-            Ok(()) => true,
-            Err(e) => {
-                stopped("pcapng", &e);
-                false
-            }
+        let written = p.write(&c.iface, c.ts, c.len, &c.data, crate::path::tracker::comment(&f.record), false);
+        if let Err(e) = &written {
+            stopped("pcapng", e);
         }
+        written.is_ok()
     }
 
     fn write_json<T: serde::Serialize>(&mut self, record: &T) {

@@ -118,6 +118,7 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     Ok(())
 }
 
+#[expect(clippy::too_many_lines, reason = "one capture from ready to summary, read top to bottom")]
 async fn run(
     args: &CaptureArgs,
     compiled: &CompiledFilter,
@@ -446,7 +447,7 @@ fn trim_heap() {
     unsafe { libc::malloc_trim(0) };
 }
 
-/// Logs this process's memory (VmRSS, VmHWM) at a start-up phase (`-vv`).
+/// Logs this process's memory (`VmRSS`, `VmHWM`) at a start-up phase (`-vv`).
 fn mem(phase: &str) {
     if !log::log_enabled!(log::Level::Debug) {
         return;

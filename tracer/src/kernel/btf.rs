@@ -179,7 +179,7 @@ mod tests {
     use super::*;
 
     /// A small kernel-like BTF (the fuzz seed, built by hand with 6.18's offsets): fields behind
-    /// an anonymous union, nested paths, the drop-reason enum, the tp_btf typedef.
+    /// an anonymous union, nested paths, the drop-reason enum, the `tp_btf` typedef.
     #[test]
     fn offsets_from_a_small_blob() {
         let b = KernelBtf::from_bytes(include_bytes!("../../../fuzz/corpus/btf/kernel-like-small")).unwrap();

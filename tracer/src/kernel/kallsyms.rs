@@ -54,7 +54,7 @@ impl Kallsyms {
         self.names.shrink_to_fit();
     }
 
-    /// `name+0xoff`, or the bare address when addresses are hidden (kptr_restrict) or unknown.
+    /// `name+0xoff`, or the bare address when addresses are hidden (`kptr_restrict`) or unknown.
     pub fn symbolize(&self, addr: u64) -> String {
         let i = self.syms.partition_point(|(a, _, _)| *a <= addr);
         if i == 0 {
