@@ -82,7 +82,8 @@ impl KernelBtf {
                 && let Some(inner) = self.as_composite(ty)
                 && let Some((off, t)) = self.find_member(&inner, name, depth + 1)
             {
-                return Some((m.bit_offset() + off, t));
+                // Corrupt BTF may overflow (found by fuzzing): no such member then.
+                return Some((m.bit_offset().checked_add(off)?, t));
             }
         }
         None
@@ -97,7 +98,7 @@ impl KernelBtf {
             let (off, ty) = self
                 .find_member(&s, part, 0)
                 .ok_or_else(|| anyhow!("struct {strukt} has no field {path} in this kernel's BTF"))?;
-            bits += off;
+            bits = u32::checked_add(bits, off).ok_or_else(|| anyhow!("struct {strukt} field {path}: offset out of range in this BTF"))?;
             if parts.peek().is_some() {
                 s = self
                     .as_composite(ty)
@@ -192,5 +193,18 @@ mod tests {
         assert!(reasons.contains(&("SKB_DROP_REASON_NETFILTER_DROP".into(), 12)));
         assert!(b.typedef_id("btf_trace_kfree_skb").is_some() && b.func_id("ip_rcv").is_some());
         assert!(KernelBtf::from_bytes(b"not BTF").is_err());
+    }
+
+    /// Found by `cargo xtask fuzz --target btf`: member offsets that overflow when added up
+    /// (a nested struct at a huge bit offset) are an error, not a panic or a wrapped offset.
+    #[test]
+    fn overflowing_offsets_are_an_error() {
+        let b = KernelBtf::from_bytes(include_bytes!("../../../fuzz/corpus/btf/regression-offset-overflow")).unwrap();
+        let _ = b.offsets();
+        for (s, f) in [("sk_buff", "len"), ("net", "ns.inum"), ("net_device", "nd_net.net"), ("bpf_nf_ctx", "skb")] {
+            if let Ok(off) = b.member_offset(s, f) {
+                assert!(off < 1 << 29, "{s}.{f} at {off}");
+            }
+        }
     }
 }
