@@ -136,6 +136,10 @@ pub struct Config {
     pub pod_filter: u32,
     /// 1 with `--path`: matching packets are tracked hook by hook (`PATH_TRACK`).
     pub path: u32,
+    /// Packet bytes copied per packet: the snaplen or what the filter can read, whichever is
+    /// more (≤ `MAX_CAPTURE`).
+    pub copy_len: u32,
+    pub _pad: u32,
 }
 
 /// One classic-BPF instruction, as `struct sock_filter`.

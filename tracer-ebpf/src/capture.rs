@@ -32,7 +32,7 @@ pub fn select(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch) -> Option<Se
         wire_len = p.wire_len;
         lt = p.linktype;
         protocol = p.protocol;
-        let n = p.avail.min(MAX_CAPTURE as u32);
+        let n = p.avail.min(cfg.copy_len).min(MAX_CAPTURE as u32);
         if n > 0 {
             // The verifier must see a non-zero, bounded length (6.1 rejects `n == 0` checks).
             let n = ((n - 1) & (MAX_CAPTURE as u32 - 1)) + 1;

@@ -76,6 +76,8 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
         reason_tc_egress: reasons.value("TC_EGRESS").unwrap_or(u32::MAX),
         pod_filter: u32::from(!args.pods.is_empty()),
         path: u32::from(args.path),
+        copy_len: if compiled.is_active() { compiled.window().max(args.snaplen) } else { args.snaplen },
+        _pad: 0,
     };
 
     if let Some(b) = &mut bundle {
