@@ -338,7 +338,7 @@ fn plan(args: &Args, tracer: &Path, bpftrace: bool) -> Result<Plan> {
         },
         Arm {
             key: "bpftrace",
-            label: "bpftrace: kfree_skb count by reason",
+            label: "bpftrace: kfree_skb count by reason and netns",
             peer: Some(Kind::Bpftrace),
             phases: both,
             unavailable: if bpftrace {
@@ -474,7 +474,7 @@ fn measure(ctx: &Ctx, phase: Phase, arm: &Arm, run: &mut Run) -> Result<()> {
     if let Some(r) = running {
         let stopped = r.stop()?;
         if let Some(rule_drops) = rule_drops {
-            run.exact = Some(exactness(&stopped, rule_drops, ctx.nf_value));
+            run.exact = Some(exactness(&stopped, rule_drops, ctx.nf_value.map(|v| (v, ctx.node.netns_inode))));
         }
         run.peer = Some(stopped);
     }
@@ -486,9 +486,10 @@ fn measure(ctx: &Ctx, phase: Phase, arm: &Arm, run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-fn exactness(s: &peer::Stopped, rule_drops: u64, nf_value: Option<i64>) -> Exact {
+/// `nf_key`: bpftrace's map key for the flood's drops (`NETFILTER_DROP`, the node's netns).
+fn exactness(s: &peer::Stopped, rule_drops: u64, nf_key: Option<(i64, u64)>) -> Exact {
     if s.summary.is_none() {
-        let counted = nf_value.and_then(|v| s.by_reason.get(&v).copied()).unwrap_or(0);
+        let counted = nf_key.and_then(|k| s.by_reason.get(&k).copied()).unwrap_or(0);
         return Exact { rule_drops, counted, events: None, lost_events: None, pcap_packets: None, pcap_comments: None, json_lines: None };
     }
     Exact {

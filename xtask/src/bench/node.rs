@@ -32,6 +32,8 @@ pub struct Pod {
 
 pub struct Node {
     pub netns: String,
+    /// Inode of the node namespace (what bpftrace and the tracer report as the netns).
+    pub netns_inode: u64,
     pub pods: Vec<Pod>,
     child: Option<Child>,
     stdin: Option<ChildStdin>,
@@ -58,7 +60,7 @@ impl Node {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let mut node = Self { netns: String::new(), pods: Vec::new(), child: Some(child), stdin };
+        let mut node = Self { netns: String::new(), netns_inode: 0, pods: Vec::new(), child: Some(child), stdin };
         let line = rx
             .recv_timeout(NODE_TIMEOUT)
             .map_err(|_| anyhow!("testbed-node did not report a node within {NODE_TIMEOUT:?}"))?;
@@ -67,6 +69,7 @@ impl Node {
         }
         let desc: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("testbed-node printed {line:?}"))?;
         node.netns = desc["node"].as_str().context("no node name")?.to_string();
+        node.netns_inode = desc["netns_inode"].as_u64().context("no node netns inode")?;
         for p in desc["pods"].as_array().context("no pods")? {
             node.pods.push(Pod {
                 netns: p["netns"].as_str().context("pod netns")?.to_string(),

@@ -23,8 +23,10 @@ const STOP_TIMEOUT: Duration = Duration::from_mins(2);
 /// bpftrace says "Attaching N probes..." before it attaches; give it this long to finish.
 const BPFTRACE_SETTLE: Duration = Duration::from_secs(1);
 /// bpftrace's tracepoints need tracefs, which this machine does not mount: bpftrace runs in a
-/// private mount namespace with its own tracefs, which vanishes with it.
-const BPFTRACE_SCRIPT: &str = "tracepoint:skb:kfree_skb { @[args->reason] = count(); }";
+/// private mount namespace with its own tracefs, which vanishes with it. Counted by reason and
+/// network namespace (the device's), so the bench's drops are told from other suites' ones.
+const BPFTRACE_SCRIPT: &str =
+    "tracepoint:skb:kfree_skb { @[args->reason, ((struct sk_buff *)args->skbaddr)->dev->nd_net.net->ns.inum] = count(); }";
 const MOUNT_TRACEFS: &str = "mount -t tracefs nodev /sys/kernel/tracing";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +62,8 @@ pub struct Stopped {
     pub summary: Option<Value>,
     pub pcap: Option<pcapng::Counts>,
     pub json_lines: Option<u64>,
-    /// bpftrace's `@[reason]: count` map.
-    pub by_reason: BTreeMap<i64, u64>,
+    /// bpftrace's `@[reason, netns]: count` map.
+    pub by_reason: BTreeMap<(i64, u64), u64>,
     /// Run time of the peer's BPF programs (with `--bpf-stats`).
     pub bpf: Option<bpfstats::Cost>,
 }
@@ -81,7 +83,7 @@ impl Stopped {
             "json_lines": self.json_lines,
             "bpf": self.bpf.map(bpfstats::Cost::to_json),
             "bpftrace": if self.by_reason.is_empty() { Value::Null } else {
-                self.by_reason.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>().into()
+                self.by_reason.iter().map(|((r, ns), v)| (format!("{r},{ns}"), json!(v))).collect::<serde_json::Map<_, _>>().into()
             },
         })
     }
@@ -144,7 +146,9 @@ fn start_tracer(kind: Kind, mut c: Command, s: &Start, netfilter: bool, path: bo
     let start = Instant::now();
     let mut p = Proc::spawn(&mut c)?;
     loop {
-        if ready.exists() {
+        // Not just "exists": the tracer's start-up check of its output paths creates and removes
+        // an empty file at that path before anything is attached; the real one says "ready".
+        if std::fs::metadata(&ready).is_ok_and(|m| m.len() > 0) {
             break;
         }
         if let Some(e) = p.poll_exit()? {
@@ -232,13 +236,14 @@ fn count_lines(p: &Path) -> Result<u64> {
     }
 }
 
-/// `@[12]: 1000000` lines.
-fn parse_bpftrace_map(lines: &[String]) -> BTreeMap<i64, u64> {
+/// `@[12, 4026532389]: 1000000` lines.
+fn parse_bpftrace_map(lines: &[String]) -> BTreeMap<(i64, u64), u64> {
     lines
         .iter()
         .filter_map(|l| {
             let (k, v) = l.strip_prefix("@[")?.split_once("]: ")?;
-            Some((k.trim().parse().ok()?, v.trim().parse().ok()?))
+            let (reason, ns) = k.split_once(',')?;
+            Some(((reason.trim().parse().ok()?, ns.trim().parse().ok()?), v.trim().parse().ok()?))
         })
         .collect()
 }
@@ -269,10 +274,11 @@ mod tests {
 
     #[test]
     fn bpftrace_map_lines() {
-        let lines: Vec<String> = ["Attaching 1 probe...", "", "@[2]: 17", "@[12]: 1000000", "junk"].map(String::from).into();
+        let lines: Vec<String> =
+            ["Attaching 1 probe...", "", "@[2, 0]: 17", "@[12, 4026532389]: 1000000", "@[12]: 3", "junk"].map(String::from).into();
         let m = parse_bpftrace_map(&lines);
-        assert_eq!(m.get(&12), Some(&1_000_000));
-        assert_eq!(m.get(&2), Some(&17));
+        assert_eq!(m.get(&(12, 4_026_532_389)), Some(&1_000_000));
+        assert_eq!(m.get(&(2, 0)), Some(&17));
         assert_eq!(m.len(), 2);
     }
 }

@@ -289,7 +289,7 @@ impl<'a> Report<'a> {
     /// ns per program run from the kernel's statistics, per arm and phase.
     fn bpf_table(&self) -> String {
         let mut s = String::from(
-            "\n**BPF run time** (kernel statistics, including their own two clock reads per run): probes = the drop probe (or bpftrace's program), observers = netfilter observers; runs = invocations per measured run:\n\n| arm | phase | probes, ns/run | probe runs | observers, ns/run | observer runs |\n|---|---|---|---|---|---|\n",
+            "\n**BPF run time** (kernel statistics, including their own two clock reads per run): probes = the drop probe (or bpftrace's program), observers = netfilter observers; runs = invocations per measured run; for floods, the BPF time per flood packet and the rate ratio that time alone allows against the baseline's median (1 / (1 + ns per packet × baseline rate)):\n\n| arm | phase | probes, ns/run | probe runs | observers, ns/run | observer runs | flood: BPF ns per packet | ratio bound |\n|---|---|---|---|---|---|---|---|\n",
         );
         for a in self.plan.arms.iter().filter(|a| a.peer.is_some() && a.unavailable.is_none()) {
             for phase in [Phase::Throughput, Phase::Flood] {
@@ -310,10 +310,32 @@ impl<'a> Report<'a> {
                 };
                 let (pn, pr) = col(&|c| c.probes);
                 let (on, or) = col(&|c| c.observers);
-                let _ = writeln!(s, "| {} | {} | {pn} | {pr} | {on} | {or} |", a.key, phase.name());
+                let (per_packet, bound) = if phase == Phase::Flood { self.flood_bound(a.key) } else { ("–".into(), "–".into()) };
+                let _ = writeln!(s, "| {} | {} | {pn} | {pr} | {on} | {or} | {per_packet} | {bound} |", a.key, phase.name());
             }
         }
         s
+    }
+
+    /// BPF ns per flood packet (median over the arm's floods) and the rate ratio that cost
+    /// alone would leave: the baseline spends 1/rate per packet on the sender's CPU.
+    fn flood_bound(&self, arm: &str) -> (String, String) {
+        let per_packet: Vec<f64> = self
+            .ok_runs(Phase::Flood, arm)
+            .filter_map(|r| {
+                let c = r.peer.as_ref()?.bpf?;
+                let sent = r.details["flood"]["sent"].as_u64()?;
+                #[expect(clippy::cast_precision_loss, reason = "ns and packet counts far below 2^52")]
+                let ns = (c.probes.run_time_ns + c.observers.run_time_ns) as f64 / sent.max(1) as f64;
+                Some(ns)
+            })
+            .collect();
+        let Some(p) = Spread::of(&per_packet) else { return ("–".into(), "–".into()) };
+        let bound = Spread::of(&self.values(Phase::Flood, "baseline", "flood_kpps")).map_or("–".into(), |b| {
+            let base_ns = 1e6 / b.median;
+            format!("{:.2}", base_ns / (base_ns + p.median))
+        });
+        (p.show(0), bound)
     }
 
     fn machine_note(&self) -> String {
