@@ -40,8 +40,9 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 #[derive(clap::Args)]
 #[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
 pub struct Args {
-    /// About 2 minutes: 3 rounds, 3 s UDP, 2 s TCP, floods of 1,000,000 packets (at most 5 s)
-    /// with the baseline and drop mode only; no bpftrace and no baseline-vs-baseline arm.
+    /// About 2 minutes: 3 rounds, 3 s UDP, 2 s TCP, floods of 1,000,000 packets (at most 8 s)
+    /// with the baseline and drop mode only (not --no-netfilter); no bpftrace and no
+    /// baseline-vs-baseline arm.
     #[arg(long)]
     quick: bool,
     /// Rounds; each runs every arm once, in an order that rotates from round to round
@@ -60,10 +61,11 @@ pub struct Args {
     /// Packets of each drop flood [default: 1000000].
     #[arg(long)]
     flood_packets: Option<u64>,
-    /// Time bound of each drop flood [default: 10, --quick: 5].
+    /// Time bound of each drop flood [default: 10, --quick: 8].
     #[arg(long)]
     flood_seconds: Option<f64>,
-    /// Pause before every run, seconds (writeback of the last run's files, caches).
+    /// Pause before every run, seconds (writeback of the last run's files, caches)
+    /// [default: 1, --quick: 0.5].
     #[arg(long)]
     cooldown: Option<f64>,
     /// Before every run, wait up to this many seconds for the machine to be idle (background
@@ -357,7 +359,7 @@ fn plan(args: &Args, tracer: &Path, bpftrace: bool) -> Result<Plan> {
         udp_s: args.udp_seconds.unwrap_or(if q { 3.0 } else { 5.0 }),
         tcp_s: args.tcp_seconds.unwrap_or(if q { 2 } else { 5 }),
         flood_packets: args.flood_packets.unwrap_or(1_000_000),
-        flood_s: args.flood_seconds.unwrap_or(if q { 5.0 } else { 10.0 }),
+        flood_s: args.flood_seconds.unwrap_or(if q { 8.0 } else { 10.0 }),
         cooldown_s: args.cooldown.unwrap_or(if q { 0.5 } else { 1.0 }),
         wait_idle_s: args.wait_idle,
         busy_pct: args.busy_pct,
