@@ -38,6 +38,7 @@ static CONFIG: Config = Config {
     path: 0,
     copy_len: 0,
     _pad: 0,
+    event_interval_ns: 0,
 };
 
 #[inline(always)]

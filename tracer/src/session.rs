@@ -78,6 +78,7 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
         path: u32::from(args.path),
         copy_len: if compiled.is_active() { compiled.window().max(args.snaplen) } else { args.snaplen },
         _pad: 0,
+        event_interval_ns: if args.max_event_rate == 0 { 0 } else { (1_000_000_000 / args.max_event_rate).max(1) },
     };
 
     if let Some(b) = &mut bundle {
@@ -94,6 +95,9 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     let mut created = Created::default();
     let drop_probe = probe.backend.to_string();
     let attached = Attached { ebpf, probe, path, netfilter, tc };
+    // Parsed BTF is large (tens of MiB) and no longer needed once everything is loaded.
+    drop(btf);
+    drop(aya_btf);
     let mut result = run(&args, &compiled, (reasons, kallsyms, pods), attached, maps, signals, &mut created).await;
     if let (Ok(()), Some(b)) = (&result, bundle.take()) {
         let dir = b.dir().to_path_buf();
@@ -194,7 +198,7 @@ async fn run(
     }
     let lost_events = drops - pipe.written;
     let rows = kernel_rows(&maps, &mut pipe)?;
-    let totals = summary::Totals { drops, lost_events, events: pipe.written, seen_drops: maps.counter(counter::SEEN)?, probe_misses };
+    let totals = summary::Totals { drops, lost_events, events: pipe.written, seen_drops: maps.counter(counter::SEEN)?, probe_misses, rate_limited: maps.counter(counter::RATE_LIMITED)? };
     if probe_misses > 0 {
         eprintln!("tracer: warning: the kernel skipped the drop probe {probe_misses} times (a drop inside a running probe on the same CPU); those drops are not counted");
     }
