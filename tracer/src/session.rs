@@ -58,9 +58,13 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     let pods = load_pods(&args)?;
     let selection = select_pods(&pods, &args.pods)?;
 
+    // Everything needed from the kernel's BTF is read here, then the parsed copy is freed
+    // before aya parses its own: both at once would double the peak memory.
     let btf = KernelBtf::load()?;
     let offsets = btf.offsets()?;
     let reasons = Reasons::load(&btf)?;
+    let nf_ctx_skb = btf.member_offset("bpf_nf_ctx", "skb").ok();
+    drop(btf);
     let kallsyms = Kallsyms::load()?;
     let config = Config {
         snaplen: args.snaplen,
@@ -84,10 +88,10 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     if let Some(b) = &mut bundle {
         b.start();
     }
-    let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces, &selection)?;
-    let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns, args.path.then_some(maps.fds))? };
-    let tc = start_tc(&mut ebpf, netns, &ifaces, args.no_tc, args.path);
     let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
+    let (mut ebpf, maps) = probes::loader::load(&aya_btf, &offsets, &config, &compiled, &ifaces, &selection)?;
+    let netfilter = if args.no_netfilter { None } else { start_netfilter(nf_ctx_skb, &ebpf, netns, args.path.then_some(maps.fds))? };
+    let tc = start_tc(&mut ebpf, netns, &ifaces, args.no_tc, args.path);
     let path = args.path.then(|| probes::path::attach(&mut ebpf, &aya_btf, args.backend)).transpose()?;
     let probe = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
     log::info!("drop probe attached with {}", probe.backend);
@@ -96,7 +100,6 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     let drop_probe = probe.backend.to_string();
     let attached = Attached { ebpf, probe, path, netfilter, tc };
     // Parsed BTF is large (tens of MiB) and no longer needed once everything is loaded.
-    drop(btf);
     drop(aya_btf);
     let mut result = run(&args, &compiled, (reasons, kallsyms, pods), attached, maps, signals, &mut created).await;
     if let (Ok(()), Some(b)) = (&result, bundle.take()) {
@@ -235,8 +238,8 @@ async fn run(
 
 /// Snapshots the rulesets of the namespaces in scope and attaches observers before every hook
 /// entry they register. None when the kernel has no BPF netfilter links (< 6.4).
-fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(Observers, Attributor)>> {
-    let Ok(ctx_skb) = btf.member_offset("bpf_nf_ctx", "skb") else {
+fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(Observers, Attributor)>> {
+    let Some(ctx_skb) = ctx_skb else {
         log::info!("this kernel has no BPF netfilter programs (Linux < 6.4): netfilter drops carry no table or rule");
         return Ok(None);
     };

@@ -40,8 +40,10 @@ pub struct PodSelection {
     pub addrs: Vec<[u8; 16]>,
 }
 
-pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern], pods: &PodSelection) -> Result<(Ebpf, Maps)> {
+pub fn load(btf: &aya::Btf, offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern], pods: &PodSelection) -> Result<(Ebpf, Maps)> {
     let mut ebpf = EbpfLoader::new()
+        // The caller's parsed BTF: without it aya parses the kernel's BTF once more.
+        .btf(Some(btf))
         .override_global(names::OFFSETS, offsets, true)
         .override_global(names::CONFIG, config, true)
         .load(OBJECT)
