@@ -56,11 +56,15 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     let pods = load_pods(&args)?;
     let selection = select_pods(&pods, &args.pods)?;
 
+    // Struct offsets and reasons from the kernel's BTF (mapped, not parsed: see btf.rs), read
+    // here and freed before aya parses its own copy.
     mem("start");
     let btf = KernelBtf::load()?;
     mem("btf");
     let offsets = btf.offsets()?;
     let reasons = Reasons::load(&btf)?;
+    let nf_ctx_skb = btf.member_offset("bpf_nf_ctx", "skb").ok();
+    drop(btf);
     let kallsyms = Kallsyms::load()?;
     mem("kallsyms");
     let config = Config {
@@ -77,6 +81,9 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
         reason_tc_egress: reasons.value("TC_EGRESS").unwrap_or(u32::MAX),
         pod_filter: u32::from(!args.pods.is_empty()),
         path: u32::from(args.path),
+        copy_len: if compiled.is_active() { compiled.window().max(args.snaplen) } else { args.snaplen },
+        _pad: 0,
+        event_interval_ns: if args.max_event_rate == 0 { 0 } else { (1_000_000_000 / args.max_event_rate).max(1) },
     };
 
     if let Some(b) = &mut bundle {
@@ -85,11 +92,12 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces, &selection)?;
     trim_heap();
     mem("loaded");
-    let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns, args.path.then_some(maps.fds))? };
+    let netfilter = if args.no_netfilter { None } else { start_netfilter(nf_ctx_skb, &ebpf, netns, args.path.then_some(maps.fds))? };
     let tc = start_tc(&mut ebpf, netns, &ifaces, args.no_tc, args.path);
     mem("observers");
     // aya's parse of the kernel BTF (the tp_btf/fentry attach targets) is ~16 MB of heap:
-    // made after the load (the loader's own copy is gone then) and dropped once attached.
+    // made after the load (the loader's own copy is gone then, see loader.rs) and dropped
+    // once attached, so two copies never coexist.
     let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
     let path = args.path.then(|| probes::path::attach(&mut ebpf, &aya_btf, args.backend)).transpose()?;
     let probe = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
@@ -218,7 +226,7 @@ async fn run(
     let written = pipe.written();
     let lost_events = drops.saturating_sub(written);
     let rows = kernel_rows(&maps, &mut pipe)?;
-    let totals = summary::Totals { drops, lost_events, events: written, seen_drops: maps.counter(counter::SEEN)?, probe_misses };
+    let totals = summary::Totals { drops, lost_events, events: written, seen_drops: maps.counter(counter::SEEN)?, probe_misses, rate_limited: maps.counter(counter::RATE_LIMITED)? };
     if probe_misses > 0 {
         eprintln!("tracer: warning: the kernel skipped the drop probe {probe_misses} times (a drop inside a running probe on the same CPU); those drops are not counted");
     }
@@ -282,8 +290,8 @@ fn test_panic_after_ready() -> Option<std::time::Duration> {
 
 /// Snapshots the rulesets of the namespaces in scope and attaches observers before every hook
 /// entry they register. None when the kernel has no BPF netfilter links (< 6.4).
-fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(Observers, Attributor)>> {
-    let Ok(ctx_skb) = btf.member_offset("bpf_nf_ctx", "skb") else {
+fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(Observers, Attributor)>> {
+    let Some(ctx_skb) = ctx_skb else {
         log::info!("this kernel has no BPF netfilter programs (Linux < 6.4): netfilter drops carry no table or rule");
         return Ok(None);
     };

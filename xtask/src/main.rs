@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's own tasks, so a fresh Debian 12 machine needs only rustup and
 //! cargo. Each subcommand lives in its own file; to add one, write `src/NAME.rs` with a `run`
 //! function (and an `Args` struct if it takes options), then add a variant and a match arm here.
+mod bench;
 mod build;
 mod clippy;
 mod cmd;
@@ -43,6 +44,10 @@ enum Command {
     /// both when missing), each target for a few seconds; reports executions and crashes.
     /// Not part of `test`.
     Fuzz(fuzz::Args),
+    /// Setup and build, then measure what the tracer costs on a netns node, against a baseline
+    /// in the same run: 64-byte UDP pps, TCP throughput, a drop flood with capture exactness,
+    /// start-up time, peak RSS (needs root). Writes DIR/bench.json and DIR/bench.md.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
         Command::Test => test::run(),
         Command::Clippy => clippy::run(),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,14 +24,22 @@ pub fn check_writable(path: &Path) -> Result<()> {
     if path.is_dir() {
         anyhow::bail!("cannot write {}: it is a directory", path.display());
     }
-    let existed = path.exists();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    if !existed {
-        let _ = std::fs::remove_file(path);
+    if path.exists() {
+        // Opening for append changes nothing in an existing file.
+        std::fs::OpenOptions::new().append(true).open(path).with_context(|| format!("cannot write {}", path.display()))?;
+        return Ok(());
+    }
+    // Never create the file here: a script waiting for `--ready-file` to appear would start
+    // too early. Ask whether the directory takes new files instead.
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| anyhow::anyhow!("cannot write {}: bad path", path.display()))?;
+    // SAFETY: a NUL-terminated path; access() only reads it.
+    if !dir.is_dir() || unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        let why = if dir.is_dir() { std::io::Error::last_os_error().to_string() } else { "no such directory".to_string() };
+        anyhow::bail!("cannot write {}: {why}", path.display());
     }
     Ok(())
 }
