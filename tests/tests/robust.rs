@@ -932,9 +932,11 @@ fn full_disk_stops_one_output_and_counts_exactly() {
 // ---------------------------------------------------------------------------------------------
 // 4. A drop storm.
 
-/// 1,000,000 datagrams into an iptables DROP rule (bounded by count and by time): the tracer's
-/// peak memory stays under 64 MiB, `drops` equals the rule's counter exactly, and `lost_events`
-/// is exactly the drops missing from the JSON and the pcapng.
+/// 1,000,000 datagrams into an iptables DROP rule (bounded by count and by time), with the event
+/// rate limit off (`--max-event-rate 0`: every drop is offered to the ring, the hardest case for
+/// the ring and the pipeline): the tracer's peak memory stays under 64 MiB, `drops` equals the
+/// rule's counter exactly, and `lost_events` is exactly the drops missing from the JSON and the
+/// pcapng.
 #[test]
 fn drop_storm_bounded_memory_exact_totals() {
     let mut node = node(2);
@@ -944,7 +946,7 @@ fn drop_storm_bounded_memory_exact_totals() {
     let dir = TempDir::new("rb-storm").unwrap();
     let (pcap, json, summary, ready) = (dir.join("drops.pcapng"), dir.join("drops.jsonl"), dir.join("summary.json"), dir.join("ready"));
     let expr = format!("udp and dst port {port}");
-    let args = ["--quiet", "--snaplen", "96", "--pcap", pcap.to_str().unwrap(), "--json", json.to_str().unwrap(), "--summary", summary.to_str().unwrap(), "--ready-file", ready.to_str().unwrap(), &expr];
+    let args = ["--quiet", "--max-event-rate", "0", "--snaplen", "96", "--pcap", pcap.to_str().unwrap(), "--json", json.to_str().unwrap(), "--summary", summary.to_str().unwrap(), "--ready-file", ready.to_str().unwrap(), &expr];
     let mut t = Spawned::start(&args, &ready);
     let rule0 = node.iptables_packets(&rule).unwrap();
     // One sender thread in the pod: bounded by count and by time.
@@ -970,6 +972,7 @@ fn drop_storm_bounded_memory_exact_totals() {
     let counted = node.iptables_packets(&rule).unwrap() - rule0;
     let s: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     let (drops, events, lost) = (s["drops"].as_u64().unwrap(), s["events"].as_u64().unwrap(), s["lost_events"].as_u64().unwrap());
+    assert_eq!(s["rate_limited"], 0, "no rate limit in this run");
     let (json_drops, _, cut) = read_jsonl(&json);
     let (packets, _, _, pcut) = walk_pcapng(&pcap);
     eprintln!(
