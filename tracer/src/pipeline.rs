@@ -96,7 +96,7 @@ struct Pending {
     iface: Iface,
     ts: Duration,
     data: Vec<u8>,
-    slot: u32,
+    slot: crate::probes::netfilter::Slot,
     packet: PacketInfo,
     /// `--all`: the packet already went to the pcapng with its path.
     in_pcap: bool,
@@ -123,8 +123,9 @@ fn packet_info(ev: &DropEvent, hook: u32) -> PacketInfo {
         dport: h.dport,
         icmp_type: h.icmp_type,
         icmp_code: h.icmp_code,
+        // An unobserved drop (any hook) may have happened on either side of the route.
         in_iface: if hook <= 2 { dev.clone() } else { None },
-        out_iface: if hook >= 3 { dev } else { None },
+        out_iface: if (3..=4).contains(&hook) { dev } else { None },
         // The packet bytes do not say the flow's conntrack state: `--ctstate` stays Maybe.
         ct_state: None,
     }
@@ -226,17 +227,22 @@ impl Pipeline {
         ev.pod_iface = self.pods.by_iface(h.netns, h.ifindex).map(|p| p.key.clone());
         let iface = Iface { netns: h.netns, ifindex: h.ifindex, ifname: ev.ifname.clone(), linktype: h.linktype, pod: ev.pod_iface.clone() };
         let in_pcap = h.packet_id != 0 && self.end_path(h.packet_id, End::Dropped { reason: ev.reason.clone(), location: ev.location.clone() });
-        if h.nf_slot != 0
-            && let Some(nf) = &self.nf
-            && let Some(slot) = nf.slot(h.nf_slot)
-            // A stale ring entry from another namespace is not this packet's history.
-            && slot.netns == h.netns
-        {
+        // Where the packet died: the observer slot it passed last (a stale ring entry from
+        // another namespace is not this packet's history), else, on kernels without observers,
+        // any hook of its namespace.
+        let slot = self.nf.as_ref().and_then(|nf| match nf.slot(h.nf_slot) {
+            Some(s) if s.netns == h.netns => Some(s.clone()),
+            _ if h.nf_slot == 0 && nf.unobserved_drops && Some(h.reason) == self.reasons.value("NETFILTER_DROP") => {
+                Some(Attributor::unobserved(h.netns, ev.headers.src.is_some_and(|a| a.is_ipv6())))
+            }
+            _ => None,
+        });
+        if let (Some(nf), Some(slot)) = (&self.nf, slot) {
             let packet = packet_info(&ev, slot.hook);
-            match nf.try_exact(h.nf_slot, &packet) {
+            match nf.try_exact_at(&slot, &packet) {
                 Some(info) => ev.netfilter = Some(info),
                 None => {
-                    self.pending.push(Pending { ev, iface, ts, data: wire.data.to_vec(), slot: h.nf_slot, packet, in_pcap });
+                    self.pending.push(Pending { ev, iface, ts, data: wire.data.to_vec(), slot, packet, in_pcap });
                     if self.pending.len() >= MAX_PENDING {
                         self.resolve_pending();
                     }
@@ -254,13 +260,13 @@ impl Pipeline {
         if self.pending.is_empty() {
             return;
         }
-        let inodes: std::collections::BTreeSet<u32> = self.pending.iter().filter_map(|p| nf.slot(p.slot).map(|s| s.netns)).collect();
+        let inodes: std::collections::BTreeSet<u32> = self.pending.iter().map(|p| p.slot.netns).collect();
         let now = nf.snapshot(inodes);
         let pending = std::mem::take(&mut self.pending);
         let mut done = Vec::with_capacity(pending.len());
         for mut p in pending {
-            if let Some(snap) = nf.slot(p.slot).and_then(|s| now.get(&s.netns)) {
-                p.ev.netfilter = nf.resolve(p.slot, &p.packet, snap);
+            if let Some(snap) = now.get(&p.slot.netns) {
+                p.ev.netfilter = nf.resolve_at(&p.slot, &p.packet, snap);
             }
             done.push(p);
         }

@@ -289,17 +289,9 @@ fn test_panic_after_ready() -> Option<std::time::Duration> {
 }
 
 /// Snapshots the rulesets of the namespaces in scope and attaches observers before every hook
-/// entry they register. None when the kernel has no BPF netfilter links (< 6.4).
+/// entry they register. Without BPF netfilter links (< 6.4) there are no observers and drops are
+/// attributed by the rule counters alone.
 fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(Observers, Attributor)>> {
-    let Some(ctx_skb) = ctx_skb else {
-        log::info!("this kernel has no BPF netfilter programs (Linux < 6.4): netfilter drops carry no table or rule");
-        return Ok(None);
-    };
-    let maps = probes::netfilter::asm::Maps {
-        ring: probes::loader::fd(ebpf, tracer_common::names::NF_RING)?,
-        // With --path the observers also report hops of followed packets.
-        path: path.map(|f| probes::netfilter::asm::PathMaps { track: f.path_track, events: f.events, counters: f.counters }),
-    };
     let mut spaces = crate::netns::known();
     if only != 0 {
         spaces.retain(|n| n.inode == only);
@@ -316,6 +308,18 @@ fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: Opti
             tools.join(", ")
         );
     }
+    let Some(ctx_skb) = ctx_skb else {
+        // No observers: each drop is attributed by the rule counters of its window, any hook.
+        log::info!("this kernel has no BPF netfilter programs (Linux < 6.4): netfilter drops are attributed by rule counters only");
+        let mut attributor = Attributor::new(snapshots, Vec::new());
+        attributor.unobserved_drops = true;
+        return Ok(Some((Observers::default(), attributor)));
+    };
+    let maps = probes::netfilter::asm::Maps {
+        ring: probes::loader::fd(ebpf, tracer_common::names::NF_RING)?,
+        // With --path the observers also report hops of followed packets.
+        path: path.map(|f| probes::netfilter::asm::PathMaps { track: f.path_track, events: f.events, counters: f.counters }),
+    };
     let plans = snapshots
         .iter()
         .map(|(ns, snap)| (ns.clone(), probes::netfilter::plan(ns.inode, &crate::netfilter::entries(snap))))

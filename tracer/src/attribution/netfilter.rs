@@ -48,6 +48,9 @@ pub struct NetfilterInfo {
     pub hint: Option<String>,
 }
 
+/// `Slot::hook` of a drop no observer saw: every hook is a candidate.
+const ANY_HOOK: u32 = u32::MAX;
+
 struct NsState {
     netns: Netns,
     prev: Snapshot,
@@ -55,6 +58,9 @@ struct NsState {
 }
 
 pub struct Attributor {
+    /// No observers (kernel without BPF netfilter links): attribute NETFILTER_DROPs by the
+    /// rule counters of any hook.
+    pub unobserved_drops: bool,
     ns: HashMap<u32, NsState>,
     slots: Vec<Slot>,
 }
@@ -76,7 +82,7 @@ impl Attributor {
                 (netns.inode, NsState { netns, prev, entries })
             })
             .collect();
-        Self { ns, slots }
+        Self { unobserved_drops: false, ns, slots }
     }
 
     pub fn entries(&self, inode: u32) -> &[Entry] {
@@ -87,14 +93,28 @@ impl Attributor {
         id.checked_sub(1).and_then(|i| self.slots.get(i as usize))
     }
 
+    /// A drop no observer saw (kernels without BPF netfilter links, < 6.4): the candidates are
+    /// every rule of every hook of the namespace for the packet's family, and only the rule
+    /// counters of the window can single one out ("window"), never evaluation alone.
+    pub fn unobserved(netns: u32, ipv6: bool) -> Slot {
+        Slot { netns, pf: if ipv6 { netfilter::NFPROTO_IPV6 } else { netfilter::NFPROTO_IPV4 }, hook: ANY_HOOK, priority: 0, lowest: 0 }
+    }
+
     /// Attributes a drop when evaluation alone decides; None when the rule counters of the
     /// window are needed (then `resolve` with a fresh snapshot).
     pub fn try_exact(&self, slot_id: u32, p: &PacketInfo) -> Option<NetfilterInfo> {
         let slot = self.slot(slot_id)?;
+        self.try_exact_at(slot, p)
+    }
+
+    pub fn try_exact_at(&self, slot: &Slot, p: &PacketInfo) -> Option<NetfilterInfo> {
+        if slot.hook == ANY_HOOK {
+            return None;
+        }
         let st = self.ns.get(&slot.netns)?;
         let cands = Self::candidates(st, slot, p, None);
         match cands.first() {
-            Some(c) if c.c.certain && cands.len() == 1 => Some(info(slot, c, "exact", Vec::new(), None)),
+            Some(c) if c.c.certain && cands.len() == 1 => Some(info(c, "exact", Vec::new(), None)),
             _ => None,
         }
     }
@@ -102,30 +122,41 @@ impl Attributor {
     /// Final attribution using `now` (a fresh snapshot of the slot's namespace) for counters.
     pub fn resolve(&self, slot_id: u32, p: &PacketInfo, now: &Snapshot) -> Option<NetfilterInfo> {
         let slot = self.slot(slot_id)?;
+        self.resolve_at(slot, p, now)
+    }
+
+    pub fn resolve_at(&self, slot: &Slot, p: &PacketInfo, now: &Snapshot) -> Option<NetfilterInfo> {
         let st = self.ns.get(&slot.netns)?;
         let cands = Self::candidates(st, slot, p, Some(now));
+        let any_hook = slot.hook == ANY_HOOK;
         if cands.is_empty() {
-            return Some(hook_only(slot, self.entries(slot.netns)));
+            return (!any_hook).then(|| hook_only(slot, self.entries(slot.netns)));
+        }
+        if any_hook {
+            // The hook is unknown: only a moving counter can tell, and only if it is alone.
+            let kept: Vec<&Cand<'_>> = cands.iter().filter(|c| c.delta.is_some_and(|d| d > 0)).collect();
+            let hint = "this kernel has no BPF netfilter links (Linux < 6.4): the hook is not observed, only the rule counters of the window name the rule".to_string();
+            return Some(match kept.as_slice() {
+                [only] => info(only, "window", Vec::new(), Some(hint)),
+                [] => info(&cands[0], "ambiguous", cands.iter().map(describe).collect(), Some(hint)),
+                [first, ..] => info(first, "ambiguous", kept.iter().map(|c| describe(c)).collect(), Some(hint)),
+            });
         }
         if cands.len() == 1 && cands[0].c.certain {
-            return Some(info(slot, &cands[0], "exact", Vec::new(), None));
+            return Some(info(&cands[0], "exact", Vec::new(), None));
         }
         // Rules whose counter did not move in the window did not match this packet.
         let kept: Vec<&Cand<'_>> = cands.iter().filter(|c| c.delta != Some(0)).collect();
         let names = |v: &[&Cand<'_>]| v.iter().map(|c| describe(c)).collect::<Vec<_>>();
         match kept.as_slice() {
-            [] => Some(info(
-                slot,
-                &cands[0],
+            [] => Some(info(&cands[0],
                 "ambiguous",
                 cands.iter().map(describe).collect(),
                 Some("no candidate rule counter moved; the ruleset may have changed during the capture".into()),
             )),
-            [only] if only.delta.is_some() => Some(info(slot, only, if only.c.definite { "counters" } else { "window" }, Vec::new(), None)),
-            [first, ..] if first.c.definite && first.delta.is_some() => Some(info(slot, first, "counters", Vec::new(), None)),
-            [first, ..] => Some(info(
-                slot,
-                first,
+            [only] if only.delta.is_some() => Some(info(only, if only.c.definite { "counters" } else { "window" }, Vec::new(), None)),
+            [first, ..] if first.c.definite && first.delta.is_some() => Some(info(first, "counters", Vec::new(), None)),
+            [first, ..] => Some(info(first,
                 "ambiguous",
                 names(&kept),
                 Some(if kept.iter().any(|c| c.delta.is_none()) {
@@ -140,7 +171,11 @@ impl Attributor {
     fn candidates<'a>(st: &'a NsState, slot: &Slot, p: &PacketInfo, now: Option<&Snapshot>) -> Vec<Cand<'a>> {
         let snap = now.unwrap_or(&st.prev);
         let mut out = Vec::new();
-        let here: Vec<&Entry> = st.entries.iter().filter(|e| e.pf == slot.pf && e.hook == slot.hook && e.priority == slot.priority).collect();
+        let here: Vec<&Entry> = st
+            .entries
+            .iter()
+            .filter(|e| e.pf == slot.pf && (slot.hook == ANY_HOOK || (e.hook == slot.hook && e.priority == slot.priority)))
+            .collect();
         for entry in &here {
             match entry.backend {
                 Backend::IptablesNft | Backend::IptablesLegacy => {
@@ -228,13 +263,13 @@ fn nft_delta(old: &nft::Ruleset, new: &nft::Ruleset, e: &Entry, c: &Candidate) -
     Some(now.saturating_sub(before))
 }
 
-fn info(slot: &Slot, c: &Cand<'_>, how: &str, candidates: Vec<String>, hint: Option<String>) -> NetfilterInfo {
+fn info(c: &Cand<'_>, how: &str, candidates: Vec<String>, hint: Option<String>) -> NetfilterInfo {
     let e = c.entry;
     NetfilterInfo {
         family: e.family.clone(),
         table: e.table.clone(),
         chain: if c.c.chain.is_empty() { e.chain.clone() } else { c.c.chain.clone() },
-        hook: netfilter::HOOKS.get(slot.hook as usize).copied().unwrap_or("?").into(),
+        hook: netfilter::HOOKS.get(e.hook as usize).copied().unwrap_or("?").into(),
         priority: e.priority,
         verdict: c.c.verdict.clone(),
         rule: Some(c.c.rule.clone()),
