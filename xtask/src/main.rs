@@ -7,6 +7,7 @@ mod cmd;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,9 @@ enum Command {
     Test,
     /// Lint with `-D warnings`: the host crates, then the eBPF crate for bpfel-unknown-none.
     Clippy,
+    /// Boot Debian's 6.1 and/or 6.12 cloud kernels under QEMU (TCG) with the integration tests
+    /// in an initramfs, run them there and report per kernel (artifacts in target/vm/).
+    VmTest(vm::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Test => test::run(),
         Command::Clippy => clippy::run(),
+        Command::VmTest(args) => vm::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
