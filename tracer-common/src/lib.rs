@@ -28,6 +28,45 @@ pub mod names {
     pub const OFFSETS: &str = "OFFSETS";
     pub const CONFIG: &str = "CONFIG";
     pub const NF_RING: &str = "NF_RING";
+    pub const TC_RING: &str = "TC_RING";
+    pub const PATH_TRACK: &str = "PATH_TRACK";
+    /// Kernel functions `--path` follows with fentry/kprobe: (function, skb argument index).
+    /// fentry programs are named `path_fe_<function without leading underscores>`; kprobes
+    /// `path_kprobe_a<index>`.
+    pub const PATH_FUNCTIONS: [(&str, u8); 16] = [
+        ("ip_rcv", 0),
+        ("ip_route_input_noref", 0),
+        ("ip_forward", 0),
+        ("ip_local_deliver", 0),
+        ("ip_output", 2),
+        ("ip_finish_output2", 2),
+        ("__ip_local_out", 2),
+        ("__dev_queue_xmit", 0),
+        ("dev_hard_start_xmit", 0),
+        ("tcp_v4_rcv", 0),
+        ("udp_rcv", 0),
+        ("icmp_rcv", 0),
+        ("ipv6_rcv", 0),
+        ("ip6_forward", 0),
+        ("ip6_output", 2),
+        ("nf_hook_slow", 0),
+    ];
+    /// Raw tracepoint programs of the path (tracepoint back end): (program, tracepoint). The
+    /// last one (`sk_data_ready`, Linux ≥ 6.6) is optional.
+    pub const PATH_TRACEPOINTS: [(&str, &str); 6] = [
+        ("path_netif_receive_skb", "netif_receive_skb"),
+        ("path_net_dev_queue", "net_dev_queue"),
+        ("path_net_dev_start_xmit", "net_dev_start_xmit"),
+        ("path_skb_copy_datagram_iovec", "skb_copy_datagram_iovec"),
+        ("path_consume_skb", "consume_skb"),
+        ("path_sk_data_ready", "sk_data_ready"),
+    ];
+    pub const POD_NETNS: &str = "POD_NETNS";
+    pub const POD_IFACES: &str = "POD_IFACES";
+    pub const POD_ADDRS: &str = "POD_ADDRS";
+    /// Prefix of every tc observer program (and of our `cls_bpf` filters): leftovers of a killed
+    /// run are found by it.
+    pub const TC_OBSERVER_PREFIX: &str = "tracer_tc_";
 }
 
 /// Indexes into the per-CPU `COUNTERS` array. Summed over CPUs by the loader.
@@ -42,6 +81,9 @@ pub mod counter {
     pub const LOST: u32 = 3;
     /// Matched drops whose aggregation key did not fit in `DROP_STATS`.
     pub const STATS_FULL: u32 = 4;
+    /// `--path` events handed to the ring buffer / lost there (EMITTED/LOST count drops only).
+    pub const PATH_EMITTED: u32 = 5;
+    pub const PATH_LOST: u32 = 6;
     pub const COUNT: u32 = 8;
 }
 
@@ -87,7 +129,13 @@ pub struct Config {
     pub reason_not_dropped: u32,
     /// `SKB_DROP_REASON_NETFILTER_DROP` on this kernel (u32::MAX when unknown).
     pub reason_netfilter_drop: u32,
-    pub _pad: u32,
+    /// `SKB_DROP_REASON_TC_INGRESS` / `TC_EGRESS` on this kernel (`u32::MAX` when unknown).
+    pub reason_tc_ingress: u32,
+    pub reason_tc_egress: u32,
+    /// 1 when `--pod` restricts the capture to the `POD_*` maps (namespaces, interfaces, IPs).
+    pub pod_filter: u32,
+    /// 1 with `--path`: matching packets are tracked hook by hook (`PATH_TRACK`).
+    pub path: u32,
 }
 
 /// One classic-BPF instruction, as `struct sock_filter`.
@@ -123,6 +171,49 @@ pub mod linktype {
 /// Kind of a record in the `EVENTS` ring buffer (first byte after the common header fields).
 pub mod kind {
     pub const DROP: u8 = 1;
+    /// A tracked packet passed a hook (`PacketEvent::hook`).
+    pub const PATH: u8 = 2;
+}
+
+/// Path hooks (`PacketEvent::hook` of `kind::PATH` events).
+pub mod hook {
+    pub const NETIF_RECEIVE: u32 = 1;
+    pub const NET_DEV_QUEUE: u32 = 2;
+    pub const NET_DEV_START_XMIT: u32 = 3;
+    /// Data copied to a socket's reader: delivered.
+    pub const COPY_DATAGRAM: u32 = 4;
+    /// Freed normally (`consume_skb`): ends the packet's path.
+    pub const CONSUME: u32 = 5;
+    /// Dropped (`kfree_skb`) without matching the drop filters any more (e.g. after NAT):
+    /// ends the path; `reason` and `location` say why and where.
+    pub const DROP: u32 = 6;
+    /// A kernel function (kprobe/fentry back ends): `location` is its address.
+    pub const FUNCTION: u32 = 7;
+    /// tc observer at a pod interface: `tc_slot` says direction and position.
+    pub const TC: u32 = 8;
+    /// Queued to a socket (`sock:sk_data_ready` right after the packet's receive on that
+    /// CPU): ends the path, delivered.
+    pub const DELIVER: u32 = 9;
+    /// A netfilter observer (`nf_slot` says namespace, family, hook and priority).
+    pub const NETFILTER: u32 = 10;
+
+    /// The name the JSON and the timeline use.
+    #[must_use]
+    pub const fn name(h: u32) -> &'static str {
+        match h {
+            NETIF_RECEIVE => "netif_receive_skb",
+            NET_DEV_QUEUE => "net_dev_queue",
+            NET_DEV_START_XMIT => "net_dev_start_xmit",
+            COPY_DATAGRAM => "skb_copy_datagram_iovec",
+            CONSUME => "consume_skb",
+            DROP => "kfree_skb",
+            FUNCTION => "function",
+            TC => "tc",
+            DELIVER => "sk_data_ready",
+            NETFILTER => "netfilter",
+            _ => "unknown",
+        }
+    }
 }
 
 /// A packet seen by a probe: fixed header, followed in the ring buffer by `cap_len` packet bytes.
@@ -153,6 +244,13 @@ pub struct PacketEvent {
     /// Netfilter observer slot the packet passed last before a NETFILTER_DROP (0 = none): tells
     /// the hook, family, namespace and priority range where it died.
     pub nf_slot: u32,
+    /// tc observer the packet passed last at its hook before a `TC_INGRESS`/`TC_EGRESS` drop
+    /// (`tc::code`; 0 = none): tells which program on the hook shot it.
+    pub tc_slot: u32,
+    /// With `--path`: the packet's id, assigned when it first matched (0 = not tracked).
+    pub packet_id: u64,
+    /// `hook::*` for `kind::PATH` events.
+    pub hook: u32,
     pub _pad: u32,
 }
 
@@ -170,6 +268,10 @@ pub struct DropKey {
     pub ifname: [u8; IFNAMSIZ],
     /// Netfilter observer slot (see `PacketEvent::nf_slot`).
     pub nf_slot: u32,
+    /// tc observer code (see `PacketEvent::tc_slot`).
+    pub tc_slot: u32,
+    /// Explicit padding: hash keys compare every byte, so none may be left uninitialised.
+    pub _pad: u32,
 }
 
 /// Entries in the per-CPU ring of recent netfilter observer passes.
@@ -188,6 +290,48 @@ pub struct NfRing {
     pub slot: [u32; NF_RING_LEN],
 }
 
+/// tc observers: one program per (direction, position) so each knows where it sits without
+/// per-attachment state; the interface comes from the packet. Position k runs just before the
+/// k-th program of the hook (tcx programs first, then `cls_bpf` filters by priority); the last
+/// position runs after all of them.
+pub mod tc {
+    /// Observer positions per direction (so at most `POSITIONS - 1` programs are singled out).
+    pub const POSITIONS: u32 = 8;
+    pub const EGRESS: u32 = 0x100;
+    /// The code an observer records: never 0, which means "no observer seen".
+    #[must_use]
+    pub const fn code(egress: bool, position: u32) -> u32 {
+        (if egress { EGRESS } else { 0 }) | (position + 1)
+    }
+    /// (egress, position) of a non-zero code.
+    #[must_use]
+    pub const fn decode(code: u32) -> (bool, u32) {
+        (code & EGRESS != 0, (code & 0xff).wrapping_sub(1))
+    }
+}
+
+/// Entries in the per-CPU ring of recent tc observer passes.
+pub const TC_RING_LEN: usize = 8;
+
+/// Per-CPU ring the tc observers write: which skb passed which observer, on which interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcRing {
+    pub head: u32,
+    pub _pad: u32,
+    pub skb: [u64; TC_RING_LEN],
+    pub ifindex: [u32; TC_RING_LEN],
+    pub code: [u32; TC_RING_LEN],
+}
+
+/// Key of `POD_IFACES`: a pod's host-side interface (its `lxc…` veth) in its namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PodIfKey {
+    pub netns: u32,
+    pub ifindex: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are #[repr(C)] plain integers/arrays with no padding holes that
@@ -198,5 +342,7 @@ mod pod {
     unsafe impl aya::Pod for super::IfacePattern {}
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::NfRing {}
+    unsafe impl aya::Pod for super::TcRing {}
+    unsafe impl aya::Pod for super::PodIfKey {}
     unsafe impl aya::Pod for super::cbpf::Vm {}
 }

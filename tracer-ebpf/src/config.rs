@@ -32,7 +32,10 @@ static CONFIG: Config = Config {
     reason_consumed: u32::MAX,
     reason_not_dropped: 0,
     reason_netfilter_drop: u32::MAX,
-    _pad: 0,
+    reason_tc_ingress: u32::MAX,
+    reason_tc_egress: u32::MAX,
+    pod_filter: 0,
+    path: 0,
 };
 
 #[inline(always)]

@@ -33,6 +33,24 @@ pub fn count(index: u32) {
     }
 }
 
+/// The fields every packet event carries.
+#[inline(always)]
+pub fn fill(h: &mut PacketEvent, skb: u64, location: u64, reason: u32, seen: &crate::capture::Seen, cap: u32, kind: u8) {
+    // SAFETY: no preconditions.
+    h.ts_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    h.location = location;
+    h.skb = skb;
+    h.reason = reason;
+    h.ifindex = seen.ifindex;
+    h.netns = seen.netns;
+    h.len = seen.wire_len;
+    h.cap_len = cap;
+    h.protocol = seen.protocol;
+    h.linktype = seen.linktype;
+    h.kind = kind;
+    h.ifname = seen.ifname;
+}
+
 #[inline(always)]
 pub fn scratch() -> Option<*mut Scratch> {
     SCRATCH.get_ptr_mut(0)
@@ -65,9 +83,8 @@ pub fn output(s: *const Scratch, cap: u32) {
     let size = EVENT_HEADER_LEN + (cap as usize & (MAX_CAPTURE * 2 - 1)).min(MAX_CAPTURE);
     // SAFETY: `size` ≤ header + MAX_CAPTURE, inside the scratch value.
     let bytes = unsafe { core::slice::from_raw_parts(s.cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(bytes, u64::from(BPF_RB_NO_WAKEUP)).is_ok() {
-        count(counter::EMITTED);
-    } else {
-        count(counter::LOST);
-    }
+    // SAFETY: s is this CPU's scratch value.
+    let path = unsafe { (*s).hdr.kind } == tracer_common::kind::PATH;
+    let (ok, lost) = if path { (counter::PATH_EMITTED, counter::PATH_LOST) } else { (counter::EMITTED, counter::LOST) };
+    count(if EVENTS.output::<[u8]>(bytes, u64::from(BPF_RB_NO_WAKEUP)).is_ok() { ok } else { lost });
 }

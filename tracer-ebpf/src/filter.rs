@@ -6,10 +6,10 @@ use core::ffi::c_void;
 use aya_ebpf::{
     helpers::generated::bpf_loop,
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
 };
 use tracer_common::{
-    CbpfInsn, IFNAMSIZ, IfacePattern, MAX_CAPTURE, MAX_FILTER_INSNS, MAX_IFACE_PATTERNS,
+    CbpfInsn, IFNAMSIZ, IfacePattern, MAX_CAPTURE, MAX_FILTER_INSNS, MAX_IFACE_PATTERNS, PodIfKey, linktype,
     cbpf::{self, Step, Vm},
 };
 
@@ -21,6 +21,79 @@ static FILTER_INSNS: Array<CbpfInsn> = Array::with_max_entries(2 * MAX_FILTER_IN
 
 #[map(name = "IFACE_PATTERNS")]
 static IFACE_PATTERNS: Array<IfacePattern> = Array::with_max_entries(MAX_IFACE_PATTERNS, 0);
+
+/// `--pod`: the pods' network namespaces (inode), their host-side interfaces and their IPs
+/// (IPv4 as IPv4-mapped IPv6). A drop is the pods' when any of them matches.
+#[map(name = "POD_NETNS")]
+static POD_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
+
+#[map(name = "POD_IFACES")]
+static POD_IFACES: HashMap<PodIfKey, u8> = HashMap::with_max_entries(256, 0);
+
+#[map(name = "POD_ADDRS")]
+static POD_ADDRS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(1024, 0);
+
+/// True when the drop happened in a selected pod's namespace, on its host-side interface, or
+/// the packet's source or destination address is one of its IPs. `cap` captured bytes of
+/// link type `lt` are in scratch.
+#[inline(always)]
+pub fn pod_matches(ifindex: u32, netns: u32, lt: u8, cap: u32) -> bool {
+    // SAFETY: lookups by value; the maps hold plain bytes.
+    unsafe {
+        if POD_NETNS.get(netns).is_some() || POD_IFACES.get(PodIfKey { netns, ifindex }).is_some() {
+            return true;
+        }
+    }
+    let mut l3 = 0u32;
+    if lt == linktype::ETHERNET {
+        let Some(mut ethertype) = load(12, 2, cap) else { return false };
+        l3 = 14;
+        if ethertype == 0x8100 || ethertype == 0x88a8 {
+            let Some(inner) = load(16, 2, cap) else { return false };
+            ethertype = inner;
+            l3 = 18;
+        }
+        if ethertype != 0x0800 && ethertype != 0x86dd {
+            return false;
+        }
+    }
+    let Some(first) = load(l3, 1, cap) else { return false };
+    let (src, len) = match first >> 4 {
+        4 => (l3 + 12, 4),
+        6 => (l3 + 8, 16),
+        _ => return false,
+    };
+    addr_known(src, len, cap) || addr_known(src + len, len, cap)
+}
+
+/// Looks up the `len`-byte address at `off` of the captured bytes in `POD_ADDRS`.
+#[inline(always)]
+fn addr_known(off: u32, len: u32, cap: u32) -> bool {
+    if off + len > cap {
+        return false;
+    }
+    let Some(s) = crate::emit::scratch() else { return false };
+    let mut key = [0u8; 16];
+    // Offsets here are below 64 (link header + IP header fields): a mask the verifier can use.
+    let base = (off as usize) & 63;
+    // SAFETY: base + 16 < MAX_CAPTURE, inside the per-CPU scratch value.
+    let p = unsafe { (*s).data.as_ptr().add(base) };
+    if len == 4 {
+        key[10] = 0xff;
+        key[11] = 0xff;
+        for i in 0..4 {
+            // SAFETY: as above.
+            key[12 + i] = unsafe { *p.add(i) };
+        }
+    } else {
+        for (i, k) in key.iter_mut().enumerate() {
+            // SAFETY: as above.
+            *k = unsafe { *p.add(i) };
+        }
+    }
+    // SAFETY: a lookup by value.
+    unsafe { POD_ADDRS.get(key).is_some() }
+}
 
 /// True when `name` matches one of the first `n` patterns.
 #[inline(always)]

@@ -1,14 +1,12 @@
 //! The drop probe: `skb:kfree_skb` (reason, location) with the packet's device, namespace and
 //! bytes. Loaded as tp_btf where the kernel allows it, else as a raw tracepoint (same body).
 use aya_ebpf::{
-    helpers::generated::bpf_probe_read_kernel,
-    helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
-use tracer_common::{DropKey, MAX_CAPTURE, MAX_FILTER_INSNS, counter, kind, linktype};
+use tracer_common::{DropKey, counter, hook, kind};
 
-use crate::{config, emit, filter, netfilter, skb};
+use crate::{capture, config, emit, netfilter, path, skb, tc};
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
@@ -29,64 +27,31 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
         return;
     }
     emit::count(counter::SEEN);
+    // A tracked packet's path ends here whether or not the drop itself matches the filters
+    // (NAT may have changed the addresses the expression named).
+    let packet_id = if cfg.path != 0 { path::untrack(skb) } else { 0 };
     let o = config::offsets();
-    let (ifindex, ifname, netns) = skb::device(skb, &o);
-    if cfg.netns != 0 && netns != cfg.netns {
-        return;
-    }
-    if cfg.iface_patterns != 0 && !filter::iface_matches(&ifname, cfg.iface_patterns) {
-        return;
-    }
     let Some(s) = emit::scratch() else { return };
-    let (mut cap, mut wire_len, mut lt, mut protocol) = (0u32, 0u32, linktype::RAW_IP, 0u16);
-    if let Some(p) = skb::packet(skb, &o) {
-        wire_len = p.wire_len;
-        lt = p.linktype;
-        protocol = p.protocol;
-        let n = p.avail.min(MAX_CAPTURE as u32);
-        if n > 0 {
-            // The verifier must see a non-zero, bounded length (6.1 rejects `n == 0` checks).
-            let n = ((n - 1) & (MAX_CAPTURE as u32 - 1)) + 1;
-            // SAFETY: n ≤ MAX_CAPTURE fits the scratch data array; the helper checks `start`.
-            let r = unsafe {
-                bpf_probe_read_kernel((*s).data.as_mut_ptr().cast(), n, p.start as *const _)
-            };
-            if r == 0 {
-                cap = n;
-            }
+    let Some(seen) = capture::select(skb, &cfg, &o, s) else {
+        if packet_id != 0 {
+            path::emit_hop(s, skb, packet_id, hook::DROP, location, reason, skb::device(skb, &o), 0);
         }
-    }
-    if cfg.filter_active != 0 {
-        let (base, len) = if lt == linktype::ETHERNET {
-            (0, cfg.filter_eth_len)
-        } else {
-            (MAX_FILTER_INSNS, cfg.filter_raw_len)
-        };
-        if len == 0 || !filter::cbpf_accepts(base, len, cap, wire_len) {
-            return;
-        }
-    }
+        return;
+    };
     emit::count(counter::MATCHED);
     let nf_slot = if reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };
-    emit::count_drop(&DropKey { location, reason, ifindex, netns, ifname, nf_slot });
+    let tc_slot = if reason == cfg.reason_tc_ingress || reason == cfg.reason_tc_egress { tc::last_code(skb, seen.ifindex) } else { 0 };
+    emit::count_drop(&DropKey { location, reason, ifindex: seen.ifindex, netns: seen.netns, ifname: seen.ifname, nf_slot, tc_slot, _pad: 0 });
 
-    let snap = cap.min(cfg.snaplen);
+    let snap = seen.cap.min(cfg.snaplen);
     // SAFETY: s is this CPU's scratch value.
     unsafe {
         let h = &mut (*s).hdr;
-        h.ts_ns = bpf_ktime_get_ns();
-        h.location = location;
-        h.skb = skb;
-        h.reason = reason;
-        h.ifindex = ifindex;
-        h.netns = netns;
-        h.len = wire_len;
-        h.cap_len = snap;
-        h.protocol = protocol;
-        h.linktype = lt;
-        h.kind = kind::DROP;
-        h.ifname = ifname;
+        emit::fill(h, skb, location, reason, &seen, snap, kind::DROP);
         h.nf_slot = nf_slot;
+        h.tc_slot = tc_slot;
+        h.packet_id = packet_id;
+        h.hook = 0;
     }
     emit::output(s, snap);
 }

@@ -3,12 +3,16 @@
 #![no_std]
 #![no_main]
 
+mod capture;
 mod config;
 mod emit;
 mod filter;
+mod funcs;
 mod kfree_skb;
 mod netfilter;
+mod path;
 mod skb;
+mod tc;
 
 #[cfg(not(test))]
 #[panic_handler]

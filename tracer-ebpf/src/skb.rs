@@ -40,11 +40,16 @@ pub fn device(skb: u64, o: &tracer_common::Offsets) -> (u32, [u8; tracer_common:
         netns = read(net, o.net_ns_inum).unwrap_or(0);
     }
     if netns == 0 {
-        let sk: u64 = read(skb, o.skb_sk).unwrap_or(0);
-        let net: u64 = read(sk, o.sk_net).unwrap_or(0);
-        netns = read(net, o.net_ns_inum).unwrap_or(0);
+        netns = sk_netns(read(skb, o.skb_sk).unwrap_or(0), o);
     }
     (ifindex, ifname, netns)
+}
+
+/// The namespace inode of a socket (0 when unreadable).
+#[inline(always)]
+pub fn sk_netns(sk: u64, o: &tracer_common::Offsets) -> u32 {
+    let net: u64 = read(sk, o.sk_net).unwrap_or(0);
+    read(net, o.net_ns_inum).unwrap_or(0)
 }
 
 /// Locates the packet bytes. A MAC header counts only when it sits exactly one Ethernet header

@@ -70,6 +70,48 @@ impl Rules {
     }
 }
 
+/// Drops per pod, from events: each drop counts once for every pod involved (as source,
+/// destination, or owner of the interface).
+#[derive(Default)]
+pub struct PodCounts {
+    counts: HashMap<String, PodCount>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PodCount {
+    pub pod: String,
+    pub count: u64,
+    pub as_src: u64,
+    pub as_dst: u64,
+    pub on_iface: u64,
+}
+
+impl PodCounts {
+    pub fn add(&mut self, e: &DropEvent) {
+        let mut seen: Vec<&str> = Vec::with_capacity(3);
+        for (p, which) in [(&e.src_pod, 0), (&e.dst_pod, 1), (&e.pod_iface, 2)] {
+            let Some(p) = p else { continue };
+            let c = self.counts.entry(p.clone()).or_insert_with(|| PodCount { pod: p.clone(), ..Default::default() });
+            match which {
+                0 => c.as_src += 1,
+                1 => c.as_dst += 1,
+                _ => c.on_iface += 1,
+            }
+            if !seen.contains(&p.as_str()) {
+                c.count += 1;
+                seen.push(p);
+            }
+        }
+    }
+
+    /// Largest first.
+    pub fn sorted(&self) -> Vec<PodCount> {
+        let mut v: Vec<PodCount> = self.counts.values().cloned().collect();
+        v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.pod.cmp(&b.pod)));
+        v
+    }
+}
+
 /// One row of the kernel's exact drop statistics.
 #[derive(Debug, Clone)]
 pub struct KernelRow {
@@ -79,6 +121,10 @@ pub struct KernelRow {
     pub ifindex: u32,
     pub netns: u32,
     pub count: u64,
+    /// The pod behind the interface.
+    pub pod: Option<String>,
+    /// Which tc program shot these (TC_* reasons).
+    pub tc: Option<crate::attribution::tc::TcInfo>,
 }
 
 /// Sums `rows` by `key`, largest first.
@@ -101,7 +147,7 @@ mod tests {
     use super::*;
 
     fn row(reason: &str, loc: &str, n: u64) -> KernelRow {
-        KernelRow { reason: reason.into(), location: loc.into(), ifname: "lxc1".into(), ifindex: 1, netns: 1, count: n }
+        KernelRow { reason: reason.into(), location: loc.into(), ifname: "lxc1".into(), ifindex: 1, netns: 1, count: n, pod: None, tc: None }
     }
 
     #[test]

@@ -25,6 +25,58 @@ pub enum Command {
         after_help = "EXPRESSION is a tcpdump/pcap-filter expression (see pcap-filter(7)), e.g.\n  tracer capture --duration 30s --pcap drops.pcapng --json drops.jsonl 'udp and dst port 53'\n  tracer capture --iface 'lxc*' host 10.0.1.23\nIt is evaluated in the kernel, so the totals are exact for the packets that match it."
     )]
     Capture(CaptureArgs),
+    /// Check this node for state that breaks pod networking (read-only).
+    #[command(
+        after_help = "Checks the kernel (BTF, drop reasons, usable BPF hooks), iptables (Cilium's and kube-proxy's\nchains still hooked, FORWARD, legacy vs nft), Cilium's pinned maps (stale endpoints, ipcache)\nand the host (forwarding, rp_filter, conntrack, neighbours, leftover lxc/netns).\nExit status: 0 healthy, 1 findings, 2 could not check."
+    )]
+    Doctor(DoctorArgs),
+}
+
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
+pub const DEFAULT_CNI_CACHE_DIR: &str = "/var/lib/cni/results";
+pub const DEFAULT_NETNS_DIR: &str = "/var/run/netns";
+
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Check this network namespace instead of the current one: a path (/proc/PID/ns/net,
+    /// /var/run/netns/NAME) or a name under /var/run/netns.
+    #[arg(long, value_name = "PATH|NAME")]
+    pub netns: Option<String>,
+
+    /// The bpffs holding Cilium's pinned maps (Cilium's are under tc/globals/).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_BPFFS)]
+    pub bpffs: PathBuf,
+
+    /// libcni's cache of CNI results (the pods this node set up).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CNI_CACHE_DIR)]
+    pub cni_cache_dir: PathBuf,
+
+    /// Where container runtimes keep pod network namespaces.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_NETNS_DIR)]
+    pub netns_dir: PathBuf,
+
+    /// This node's pod CIDR (repeatable); lets the ipcache check recognise local pod IPs
+    /// beyond those in Cilium's endpoint map.
+    #[arg(long = "pod-cidr", value_name = "CIDR")]
+    pub pod_cidrs: Vec<String>,
+}
+
+/// The defaults of `tracer doctor` with no options (what the bundle runs).
+impl Default for DoctorArgs {
+    fn default() -> Self {
+        Self {
+            json: true,
+            netns: None,
+            bpffs: DEFAULT_BPFFS.into(),
+            cni_cache_dir: DEFAULT_CNI_CACHE_DIR.into(),
+            netns_dir: DEFAULT_NETNS_DIR.into(),
+            pod_cidrs: Vec::new(),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -60,6 +112,12 @@ pub struct CaptureArgs {
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
 
+    /// Keep an incident bundle in DIR (new or empty): node state at start and end (iptables,
+    /// nft, ip, conntrack, sysctls, `tracer doctor`), the probes used, versions, this capture's
+    /// pcapng/JSON/summary (written there unless given elsewhere), MANIFEST.json, and DIR.tar.zst.
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+
     /// Create FILE once every probe is attached (for scripts and tests).
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
@@ -68,6 +126,36 @@ pub struct CaptureArgs {
     /// or rule.
     #[arg(long)]
     pub no_netfilter: bool,
+
+    /// Do not attach tc observers: `TC_INGRESS`/`TC_EGRESS` drops then name the program only when
+    /// it is alone on its hook.
+    #[arg(long)]
+    pub no_tc: bool,
+
+    /// Only drops of this pod (NAMESPACE/NAME): in its network namespace, on its host-side
+    /// interface (lxc…), or to/from its IPs. Repeatable. Pods are read from the CNI cache.
+    #[arg(long = "pod", value_name = "NAMESPACE/NAME")]
+    pub pods: Vec<String>,
+
+    /// libcni's cache directory, whose results/ name every pod sandbox on this node
+    /// [default: /var/lib/cni].
+    #[arg(long, value_name = "DIR")]
+    pub cni_cache_dir: Option<std::path::PathBuf>,
+
+    /// Follow matching packets hook by hook: `"type": "path"` events per hook and a
+    /// `"type": "packet"` record per packet (ordered path and fate), and a timeline on stdout.
+    #[arg(long)]
+    pub path: bool,
+
+    /// With --path: write every matching packet to the pcapng (once, with its path in the
+    /// comment), not only the dropped ones.
+    #[arg(long, requires = "path")]
+    pub all: bool,
+
+    /// How --path follows packets: `tracepoint` (network tracepoints, every kernel), `fentry`
+    /// or `kprobe` (adds kernel skb functions where the kernel allows them), or `auto`.
+    #[arg(long, value_enum, default_value = "auto", requires = "path")]
+    pub backend: crate::probes::path::BackendChoice,
 
     /// Do not print a line per drop on stdout.
     #[arg(short, long)]

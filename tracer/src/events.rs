@@ -89,6 +89,24 @@ pub struct Headers {
     pub ethertype: Option<String>,
 }
 
+impl Headers {
+    /// tcpdump-like: `udp 10.0.0.1.5353 > 10.0.0.2.53`, `tcp … [S.]`, or the EtherType.
+    pub fn summary(&self) -> String {
+        let ep = |a: Option<IpAddr>, p: Option<u16>| match (a, p) {
+            (Some(a), Some(p)) => format!("{a}.{p}"),
+            (Some(a), None) => a.to_string(),
+            _ => "?".into(),
+        };
+        let what = match (&self.proto, &self.ethertype) {
+            (Some(p), _) => format!("{p} {} > {}", ep(self.src, self.sport), ep(self.dst, self.dport)),
+            (None, Some(t)) => t.clone(),
+            _ => "?".into(),
+        };
+        let flags = self.tcp_flags.as_deref().map(|f| format!(" [{f}]")).unwrap_or_default();
+        format!("{what}{flags}")
+    }
+}
+
 pub fn parse_headers(lt: u8, data: &[u8]) -> Headers {
     let parsed = if lt == linktype::ETHERNET {
         LaxSlicedPacket::from_ethernet(data).ok()
@@ -184,6 +202,21 @@ pub struct DropEvent {
     /// Which table, chain and rule dropped it (NETFILTER_DROP only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netfilter: Option<crate::attribution::netfilter::NetfilterInfo>,
+    /// Which tc/BPF program shot it (`TC_INGRESS`/`TC_EGRESS` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tc: Option<crate::attribution::tc::TcInfo>,
+    /// Pods ("namespace/name") owning the source and destination addresses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_pod: Option<String>,
+    /// The pod behind the interface of the drop (its host-side veth, or a device in its
+    /// network namespace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_iface: Option<String>,
+    /// With `--path`: the packet's id (its `"type": "packet"` record tells its path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packet_id: Option<u64>,
 }
 
 pub fn link_name(lt: u8) -> &'static str {

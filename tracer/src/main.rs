@@ -1,7 +1,7 @@
 //! `tracer`: where a Kubernetes pod's packets die on a node.
 
 use clap::Parser as _;
-use tracer::{cli, session};
+use tracer::{cli, doctor, session};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
@@ -13,6 +13,7 @@ fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let result = match cli.command {
         cli::Command::Capture(args) => run_async(session::capture(args)),
+        cli::Command::Doctor(args) => return std::process::ExitCode::from(doctor::run(&args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

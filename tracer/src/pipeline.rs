@@ -2,13 +2,21 @@
 //! (disk full, …) is reported once and dropped; the others keep going.
 use std::{
     collections::HashMap,
+    fmt::Write as _,
     io::Write as _,
     time::{Duration, SystemTime},
 };
 
+use tracer_common::hook;
+
 use crate::{
-    aggregate::{Flows, Rules},
-    attribution::netfilter::Attributor,
+    aggregate::{Flows, PodCounts, Rules},
+    path::{
+        story::End,
+        tracker::{Captured, Finished, HopIn, PathTracker},
+    },
+    attribution::{netfilter::Attributor, tc::TcAttributor},
+    pods::Pods,
     netfilter::packet::PacketInfo,
     events::{self, DropEvent, Wire},
     kernel::{kallsyms::Kallsyms, reasons::Reasons},
@@ -69,6 +77,16 @@ pub struct Pipeline {
     /// Drops waiting for the rule counters of their window.
     pending: Vec<Pending>,
     pub rules: Rules,
+    /// tc/BPF program attribution (`TC_INGRESS`/`TC_EGRESS` drops).
+    pub tc: Option<TcAttributor>,
+    /// Reason values of `TC_INGRESS` and `TC_EGRESS` on this kernel.
+    pub tc_reasons: (Option<u32>, Option<u32>),
+    pub pods: Pods,
+    pub by_pod: PodCounts,
+    /// `--path`: packets followed hook by hook.
+    pub path: Option<PathTracker>,
+    /// `--all`: followed packets go to the pcapng too.
+    pub all: bool,
 }
 
 /// Drops waiting for attribution are bounded: past this, the window closes early.
@@ -106,13 +124,14 @@ fn packet_info(ev: &DropEvent, hook: u32) -> PacketInfo {
         icmp_code: h.icmp_code,
         in_iface: if hook <= 2 { dev.clone() } else { None },
         out_iface: if hook >= 3 { dev } else { None },
+        // The packet bytes do not say the flow's conntrack state: `--ctstate` stays Maybe.
+        ct_state: None,
     }
 }
 
 impl Pipeline {
     pub fn new(reasons: Reasons, kallsyms: Kallsyms, clock: Clock) -> Self {
         Self {
-            reasons,
             kallsyms,
             symbols: HashMap::new(),
             clock,
@@ -126,6 +145,13 @@ impl Pipeline {
             nf: None,
             pending: Vec::new(),
             rules: Rules::default(),
+            tc_reasons: (reasons.value("TC_INGRESS"), reasons.value("TC_EGRESS")),
+            reasons,
+            tc: None,
+            pods: Pods::default(),
+            by_pod: PodCounts::default(),
+            path: None,
+            all: false,
         }
     }
 
@@ -135,6 +161,25 @@ impl Pipeline {
 
     pub fn symbolize(&mut self, addr: u64) -> String {
         self.symbols.entry(addr).or_insert_with(|| self.kallsyms.symbolize(addr)).clone()
+    }
+
+    /// Direction of a `TC_INGRESS` (false) / `TC_EGRESS` (true) reason; None for other reasons.
+    fn tc_direction(&self, reason: u32) -> Option<bool> {
+        match self.tc_reasons {
+            (Some(r), _) if r == reason => Some(false),
+            (_, Some(r)) if r == reason => Some(true),
+            _ => None,
+        }
+    }
+
+    /// Pod and tc program of a row of the kernel's exact statistics.
+    pub fn row_owner(&mut self, k: &tracer_common::DropKey, ifname: &str) -> (Option<String>, Option<crate::attribution::tc::TcInfo>) {
+        let pod = self.pods.by_iface(k.netns, k.ifindex).map(|p| p.key.clone());
+        let tc = match (self.tc_direction(k.reason), &mut self.tc) {
+            (Some(egress), Some(tc)) => Some(tc.resolve(k.netns, k.ifindex, ifname, egress, k.tc_slot)),
+            _ => None,
+        };
+        (pod, tc)
     }
 
     pub fn handle(&mut self, bytes: &[u8]) {
@@ -148,6 +193,10 @@ impl Pipeline {
         };
         let h = wire.hdr;
         let ts = self.clock.wall(h.ts_ns);
+        if h.kind == tracer_common::kind::PATH {
+            self.handle_path(&h, wire.data, ts);
+            return;
+        }
         let mut ev = DropEvent {
             kind: "drop",
             time: rfc3339(ts),
@@ -163,8 +212,22 @@ impl Pipeline {
             skb: format!("{:#x}", h.skb),
             reason_code: h.reason,
             netfilter: None,
+            tc: None,
+            src_pod: None,
+            dst_pod: None,
+            pod_iface: None,
+            packet_id: (h.packet_id != 0).then_some(h.packet_id),
         };
-        let iface = Iface { netns: h.netns, ifindex: h.ifindex, ifname: ev.ifname.clone(), linktype: h.linktype };
+        if let (Some(egress), Some(tc)) = (self.tc_direction(h.reason), &mut self.tc) {
+            ev.tc = Some(tc.resolve(h.netns, h.ifindex, &ev.ifname, egress, h.tc_slot));
+        }
+        ev.src_pod = ev.headers.src.and_then(|a| self.pods.by_ip(a)).map(|p| p.key.clone());
+        ev.dst_pod = ev.headers.dst.and_then(|a| self.pods.by_ip(a)).map(|p| p.key.clone());
+        ev.pod_iface = self.pods.by_iface(h.netns, h.ifindex).map(|p| p.key.clone());
+        let iface = Iface { netns: h.netns, ifindex: h.ifindex, ifname: ev.ifname.clone(), linktype: h.linktype, pod: ev.pod_iface.clone() };
+        if h.packet_id != 0 {
+            self.end_path(h.packet_id, End::Dropped { reason: ev.reason.clone(), location: ev.location.clone() });
+        }
         if h.nf_slot != 0
             && let Some(nf) = &self.nf
             && let Some(slot) = nf.slot(h.nf_slot)
@@ -211,6 +274,7 @@ impl Pipeline {
 
     fn emit(&mut self, ev: &DropEvent, iface: &Iface, ts: Duration, data: &[u8]) {
         self.flows.add(ev);
+        self.by_pod.add(ev);
         if let Some(nf) = &ev.netfilter {
             self.rules.add(nf);
         }
@@ -222,10 +286,23 @@ impl Pipeline {
             self.json = None;
             ok = false;
         }
-        if let Some(p) = &mut self.pcap {
+        // With --all a followed packet goes to the pcapng once, with its path, when it ends.
+        if let Some(p) = self.pcap.as_mut().filter(|_| !(self.all && ev.packet_id.is_some())) {
             let mut comment = format!("drop reason={} location={} iface={} netns={}", ev.reason, ev.location, display_if(&ev.ifname), ev.netns);
             if let Some(nf) = &ev.netfilter {
                 comment.push_str(&format!(" netfilter=\"{} {} {} {}: {}\"", nf.backend, nf.family, nf.table, nf.chain, nf.rule.as_deref().unwrap_or("?")));
+            }
+            if let Some(tc) = &ev.tc {
+                let _ = write!(comment, " tc=\"{} {} {}", tc.attach.unwrap_or("?"), tc.direction, tc.prog.as_deref().unwrap_or("?"));
+                if let Some(id) = tc.prog_id {
+                    let _ = write!(comment, " id {id}");
+                }
+                let _ = write!(comment, " {}\"", tc.verdict);
+            }
+            for (k, v) in [("pod_iface", &ev.pod_iface), ("src_pod", &ev.src_pod), ("dst_pod", &ev.dst_pod)] {
+                if let Some(v) = v {
+                    let _ = write!(comment, " {k}={v}");
+                }
             }
             if let Err(e) = p.write(iface, ts, ev.len, data, comment) {
                 eprintln!("tracer: error: {e:#}; pcapng output stopped, the capture goes on");
@@ -241,6 +318,114 @@ impl Pipeline {
             self.failed += 1;
         } else {
             self.written += 1;
+        }
+    }
+
+    fn handle_path(&mut self, h: &tracer_common::PacketEvent, data: &[u8], ts: Duration) {
+        let Some(mut tracker) = self.path.take() else { return };
+        let location = self.symbolize(h.location);
+        let ifname = events::ifname(&h.ifname);
+        match h.hook {
+            hook::CONSUME => {
+                if let Some(f) = tracker.end(h.packet_id, End::Consumed { location }) {
+                    self.write_finished(f);
+                }
+            }
+            hook::DELIVER => {
+                if let Some(f) = tracker.end(h.packet_id, End::Delivered { netns: h.netns }) {
+                    self.write_finished(f);
+                }
+            }
+            hook::DROP => {
+                let end = End::Dropped { reason: self.reasons.name(h.reason), location };
+                if let Some(f) = tracker.end(h.packet_id, end) {
+                    self.write_finished(f);
+                }
+            }
+            _ => {
+                let (name, netns) = self.hop_name(h, &location);
+                let first = (h.cap_len > 0).then(|| {
+                    let headers = events::parse_headers(h.linktype, data);
+                    let payload = headers.payload_len.map(|n| format!(" payload {n}")).unwrap_or_default();
+                    let summary = format!("{}{payload}", headers.summary());
+                    let pod = self.pods.by_iface(h.netns, h.ifindex).map(|p| p.key.clone());
+                    let iface = Iface { netns: h.netns, ifindex: h.ifindex, ifname: ifname.clone(), linktype: h.linktype, pod };
+                    (headers, summary, Captured { iface, ts, len: h.len, data: data.to_vec() })
+                });
+                let hop = HopIn { packet_id: h.packet_id, mono_ns: h.ts_ns, hook: name, ifname, ifindex: h.ifindex, netns, time: rfc3339(ts), first };
+                let (rec, done) = tracker.hop(hop);
+                self.write_json(&rec);
+                for f in done {
+                    self.write_finished(f);
+                }
+            }
+        }
+        self.path = Some(tracker);
+    }
+
+    /// How a hop is named in the path, and its namespace.
+    fn hop_name(&self, h: &tracer_common::PacketEvent, location: &str) -> (String, u32) {
+        match h.hook {
+            hook::FUNCTION => (location.split('+').next().unwrap_or_default().to_string(), h.netns),
+            hook::TC => {
+                let (egress, _) = tracer_common::tc::decode(h.tc_slot);
+                (format!("tc {}", if egress { "egress" } else { "ingress" }), h.netns)
+            }
+            hook::NETFILTER => match self.nf.as_ref().and_then(|nf| nf.slot(h.nf_slot)) {
+                Some(s) => (
+                    format!(
+                        "netfilter {} {} (prio {})",
+                        crate::netfilter::family_of_pf(s.pf),
+                        crate::netfilter::HOOKS.get(s.hook as usize).copied().unwrap_or("?"),
+                        s.priority
+                    ),
+                    s.netns,
+                ),
+                None => ("netfilter".into(), h.netns),
+            },
+            other => (hook::name(other).to_string(), h.netns),
+        }
+    }
+
+    fn end_path(&mut self, packet_id: u64, end: End) {
+        let Some(mut tracker) = self.path.take() else { return };
+        if let Some(f) = tracker.end(packet_id, end) {
+            self.write_finished(f);
+        }
+        self.path = Some(tracker);
+    }
+
+    /// Writes every packet still being followed (the capture ends).
+    pub fn finish_paths(&mut self) {
+        let Some(mut tracker) = self.path.take() else { return };
+        for f in tracker.drain() {
+            self.write_finished(f);
+        }
+        self.path = Some(tracker);
+    }
+
+    fn write_finished(&mut self, f: Finished) {
+        self.write_json(&f.record);
+        if self.text {
+            let _ = write!(std::io::stdout().lock(), "{}", f.timeline);
+        }
+        if self.all
+            && let (Some(p), Some(c)) = (&mut self.pcap, &f.packet)
+            && let Err(e) = p.write(&c.iface, c.ts, c.len, &c.data, crate::path::tracker::comment(&f.record))
+        {
+            eprintln!("tracer: error: {e:#}; pcapng output stopped, the capture goes on");
+            self.pcap = None;
+            self.degraded = true;
+        }
+    }
+
+    fn write_json<T: serde::Serialize>(&mut self, record: &T) {
+        if let Some(j) = &mut self.json
+            && let Err(e) = j.write(record)
+        {
+            eprintln!("tracer: error: {e:#}; JSON output stopped, the capture goes on");
+            self.json = None;
+            self.degraded = true;
         }
     }
 
@@ -269,17 +454,8 @@ fn display_if(name: &str) -> &str {
 
 /// tcpdump-like one-liner: time, interface, reason, location, flow.
 fn text_line(e: &DropEvent) -> String {
-    let h = &e.headers;
-    let ep = |a: Option<std::net::IpAddr>, p: Option<u16>| match (a, p) {
-        (Some(a), Some(p)) => format!("{a}.{p}"),
-        (Some(a), None) => a.to_string(),
-        _ => "?".into(),
-    };
-    let what = match (&h.proto, &h.ethertype) {
-        (Some(p), _) => format!("{p} {} > {}", ep(h.src, h.sport), ep(h.dst, h.dport)),
-        (None, Some(t)) => t.clone(),
-        _ => "?".into(),
-    };
-    let flags = h.tcp_flags.as_deref().map(|f| format!(" [{f}]")).unwrap_or_default();
-    format!("{} {} {} at {}: {what}{flags} len {}", &e.time[11..], display_if(&e.ifname), e.reason, e.location, e.len)
+    let what = e.headers.summary();
+    let pod = e.pod_iface.as_deref().map(|p| format!(" (pod {p})")).unwrap_or_default();
+    let by = e.tc.as_ref().map(|t| format!(" by {}", t.who())).unwrap_or_default();
+    format!("{} {}{pod} {} at {}: {what} len {}{by}", &e.time[11..], display_if(&e.ifname), e.reason, e.location, e.len)
 }

@@ -7,11 +7,12 @@ use anyhow::{Context as _, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 use tracer_common::{Config, MAX_CAPTURE, counter};
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use crate::{
     aggregate::KernelRow,
-    attribution::netfilter::Attributor,
+    attribution::{netfilter::Attributor, tc::TcAttributor},
+    pods::Pods,
+    probes::loader::PodSelection,
     netfilter::snapshot::Snapshot,
     probes::netfilter::Observers,
     cli::CaptureArgs,
@@ -28,8 +29,21 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// How often outputs are flushed to disk.
 const FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub async fn capture(args: CaptureArgs) -> Result<()> {
+/// Everything attached in the kernel; dropping it detaches (tc observer filters included).
+struct Attached {
+    ebpf: aya::Ebpf,
+    probe: probes::kfree_skb::DropProbe,
+    path: Option<probes::path::PathProbes>,
+    netfilter: Option<(Observers, Attributor)>,
+    tc: (Option<probes::tc::Observers>, TcAttributor),
+}
+
+pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     require_root()?;
+    // Handle Ctrl-C/SIGTERM from here on: our cls_bpf observers must be removed on the way out.
+    let signals = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
+    // Before the output checks: it points unnamed outputs into the bundle directory.
+    let mut bundle = crate::bundle::Bundle::prepare(&mut args)?;
     let expression = args.expression.join(" ");
     let compiled = filter::expr::compile(&expression)?;
     let ifaces = filter::iface::parse_all(&args.ifaces)?;
@@ -41,6 +55,8 @@ pub async fn capture(args: CaptureArgs) -> Result<()> {
     for p in [&args.pcap, &args.json, &args.summary, &args.ready_file].into_iter().flatten() {
         output::check_writable(p)?;
     }
+    let pods = load_pods(&args)?;
+    let selection = select_pods(&pods, &args.pods)?;
 
     let btf = KernelBtf::load()?;
     let offsets = btf.offsets()?;
@@ -56,38 +72,60 @@ pub async fn capture(args: CaptureArgs) -> Result<()> {
         reason_consumed: reasons.consumed.unwrap_or(u32::MAX),
         reason_not_dropped: reasons.not_dropped_yet.unwrap_or(0),
         reason_netfilter_drop: reasons.value("NETFILTER_DROP").unwrap_or(u32::MAX),
-        _pad: 0,
+        reason_tc_ingress: reasons.value("TC_INGRESS").unwrap_or(u32::MAX),
+        reason_tc_egress: reasons.value("TC_EGRESS").unwrap_or(u32::MAX),
+        pod_filter: u32::from(!args.pods.is_empty()),
+        path: u32::from(args.path),
     };
 
-    let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces)?;
-    let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns)? };
+    if let Some(b) = &mut bundle {
+        b.start();
+    }
+    let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces, &selection)?;
+    let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns, args.path.then_some(maps.fds))? };
+    let tc = start_tc(&mut ebpf, netns, &ifaces, args.no_tc, args.path);
     let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
+    let path = args.path.then(|| probes::path::attach(&mut ebpf, &aya_btf, args.backend)).transpose()?;
     let probe = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
     log::info!("drop probe attached with {}", probe.backend);
 
     let mut created = Created::default();
-    let result = run(&args, &compiled, reasons, kallsyms, (ebpf, probe, netfilter), maps, &mut created).await;
+    let drop_probe = probe.backend.to_string();
+    let attached = Attached { ebpf, probe, path, netfilter, tc };
+    let mut result = run(&args, &compiled, (reasons, kallsyms, pods), attached, maps, signals, &mut created).await;
+    if let (Ok(()), Some(b)) = (&result, bundle.take()) {
+        let dir = b.dir().to_path_buf();
+        result = b.finish(&args, &drop_probe).map(|archive| eprintln!("tracer: bundle in {} and {}", dir.display(), archive.display()));
+    }
     if result.is_err() {
         created.remove_all();
     }
     result
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site; the pieces are built in order above")]
 async fn run(
     args: &CaptureArgs,
     compiled: &CompiledFilter,
-    reasons: Reasons,
-    kallsyms: Kallsyms,
-    (ebpf, probe, netfilter): (aya::Ebpf, probes::kfree_skb::DropProbe, Option<(Observers, Attributor)>),
+    (reasons, kallsyms, pods): (Reasons, Kallsyms, Pods),
+    attached: Attached,
     mut maps: Maps,
+    (mut sigint, mut sigterm): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
     created: &mut Created,
 ) -> Result<()> {
+    let Attached { ebpf, probe, path, netfilter, tc } = attached;
     let mut pipe = Pipeline::new(reasons, kallsyms, Clock::new());
+    let path_backend = path.as_ref().map(|p| (p.backend, p.functions, p.note.clone()));
+    if path.is_some() {
+        pipe.path = Some(crate::path::tracker::PathTracker::default());
+        pipe.all = args.all;
+    }
+    pipe.pods = pods;
     let observers = netfilter.map(|(o, a)| {
         pipe.nf = Some(a);
         o
     });
+    let (tc_observers, tc_attributor) = tc;
+    pipe.tc = Some(tc_attributor);
     if let Some(p) = &args.json {
         pipe.json = Some(JsonLines::create(p)?);
         created.add(p);
@@ -104,8 +142,6 @@ async fn run(
 
     let start = Instant::now();
     let start_wall = rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?);
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut poll = tokio::time::interval(POLL);
     let mut last_flush = Instant::now();
@@ -129,6 +165,8 @@ async fn run(
     let backend = probe.backend;
     let program = probe.program_name();
     drop(observers);
+    drop(tc_observers);
+    drop(path);
     drop(probe);
     let probe_misses = ebpf
         .program(program)
@@ -138,6 +176,7 @@ async fn run(
         .unwrap_or(0);
     drop(ebpf);
     drain(&mut maps, &mut pipe);
+    pipe.finish_paths();
     pipe.flush();
     let duration_s = start.elapsed().as_secs_f64();
 
@@ -158,7 +197,18 @@ async fn run(
         eprintln!("tracer: warning: the kernel skipped the drop probe {probe_misses} times (a drop inside a running probe on the same CPU); those drops are not counted");
     }
     debug_assert!(kernel_lost <= lost_events);
+    let path = match (path_backend, &pipe.path) {
+        (Some((backend, functions, fallback)), Some(t)) => Some(summary::PathSummary {
+            backend: backend.into(),
+            functions,
+            fallback,
+            packets: t.packets,
+            lost_events: maps.counter(counter::PATH_LOST)?,
+        }),
+        _ => None,
+    };
     let meta = summary::Meta {
+        path,
         duration_s,
         expression: compiled.expression.clone(),
         probe: backend.to_string(),
@@ -166,7 +216,7 @@ async fn run(
         start: start_wall,
         end: rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?),
     };
-    let s = summary::build(&totals, &rows, &pipe.flows, &pipe.rules, meta);
+    let s = summary::build(&totals, &rows, &pipe.flows, &pipe.rules, &pipe.by_pod, meta);
     if let Some(p) = &args.summary {
         let mut bytes = serde_json::to_vec_pretty(&s)?;
         bytes.push(b'\n');
@@ -179,14 +229,15 @@ async fn run(
 
 /// Snapshots the rulesets of the namespaces in scope and attaches observers before every hook
 /// entry they register. None when the kernel has no BPF netfilter links (< 6.4).
-fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32) -> Result<Option<(Observers, Attributor)>> {
+fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(Observers, Attributor)>> {
     let Ok(ctx_skb) = btf.member_offset("bpf_nf_ctx", "skb") else {
         log::info!("this kernel has no BPF netfilter programs (Linux < 6.4): netfilter drops carry no table or rule");
         return Ok(None);
     };
-    let ring_fd = match ebpf.map(tracer_common::names::NF_RING) {
-        Some(aya::maps::Map::PerCpuArray(m)) => m.fd().as_fd().as_raw_fd(),
-        _ => bail!("the eBPF object has no {} map", tracer_common::names::NF_RING),
+    let maps = probes::netfilter::asm::Maps {
+        ring: probes::loader::fd(ebpf, tracer_common::names::NF_RING)?,
+        // With --path the observers also report hops of followed packets.
+        path: path.map(|f| probes::netfilter::asm::PathMaps { track: f.path_track, events: f.events, counters: f.counters }),
     };
     let mut spaces = crate::netns::known();
     if only != 0 {
@@ -200,13 +251,75 @@ fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32) -> Result<Optio
         .iter()
         .map(|(ns, snap)| (ns.clone(), probes::netfilter::plan(ns.inode, &crate::netfilter::entries(snap))))
         .collect();
-    let observers = probes::netfilter::attach(plans, i16::try_from(ctx_skb)?, ring_fd)?;
+    let observers = probes::netfilter::attach(plans, i16::try_from(ctx_skb)?, maps)?;
     for f in &observers.failures {
         eprintln!("tracer: warning: no netfilter observers in namespace {f}; its netfilter drops carry no rule");
     }
     log::info!("{} netfilter observers in {} namespaces", observers.links(), snapshots.len());
     let attributor = Attributor::new(snapshots, observers.slots.clone());
     Ok(Some((observers, attributor)))
+}
+
+/// Places tc observers on every hook in scope that runs BPF programs (after removing leftovers
+/// of a killed earlier run). Without observers (`--no-tc`, or the kernel refused them), tc drops
+/// are still attributed from the programs on their hook when a drop is seen there.
+fn start_tc(ebpf: &mut aya::Ebpf, netns: u32, ifaces: &[tracer_common::IfacePattern], off: bool, path: bool) -> (Option<probes::tc::Observers>, TcAttributor) {
+    let spaces = crate::netns::known();
+    if off {
+        return (None, TcAttributor::new(Vec::new(), spaces));
+    }
+    let scope = probes::tc::Scope { netns, ifaces: ifaces.to_vec(), path };
+    match probes::tc::attach(ebpf, &spaces, &scope) {
+        Ok(obs) => {
+            if obs.cleaned > 0 {
+                eprintln!("tracer: removed {} tc observer filters left by a killed earlier run", obs.cleaned);
+            }
+            log::info!("{} tc observers on {} hooks", obs.count(), obs.hooks.len());
+            let attributor = TcAttributor::new(obs.hooks.clone(), spaces);
+            (Some(obs), attributor)
+        }
+        Err(e) => {
+            eprintln!("tracer: warning: no tc observers ({e:#}); a tc drop names its program only when it is alone on its hook");
+            (None, TcAttributor::new(Vec::new(), spaces))
+        }
+    }
+}
+
+/// The CNI cache: required (an error when unreadable) with --pod or --cni-cache-dir, else
+/// best effort (a node without one just has no pod names).
+fn load_pods(args: &CaptureArgs) -> Result<Pods> {
+    match &args.cni_cache_dir {
+        Some(dir) => Pods::load(dir),
+        None if !args.pods.is_empty() => Pods::load(Path::new(crate::pods::DEFAULT_CACHE_DIR)),
+        None => Ok(Pods::load(Path::new(crate::pods::DEFAULT_CACHE_DIR)).unwrap_or_else(|e| {
+            log::info!("no pod names: {e:#}");
+            Pods::default()
+        })),
+    }
+}
+
+/// `--pod` → what the kernel filter matches: namespaces, host-side interfaces, addresses.
+fn select_pods(pods: &Pods, specs: &[String]) -> Result<PodSelection> {
+    let mut sel = PodSelection::default();
+    for spec in specs {
+        let p = pods.select(spec)?;
+        if p.netns.is_empty() && p.host_ifs.is_empty() && p.ips.is_empty() {
+            bail!("pod {spec} has no network namespace, interface or IP in the CNI cache; is it running on this node?");
+        }
+        if !p.live {
+            eprintln!("tracer: warning: pod {spec} has no live network namespace (stale CNI cache entry); matching its IPs only");
+        }
+        sel.netns.extend(&p.netns);
+        sel.ifaces.extend(p.host_ifs.iter().map(|&(_, ifindex, netns)| tracer_common::PodIfKey { netns, ifindex }));
+        sel.addrs.extend(p.ips.iter().map(|ip| match ip {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(v6) => v6.octets(),
+        }));
+    }
+    if sel.netns.len() > 256 || sel.ifaces.len() > 256 || sel.addrs.len() > 1024 {
+        bail!("too many pods selected: at most 256 namespaces, 256 interfaces and 1024 addresses");
+    }
+    Ok(sel)
 }
 
 fn drain(maps: &mut Maps, pipe: &mut Pipeline) {
@@ -219,13 +332,19 @@ fn kernel_rows(maps: &Maps, pipe: &mut Pipeline) -> Result<Vec<KernelRow>> {
     let stats = maps.drop_stats()?;
     Ok(stats
         .into_iter()
-        .map(|(k, count)| KernelRow {
-            reason: pipe.reasons().name(k.reason),
-            location: pipe.symbolize(k.location),
-            ifname: events::ifname(&k.ifname),
-            ifindex: k.ifindex,
-            netns: k.netns,
-            count,
+        .map(|(k, count)| {
+            let ifname = events::ifname(&k.ifname);
+            let (pod, tc) = pipe.row_owner(&k, &ifname);
+            KernelRow {
+                reason: pipe.reasons().name(k.reason),
+                location: pipe.symbolize(k.location),
+                ifname,
+                ifindex: k.ifindex,
+                netns: k.netns,
+                count,
+                pod,
+                tc,
+            }
         })
         .collect())
 }

@@ -11,20 +11,18 @@ pub fn run() -> Result<()> {
     setup::run()?;
     setup::ensure_components(&["clippy"])?;
 
-    let host = cmd::run_cargo(cmd::cargo().args([
-        "clippy",
-        "--workspace",
-        "--exclude",
-        "tracer-ebpf",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]));
-    let ebpf = cmd::run_cargo(cmd::cargo().env("RUSTC_BOOTSTRAP", "1").args([
-        "clippy",
-        "-p",
-        "tracer-ebpf",
+    let mut host = cmd::cargo();
+    host.args(["clippy", "--workspace", "--all-targets"]);
+    for c in cmd::EBPF_CRATES {
+        host.args(["--exclude", c]);
+    }
+    let host = cmd::run_cargo(host.args(["--", "-D", "warnings"]));
+    let mut ebpf = cmd::cargo();
+    ebpf.env("RUSTC_BOOTSTRAP", "1").arg("clippy");
+    for c in cmd::EBPF_CRATES {
+        ebpf.args(["-p", c]);
+    }
+    let ebpf = cmd::run_cargo(ebpf.args([
         "--target",
         "bpfel-unknown-none",
         "-Z",

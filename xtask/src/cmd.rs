@@ -12,6 +12,10 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 
 /// One line of progress on stderr (stdout belongs to the tracer in `cargo xtask run`).
+/// Crates built only for bpfel-unknown-none (by build scripts with aya-build): never built,
+/// tested or linted for the host.
+pub const EBPF_CRATES: &[&str] = &["tracer-ebpf", "fixtures-ebpf"];
+
 pub fn step(msg: impl Display) {
     eprintln!("xtask: {msg}");
 }

@@ -21,6 +21,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
+    "zstd",
     "zlib1g-dev",
     "libxml2-dev",
     "libpcap-dev",

@@ -7,8 +7,7 @@ use anyhow::{Context as _, Result};
 
 use crate::{build, cmd};
 
-/// Built for bpfel-unknown-none only (by tracer/build.rs), so not unit-tested on the host.
-const NOT_HOST: &[&str] = &["tracer-ebpf"];
+use crate::cmd::EBPF_CRATES as NOT_HOST;
 /// Run separately, in release, one test at a time (they share the kernel's drop tracepoint).
 const INTEGRATION: &str = "integration-tests";
 

@@ -92,7 +92,7 @@ impl Attributor {
     pub fn try_exact(&self, slot_id: u32, p: &PacketInfo) -> Option<NetfilterInfo> {
         let slot = self.slot(slot_id)?;
         let st = self.ns.get(&slot.netns)?;
-        let cands = self.candidates(st, slot, p, None);
+        let cands = Self::candidates(st, slot, p, None);
         match cands.first() {
             Some(c) if c.c.certain && cands.len() == 1 => Some(info(slot, c, "exact", Vec::new(), None)),
             _ => None,
@@ -103,7 +103,7 @@ impl Attributor {
     pub fn resolve(&self, slot_id: u32, p: &PacketInfo, now: &Snapshot) -> Option<NetfilterInfo> {
         let slot = self.slot(slot_id)?;
         let st = self.ns.get(&slot.netns)?;
-        let cands = self.candidates(st, slot, p, Some(now));
+        let cands = Self::candidates(st, slot, p, Some(now));
         if cands.is_empty() {
             return Some(hook_only(slot, self.entries(slot.netns)));
         }
@@ -129,7 +129,7 @@ impl Attributor {
                 "ambiguous",
                 names(&kept),
                 Some(if kept.iter().any(|c| c.delta.is_none()) {
-                    "native nft rules without a counter cannot be told apart; add `counter` to them or rerun with --nftrace".into()
+                    "native nft rules without a `counter` cannot be told apart from the packet alone: add `counter` to the candidate rules (nft replace rule … counter …) and capture again".into()
                 } else {
                     "several rules matched in the window; narrow the capture expression to one flow".into()
                 }),
@@ -137,7 +137,7 @@ impl Attributor {
         }
     }
 
-    fn candidates<'a>(&'a self, st: &'a NsState, slot: &Slot, p: &PacketInfo, now: Option<&Snapshot>) -> Vec<Cand<'a>> {
+    fn candidates<'a>(st: &'a NsState, slot: &Slot, p: &PacketInfo, now: Option<&Snapshot>) -> Vec<Cand<'a>> {
         let snap = now.unwrap_or(&st.prev);
         let mut out = Vec::new();
         let here: Vec<&Entry> = st.entries.iter().filter(|e| e.pf == slot.pf && e.hook == slot.hook && e.priority == slot.priority).collect();
@@ -146,13 +146,14 @@ impl Attributor {
                 Backend::IptablesNft | Backend::IptablesLegacy => {
                     let save = if entry.backend == Backend::IptablesNft { snap.iptables_nft(entry.pf) } else { snap.iptables_legacy(entry.pf) };
                     let old = if entry.backend == Backend::IptablesNft { st.prev.iptables_nft(entry.pf) } else { st.prev.iptables_legacy(entry.pf) };
-                    for c in eval::candidates(save, &entry.table, &entry.chain, p) {
+                    let found = save.table(&entry.table).map(|t| eval::candidates(t, &entry.chain, p));
+                    for c in found.unwrap_or_default() {
                         let delta = now.map(|_| iptables_delta(old, save, &entry.table, &c));
                         out.push(Cand { entry, c, delta });
                     }
                 }
                 Backend::Nftables => {
-                    for c in nft::candidates(&snap.nft, &entry.family, &entry.table, &entry.chain, p) {
+                    for c in eval::candidates(&snap.nft.table(&entry.family, &entry.table), &entry.chain, p) {
                         let delta = now.and_then(|_| nft_delta(&st.prev.nft, &snap.nft, entry, &c));
                         out.push(Cand { entry, c, delta });
                     }

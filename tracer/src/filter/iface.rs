@@ -38,9 +38,8 @@ pub fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?'])
 }
 
-/// Userspace mirror of the kernel matcher.
-#[cfg(test)]
-fn matches(p: &IfacePattern, name: &str) -> bool {
+/// Userspace mirror of the kernel matcher (also picks the hooks tc observers go on).
+pub fn matches(p: &IfacePattern, name: &str) -> bool {
     let name = name.as_bytes();
     let len = p.len as usize;
     if name.len() < len || (p.prefix == 0 && name.len() != len) {

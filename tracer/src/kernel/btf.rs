@@ -118,6 +118,21 @@ impl KernelBtf {
         bail!("BTF has no enum {name}")
     }
 
+    /// BTF id of `typedef name` (e.g. `btf_trace_kfree_skb`, the target of a `tp_btf` program).
+    pub fn typedef_id(&self, name: &str) -> Option<u32> {
+        self.id_of(name, |t| matches!(t, Type::Typedef(_)))
+    }
+
+    /// BTF id of function `name` (the target of an fentry program).
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        self.id_of(name, |t| matches!(t, Type::Func(_)))
+    }
+
+    fn id_of(&self, name: &str, kind: fn(&Type) -> bool) -> Option<u32> {
+        let ids = self.btf.resolve_ids_by_name(name).ok()?;
+        ids.into_iter().find(|&id| self.btf.resolve_type_by_id(id).is_ok_and(|t| kind(&t)))
+    }
+
     /// Every offset the kernel programs need. Fields the probes cannot work without are errors;
     /// the rest are `u32::MAX` (the program then skips them).
     pub fn offsets(&self) -> Result<Offsets> {

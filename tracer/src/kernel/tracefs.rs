@@ -1,34 +1,32 @@
-//! tracefs access. `ip netns exec` remounts /sys, leaving tracefs unmounted inside; mount it
-//! (once, at a private path) when the usual places are empty.
-use std::path::{Path, PathBuf};
+//! tracefs access. `ip netns exec` remounts /sys, leaving tracefs unmounted inside; then we
+//! mount it on a private directory just long enough to read, and unmount it again (no debris).
+use std::{ffi::CString, path::Path};
 
 use anyhow::{Result, bail};
 
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
-const PRIVATE: &str = "/run/tracer/tracefs";
-
-pub fn root() -> Result<PathBuf> {
-    for c in CANDIDATES {
-        if Path::new(c).join("events").is_dir() {
-            return Ok(PathBuf::from(c));
-        }
-    }
-    let private = Path::new(PRIVATE);
-    if private.join("events").is_dir() {
-        return Ok(private.to_path_buf());
-    }
-    std::fs::create_dir_all(private)?;
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tracefs", "nodev", PRIVATE])
-        .status();
-    match status {
-        Ok(s) if s.success() && private.join("events").is_dir() => Ok(private.to_path_buf()),
-        _ => bail!("tracefs is not mounted and could not be mounted at {PRIVATE}: mount it with `mount -t tracefs nodev /sys/kernel/tracing`"),
-    }
-}
 
 /// The `format` file of a tracepoint, e.g. `("skb", "kfree_skb")`.
 pub fn format(category: &str, name: &str) -> Result<String> {
-    let p = root()?.join("events").join(category).join(name).join("format");
-    Ok(std::fs::read_to_string(p)?)
+    let rel = format!("events/{category}/{name}/format");
+    for c in CANDIDATES {
+        if let Ok(s) = std::fs::read_to_string(Path::new(c).join(&rel)) {
+            return Ok(s);
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("tracer-tracefs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let target = CString::new(dir.as_os_str().as_encoded_bytes())?;
+    // SAFETY: valid NUL-terminated strings; a plain tracefs mount.
+    let mounted = unsafe { libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) } == 0;
+    let text = if mounted { std::fs::read_to_string(dir.join(&rel)).ok() } else { None };
+    if mounted {
+        // SAFETY: unmounting what we just mounted.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+    let _ = std::fs::remove_dir(&dir);
+    match text {
+        Some(t) => Ok(t),
+        None => bail!("cannot read the {category}:{name} tracepoint format: tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)"),
+    }
 }

@@ -1,17 +1,200 @@
-//! Which iptables rule dropped a packet: walk the chain the packet died in, from its base
-//! chain through jumps, evaluating every match we understand against the packet bytes. Matches
-//! we cannot evaluate (conntrack state, marks…) make a rule a *possible* match; the rule
-//! counters of the capture window then single it out.
-use super::{
-    iptables::{Chain, Match, Rule, Save, Target},
-    packet::{PacketInfo, iface_matches},
-};
+//! Walking a packet through a chain the way netfilter does: rules in order, first match wins,
+//! jumps come back at the chain's end or a RETURN, gotos return to the caller's caller. One
+//! walk serves iptables tables and native nft tables (`Chains`), the capture's "which rule
+//! dropped this packet?" (`candidates`) and the doctor's "does a new pod flow get through
+//! FORWARD?" (`verdict`).
+//!
+//! Matches we cannot evaluate (a captured packet's conntrack state, marks, sets…) make a rule
+//! `Maybe`. The walk goes on past a maybe-rule as if it had not matched, but keeps it on the
+//! path, and walks the chain a maybe-jump enters, so callers can tell what else may have
+//! happened.
+use super::packet::PacketInfo;
 
+/// Jumps followed at most (nftables allows 16; real iptables rulesets stay shallower).
+const MAX_DEPTH: usize = 16;
+/// Rules evaluated at most per walk (bounds huge rulesets and jump fan-out).
+const MAX_STEPS: usize = 100_000;
+
+/// Whether a rule (or one of its conditions) matches a packet: `Maybe` when it depends on
+/// something the packet info does not say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Truth {
     Yes,
     No,
     Maybe,
+}
+
+impl Truth {
+    /// A condition that is `hit` (None: cannot tell), inverted by a `!`.
+    pub fn of(hit: Option<bool>, negated: bool) -> Self {
+        match hit {
+            Some(b) if b != negated => Self::Yes,
+            Some(_) => Self::No,
+            None => Self::Maybe,
+        }
+    }
+
+    /// All conditions together: No as soon as one is No, else Maybe if any is.
+    pub fn all(conditions: impl IntoIterator<Item = Self>) -> Self {
+        let mut t = Self::Yes;
+        for c in conditions {
+            match c {
+                Self::No => return Self::No,
+                Self::Maybe => t = Self::Maybe,
+                Self::Yes => {}
+            }
+        }
+        t
+    }
+}
+
+/// What a rule does with a packet it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Accept,
+    Drop,
+    Reject,
+    Return,
+    /// Into a user chain (iptables `-j CHAIN`, nft `jump`).
+    Jump(String),
+    /// Into a user chain with no coming back (iptables `-g`, nft `goto`).
+    Goto(String),
+    /// Targets that continue evaluation (LOG, MARK, CT…, nft `counter`), or none at all.
+    Continue(String),
+}
+
+impl Target {
+    /// The chain a jump or goto enters.
+    pub fn chain(&self) -> Option<&str> {
+        match self {
+            Self::Jump(c) | Self::Goto(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// A rule as the walk sees it.
+pub trait Rule {
+    fn eval(&self, p: &PacketInfo) -> Truth;
+    fn target(&self) -> Target;
+    /// As the user's tool prints it.
+    fn text(&self) -> &str;
+}
+
+/// The chains of one table, by name.
+pub trait Chains {
+    type Rule: Rule;
+    fn rules(&self, chain: &str) -> Option<&[Self::Rule]>;
+    /// A base chain's policy, as the tool prints it (`DROP`, `drop`).
+    fn policy(&self, chain: &str) -> Option<&str>;
+}
+
+/// What the caller already knows of the packet's fate in this table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// Nothing: an ACCEPT that surely matches ends the walk.
+    Nothing,
+    /// The table dropped it: an ACCEPT that seems to match means the evaluation is wrong
+    /// somewhere (e.g. interfaces), so it ends nothing.
+    Dropped,
+}
+
+/// The walk of one chain: the rules the packet may match there, in order.
+#[derive(Debug)]
+pub struct Frame<'a, R> {
+    pub chain: String,
+    pub steps: Vec<Step<'a, R>>,
+    pub end: End<'a, R>,
+}
+
+/// A rule the packet may match (rules it surely does not match are left out).
+#[derive(Debug)]
+pub struct Step<'a, R> {
+    /// Position in its chain.
+    pub index: usize,
+    pub rule: &'a R,
+    pub target: Target,
+    /// The rule's own conditions.
+    pub matched: Truth,
+    /// Yes when the packet surely gets here and matches: this rule and every jump that led
+    /// here matched.
+    pub reached: Truth,
+    /// The walk of the chain a jump or goto enters.
+    pub sub: Option<Frame<'a, R>>,
+}
+
+#[derive(Debug)]
+pub enum End<'a, R> {
+    /// This ACCEPT/DROP/REJECT surely matched (in this chain or one it surely jumped to).
+    Verdict(&'a R),
+    /// Back to the caller: the chain's end, a RETURN, or the end of a chain gone to. For the
+    /// base chain, its policy applies.
+    Return,
+    /// A bound was hit; says which. The whole walk stops.
+    Unknown(String),
+}
+
+/// Walks `p` from the chain `base`.
+pub fn walk<'a, C: Chains>(chains: &'a C, base: &str, p: &PacketInfo, known: Known) -> Frame<'a, C::Rule> {
+    Walker { chains, p, known, steps: 0 }.frame(base, Truth::Yes, 0)
+}
+
+struct Walker<'a, 'p, C> {
+    chains: &'a C,
+    p: &'p PacketInfo,
+    known: Known,
+    steps: usize,
+}
+
+impl<'a, C: Chains> Walker<'a, '_, C> {
+    /// `entry`: whether the packet surely gets into this chain.
+    fn frame(&mut self, name: &str, entry: Truth, depth: usize) -> Frame<'a, C::Rule> {
+        let mut frame = Frame { chain: name.to_string(), steps: Vec::new(), end: End::Return };
+        if depth > MAX_DEPTH {
+            frame.end = End::Unknown(format!("jumps nested deeper than {MAX_DEPTH} at {name}"));
+            return frame;
+        }
+        let chains = self.chains;
+        for (index, rule) in chains.rules(name).unwrap_or_default().iter().enumerate() {
+            self.steps += 1;
+            if self.steps > MAX_STEPS {
+                frame.end = End::Unknown(format!("more than {MAX_STEPS} rules evaluated"));
+                return frame;
+            }
+            let matched = rule.eval(self.p);
+            if matched == Truth::No {
+                continue;
+            }
+            let sure = matched == Truth::Yes;
+            let reached = if entry == Truth::Yes { matched } else { Truth::Maybe };
+            let mut step = Step { index, rule, target: rule.target(), matched, reached, sub: None };
+            let end = match &step.target {
+                Target::Accept if self.known == Known::Dropped => None,
+                Target::Accept | Target::Drop | Target::Reject => sure.then_some(End::Verdict(rule)),
+                Target::Return => sure.then_some(End::Return),
+                Target::Jump(next) | Target::Goto(next) if chains.rules(next).is_some() => {
+                    let sub = self.frame(next, reached, depth + 1);
+                    let end = match &sub.end {
+                        End::Unknown(why) => Some(End::Unknown(why.clone())),
+                        // A maybe-jump's outcome is only possible: go on as if it did not match.
+                        _ if !sure => None,
+                        End::Verdict(r) => Some(End::Verdict(*r)),
+                        End::Return => matches!(step.target, Target::Goto(_)).then_some(End::Return),
+                    };
+                    step.sub = Some(sub);
+                    end
+                }
+                // Non-terminating targets (LOG, MARK…) and jumps to chains that do not exist.
+                _ => None,
+            };
+            frame.steps.push(step);
+            if let Some(end) = end {
+                frame.end = end;
+                return frame;
+            }
+        }
+        frame
+    }
 }
 
 /// A rule (or chain policy) that may have dropped the packet.
@@ -21,7 +204,7 @@ pub struct Candidate {
     pub chain: String,
     /// Chains walked from the base chain to `chain`.
     pub path: Vec<String>,
-    /// The iptables-save line, or `policy DROP`.
+    /// The rule as the tool prints it, or `policy DROP`.
     pub rule: String,
     pub verdict: String,
     /// The rule's own conditions (and the jumps leading to it) all evaluated true.
@@ -32,59 +215,26 @@ pub struct Candidate {
     pub index: Option<usize>,
 }
 
-fn eval_match(m: &Match, p: &PacketInfo) -> Truth {
-    let known = |v: Option<bool>, negated: bool| match v {
-        Some(b) if b != negated => Truth::Yes,
-        Some(_) => Truth::No,
-        None => Truth::Maybe,
-    };
-    match m {
-        Match::Src { cidr, negated } => known(p.src.map(|a| cidr.contains(a)), *negated),
-        Match::Dst { cidr, negated } => known(p.dst.map(|a| cidr.contains(a)), *negated),
-        Match::InIface { name, negated } => known(p.in_iface.as_deref().map(|i| iface_matches(name, i)), *negated),
-        Match::OutIface { name, negated } => known(p.out_iface.as_deref().map(|i| iface_matches(name, i)), *negated),
-        Match::Proto { proto, negated } => known(p.proto.map(|x| x == *proto), *negated),
-        Match::Sport { ports, negated } => known(p.sport.map(|x| ports.iter().any(|r| r.contains(x))), *negated),
-        Match::Dport { ports, negated } => known(p.dport.map(|x| ports.iter().any(|r| r.contains(x))), *negated),
-        Match::IcmpType { ty, code, negated } => known(
-            p.icmp_type.map(|t| t == *ty && code.is_none_or(|c| p.icmp_code == Some(c))),
-            *negated,
-        ),
-        Match::Comment(_) => Truth::Yes,
-        Match::Unsupported(_) => Truth::Maybe,
-    }
-}
-
-pub fn eval_rule(r: &Rule, p: &PacketInfo) -> Truth {
-    let mut t = Truth::Yes;
-    for m in &r.matches {
-        match eval_match(m, p) {
-            Truth::No => return Truth::No,
-            Truth::Maybe => t = Truth::Maybe,
-            Truth::Yes => {}
-        }
-    }
-    t
-}
-
-const MAX_DEPTH: usize = 16;
-
-/// Terminal rules that may have dropped `p` in `table`/`base`, in evaluation order. The first
-/// candidate with `certain` set is the answer; otherwise the caller narrows with counters.
-pub fn candidates(save: &Save, table: &str, base: &str, p: &PacketInfo) -> Vec<Candidate> {
+/// Terminal rules that may have dropped `p`, which the table dropped, entering at `base`, in
+/// evaluation order. The first candidate with `certain` set is the answer; otherwise the
+/// caller narrows with counters.
+pub fn candidates<C: Chains>(chains: &C, base: &str, p: &PacketInfo) -> Vec<Candidate> {
     let mut out = Vec::new();
-    let Some(chain) = save.chain(table, base) else { return out };
-    let mut path = vec![base.to_string()];
-    let end = walk(save, table, chain, p, (true, true), &mut path, &mut out, 0);
-    if let Walk::FellThrough { certain } = end
-        && chain.policy.as_deref() == Some("DROP")
+    if chains.rules(base).is_none() {
+        return out;
+    }
+    let frame = walk(chains, base, p, Known::Dropped);
+    let mut certain = true;
+    collect_candidates(&frame, &mut Vec::new(), &mut certain, &mut out);
+    if matches!(frame.end, End::Return)
+        && let Some(policy) = chains.policy(base).filter(|p| p.eq_ignore_ascii_case("drop"))
     {
         // Certain only if every rule on the way was decidedly not a match.
         let certain = certain && out.is_empty();
         out.push(Candidate {
             chain: base.to_string(),
             path: vec![base.to_string()],
-            rule: "policy DROP".into(),
+            rule: format!("policy {policy}"),
             verdict: "DROP".into(),
             definite: certain,
             certain,
@@ -98,97 +248,86 @@ pub fn candidates(save: &Save, table: &str, base: &str, p: &PacketInfo) -> Vec<C
     out
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Walk {
-    /// Certainly decided (a certain terminal verdict was reached).
-    Decided,
-    /// Reached the end of the chain (or a RETURN); `certain` when no possible match was skipped.
-    FellThrough { certain: bool },
+/// `certain`: nothing walked so far may have taken the packet elsewhere.
+fn collect_candidates<R: Rule>(frame: &Frame<'_, R>, path: &mut Vec<String>, certain: &mut bool, out: &mut Vec<Candidate>) {
+    path.push(frame.chain.clone());
+    for s in &frame.steps {
+        let sure = s.reached == Truth::Yes;
+        if matches!(s.target, Target::Drop | Target::Reject) {
+            out.push(Candidate {
+                chain: frame.chain.clone(),
+                path: path.clone(),
+                rule: s.rule.text().to_string(),
+                verdict: if s.target == Target::Drop { "DROP" } else { "REJECT" }.into(),
+                definite: sure,
+                certain: *certain && sure,
+                index: Some(s.index),
+            });
+        }
+        if let Some(sub) = &s.sub {
+            collect_candidates(sub, path, certain, out);
+        }
+        // A rule that may have matched may have ended or redirected the walk; a sure ACCEPT
+        // in a table that dropped the packet means the evaluation is off somewhere.
+        *certain &= match s.target {
+            Target::Continue(_) => true,
+            Target::Accept => !sure,
+            _ => sure,
+        };
+    }
+    path.pop();
 }
 
-/// `definite`: the jumps that led here all evaluated true; `certain`: additionally, nothing
-/// before could have matched.
-#[expect(clippy::too_many_arguments, reason = "recursive walk state")]
-fn walk(
-    save: &Save,
-    table: &str,
-    chain: &Chain,
-    p: &PacketInfo,
-    (definite, certain): (bool, bool),
-    path: &mut Vec<String>,
-    out: &mut Vec<Candidate>,
-    depth: usize,
-) -> Walk {
-    if depth > MAX_DEPTH {
-        return Walk::FellThrough { certain: false };
+/// Where a packet ends up when nothing is known of its fate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Accepted by this rule (or `policy ACCEPT`).
+    Accept(String),
+    /// Dropped by this rule (or `policy DROP`); the maybe-ACCEPT rules passed on the way.
+    Drop { by: String, maybe_accepts: Vec<String> },
+    /// The walk could not finish (depth or step bound); says why.
+    Unknown(String),
+}
+
+/// Walks `p` from the built-in chain `base`: accepted, or dropped unless one of the rules it
+/// may match accepts it.
+pub fn verdict<C: Chains>(chains: &C, base: &str, p: &PacketInfo) -> Verdict {
+    let frame = walk(chains, base, p, Known::Nothing);
+    let mut maybe_accepts = Vec::new();
+    collect_maybe_accepts(&frame, &mut maybe_accepts);
+    match frame.end {
+        End::Unknown(why) => Verdict::Unknown(why),
+        End::Verdict(r) if r.target() == Target::Accept => Verdict::Accept(r.text().to_string()),
+        End::Verdict(r) => Verdict::Drop { by: r.text().to_string(), maybe_accepts },
+        End::Return => match chains.policy(base) {
+            Some("DROP") => Verdict::Drop { by: format!("policy DROP of {base}"), maybe_accepts },
+            Some(p) => Verdict::Accept(format!("policy {p} of {base}")),
+            None => Verdict::Accept(format!("{base} has no policy (not a built-in chain)")),
+        },
     }
-    let mut certain = certain;
-    for (i, rule) in chain.rules.iter().enumerate() {
-        let t = eval_rule(rule, p);
-        if t == Truth::No {
-            continue;
-        }
-        let sure = certain && t == Truth::Yes;
-        let rule_definite = definite && t == Truth::Yes;
-        match &rule.target {
-            Target::Drop | Target::Reject => {
-                out.push(Candidate {
-                    chain: chain.name.clone(),
-                    path: path.clone(),
-                    rule: rule.text.clone(),
-                    verdict: if rule.target == Target::Drop { "DROP" } else { "REJECT" }.into(),
-                    definite: rule_definite,
-                    certain: sure,
-                    index: Some(i),
-                });
-                // A rule that surely matches ends the walk: nothing after it can act.
-                if rule_definite {
-                    return Walk::Decided;
-                }
-                // It may have dropped the packet: nothing after it is certain any more.
-                certain = false;
-            }
-            // The packet died in this table, so a sure ACCEPT cannot have matched: the
-            // evaluation is wrong somewhere (e.g. interfaces); stop claiming certainty.
-            Target::Accept => {
-                if sure {
-                    certain = false;
-                }
-            }
-            Target::Return => {
-                if sure {
-                    return Walk::FellThrough { certain };
-                }
-                certain = false;
-            }
-            Target::Jump(next) | Target::Goto(next) => {
-                if let Some(sub) = save.chain(table, next) {
-                    path.push(next.clone());
-                    let r = walk(save, table, sub, p, (rule_definite, sure), path, out, depth + 1);
-                    path.pop();
-                    match r {
-                        Walk::Decided => return r,
-                        Walk::FellThrough { certain: sub_certain } => {
-                            if matches!(rule.target, Target::Goto(_)) && sure {
-                                return Walk::FellThrough { certain: sub_certain };
-                            }
-                            certain &= sub_certain;
-                        }
-                    }
-                }
-                if t == Truth::Maybe {
-                    certain = false;
-                }
-            }
-            Target::Continue(_) => {}
+}
+
+/// ACCEPT rules that may match on the way: maybe-ACCEPTs, and for a maybe-jump the ACCEPT its
+/// chain ends at (a maybe-jump whose chain would drop is taken not to match).
+fn collect_maybe_accepts<R: Rule>(frame: &Frame<'_, R>, out: &mut Vec<String>) {
+    for s in &frame.steps {
+        match (&s.sub, s.matched) {
+            (Some(sub), Truth::Maybe) => match &sub.end {
+                End::Verdict(r) if r.target() == Target::Accept => out.push(r.text().to_string()),
+                End::Verdict(_) => {}
+                End::Return | End::Unknown(_) => collect_maybe_accepts(sub, out),
+            },
+            (Some(sub), _) => collect_maybe_accepts(sub, out),
+            (None, Truth::Maybe) if s.target == Target::Accept => out.push(s.rule.text().to_string()),
+            (None, _) => {}
         }
     }
-    Walk::FellThrough { certain }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netfilter::{iptables::Save, packet::CtState};
 
     fn pkt(dst: &str, proto: u8, dport: u16) -> PacketInfo {
         PacketInfo { src: Some("10.0.0.1".parse().unwrap()), dst: Some(dst.parse().unwrap()), proto: Some(proto), dport: Some(dport), sport: Some(1234), ..Default::default() }
@@ -202,10 +341,13 @@ mod tests {
 [0:0] -A CILIUM_FORWARD -m conntrack --ctstate INVALID -j DROP\n\
 COMMIT\n";
 
+    fn forward_candidates(p: &PacketInfo) -> Vec<Candidate> {
+        candidates(Save::parse(SAVE).table("filter").unwrap(), "FORWARD", p)
+    }
+
     #[test]
     fn exact_rule_in_base_chain_after_maybe_rule() {
-        let s = Save::parse(SAVE);
-        let c = candidates(&s, "filter", "FORWARD", &pkt("10.9.9.9", 17, 53));
+        let c = forward_candidates(&pkt("10.9.9.9", 17, 53));
         // The conntrack rule in the user chain is possible, then the matching DROP: definite,
         // but not certain (the counters must rule the first one out).
         assert_eq!(c.len(), 2);
@@ -215,8 +357,7 @@ COMMIT\n";
 
     #[test]
     fn exact_rule_in_jumped_chain() {
-        let s = Save::parse(SAVE);
-        let c = candidates(&s, "filter", "FORWARD", &pkt("10.7.7.7", 6, 80));
+        let c = forward_candidates(&pkt("10.7.7.7", 6, 80));
         assert_eq!(c.len(), 1);
         assert!(c[0].certain);
         assert_eq!(c[0].verdict, "REJECT");
@@ -225,10 +366,87 @@ COMMIT\n";
 
     #[test]
     fn policy_drop() {
-        let s = Save::parse(SAVE);
-        let c = candidates(&s, "filter", "FORWARD", &pkt("10.6.6.6", 17, 9));
+        let c = forward_candidates(&pkt("10.6.6.6", 17, 9));
         assert_eq!(c.last().unwrap().rule, "policy DROP");
         assert!(!c.last().unwrap().certain, "the INVALID rule may have matched first");
         assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn known_conntrack_state_decides() {
+        let new = PacketInfo { ct_state: Some(CtState::New), ..pkt("10.6.6.6", 17, 9) };
+        let c = forward_candidates(&new);
+        assert_eq!(c.len(), 1);
+        assert!(c[0].certain && c[0].rule == "policy DROP");
+    }
+
+    #[test]
+    fn a_sure_return_ends_the_chain_even_after_a_maybe_rule() {
+        let s = Save::parse("*filter\n:FORWARD DROP [0:0]\n:X - [0:0]\n-A FORWARD -m mark --mark 0x1 -j DROP\n-A FORWARD -j X\n-A X -j RETURN\n-A X -j DROP\nCOMMIT\n");
+        let c = candidates(s.table("filter").unwrap(), "FORWARD", &pkt("10.6.6.6", 17, 9));
+        let rules: Vec<&str> = c.iter().map(|c| c.rule.as_str()).collect();
+        assert_eq!(rules, vec!["-A FORWARD -m mark --mark 0x1 -j DROP", "policy DROP"]);
+    }
+
+    /// A new TCP flow from a pod out of the node, as the doctor walks it.
+    fn pod_flow() -> PacketInfo {
+        PacketInfo {
+            in_iface: Some("lxcab12".into()),
+            out_iface: Some("eth0".into()),
+            src: "10.220.1.10".parse().ok(),
+            dst: "198.51.100.10".parse().ok(),
+            proto: Some(6),
+            ct_state: Some(CtState::New),
+            ..PacketInfo::default()
+        }
+    }
+
+    fn run(rules: &str) -> Verdict {
+        let rs = Save::parse(&format!("*filter\n:FORWARD DROP [0:0]\n:CILIUM_FORWARD - [0:0]\n:OTHER - [0:0]\n{rules}\nCOMMIT\n"));
+        assert!(rs.errors.is_empty(), "{:?}", rs.errors);
+        verdict(rs.table("filter").unwrap(), "FORWARD", &pod_flow())
+    }
+
+    #[test]
+    fn policy_drop_without_rules_drops() {
+        assert!(matches!(run(""), Verdict::Drop { by, .. } if by == "policy DROP of FORWARD"));
+    }
+
+    #[test]
+    fn cilium_feeder_accepts_pod_traffic() {
+        let v = run("-A FORWARD -m comment --comment \"cilium-feeder: CILIUM_FORWARD\" -j CILIUM_FORWARD\n-A CILIUM_FORWARD -i lxc+ -m comment --comment \"cilium: cluster->any on lxc+ forward accept\" -j ACCEPT");
+        assert!(matches!(v, Verdict::Accept(r) if r.contains("lxc+")));
+    }
+
+    #[test]
+    fn established_only_and_wrong_interface_do_not_count() {
+        let v = run("-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A FORWARD -i docker0 -j ACCEPT\n-A FORWARD ! -i lxc+ -j ACCEPT");
+        assert!(matches!(v, Verdict::Drop { ref maybe_accepts, .. } if maybe_accepts.is_empty()), "{v:?}");
+    }
+
+    #[test]
+    fn conditional_accepts_are_reported() {
+        let v = run("-A FORWARD -p tcp -m tcp --dport 80 -j ACCEPT");
+        assert!(matches!(v, Verdict::Drop { ref maybe_accepts, .. } if maybe_accepts.len() == 1), "{v:?}");
+    }
+
+    #[test]
+    fn conditional_jumps_report_the_accept_they_lead_to() {
+        let v = run("-A FORWARD -m mark --mark 0x1 -j OTHER\n-A OTHER -p tcp --dport 80 -j ACCEPT\n-A OTHER -j ACCEPT\n-A FORWARD -m mark --mark 0x2 -j CILIUM_FORWARD\n-A CILIUM_FORWARD -j DROP");
+        assert_eq!(v, Verdict::Drop { by: "policy DROP of FORWARD".into(), maybe_accepts: vec!["-A OTHER -j ACCEPT".into()] });
+    }
+
+    #[test]
+    fn return_and_goto_and_explicit_drop() {
+        assert!(matches!(run("-A FORWARD -j OTHER\n-A OTHER -j RETURN\n-A OTHER -j ACCEPT"), Verdict::Drop { .. }));
+        assert!(matches!(run("-A FORWARD -g OTHER\n-A FORWARD -j ACCEPT"), Verdict::Drop { .. }), "goto does not come back");
+        assert!(matches!(run("-A FORWARD -j OTHER\n-A FORWARD -j ACCEPT"), Verdict::Accept(_)));
+        assert!(matches!(run("-A FORWARD -s 10.220.0.0/16 -j REJECT --reject-with icmp-port-unreachable\n-A FORWARD -j ACCEPT"), Verdict::Drop { by, .. } if by.contains("REJECT")));
+        assert!(matches!(run("-A FORWARD -s 10.99.0.0/16 -j DROP\n-A FORWARD -j ACCEPT"), Verdict::Accept(_)));
+    }
+
+    #[test]
+    fn self_jumping_chain_is_bounded() {
+        assert!(matches!(run("-A FORWARD -j OTHER\n-A OTHER -j OTHER"), Verdict::Unknown(_)));
     }
 }

@@ -13,7 +13,7 @@ pub const HOOKS: [&str; 5] = ["prerouting", "input", "forward", "output", "postr
 pub const CHAINS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
 pub const NFPROTO_IPV4: u32 = 2;
 pub const NFPROTO_IPV6: u32 = 10;
-/// `NF_IP_PRI_CONNTRACK` (uapi netfilter_ipv4.h); ipv6 uses the same value.
+/// `NF_IP_PRI_CONNTRACK` (uapi `netfilter_ipv4.h`); ipv6 uses the same value.
 const PRI_CONNTRACK: i32 = -200;
 
 pub fn hook_num(name: &str) -> Option<u32> {
@@ -74,7 +74,7 @@ pub fn family_of_pf(pf: u32) -> &'static str {
     if pf == NFPROTO_IPV6 { "ip6" } else { "ip" }
 }
 
-/// Every entry a snapshot shows, plus conntrack (always registered where rules use it).
+/// Every entry a snapshot shows, plus conntrack where any table exists.
 pub fn entries(s: &snapshot::Snapshot) -> Vec<Entry> {
     let mut out = Vec::new();
     for c in s.nft.base_chains() {
@@ -99,20 +99,25 @@ pub fn entries(s: &snapshot::Snapshot) -> Vec<Entry> {
         }
     }
     for pf in [NFPROTO_IPV4, NFPROTO_IPV6] {
-        for (table, t) in &s.iptables_legacy(pf).tables {
+        for t in &s.iptables_legacy(pf).tables {
             for chain in &t.chains {
                 let Some(hook) = chain_hook(&chain.name) else { continue };
-                let Some(priority) = legacy_priority(table, hook) else { continue };
+                let Some(priority) = legacy_priority(&t.name, hook) else { continue };
                 out.push(Entry {
                     pf,
                     hook,
                     priority,
                     backend: Backend::IptablesLegacy,
                     family: family_of_pf(pf).into(),
-                    table: table.clone(),
+                    table: t.name.clone(),
                     chain: chain.name.clone(),
                 });
             }
+        }
+        // Conntrack registers its hooks in a namespace only once something there uses it
+        // (rules, NAT); an empty pod namespace has none and needs no observers.
+        if out.is_empty() {
+            continue;
         }
         for hook in [0, 3] {
             out.push(Entry {

@@ -1,13 +1,13 @@
 //! nftables rulesets from `nft -j list ruleset` (structure, counters) and `nft -a list ruleset`
 //! (each rule's text as `nft list` prints it, keyed by handle). Covers native nftables and the
-//! tables iptables-nft keeps in nf_tables.
+//! tables iptables-nft keeps in `nf_tables`.
 use std::collections::HashMap;
 
 use serde_json::Value;
 
 use super::{
-    eval::Truth,
-    packet::{Cidr, PacketInfo, PortRange, iface_matches},
+    eval::{self, Target, Truth},
+    packet::{Cidr, PacketInfo, PortRange, iface_matches, proto_number},
 };
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -76,6 +76,10 @@ impl Ruleset {
         self.chains.iter().find(|c| c.family == family && c.table == table && c.name == name)
     }
 
+    pub fn table<'a>(&'a self, family: &'a str, table: &'a str) -> Table<'a> {
+        Table { rs: self, family, name: table }
+    }
+
     pub fn base_chains(&self) -> impl Iterator<Item = &NftChain> {
         self.chains.iter().filter(|c| c.hook.is_some())
     }
@@ -129,54 +133,61 @@ fn without_counter_values(rule: &str) -> String {
     out.join(" ")
 }
 
-/// The verdict a rule ends with, if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Accept,
-    Drop,
-    Reject,
-    Return,
-    Jump(String),
-    Goto(String),
-    None,
+/// One table of the ruleset, for the walk (`eval::Chains`).
+pub struct Table<'a> {
+    rs: &'a Ruleset,
+    family: &'a str,
+    name: &'a str,
 }
 
-pub fn verdict(rule: &NftRule) -> Verdict {
-    for e in &rule.expr {
-        let Some(obj) = e.as_object() else { continue };
-        for (k, v) in obj {
-            match k.as_str() {
-                "accept" => return Verdict::Accept,
-                "drop" => return Verdict::Drop,
-                "reject" => return Verdict::Reject,
-                "return" => return Verdict::Return,
-                "jump" => return Verdict::Jump(str_of(v, "target")),
-                "goto" => return Verdict::Goto(str_of(v, "target")),
-                _ => {}
+impl eval::Chains for Table<'_> {
+    type Rule = NftRule;
+
+    fn rules(&self, chain: &str) -> Option<&[NftRule]> {
+        self.rs.chain(self.family, self.name, chain).map(|c| c.rules.as_slice())
+    }
+
+    fn policy(&self, chain: &str) -> Option<&str> {
+        self.rs.chain(self.family, self.name, chain)?.policy.as_deref()
+    }
+}
+
+impl eval::Rule for NftRule {
+    /// Evaluates the rule's `match` expressions; anything we do not understand is `Maybe`.
+    fn eval(&self, p: &PacketInfo) -> Truth {
+        Truth::all(self.expr.iter().map(|e| {
+            if let Some(m) = e.get("match") {
+                eval_match(m, p)
+            } else if e.get("xt").is_some() {
+                Truth::Maybe
+            } else {
+                Truth::Yes
+            }
+        }))
+    }
+
+    /// The verdict the rule ends with, if any.
+    fn target(&self) -> Target {
+        for e in &self.expr {
+            let Some(obj) = e.as_object() else { continue };
+            for (k, v) in obj {
+                match k.as_str() {
+                    "accept" => return Target::Accept,
+                    "drop" => return Target::Drop,
+                    "reject" => return Target::Reject,
+                    "return" => return Target::Return,
+                    "jump" => return Target::Jump(str_of(v, "target")),
+                    "goto" => return Target::Goto(str_of(v, "target")),
+                    _ => {}
+                }
             }
         }
+        Target::Continue(String::new())
     }
-    Verdict::None
-}
 
-/// Evaluates the rule's `match` expressions; anything we do not understand is `Maybe`.
-pub fn eval(rule: &NftRule, p: &PacketInfo) -> Truth {
-    let mut t = Truth::Yes;
-    for e in &rule.expr {
-        let r = if let Some(m) = e.get("match") {
-            eval_match(m, p)
-        } else if e.get("xt").is_some() {
-            Truth::Maybe
-        } else {
-            Truth::Yes
-        };
-        match r {
-            Truth::No => return Truth::No,
-            Truth::Maybe => t = Truth::Maybe,
-            Truth::Yes => {}
-        }
+    fn text(&self) -> &str {
+        &self.text
     }
-    t
 }
 
 enum Field {
@@ -214,17 +225,6 @@ fn field(left: &Value, p: &PacketInfo) -> Option<Field> {
     })
 }
 
-fn proto_num(s: &str) -> Option<u64> {
-    Some(match s {
-        "icmp" => 1,
-        "tcp" => 6,
-        "udp" => 17,
-        "ipv6-icmp" | "icmpv6" => 58,
-        "sctp" => 132,
-        s => return s.parse().ok(),
-    })
-}
-
 /// Does one right-hand value contain the packet's field? None = cannot tell.
 fn value_matches(f: &Field, right: &Value) -> Option<bool> {
     match f {
@@ -251,7 +251,7 @@ fn value_matches(f: &Field, right: &Value) -> Option<bool> {
                 return Some(x == n);
             }
             if let Some(s) = right.as_str() {
-                return Some(proto_num(s).or_else(|| Some(u64::from(PortRange::parse(s)?.lo)))? == n);
+                return Some(proto_number(s).map(u64::from).or_else(|| Some(u64::from(PortRange::parse(s)?.lo)))? == n);
             }
             if let Some(r) = right.get("range").and_then(Value::as_array) {
                 return Some(r.first()?.as_u64()? <= n && n <= r.get(1)?.as_u64()?);
@@ -290,10 +290,9 @@ fn eval_match(m: &Value, p: &PacketInfo) -> Truth {
     } else {
         value_matches(&f, right)
     };
-    match (hit, op) {
-        (None, _) => Truth::Maybe,
-        (Some(h), "!=") => if h { Truth::No } else { Truth::Yes },
-        (Some(h), "==" | "in") => if h { Truth::Yes } else { Truth::No },
+    match op {
+        "!=" => Truth::of(hit, true),
+        "==" | "in" => Truth::of(hit, false),
         _ => Truth::Maybe,
     }
 }
@@ -301,6 +300,7 @@ fn eval_match(m: &Value, p: &PacketInfo) -> Truth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netfilter::eval::Rule as _;
 
     const JSON: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
  {"table": {"family": "inet", "name": "fw", "handle": 3}},
@@ -321,12 +321,12 @@ mod tests {
         assert_eq!(c.hook.as_deref(), Some("forward"));
         assert_eq!(c.rules[0].text, "ip daddr 10.1.2.3 udp dport 9999 counter drop # handle 4");
         assert_eq!(c.rules[0].packets, Some(3));
-        assert_eq!(verdict(&c.rules[0]), Verdict::Drop);
+        assert_eq!(c.rules[0].target(), Target::Drop);
         let p = PacketInfo { dst: Some("10.1.2.3".parse().unwrap()), proto: Some(17), dport: Some(9999), ..Default::default() };
-        assert_eq!(eval(&c.rules[0], &p), Truth::Yes);
-        assert_eq!(eval(&c.rules[1], &p), Truth::Maybe);
+        assert_eq!(c.rules[0].eval(&p), Truth::Yes);
+        assert_eq!(c.rules[1].eval(&p), Truth::Maybe);
         let q = PacketInfo { dport: Some(53), ..p };
-        assert_eq!(eval(&c.rules[0], &q), Truth::No);
+        assert_eq!(c.rules[0].eval(&q), Truth::No);
     }
 
     #[test]
@@ -334,99 +334,4 @@ mod tests {
         assert_eq!(Ruleset::parse("{", ""), Ruleset::default());
         assert_eq!(Ruleset::parse(r#"{"nftables": [{"rule": {}}]}"#, "x # handle y").chains.len(), 0);
     }
-}
-
-/// Terminal rules of a native nft base chain that may have dropped `p`, in evaluation order
-/// (same semantics as `eval::candidates` for iptables).
-pub fn candidates(rs: &Ruleset, family: &str, table: &str, base: &str, p: &PacketInfo) -> Vec<super::eval::Candidate> {
-    let mut out = Vec::new();
-    let Some(chain) = rs.chain(family, table, base) else { return out };
-    let mut path = vec![base.to_string()];
-    let certain = walk(rs, chain, p, (true, true), &mut path, &mut out, 0);
-    if let Some(certain) = certain
-        && chain.policy.as_deref() == Some("drop")
-    {
-        let certain = certain && out.is_empty();
-        out.push(super::eval::Candidate {
-            chain: base.to_string(),
-            path: vec![base.to_string()],
-            rule: "policy drop".into(),
-            verdict: "DROP".into(),
-            definite: certain,
-            certain,
-            index: None,
-        });
-    }
-    if let Some(i) = out.iter().position(|c| c.certain) {
-        out.truncate(i + 1);
-    }
-    out
-}
-
-/// None when a certain verdict was reached, else Some(still certain) at the chain's end.
-fn walk(
-    rs: &Ruleset,
-    chain: &NftChain,
-    p: &PacketInfo,
-    (definite, mut certain): (bool, bool),
-    path: &mut Vec<String>,
-    out: &mut Vec<super::eval::Candidate>,
-    depth: usize,
-) -> Option<bool> {
-    if depth > 16 {
-        return Some(false);
-    }
-    for (i, rule) in chain.rules.iter().enumerate() {
-        let t = eval(rule, p);
-        if t == Truth::No {
-            continue;
-        }
-        let sure = certain && t == Truth::Yes;
-        let rule_definite = definite && t == Truth::Yes;
-        match verdict(rule) {
-            v @ (Verdict::Drop | Verdict::Reject) => {
-                out.push(super::eval::Candidate {
-                    chain: chain.name.clone(),
-                    path: path.clone(),
-                    rule: rule.text.clone(),
-                    verdict: if v == Verdict::Drop { "DROP" } else { "REJECT" }.into(),
-                    definite: rule_definite,
-                    certain: sure,
-                    index: Some(i),
-                });
-                if rule_definite {
-                    return None;
-                }
-                certain = false;
-            }
-            Verdict::Accept | Verdict::Return => {
-                if sure {
-                    return Some(certain);
-                }
-                certain = false;
-            }
-            v @ (Verdict::Jump(_) | Verdict::Goto(_)) => {
-                let (Verdict::Jump(next) | Verdict::Goto(next)) = &v else { continue };
-                if let Some(sub) = rs.chain(&chain.family, &chain.table, next) {
-                    path.push(next.clone());
-                    let r = walk(rs, sub, p, (rule_definite, sure), path, out, depth + 1);
-                    path.pop();
-                    match r {
-                        None => return None,
-                        Some(sub_certain) => {
-                            if matches!(v, Verdict::Goto(_)) && sure {
-                                return Some(sub_certain);
-                            }
-                            certain &= sub_certain;
-                        }
-                    }
-                }
-                if t == Truth::Maybe {
-                    certain = false;
-                }
-            }
-            Verdict::None => {}
-        }
-    }
-    Some(certain)
 }

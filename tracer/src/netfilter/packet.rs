@@ -1,5 +1,5 @@
-//! What rule evaluation needs to know about a dropped packet, and the address/port ranges
-//! rules compare it with.
+//! What rule evaluation needs to know about a packet (a dropped one, or a synthetic flow the
+//! doctor walks through FORWARD), and the address/port ranges rules compare it with.
 use std::net::IpAddr;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -14,6 +14,30 @@ pub struct PacketInfo {
     /// Input/output interface at the hook, when known.
     pub in_iface: Option<String>,
     pub out_iface: Option<String>,
+    /// The flow's conntrack state, when known (a capture cannot tell it from the packet).
+    pub ct_state: Option<CtState>,
+}
+
+/// Conntrack states as `-m conntrack --ctstate` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtState {
+    New,
+    Established,
+    Related,
+    Invalid,
+    Untracked,
+}
+
+impl CtState {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::New => "NEW",
+            Self::Established => "ESTABLISHED",
+            Self::Related => "RELATED",
+            Self::Invalid => "INVALID",
+            Self::Untracked => "UNTRACKED",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +63,11 @@ impl Cidr {
             },
         };
         Some(Self { addr, len })
+    }
+
+    /// A comma-separated list (`-s 10.0.0.0/8,192.168.1.1`); None if any part is unreadable.
+    pub fn parse_list(s: &str) -> Option<Vec<Self>> {
+        s.split(',').map(|part| Self::parse(part.trim())).collect()
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -75,18 +104,33 @@ impl PortRange {
     /// `80`, `8000:8080` (iptables) or `8000-8080` (nft).
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
-        let (lo, hi) = match s.split_once([':', '-']) {
-            Some((a, b)) => (if a.is_empty() { 0 } else { a.parse().ok()? }, if b.is_empty() { u16::MAX } else { b.parse().ok()? }),
-            None => {
-                let p = s.parse().ok()?;
-                (p, p)
-            }
+        let Some((a, b)) = s.split_once([':', '-']) else {
+            let p = s.parse().ok()?;
+            return Some(Self { lo: p, hi: p });
         };
+        let lo = if a.is_empty() { 0 } else { a.parse().ok()? };
+        let hi = if b.is_empty() { u16::MAX } else { b.parse().ok()? };
         Some(Self { lo, hi })
     }
 
     pub fn contains(&self, p: u16) -> bool {
         self.lo <= p && p <= self.hi
+    }
+}
+
+/// A protocol as iptables and nft name it (`tcp`, `ipv6-icmp`, `17`); `all` is 0.
+pub fn proto_number(p: &str) -> Option<u8> {
+    match p.to_ascii_lowercase().as_str() {
+        "all" | "0" => Some(0),
+        "icmp" => Some(1),
+        "tcp" => Some(6),
+        "udp" => Some(17),
+        "ipv6-icmp" | "icmpv6" => Some(58),
+        "sctp" => Some(132),
+        "gre" => Some(47),
+        "esp" => Some(50),
+        "ah" => Some(51),
+        n => n.parse().ok(),
     }
 }
 
@@ -120,5 +164,27 @@ mod tests {
         assert!(PortRange::parse("53").unwrap().contains(53));
         assert!(iface_matches("lxc+", "lxc12ab"));
         assert!(!iface_matches("lxc", "lxc12ab"));
+    }
+
+    /// Whether `addr` is in a `-s`/`-d` value; None when the value cannot be read.
+    fn addr_matches(value: &str, addr: IpAddr) -> Option<bool> {
+        Cidr::parse_list(value).map(|nets| nets.iter().any(|n| n.contains(addr)))
+    }
+
+    #[test]
+    fn interface_and_address_matching() {
+        assert!(iface_matches("lxc+", "lxc12ab"));
+        assert!(!iface_matches("lxc+", "eth0"));
+        assert!(iface_matches("eth0", "eth0"));
+        assert!(iface_matches("+", "anything"));
+        let a: IpAddr = "10.220.1.5".parse().unwrap();
+        assert_eq!(addr_matches("10.220.0.0/16", a), Some(true));
+        assert_eq!(addr_matches("10.0.0.0/255.0.0.0", a), Some(true));
+        assert_eq!(addr_matches("192.168.0.0/16,10.220.1.5/32", a), Some(true));
+        assert_eq!(addr_matches("192.168.0.0/16", a), Some(false));
+        assert_eq!(addr_matches("0.0.0.0/0", a), Some(true));
+        assert_eq!(addr_matches("fd00::/8", a), Some(false));
+        assert_eq!(addr_matches("nonsense", a), None);
+        assert_eq!(addr_matches("10.0.0.0/99", a), None);
     }
 }

@@ -15,21 +15,36 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Lists every ruleset of the namespace at `ns_path`.
+    /// Lists every ruleset of the namespace at `ns_path`. Only the tools whose tables exist
+    /// are run (a pod namespace usually has none), so a node with a hundred pods starts fast.
     pub fn take(ns_path: &Path) -> Self {
-        let run = |prog: &str, args: &[&str]| -> String {
-            let Ok(mut cmd) = netns::command_in(ns_path, prog) else { return String::new() };
+        let run = |prog: &str, args: &[&str]| -> Option<String> {
+            let mut cmd = netns::command_in(ns_path, prog).ok()?;
             match cmd.args(args).stdin(Stdio::null()).stderr(Stdio::null()).output() {
-                Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-                _ => String::new(),
+                Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).into_owned()),
+                _ => None,
             }
         };
+        // Legacy tables are listed by the kernel per namespace.
+        let legacy = netns::run_in(ns_path, || {
+            let present = |f: &str| std::fs::read_to_string(format!("/proc/thread-self/net/{f}")).is_ok_and(|s| !s.trim().is_empty());
+            (present("ip_tables_names"), present("ip6_tables_names"))
+        })
+        .unwrap_or((true, true));
+        let nft_json = run("nft", &["-j", "list", "ruleset"]);
+        // Without nft we cannot tell which nf_tables families are in use: ask iptables-nft.
+        let (ip, ip6) = nft_json.as_deref().map_or((true, true), |j| (has_family(j, "ip"), has_family(j, "ip6")));
+        let save = |yes: bool, prog: &str| if yes { Save::parse(&run(prog, &["-c"]).unwrap_or_default()) } else { Save::default() };
+        let nft = match nft_json {
+            Some(j) if j.contains("\"table\"") => Ruleset::parse(&j, &run("nft", &["-a", "list", "ruleset"]).unwrap_or_default()),
+            _ => Ruleset::default(),
+        };
         Self {
-            nft_v4: Save::parse(&run("iptables-nft-save", &["-c"])),
-            nft_v6: Save::parse(&run("ip6tables-nft-save", &["-c"])),
-            legacy_v4: Save::parse(&run("iptables-legacy-save", &["-c"])),
-            legacy_v6: Save::parse(&run("ip6tables-legacy-save", &["-c"])),
-            nft: Ruleset::parse(&run("nft", &["-j", "list", "ruleset"]), &run("nft", &["-a", "list", "ruleset"])),
+            nft_v4: save(ip, "iptables-nft-save"),
+            nft_v6: save(ip6, "ip6tables-nft-save"),
+            legacy_v4: save(legacy.0, "iptables-legacy-save"),
+            legacy_v6: save(legacy.1, "ip6tables-legacy-save"),
+            nft,
         }
     }
 
@@ -40,4 +55,12 @@ impl Snapshot {
     pub fn iptables_legacy(&self, pf: u32) -> &Save {
         if pf == NFPROTO_IPV6 { &self.legacy_v6 } else { &self.legacy_v4 }
     }
+}
+
+/// True when `nft -j list ruleset` output has a table of `family`.
+fn has_family(json: &str, family: &str) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else { return true };
+    v.get("nftables").and_then(serde_json::Value::as_array).is_some_and(|items| {
+        items.iter().any(|i| i.get("table").and_then(|t| t.get("family")).and_then(serde_json::Value::as_str) == Some(family))
+    })
 }

@@ -22,6 +22,8 @@ pub struct Iface {
     pub ifindex: u32,
     pub ifname: String,
     pub linktype: u8,
+    /// The pod behind the interface ("namespace/name"), when known.
+    pub pod: Option<String>,
 }
 
 pub struct Pcapng {
@@ -50,9 +52,10 @@ impl Pcapng {
             options: vec![
                 InterfaceDescriptionOption::IfName(Cow::Owned(name)),
                 InterfaceDescriptionOption::IfDescription(Cow::Owned(format!(
-                    "ifindex {} in netns {}{}",
+                    "ifindex {} in netns {}{}{}",
                     iface.ifindex,
                     iface.netns,
+                    iface.pod.as_deref().map(|p| format!(", pod {p}")).unwrap_or_default(),
                     if iface.linktype == linktype::ETHERNET { "" } else { " (from the IP header)" }
                 ))),
                 // pcap-file writes nanosecond timestamps.
@@ -96,7 +99,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.pcapng");
         let mut p = Pcapng::create(&path, 256).unwrap();
-        let a = Iface { netns: 1, ifindex: 2, ifname: "lxc1".into(), linktype: linktype::ETHERNET };
+        let a = Iface { netns: 1, ifindex: 2, ifname: "lxc1".into(), linktype: linktype::ETHERNET, pod: Some("default/web-0".into()) };
         let b = Iface { linktype: linktype::RAW_IP, ..a.clone() };
         p.write(&a, Duration::from_nanos(1_500_000_001), 100, &[1, 2, 3], "reason=X".into()).unwrap();
         p.write(&b, Duration::from_nanos(2), 3, &[4, 5, 6], "reason=Y".into()).unwrap();

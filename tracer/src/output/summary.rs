@@ -24,7 +24,33 @@ pub struct IfaceCount {
     pub ifname: String,
     pub ifindex: u32,
     pub netns: u32,
+    /// The pod behind the interface.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     pub count: u64,
+}
+
+/// Exact drops per tc program (from the kernel's counters, keyed by the observer code).
+#[derive(Debug, Serialize)]
+pub struct ProgramCount {
+    pub ifname: String,
+    pub direction: &'static str,
+    pub attach: Option<&'static str>,
+    pub prog: Option<String>,
+    pub prog_id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    pub attribution: &'static str,
+    pub count: u64,
+    /// The finding in words ("dropped by BPF program … on … (pod …), ingress").
+    pub text: String,
+}
+
+/// "dropped by BPF program `cil_from_container` on lxc5c0a11 (pod default/web-0), ingress"
+pub fn tc_sentence(tc: &crate::attribution::tc::TcInfo, pod: Option<&str>) -> String {
+    let pod = pod.map(|p| format!(" (pod {p})")).unwrap_or_default();
+    let attach = tc.attach.map(|a| format!(" [{a}]")).unwrap_or_default();
+    format!("dropped by {} on {}{pod}, {}{attach}", tc.who(), tc.ifname, tc.direction)
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +86,10 @@ pub struct Summary {
     pub by_iface: Vec<IfaceCount>,
     /// Netfilter drops per rule (from attributed events).
     pub by_rule: Vec<RuleCount>,
+    /// tc/BPF drops per program (exact).
+    pub by_program: Vec<ProgramCount>,
+    /// Drops per pod (from events; a drop counts for each pod involved).
+    pub by_pod: Vec<aggregate::PodCount>,
     /// Events written to the outputs (= drops − lost_events).
     pub events: u64,
     /// Drops seen before any filter (every reason, every interface).
@@ -75,6 +105,9 @@ pub struct Summary {
     pub kernel: String,
     pub start: String,
     pub end: String,
+    /// With `--path`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathSummary>,
 }
 
 pub struct Totals {
@@ -85,7 +118,25 @@ pub struct Totals {
     pub probe_misses: u64,
 }
 
+/// `--path` totals.
+#[derive(Debug, Serialize)]
+pub struct PathSummary {
+    /// `tracepoint`, `fentry` or `kprobe` (the tracepoints always run; the others add kernel
+    /// functions as hops).
+    pub backend: String,
+    /// Kernel functions hooked by the fentry/kprobe back end.
+    pub functions: usize,
+    /// Why `auto` fell back to tracepoints only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// Packets followed (each has a `"type": "packet"` record).
+    pub packets: u64,
+    /// Path events lost in the ring buffer (their packets' paths have gaps).
+    pub lost_events: u64,
+}
+
 pub struct Meta {
+    pub path: Option<PathSummary>,
     pub duration_s: f64,
     pub expression: String,
     pub probe: String,
@@ -94,7 +145,28 @@ pub struct Meta {
     pub end: String,
 }
 
-pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, rules: &aggregate::Rules, meta: Meta) -> Summary {
+pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, rules: &aggregate::Rules, pods: &aggregate::PodCounts, meta: Meta) -> Summary {
+    let mut programs: Vec<ProgramCount> = Vec::new();
+    for r in rows {
+        let Some(tc) = &r.tc else { continue };
+        let text = tc_sentence(tc, r.pod.as_deref());
+        if let Some(p) = programs.iter_mut().find(|p| p.text == text && p.prog_id == tc.prog_id) {
+            p.count += r.count;
+        } else {
+            programs.push(ProgramCount {
+                ifname: tc.ifname.clone(),
+                direction: tc.direction,
+                attach: tc.attach,
+                prog: tc.prog.clone(),
+                prog_id: tc.prog_id,
+                pod: r.pod.clone(),
+                attribution: tc.attribution,
+                count: r.count,
+                text,
+            });
+        }
+    }
+    programs.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.text.cmp(&b.text)));
     Summary {
         drops: totals.drops,
         lost_events: totals.lost_events,
@@ -112,15 +184,17 @@ pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, rule
             .into_iter()
             .map(|(Flow { proto, src, dst, sport, dport, reason }, count)| FlowCount { proto, src, dst, sport, dport, reason, count })
             .collect(),
-        by_iface: aggregate::group_by(rows, |r| (r.ifname.clone(), r.ifindex, r.netns))
+        by_iface: aggregate::group_by(rows, |r| (r.ifname.clone(), r.ifindex, r.netns, r.pod.clone()))
             .into_iter()
-            .map(|((ifname, ifindex, netns), count)| IfaceCount { ifname, ifindex, netns, count })
+            .map(|((ifname, ifindex, netns, pod), count)| IfaceCount { ifname, ifindex, netns, pod, count })
             .collect(),
         by_rule: rules
             .sorted()
             .into_iter()
             .map(|((backend, table, chain, rule), count)| RuleCount { backend, table, chain, rule, count })
             .collect(),
+        by_program: programs,
+        by_pod: pods.sorted(),
         events: totals.events,
         seen_drops: totals.seen_drops,
         probe_misses: totals.probe_misses,
@@ -130,5 +204,6 @@ pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, rule
         kernel: meta.kernel,
         start: meta.start,
         end: meta.end,
+        path: meta.path,
     }
 }

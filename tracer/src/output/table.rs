@@ -22,9 +22,20 @@ pub fn render(s: &Summary) -> String {
         "INTERFACE",
         s.by_iface.iter().map(|r| {
             let name = if r.ifname.is_empty() { "(no device)".to_string() } else { r.ifname.clone() };
-            (format!("{name} (ifindex {}, netns {})", r.ifindex, r.netns), r.count)
+            let pod = r.pod.as_deref().map(|p| format!(", pod {p}")).unwrap_or_default();
+            (format!("{name} (ifindex {}, netns {}{pod})", r.ifindex, r.netns), r.count)
         }),
     );
+    if !s.by_program.is_empty() {
+        section(&mut o, "DROPPED BY", s.by_program.iter().map(|p| (p.text.clone(), p.count)));
+    }
+    if !s.by_pod.is_empty() {
+        section(
+            &mut o,
+            "POD",
+            s.by_pod.iter().map(|p| (format!("{} (source {}, destination {}, on its interface {})", p.pod, p.as_src, p.as_dst, p.on_iface), p.count)),
+        );
+    }
     if !s.by_rule.is_empty() {
         section(
             &mut o,

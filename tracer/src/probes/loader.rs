@@ -3,9 +3,9 @@
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use tracer_common::{CbpfInsn, Config, DropKey, IfacePattern, MAX_FILTER_INSNS, Offsets, names};
+use tracer_common::{CbpfInsn, Config, DropKey, IfacePattern, MAX_FILTER_INSNS, Offsets, PodIfKey, names};
 
 use crate::filter::expr::CompiledFilter;
 
@@ -17,9 +17,28 @@ pub struct Maps {
     pub events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
     pub drop_stats: PerCpuHashMap<MapData, DropKey, u64>,
+    /// Raw fds of the maps the hand-assembled netfilter observers write (valid while `Maps`
+    /// and the object live).
+    pub fds: MapFds,
 }
 
-pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern]) -> Result<(Ebpf, Maps)> {
+#[derive(Debug, Clone, Copy)]
+pub struct MapFds {
+    pub events: i32,
+    pub counters: i32,
+    pub path_track: i32,
+}
+
+/// What `--pod` selects, as the kernel filter's maps hold it.
+#[derive(Debug, Default, Clone)]
+pub struct PodSelection {
+    pub netns: Vec<u32>,
+    pub ifaces: Vec<PodIfKey>,
+    /// IPv4 as IPv4-mapped IPv6.
+    pub addrs: Vec<[u8; 16]>,
+}
+
+pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern], pods: &PodSelection) -> Result<(Ebpf, Maps)> {
     let mut ebpf = EbpfLoader::new()
         .override_global(names::OFFSETS, offsets, true)
         .override_global(names::CONFIG, config, true)
@@ -38,7 +57,22 @@ pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces:
         pats.set(u32::try_from(i)?, p, 0)?;
     }
 
+    let mut m: HashMap<_, u32, u8> = HashMap::try_from(map(&mut ebpf, names::POD_NETNS)?)?;
+    for n in &pods.netns {
+        m.insert(n, 1, 0)?;
+    }
+    let mut m: HashMap<_, PodIfKey, u8> = HashMap::try_from(map(&mut ebpf, names::POD_IFACES)?)?;
+    for k in &pods.ifaces {
+        m.insert(k, 1, 0)?;
+    }
+    let mut m: HashMap<_, [u8; 16], u8> = HashMap::try_from(map(&mut ebpf, names::POD_ADDRS)?)?;
+    for a in &pods.addrs {
+        m.insert(a, 1, 0)?;
+    }
+
+    let fds = MapFds { events: fd(&ebpf, names::EVENTS)?, counters: fd(&ebpf, names::COUNTERS)?, path_track: fd(&ebpf, names::PATH_TRACK)? };
     let maps = Maps {
+        fds,
         events: RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?,
         counters: PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?,
         drop_stats: PerCpuHashMap::try_from(take(&mut ebpf, names::DROP_STATS)?)?,
@@ -48,6 +82,16 @@ pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces:
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
     ebpf.map_mut(name).ok_or_else(|| anyhow!("the eBPF object has no map {name}"))
+}
+
+/// The raw fd of a map of the object.
+pub fn fd(ebpf: &Ebpf, name: &str) -> Result<i32> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let data = match ebpf.map(name).ok_or_else(|| anyhow!("the eBPF object has no map {name}"))? {
+        aya::maps::Map::RingBuf(d) | aya::maps::Map::PerCpuArray(d) | aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) | aya::maps::Map::Array(d) => d,
+        _ => anyhow::bail!("map {name} has an unexpected type"),
+    };
+    Ok(data.fd().as_fd().as_raw_fd())
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {

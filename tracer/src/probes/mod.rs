@@ -3,6 +3,8 @@
 pub mod kfree_skb;
 pub mod loader;
 pub mod netfilter;
+pub mod path;
+pub mod tc;
 
 use std::fmt;
 
@@ -37,7 +39,11 @@ pub fn brief(e: aya::programs::ProgramError) -> anyhow::Error {
                 .map(str::trim)
                 .find(|l| !l.is_empty() && !l.starts_with("processed ") && !l.starts_with("verification time") && !l.starts_with("stack depth"))
                 .unwrap_or("");
-            anyhow::anyhow!("load failed: {io_error} (verifier: {last})")
+            if last.is_empty() {
+                anyhow::anyhow!("load failed: {io_error}")
+            } else {
+                anyhow::anyhow!("load failed: {io_error} (verifier: {last})")
+            }
         }
         other => anyhow::Error::new(other),
     }

@@ -1,14 +1,17 @@
 //! Netfilter observers: BPF netfilter links (kernel ≥ 6.4) placed just before every hook entry
-//! a namespace's rulesets register. A NETFILTER_DROP is then attributed to the entries between
+//! a namespace's rulesets register. A `NETFILTER_DROP` is then attributed to the entries between
 //! the last observer the packet passed and the next one. Observers always accept.
 pub mod asm;
-pub mod sys;
 
 use std::{collections::BTreeSet, os::fd::OwnedFd};
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 
-use crate::{netfilter::Entry, netns::Netns};
+use crate::{
+    kernel::bpfsys::{self, ProgSpec},
+    netfilter::Entry,
+    netns::Netns,
+};
 
 /// Where observer `slot` sits: before the entries registered at `priority`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,14 +68,14 @@ pub fn plan(netns: u32, entries: &[Entry]) -> Vec<Slot> {
 }
 
 /// Loads one observer per slot and links each in its namespace.
-pub fn attach(plans: Vec<(Netns, Vec<Slot>)>, ctx_skb_off: i16, ring_fd: i32) -> Result<Observers> {
+pub fn attach(plans: Vec<(Netns, Vec<Slot>)>, ctx_skb_off: i16, maps: asm::Maps) -> Result<Observers> {
     let mut obs = Observers::default();
     for (ns, slots) in plans {
         let first_id = u32::try_from(obs.slots.len())? + 1;
         let mut progs = Vec::with_capacity(slots.len());
         for (i, _) in slots.iter().enumerate() {
             let id = first_id + u32::try_from(i)?;
-            progs.push(sys::load_program("tracer_nf_obs", &asm::observer(id, ctx_skb_off, ring_fd))?);
+            progs.push(load_observer(id, ctx_skb_off, maps)?);
         }
         let targets: Vec<Slot> = slots.clone();
         let linked = crate::netns::run_in(&ns.path, move || {
@@ -100,15 +103,24 @@ pub fn attach(plans: Vec<(Netns, Vec<Slot>)>, ctx_skb_off: i16, ring_fd: i32) ->
     Ok(obs)
 }
 
+/// Loads the observer program of slot `id`.
+fn load_observer(id: u32, ctx_skb_off: i16, maps: asm::Maps) -> Result<OwnedFd> {
+    let spec = ProgSpec { prog_type: bpfsys::PROG_NETFILTER, expected_attach_type: bpfsys::ATTACH_NETFILTER, ..ProgSpec::default() };
+    bpfsys::load(&spec, "tracer_nf_obs", &asm::observer(id, ctx_skb_off, maps), 64 * 1024).map_err(|e| {
+        log::debug!("netfilter observer verifier log:\n{}", e.log);
+        anyhow!("cannot load a BPF netfilter program: {} (verifier: {})", e.errno, e.verifier)
+    })
+}
+
 /// Links `prog` at the highest free priority below the slot's entries.
 fn link_below(prog: &OwnedFd, s: &Slot) -> std::io::Result<OwnedFd> {
     let mut last = std::io::Error::from_raw_os_error(libc::EBUSY);
     for step in 1..=MAX_TRIES {
         let Some(prio) = s.priority.checked_sub(step) else { break };
-        if prio < s.lowest || prio <= i32::MIN {
+        if prio < s.lowest || prio == i32::MIN {
             break;
         }
-        match sys::link_netfilter(prog, s.pf, s.hook, prio) {
+        match bpfsys::link_netfilter(prog, s.pf, s.hook, prio) {
             Ok(fd) => return Ok(fd),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last = e,
             Err(e) => return Err(e),

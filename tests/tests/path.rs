@@ -1,0 +1,170 @@
+//! `--path` (issue 5) on real traffic: a forwarded pod-to-pod packet's hooks in order across
+//! both namespaces, a TCP connection without payload read back from the `--all` pcapng, and a
+//! drop in the middle of a path. Needs root; the back end that ran is asserted against what the
+//! kernel accepts.
+use std::time::Duration;
+
+use integration_tests::{Finished, Node, RunningCapture, Tracer, pcap, wait};
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn tracer() -> Tracer {
+    Tracer::from_env().unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn stop(run: RunningCapture) -> Finished {
+    std::thread::sleep(Duration::from_millis(200));
+    run.stop().unwrap().ok().unwrap()
+}
+
+fn packets(done: &Finished) -> Vec<&Value> {
+    done.events.iter().filter(|e| e["type"] == "packet").collect()
+}
+
+fn hooks(p: &Value) -> Vec<(String, String, u64)> {
+    p["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["hook"].as_str().unwrap().to_string(), h["ifname"].as_str().unwrap().to_string(), h["netns"].as_u64().unwrap()))
+        .collect()
+}
+
+/// Index of the first hop satisfying `f`, panicking with the whole path otherwise.
+fn find(path: &[(String, String, u64)], what: &str, f: impl Fn(&(String, String, u64)) -> bool) -> usize {
+    path.iter().position(f).unwrap_or_else(|| panic!("no {what} in {path:#?}"))
+}
+
+/// The function back end `auto` must pick on this kernel, from what `tracer doctor` probes
+/// (it loads and attaches a program of each type): fentry, else kprobe, else tracepoints only.
+fn expected_backend() -> &'static str {
+    let bin = std::env::var("TRACER_BIN").unwrap_or_else(|_| "target/release/tracer".into());
+    let out = std::process::Command::new(bin).args(["doctor", "--json"]).output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let yes = |hook: &str| report["kernel"]["hooks"].as_array().unwrap().iter().any(|h| h["hook"] == hook && h["support"] == "yes");
+    if yes("fentry") {
+        "fentry"
+    } else if yes("kprobe") {
+        "kprobe"
+    } else {
+        "tracepoint"
+    }
+}
+
+/// tcx observers exist on this kernel (tc hops need them on interfaces without programs).
+fn kernel_has_tcx(done: &Finished) -> bool {
+    done.events.iter().any(|e| e["hook"].as_str().is_some_and(|h| h.starts_with("tc ")))
+}
+
+#[test]
+fn forwarded_pod_to_pod_packet_hook_by_hook() {
+    let mut node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
+    // A FORWARD rule that accepts: the forward hook then has a table (and an observer).
+    node.iptables("filter", "FORWARD", &["-d", &b.ip.to_string(), "-p", "udp", "--dport", "33001", "-j", "ACCEPT"]).unwrap();
+    let listener = b.listen_udp(33001).unwrap();
+    let run = tracer().capture().arg("--path").expression(format!("udp port 33001 and host {}", b.ip)).start().unwrap();
+    assert_eq!(a.send_udp(33100, b.addr(33001), 1, b"hello path").unwrap(), 1);
+    listener.wait_for(1, TIMEOUT).unwrap();
+    let done = stop(run);
+    let node_ns = node.netns_inode().unwrap();
+    let (a_ns, b_ns) = (a.netns_inode().unwrap(), b.netns_inode().unwrap());
+    let ps = packets(&done);
+    assert_eq!(ps.len(), 1, "one packet, one story: {:#?}", done.events);
+    let p = ps[0];
+    assert_eq!(p["fate"], format!("delivered to socket (netns {b_ns})"), "{p}");
+    assert_eq!(p["proto"], "udp");
+    assert_eq!(p["payload_len"], 10);
+    let path = hooks(p);
+    // Leaves pod a, enters the node on a's lxc, is forwarded, leaves on b's lxc, enters pod b.
+    let out_a = find(&path, "send from pod a", |h| h.0 == "net_dev_start_xmit" && h.1 == "eth0" && h.2 == a_ns);
+    let in_lxc = find(&path, "receive on a's lxc", |h| h.0 == "netif_receive_skb" && h.1 == a.lxc && h.2 == node_ns);
+    let fwd = find(&path, "the forward hook", |h| h.0.starts_with("netfilter ip forward") && h.2 == node_ns);
+    let out_lxc = find(&path, "send on b's lxc", |h| h.0 == "net_dev_start_xmit" && h.1 == b.lxc && h.2 == node_ns);
+    let in_b = find(&path, "receive in pod b", |h| h.0 == "netif_receive_skb" && h.1 == "eth0" && h.2 == b_ns);
+    assert!(out_a < in_lxc && in_lxc < fwd && fwd < out_lxc && out_lxc < in_b, "order: {path:#?}");
+    if kernel_has_tcx(&done) {
+        let tc_in = find(&path, "tc ingress on a's lxc", |h| h.0 == "tc ingress" && h.1 == a.lxc);
+        let tc_out = find(&path, "tc egress on b's lxc", |h| h.0 == "tc egress" && h.1 == b.lxc);
+        assert!(in_lxc < tc_in && tc_in < fwd && fwd < tc_out && tc_out <= out_lxc + 1, "tc order: {path:#?}");
+    }
+    // Offsets grow hop by hop.
+    let t: Vec<u64> = p["path"].as_array().unwrap().iter().map(|h| h["t_ns"].as_u64().unwrap()).collect();
+    assert!(t.windows(2).all(|w| w[0] <= w[1]) && t[0] == 0, "{t:?}");
+    // Every hop was also a "path" event with the same packet id.
+    let id = p["packet_id"].as_u64().unwrap();
+    let hop_events = done.events.iter().filter(|e| e["type"] == "path" && e["packet_id"] == id).count();
+    assert_eq!(hop_events, path.len());
+    let s = done.summary().unwrap();
+    let backend = expected_backend();
+    assert_eq!(s["path"]["backend"], backend, "the back end auto picks here: {}", s["path"]);
+    if backend != "tracepoint" {
+        // Function hops add the depth: the forwarding function between the two lxcs.
+        let f = find(&path, "ip_forward", |h| h.0 == "ip_forward" && h.2 == node_ns);
+        assert!(in_lxc < f && f < out_lxc, "ip_forward between the lxcs: {path:#?}");
+        assert!(s["path"]["functions"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(s["path"]["packets"], 1);
+    assert_eq!(s["path"]["lost_events"], 0);
+    assert_eq!(s["drops"], 0);
+    eprintln!("path: {p}");
+}
+
+#[test]
+fn tcp_connection_without_payload_in_the_all_pcapng() {
+    let node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
+    let listener = b.listen_tcp(33011).unwrap();
+    let run = tracer().capture().arg("--path").arg("--all").expression(format!("tcp port 33011 and host {}", b.ip)).start().unwrap();
+    // Connect, send nothing, close; the listener closes its side too.
+    a.send_tcp(b.addr(33011), &[], TIMEOUT).unwrap();
+    wait::until("the connection", TIMEOUT, Duration::from_millis(10), || Ok((listener.connections() == 1).then_some(()))).unwrap();
+    let done = stop(run);
+    let ps = packets(&done);
+    let flags: Vec<&str> = ps.iter().map(|p| p["tcp_flags"].as_str().unwrap()).collect();
+    for want in ["S", "S.", "F."] {
+        assert!(flags.contains(&want), "{want} in {flags:?}");
+    }
+    assert!(flags.iter().filter(|f| **f == ".").count() >= 1, "a bare ACK in {flags:?}");
+    assert!(ps.iter().all(|p| p["payload_len"] == 0), "no payload anywhere: {ps:#?}");
+    assert_eq!(done.drops().unwrap(), 0);
+    // The pcapng holds each packet once, with its path in the comment.
+    let file = pcap::read(done.pcap().unwrap()).unwrap();
+    assert_eq!(file.packets.len(), ps.len(), "one pcapng packet per followed packet");
+    for (pkt, p) in file.packets.iter().zip(&ps) {
+        let c = pkt.comments.join(" ");
+        assert!(c.starts_with(&format!("packet {} path: ", p["packet_id"])), "{c}");
+        assert!(c.contains("; fate: "), "{c}");
+    }
+    let shown = pcap::tshark_fields(done.pcap().unwrap(), &["tcp.flags.str", "tcp.len"]).unwrap();
+    assert_eq!(shown.len(), ps.len(), "tshark reads them all: {shown:?}");
+    assert!(shown.iter().all(|f| f[1] == "0"), "tcp.len 0 everywhere: {shown:?}");
+    let syn = shown.iter().filter(|f| f[0].contains('S') && !f[0].contains('A')).count();
+    assert_eq!(syn, 1, "{shown:?}");
+}
+
+#[test]
+fn path_ends_at_a_drop_mid_way() {
+    let mut node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
+    node.iptables("filter", "FORWARD", &["-d", &b.ip.to_string(), "-p", "udp", "--dport", "33021", "-j", "DROP"]).unwrap();
+    let run = tracer().capture().arg("--path").expression(format!("udp port 33021 and host {}", b.ip)).start().unwrap();
+    assert_eq!(a.send_udp(33120, b.addr(33021), 2, b"dies midway").unwrap(), 2);
+    let done = stop(run);
+    let node_ns = node.netns_inode().unwrap();
+    assert_eq!(done.drops().unwrap(), 2);
+    let ps = packets(&done);
+    assert_eq!(ps.len(), 2);
+    for p in ps {
+        let fate = p["fate"].as_str().unwrap();
+        assert!(fate.starts_with("dropped: NETFILTER_DROP at "), "{fate}");
+        let path = hooks(p);
+        let last = path.last().unwrap();
+        assert!(last.0.starts_with("netfilter ip forward") && last.2 == node_ns, "path ends at the forward hook: {path:#?}");
+        assert!(!path.iter().any(|h| h.1 == b.lxc), "never reached b's lxc: {path:#?}");
+        // The drop event names the same packet.
+        let id = &p["packet_id"];
+        assert!(done.events.iter().any(|e| e["type"] == "drop" && &e["packet_id"] == id && e["netfilter"]["verdict"] == "DROP"));
+    }
+}

@@ -1,0 +1,205 @@
+//! `--path`: follow matching packets hook by hook. The first hook that sees a packet applies
+//! the filters; a match gets a packet id, remembered by skb address in `PATH_TRACK`, and every
+//! later hook of that skb only looks it up. consume/kfree end the path.
+use aya_ebpf::{
+    helpers::bpf_get_smp_processor_id,
+    macros::{map, raw_tracepoint},
+    maps::{LruHashMap, PerCpuArray},
+    programs::RawTracePointContext,
+};
+use tracer_common::{IFNAMSIZ, hook, kind};
+
+use crate::{capture, config, emit, emit::Scratch};
+
+/// skb address → packet id, for packets being followed.
+#[map(name = "PATH_TRACK")]
+static PATH_TRACK: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Per-CPU sequence for packet ids (the CPU number goes in the top bits).
+#[map(name = "PATH_SEQ")]
+static PATH_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The skb this CPU received last and its packet id (0 = not followed). Receive processing
+/// runs one packet at a time per CPU, so an `sk_data_ready` that follows belongs to it.
+#[map(name = "PATH_RX_LAST")]
+static PATH_RX_LAST: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+#[raw_tracepoint(tracepoint = "netif_receive_skb")]
+pub fn path_netif_receive_skb(ctx: RawTracePointContext) -> i32 {
+    let skb = ctx.arg::<u64>(0);
+    let id = on_hook(skb, hook::NETIF_RECEIVE, 0);
+    if let Some(last) = PATH_RX_LAST.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot.
+        unsafe { *last = [skb, id] };
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sk_data_ready")]
+pub fn path_sk_data_ready(ctx: RawTracePointContext) -> i32 {
+    let sk = ctx.arg::<u64>(0);
+    let Some(last) = PATH_RX_LAST.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's slot.
+    let [skb, id] = unsafe { *last };
+    if id == 0 {
+        return 0;
+    }
+    // SAFETY: as above.
+    unsafe { *last = [0, 0] };
+    let _ = PATH_TRACK.remove(&skb);
+    let Some(s) = emit::scratch() else { return 0 };
+    let netns = crate::skb::sk_netns(sk, &config::offsets());
+    emit_hop(s, skb, id, hook::DELIVER, 0, 0, (0, [0; IFNAMSIZ], netns), 0);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "net_dev_queue")]
+pub fn path_net_dev_queue(ctx: RawTracePointContext) -> i32 {
+    on_hook(ctx.arg::<u64>(0), hook::NET_DEV_QUEUE, 0);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "net_dev_start_xmit")]
+pub fn path_net_dev_start_xmit(ctx: RawTracePointContext) -> i32 {
+    on_hook(ctx.arg::<u64>(0), hook::NET_DEV_START_XMIT, 0);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "skb_copy_datagram_iovec")]
+pub fn path_skb_copy_datagram_iovec(ctx: RawTracePointContext) -> i32 {
+    on_tracked(ctx.arg::<u64>(0), hook::COPY_DATAGRAM, 0, false);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "consume_skb")]
+pub fn path_consume_skb(ctx: RawTracePointContext) -> i32 {
+    // consume_skb(skb, location) since 6.3; older kernels pass only the skb (location 0).
+    on_tracked(ctx.arg::<u64>(0), hook::CONSUME, 0, true);
+    0
+}
+
+/// A hook that may see a packet first: follow it if tracked, else apply the filters.
+/// Returns the packet id (0 when not followed).
+#[inline(always)]
+pub fn on_hook(skb: u64, h: u32, location: u64) -> u64 {
+    let cfg = config::config();
+    if cfg.path == 0 {
+        return 0;
+    }
+    let id = tracked_hop(skb, h, location, false);
+    if id != 0 {
+        return id;
+    }
+    let Some(s) = emit::scratch() else { return 0 };
+    let o = config::offsets();
+    let Some(seen) = capture::select(skb, &cfg, &o, s) else { return 0 };
+    let id = next_id();
+    if PATH_TRACK.insert(&skb, &id, 0).is_err() {
+        return 0;
+    }
+    let snap = seen.cap.min(cfg.snaplen);
+    // SAFETY: this CPU's scratch.
+    unsafe {
+        let hdr = &mut (*s).hdr;
+        emit::fill(hdr, skb, location, 0, &seen, snap, kind::PATH);
+        hdr.nf_slot = 0;
+        hdr.tc_slot = 0;
+        hdr.packet_id = id;
+        hdr.hook = h;
+    }
+    // The first event of a packet carries its bytes; later ones only the header.
+    emit::output(s, snap);
+    id
+}
+
+/// A hook that only follows packets already tracked.
+#[inline(always)]
+fn on_tracked(skb: u64, h: u32, location: u64, end: bool) {
+    if config::config().path != 0 {
+        tracked_hop(skb, h, location, end);
+    }
+}
+
+/// Emits a hop for a tracked skb; `end` forgets it. Returns its id (0 when not tracked).
+#[inline(always)]
+fn tracked_hop(skb: u64, h: u32, location: u64, end: bool) -> u64 {
+    // SAFETY: the value is copied out at once.
+    let Some(id) = (unsafe { PATH_TRACK.get(&skb) }).copied() else { return 0 };
+    if end {
+        let _ = PATH_TRACK.remove(&skb);
+    }
+    let Some(s) = emit::scratch() else { return id };
+    emit_hop(s, skb, id, h, location, 0, crate::skb::device(skb, &config::offsets()), 0);
+    id
+}
+
+/// A kernel function called with a followed packet (`ip` is the function's address).
+#[inline(always)]
+pub fn function_hop(skb: u64, ip: u64) {
+    on_tracked(skb, hook::FUNCTION, ip, false);
+}
+
+/// A tc observer passed by a followed packet (`code` says direction and position).
+#[inline(always)]
+pub fn tc_hop(skb: u64, code: u32) {
+    if config::config().path == 0 {
+        return;
+    }
+    // SAFETY: the value is copied out at once.
+    let Some(id) = (unsafe { PATH_TRACK.get(&skb) }).copied() else { return };
+    let Some(s) = emit::scratch() else { return };
+    let (ifindex, ifname, netns) = crate::skb::device(skb, &config::offsets());
+    emit_hop(s, skb, id, hook::TC, 0, 0, (ifindex, ifname, netns), code);
+}
+
+/// The packet id of a tracked skb, forgetting it (its path ends); 0 when not tracked.
+#[inline(always)]
+pub fn untrack(skb: u64) -> u64 {
+    // SAFETY: the value is copied out at once.
+    let id = unsafe { PATH_TRACK.get(&skb) }.copied().unwrap_or(0);
+    if id != 0 {
+        let _ = PATH_TRACK.remove(&skb);
+    }
+    id
+}
+
+/// A header-only path event; `dev` is (ifindex, name, netns), `tc_slot` the tc observer code.
+#[expect(clippy::too_many_arguments, reason = "the event's fields")]
+#[inline(always)]
+pub fn emit_hop(s: *mut Scratch, skb: u64, id: u64, h: u32, location: u64, reason: u32, dev: (u32, [u8; IFNAMSIZ], u32), tc_slot: u32) {
+    let (ifindex, ifname, netns) = dev;
+    // SAFETY: this CPU's scratch.
+    unsafe {
+        let hdr = &mut (*s).hdr;
+        hdr.ts_ns = aya_ebpf::helpers::bpf_ktime_get_ns();
+        hdr.location = location;
+        hdr.skb = skb;
+        hdr.reason = reason;
+        hdr.ifindex = ifindex;
+        hdr.netns = netns;
+        hdr.len = 0;
+        hdr.cap_len = 0;
+        hdr.protocol = 0;
+        hdr.linktype = 0;
+        hdr.kind = kind::PATH;
+        hdr.ifname = ifname;
+        hdr.nf_slot = 0;
+        hdr.tc_slot = tc_slot;
+        hdr.packet_id = id;
+        hdr.hook = h;
+    }
+    emit::output(s, 0);
+}
+
+#[inline(always)]
+fn next_id() -> u64 {
+    let Some(p) = PATH_SEQ.get_ptr_mut(0) else { return 1 };
+    // SAFETY: this CPU's slot.
+    let n = unsafe {
+        *p += 1;
+        *p
+    };
+    // SAFETY: no preconditions.
+    let cpu = u64::from(unsafe { bpf_get_smp_processor_id() });
+    (cpu << 48) | (n & ((1 << 48) - 1))
+}
