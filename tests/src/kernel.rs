@@ -38,11 +38,14 @@ pub enum Feature {
     NetfilterLink,
     /// tcx links (tc programs attached with `BPF_LINK_CREATE`, no qdisc).
     Tcx,
+    /// The `sock:sk_data_ready` tracepoint (a raw tracepoint program attached to it): how
+    /// `--path` knows a packet reached a socket.
+    SkDataReady,
 }
 
 impl Feature {
-    pub const ALL: [Self; 7] =
-        [Self::Kprobe, Self::Fentry, Self::TpBtf, Self::RawTp, Self::Tracepoint, Self::NetfilterLink, Self::Tcx];
+    pub const ALL: [Self; 8] =
+        [Self::Kprobe, Self::Fentry, Self::TpBtf, Self::RawTp, Self::Tracepoint, Self::NetfilterLink, Self::Tcx, Self::SkDataReady];
 
     /// Short name, as in reports.
     #[must_use]
@@ -55,12 +58,13 @@ impl Feature {
             Self::Tracepoint => "tracepoint",
             Self::NetfilterLink => "netfilter_link",
             Self::Tcx => "tcx",
+            Self::SkDataReady => "sk_data_ready",
         }
     }
 
     /// `Ok(what was attached)` or `Err(why the kernel refused)`; probed once per process.
     pub fn probe(self) -> Result<String, String> {
-        static CACHE: [OnceLock<Result<String, String>>; 7] = [const { OnceLock::new() }; 7];
+        static CACHE: [OnceLock<Result<String, String>>; Feature::ALL.len()] = [const { OnceLock::new() }; Feature::ALL.len()];
         CACHE[self as usize].get_or_init(|| if crate::is_root() { try_probe(self) } else { Err("not root".into()) }).clone()
     }
 }
@@ -112,6 +116,14 @@ fn try_probe(f: Feature) -> Result<String, String> {
             Err(e) => Err(chain(e)),
         },
         Feature::Tcx => probe_tcx(),
+        // A raw tracepoint program takes any tracepoint: the kfree_skb one attaches here too.
+        Feature::SkDataReady => {
+            let mut obj = load_object()?;
+            let p: &mut RawTracePoint = program(&mut obj, "probe_raw_tp")?;
+            p.load().map_err(chain)?;
+            p.attach("sk_data_ready").map_err(|e| format!("no sk_data_ready tracepoint: {}", chain(e)))?;
+            Ok("raw_tp attached to sk_data_ready".into())
+        }
     }
 }
 
@@ -163,15 +175,27 @@ pub fn require(feature: Feature) -> bool {
     }
 }
 
+/// Records that one expectation of the running test was not checked because the kernel lacks
+/// `feature` (the rest of the test still runs and must pass): printed, and appended to
+/// `$TESTBED_SKIP_LOG` as `{"type":"unchecked",…}` so runners show the test as partly checked.
+pub fn unchecked(what: &str, feature: Feature) {
+    let why = feature.probe().err().unwrap_or_else(|| "available".into());
+    log_line("unchecked", &format!("{what} (needs {}: {why})", feature.name()));
+}
+
 /// Marks the running test as skipped: prints why on stderr and, when `TESTBED_SKIP_LOG` names a
 /// file, appends `{"type":"skip","name":TEST,"reason":…}` to it, so the runner (`cargo xtask
 /// test`, `vm-test`) reports the test as skipped rather than passed. The test then returns.
 pub fn skip(reason: &str) {
+    log_line("skip", reason);
+}
+
+fn log_line(kind: &str, reason: &str) {
     // libtest runs each test on a thread named after it.
     let name = std::thread::current().name().unwrap_or("unknown test").to_string();
-    eprintln!("SKIPPED {name}: {reason}");
+    eprintln!("{} {name}: {reason}", kind.to_uppercase());
     if let Some(path) = std::env::var_os("TESTBED_SKIP_LOG") {
-        let line = serde_json::json!({"type": "skip", "name": name, "reason": reason}).to_string() + "\n";
+        let line = serde_json::json!({"type": kind, "name": name, "reason": reason}).to_string() + "\n";
         let written = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -179,7 +203,7 @@ pub fn skip(reason: &str) {
             .and_then(|mut f| f.write_all(line.as_bytes()));
         if let Err(e) = written {
             // A skip nobody can see would be a silent pass: fail loudly instead.
-            panic!("cannot record the skip of {name} in {}: {e}", path.to_string_lossy());
+            panic!("cannot record the {kind} of {name} in {}: {e}", path.to_string_lossy());
         }
     }
 }

@@ -59,16 +59,25 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// Prints the tests that skipped themselves (`integration_tests::skip`), with their reasons.
+/// Prints the tests that skipped themselves (`integration_tests::skip`), with their reasons,
+/// and the expectations tests could not check here (`integration_tests::unchecked`).
 fn report_skips(log: &Path) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let skips: Vec<(String, String)> = text
+    let entries: Vec<(String, String, String)> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .map(|v| {
             let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-            (s("name"), s("reason"))
+            (s("type"), s("name"), s("reason"))
         })
+        .collect();
+    for (_, name, what) in entries.iter().filter(|e| e.0 == "unchecked") {
+        cmd::step(format!("test: {name}: not checked on this kernel: {what}"));
+    }
+    let skips: Vec<(String, String)> = entries
+        .into_iter()
+        .filter(|e| e.0 == "skip")
+        .map(|(_, n, r)| (n, r))
         .collect();
     if skips.is_empty() {
         cmd::step("test: no integration test skipped itself");

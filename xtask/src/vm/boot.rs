@@ -82,6 +82,7 @@ impl Boot<'_> {
             partial: String::new(),
             label: self.label.to_string(),
             skips: HashMap::new(),
+            unchecked: HashMap::new(),
         };
         let mut timed_out = false;
         let status = loop {
@@ -183,6 +184,7 @@ struct Follow {
     partial: String,
     label: String,
     skips: HashMap<String, String>,
+    unchecked: HashMap<String, Vec<String>>,
 }
 
 impl Follow {
@@ -218,6 +220,9 @@ impl Follow {
             Event::Skip { name, reason } => {
                 self.skips.insert(name, reason);
             }
+            Event::Unchecked { name, what } => {
+                self.unchecked.entry(name).or_default().push(what);
+            }
             Event::Test {
                 name,
                 outcome,
@@ -228,7 +233,12 @@ impl Follow {
                     (Outcome::Passed, Some(why)) => {
                         eprintln!("[{l}]   skipped {name}{secs}: {why}");
                     }
-                    (o, _) => eprintln!("[{l}]   {:<7} {name}{secs}", o.label()),
+                    (o, _) => {
+                        let partly = self.unchecked.remove(&name).map_or(String::new(), |w| {
+                            format!("; not checked here: {}", w.join("; "))
+                        });
+                        eprintln!("[{l}]   {:<7} {name}{secs}{partly}", o.label());
+                    }
                 }
             }
             Event::Probe(name, ok, detail) => eprintln!(

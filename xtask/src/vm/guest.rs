@@ -19,6 +19,14 @@ const TOOLS: &[(&str, &str)] = &[
     ("setpriv", "/usr/bin/setpriv"),
     ("tshark", "/usr/bin/tshark"),
     ("kmod", "/usr/bin/kmod"),
+    // The doctor tests: Cilium-like pinned maps, a bash /dev/udp sender, the bundle's
+    // tar.zst, bind mounts of pod namespaces (util-linux mount, not busybox's).
+    ("bpftool", "/usr/sbin/bpftool"),
+    ("bash", "/usr/bin/bash"),
+    ("tar", "/usr/bin/tar"),
+    ("zstd", "/usr/bin/zstd"),
+    ("mount", "/usr/bin/mount"),
+    ("umount", "/usr/bin/umount"),
 ];
 
 /// The names iptables answers to (Debian's alternatives, fixed to one backend each).
@@ -69,6 +77,8 @@ pub struct Options<'a> {
     pub kernel: &'a Kernel,
     pub payload: &'a Payload,
     pub filter: Option<&'a str>,
+    /// Runs of every test binary in one boot (flaky tests show up).
+    pub repeat: u32,
     /// Scratch directory for this kernel (staged modules).
     pub dir: &'a Path,
 }
@@ -92,6 +102,10 @@ pub fn tree(o: &Options<'_>) -> Result<(Tree, usize)> {
     t.symlink("/var/run", "/run");
     t.data("/init", INIT, 0o755);
     t.elf("/bin/busybox", Path::new("/bin/busybox"))?;
+    // sh for the tests is Debian's dash: busybox's sh runs its own applets (ip, mount, tar…)
+    // in place of the real tools. (busybox --install leaves an existing /bin/sh alone.)
+    t.elf("/usr/bin/dash", &find("dash")?)?;
+    t.symlink("/bin/sh", "/usr/bin/dash");
     for (name, guest) in TOOLS {
         t.elf(guest, &find(name)?)?;
     }
@@ -130,10 +144,11 @@ pub fn tree(o: &Options<'_>) -> Result<(Tree, usize)> {
 
     let names: Vec<&str> = pl.tests.iter().map(|b| b.name.as_str()).collect();
     let env = format!(
-        "VMTEST_MODULES={}\nVMTEST_BINARIES={}\nVMTEST_FILTER={}\nexport TC_FIXTURE_BIN={}\n",
+        "VMTEST_MODULES={}\nVMTEST_BINARIES={}\nVMTEST_FILTER={}\nVMTEST_REPEAT={}\nexport TC_FIXTURE_BIN={}\n",
         quote(&modules::BOOT.join(" ")),
         quote(&names.join(" ")),
         quote(o.filter.unwrap_or_default()),
+        o.repeat,
         quote(&pl.fixture_path.to_string_lossy()),
     );
     t.data("/etc/vmtest/env", env, 0o644);

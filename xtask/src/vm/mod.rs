@@ -36,6 +36,9 @@ pub struct Args {
     /// Run only tests whose name contains FILTER (libtest's filter, applied to every test binary).
     #[arg(long = "test", value_name = "FILTER")]
     test: Option<String>,
+    /// Run every test binary this many times in each guest (to catch flaky tests).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
     /// Bound on one guest (boot, tests, power-off), in minutes.
     #[arg(long, default_value_t = 30)]
     timeout_min: u64,
@@ -76,6 +79,7 @@ pub fn run(args: &Args) -> Result<()> {
             kernel: &k,
             payload: &payload,
             filter: args.test.as_deref(),
+            repeat: args.repeat,
             dir: &dir,
         })?;
         let initrd = dir.join("initrd.img");

@@ -33,6 +33,8 @@ pub struct TestResult {
     pub secs: Option<f64>,
     /// Captured output (failures only).
     pub output: String,
+    /// Expectations the test could not check on this kernel (`integration_tests::unchecked`).
+    pub unchecked: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,12 +60,15 @@ pub struct Results {
     pub probes: Vec<Probe>,
     pub tracer_summary: Option<Value>,
     pub tracer_failed: Option<String>,
-    pub doctor: Vec<String>,
+    /// `tracer doctor --json`, whole.
+    pub doctor: Option<Value>,
+    pub doctor_failed: Option<String>,
     pub binaries: Vec<BinaryRun>,
     pub tests: Vec<TestResult>,
     /// Tests that started and never finished (the guest died or timed out under them).
     pub unfinished: Vec<String>,
     pub skips: Vec<(String, String)>,
+    pub unchecked: Vec<(String, String)>,
     pub done: bool,
     /// Lines that were neither markers nor JSON (should not happen; kept for the log).
     pub stray: Vec<String>,
@@ -85,6 +90,10 @@ pub enum Event {
     Skip {
         name: String,
         reason: String,
+    },
+    Unchecked {
+        name: String,
+        what: String,
     },
     Probe(String, bool, String),
     Done,
@@ -132,6 +141,10 @@ pub fn event(line: &str) -> Event {
             name: s("name"),
             reason: s("reason"),
         },
+        (Some("unchecked"), _) => Event::Unchecked {
+            name: s("name"),
+            what: s("reason"),
+        },
         (Some("probe"), _) => {
             Event::Probe(s("name"), v["ok"].as_bool().unwrap_or(false), s("detail"))
         }
@@ -139,6 +152,10 @@ pub fn event(line: &str) -> Event {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one match over the kinds of line the result port carries"
+)]
 pub fn parse(text: &str) -> Results {
     let mut r = Results::default();
     let mut binary = String::new();
@@ -156,7 +173,8 @@ pub fn parse(text: &str) -> Results {
                 "modprobe-failed" => r.modprobe_failed.push(tail.to_string()),
                 "tracer-summary" => r.tracer_summary = serde_json::from_str(tail).ok(),
                 "tracer-failed" => r.tracer_failed = Some(tail.to_string()),
-                "doctor" => r.doctor.push(tail.to_string()),
+                "doctor-json" => r.doctor = serde_json::from_str(tail).ok(),
+                "doctor-failed" => r.doctor_failed = Some(tail.to_string()),
                 "begin" => {
                     binary = tail.to_string();
                     r.binaries.push(BinaryRun {
@@ -211,20 +229,32 @@ pub fn parse(text: &str) -> Results {
                         (o, _) => o,
                     };
                     let output = v["stdout"].as_str().unwrap_or_default().to_string();
+                    let unchecked = r
+                        .unchecked
+                        .iter()
+                        .filter(|(n, _)| *n == name)
+                        .map(|(_, w)| w.clone())
+                        .collect();
                     r.tests.push(TestResult {
                         binary: binary.clone(),
                         name,
                         outcome,
                         secs,
                         output,
+                        unchecked,
                     });
                 }
             }
-            (Some("skip"), _) => {
-                r.skips.push((
+            (Some(kind @ ("skip" | "unchecked")), _) => {
+                let entry = (
                     v["name"].as_str().unwrap_or_default().into(),
                     v["reason"].as_str().unwrap_or_default().into(),
-                ));
+                );
+                if kind == "skip" {
+                    r.skips.push(entry);
+                } else {
+                    r.unchecked.push(entry);
+                }
             }
             (Some("probe"), _) => r.probes.push(Probe {
                 name: v["name"].as_str().unwrap_or_default().into(),
@@ -282,6 +312,11 @@ impl Report {
                 .filter(|a| a.contains("Kernel panic"))
                 .map(|a| format!("console: {a}")),
         );
+        p.extend(
+            self.disagreements()
+                .into_iter()
+                .map(|d| format!("hook probes disagree on {d}")),
+        );
         for t in &r.unfinished {
             p.push(format!("{t} was running when the guest stopped"));
         }
@@ -312,6 +347,56 @@ impl Report {
         p
     }
 
+    /// The hooks `tracer doctor` probed: (name as kernel-probe calls it, support, detail).
+    pub fn doctor_hooks(&self) -> Vec<(String, String, String)> {
+        let Some(hooks) = self
+            .results
+            .doctor
+            .as_ref()
+            .and_then(|d| d["kernel"]["hooks"].as_array())
+        else {
+            return Vec::new();
+        };
+        hooks
+            .iter()
+            .map(|h| {
+                let name = h["hook"].as_str().unwrap_or_default();
+                // The doctor says "netfilter" for what the testbed calls "netfilter_link".
+                let name = if name == "netfilter" {
+                    "netfilter_link"
+                } else {
+                    name
+                };
+                let s = |k: &str| h[k].as_str().unwrap_or_default().to_string();
+                (name.to_string(), s("support"), s("detail"))
+            })
+            .collect()
+    }
+
+    /// Hooks where the tracer's probe (doctor) and the testbed's (kernel-probe), both of which
+    /// attach a program, reach different answers: one of them is wrong about this kernel.
+    pub fn disagreements(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, support, detail) in self.doctor_hooks() {
+            let Some(p) = self.results.probes.iter().find(|p| p.name == name) else {
+                continue;
+            };
+            let doctor_yes = match support.as_str() {
+                "yes" => true,
+                "no" => false,
+                _ => continue,
+            };
+            if doctor_yes != p.ok {
+                out.push(format!(
+                    "{name}: kernel-probe says {} ({}), tracer doctor says {support} ({detail})",
+                    if p.ok { "yes" } else { "no" },
+                    p.detail
+                ));
+            }
+        }
+        out
+    }
+
     pub fn tracer_probe(&self) -> Option<&str> {
         self.results
             .tracer_summary
@@ -333,9 +418,13 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "   result: {} - {} passed, {} failed, {} skipped, {} ignored; guest {:.0} s (boot to /init {}), initramfs build {:.0} s",
+            "   result: {} - {} passed ({} partly: a kernel feature missing), {} failed, {} skipped, {} ignored; guest {:.0} s (boot to /init {}), initramfs build {:.0} s",
             if problems.is_empty() { "PASS" } else { "FAIL" },
             self.count(|o| *o == Outcome::Passed),
+            r.tests
+                .iter()
+                .filter(|t| t.outcome == Outcome::Passed && !t.unchecked.is_empty())
+                .count(),
             self.count(|o| *o == Outcome::Failed),
             self.count(|o| matches!(o, Outcome::Skipped(_))),
             self.count(|o| *o == Outcome::Ignored),
@@ -364,11 +453,21 @@ impl Report {
             }
             (None, None) => {}
         }
-        if !r.doctor.is_empty() {
-            let _ = writeln!(s, "   tracer doctor:");
-            for l in &r.doctor {
-                let _ = writeln!(s, "     {l}");
-            }
+        if let Some(d) = &r.doctor {
+            let hooks: Vec<String> = self
+                .doctor_hooks()
+                .iter()
+                .map(|(n, sup, _)| format!("{n} {sup}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "   tracer doctor: {} ({} findings on this bare guest); hooks: {}",
+                d["status"].as_str().unwrap_or("?"),
+                d["findings"].as_array().map_or(0, Vec::len),
+                hooks.join(", ")
+            );
+        } else if let Some(e) = &r.doctor_failed {
+            let _ = writeln!(s, "   tracer doctor failed: {e}");
         }
         let cfg: Vec<String> = self
             .config
@@ -386,11 +485,24 @@ impl Report {
         for a in &self.alerts {
             let _ = writeln!(s, "   console: {a}");
         }
+        self.render_tests(&mut s);
+        for p in &problems {
+            let _ = writeln!(s, "   problem: {p}");
+        }
+        s
+    }
+
+    /// Every test with outcome and time, then the output of the failed ones.
+    fn render_tests(&self, s: &mut String) {
+        let r = &self.results;
         let _ = writeln!(s, "   tests:");
         for t in &r.tests {
             let secs = t.secs.map_or(String::new(), |x| format!("{x:6.1} s"));
             let why = match &t.outcome {
                 Outcome::Skipped(why) => format!("  ({why})"),
+                _ if !t.unchecked.is_empty() => {
+                    format!("  (not checked here: {})", t.unchecked.join("; "))
+                }
                 _ => String::new(),
             };
             let _ = writeln!(
@@ -407,10 +519,6 @@ impl Report {
                 let _ = writeln!(s, "     | {l}");
             }
         }
-        for p in &problems {
-            let _ = writeln!(s, "   problem: {p}");
-        }
-        s
     }
 
     pub fn to_json(&self) -> Value {
@@ -433,12 +541,15 @@ impl Report {
             "probes": r.probes.iter().map(|p| json!({"name": p.name, "ok": p.ok, "detail": p.detail})).collect::<Vec<_>>(),
             "tracer_probe": self.tracer_probe(),
             "tracer_failed": r.tracer_failed,
-            "doctor": r.doctor,
+            "doctor_status": r.doctor.as_ref().map(|d| d["status"].clone()),
+            "doctor_hooks": self.doctor_hooks().iter().map(|(n, sup, det)| json!({"hook": n, "support": sup, "detail": det})).collect::<Vec<_>>(),
+            "doctor_failed": r.doctor_failed,
             "config": self.config.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect::<serde_json::Map<_, _>>(),
             "modprobe_failed": r.modprobe_failed,
             "tests": r.tests.iter().map(|t| json!({
                 "binary": t.binary, "name": t.name, "outcome": t.outcome.label(), "secs": t.secs,
                 "skip_reason": match &t.outcome { Outcome::Skipped(w) => Some(w.clone()), _ => None },
+                "unchecked": t.unchecked,
             })).collect::<Vec<_>>(),
         })
     }
@@ -454,9 +565,11 @@ VMTEST modprobe-failed nft_counter\n\
 {\"detail\":\"fentry attached to tcp_v4_rcv\",\"name\":\"fentry\",\"ok\":true,\"type\":\"probe\"}\n\
 {\"detail\":\"tcx attach refused: x\",\"name\":\"tcx\",\"ok\":false,\"type\":\"probe\"}\n\
 VMTEST tracer-summary {\"probe\": \"tp_btf\", \"drops\": 0}\n\
+VMTEST doctor-json {\"status\": \"findings\", \"findings\": [1], \"kernel\": {\"hooks\": [{\"hook\": \"fentry\", \"support\": \"yes\", \"detail\": \"d\"}, {\"hook\": \"tcx\", \"support\": \"yes\", \"detail\": \"attached\"}, {\"hook\": \"netfilter\", \"support\": \"untested\", \"detail\": \"u\"}]}}\n\
 VMTEST begin drops\n\
 { \"type\": \"suite\", \"event\": \"started\", \"test_count\": 4 }\n\
 { \"type\": \"test\", \"event\": \"started\", \"name\": \"a\" }\n\
+{\"name\":\"a\",\"reason\":\"fate (needs sk_data_ready: no)\",\"type\":\"unchecked\"}\n\
 { \"type\": \"test\", \"name\": \"a\", \"event\": \"ok\", \"exec_time\": 4.06 }\n\
 { \"type\": \"test\", \"event\": \"started\", \"name\": \"tcx_one\" }\n\
 {\"name\":\"tcx_one\",\"reason\":\"needs tcx: refused\",\"type\":\"skip\"}\n\
@@ -510,6 +623,8 @@ VMTEST begin netfilter\n\
             ]
         );
         assert_eq!(r.tests[2].output, "panicked at x");
+        assert_eq!(r.tests[0].unchecked, ["fate (needs sk_data_ready: no)"]);
+        assert!(r.tests[1].unchecked.is_empty());
         assert_eq!(r.binaries[0].status, Some(101));
         assert_eq!(r.binaries[0].seconds, Some(12));
         assert!(!r.done);
@@ -530,12 +645,23 @@ VMTEST begin netfilter\n\
             "{p:?}"
         );
         assert!(p.iter().any(|l| l == "drops/b failed"), "{p:?}");
+        // fentry agrees, netfilter was not tried, tcx differs.
+        assert_eq!(
+            rep.disagreements(),
+            [
+                "tcx: kernel-probe says no (tcx attach refused: x), tracer doctor says yes (attached)"
+            ]
+        );
         let text = rep.render();
         assert!(
-            text.contains("result: FAIL - 1 passed, 1 failed, 1 skipped, 1 ignored"),
+            text.contains("result: FAIL - 1 passed (1 partly: a kernel feature missing), 1 failed, 1 skipped, 1 ignored"),
             "{text}"
         );
         assert!(text.contains("tracer drop probe: tp_btf"));
+        assert!(
+            text.contains("tracer doctor: findings (1 findings on this bare guest); hooks: fentry yes, tcx yes, netfilter_link untested"),
+            "{text}"
+        );
     }
 
     #[test]
