@@ -434,6 +434,7 @@ fn clean_traffic_reports_no_drops() {
     let (udp_port, tcp_port, n) = (31501, 31502, 200usize);
     let udp = b.listen_udp(udp_port).unwrap();
     let tcp = b.listen_tcp(tcp_port).unwrap();
+    let retrans_before = netns::snmp(&a.netns, "Tcp", "RetransSegs").unwrap();
     let run = tracer().capture().expression(format!("host {} and host {}", a.ip, b.ip)).start().unwrap();
     a.send_udp(udp_port, b.addr(udp_port), n, &[7u8; 512]).unwrap();
     let payload = vec![42u8; 256 * 1024];
@@ -444,12 +445,27 @@ fn clean_traffic_reports_no_drops() {
     let done = stop(run);
     assert_eq!(udp.stop().unwrap(), n as u64, "every datagram arrived");
     assert_eq!(tcp.stop().unwrap(), (3, 3 * payload.len() as u64), "every connection and byte arrived");
-    assert_eq!(done.drops().unwrap(), 0, "no drops; events: {:?}", done.events);
-    assert!(done.events.is_empty());
+    // On a slow machine (an emulated guest, a loaded host) TCP may retransmit a segment the
+    // receiver already has, which then drops the copy: real drops, allowed only as TCP
+    // duplicates from a to b and no more of them than a's own retransmission counter.
+    let retrans = netns::snmp(&a.netns, "Tcp", "RetransSegs").unwrap() - retrans_before;
+    let duplicate = |e: &serde_json::Value| {
+        e["proto"] == "tcp"
+            && e["src"] == a.ip.to_string()
+            && ["TCP_INVALID_SEQUENCE", "TCP_OLD_SEQUENCE", "TCP_OLD_DATA"].contains(&e["reason"].as_str().unwrap_or_default())
+    };
+    let dups = done.events.iter().filter(|e| duplicate(e)).count() as u64;
+    assert!(done.events.iter().all(duplicate), "no drops but TCP duplicates; events: {:?}", done.events);
+    assert!(dups <= retrans, "{dups} duplicate drops but only {retrans} retransmitted segments: {:?}", done.events);
+    if dups > 0 {
+        eprintln!("clean traffic: {dups} retransmitted TCP duplicates dropped ({retrans} segments retransmitted)");
+    }
+    assert_eq!(done.drops().unwrap(), dups, "no drops but TCP duplicates; events: {:?}", done.events);
     let s = done.summary().unwrap();
     assert_eq!(s["lost_events"], 0);
-    assert_eq!(s["by_reason"], serde_json::json!([]));
-    assert_eq!(pcap::read(done.pcap().unwrap()).unwrap().packets.len(), 0);
+    let by_reason: u64 = s["by_reason"].as_array().unwrap().iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    assert_eq!(by_reason, dups, "{}", s["by_reason"]);
+    assert_eq!(pcap::read(done.pcap().unwrap()).unwrap().packets.len() as u64, dups);
 }
 
 #[test]

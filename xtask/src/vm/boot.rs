@@ -211,6 +211,7 @@ impl Follow {
         let l = &self.label;
         match event(line) {
             Event::Begin(b) => eprintln!("[{l}] running {b}"),
+            Event::Retry(b) => eprintln!("[{l}] running the failed tests of {b} again, alone"),
             Event::End { name, status } => {
                 eprintln!(
                     "[{l}] {name} exited with status {}",

@@ -79,6 +79,8 @@ pub struct Options<'a> {
     pub filter: Option<&'a str>,
     /// Runs of every test binary in one boot (flaky tests show up).
     pub repeat: u32,
+    /// How many times failed tests run again (alone) before they count as failed.
+    pub retries: u32,
     /// Scratch directory for this kernel (staged modules).
     pub dir: &'a Path,
 }
@@ -144,11 +146,12 @@ pub fn tree(o: &Options<'_>) -> Result<(Tree, usize)> {
 
     let names: Vec<&str> = pl.tests.iter().map(|b| b.name.as_str()).collect();
     let env = format!(
-        "VMTEST_MODULES={}\nVMTEST_BINARIES={}\nVMTEST_FILTER={}\nVMTEST_REPEAT={}\nexport TC_FIXTURE_BIN={}\n",
+        "VMTEST_MODULES={}\nVMTEST_BINARIES={}\nVMTEST_FILTER={}\nVMTEST_REPEAT={}\nVMTEST_RETRIES={}\nexport TC_FIXTURE_BIN={}\n",
         quote(&modules::BOOT.join(" ")),
         quote(&names.join(" ")),
         quote(o.filter.unwrap_or_default()),
         o.repeat,
+        o.retries,
         quote(&pl.fixture_path.to_string_lossy()),
     );
     t.data("/etc/vmtest/env", env, 0o644);

@@ -39,6 +39,10 @@ pub struct Args {
     /// Run every test binary this many times in each guest (to catch flaky tests).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     repeat: u32,
+    /// Run failed tests again, alone, up to this many times; one that then passes is reported
+    /// as FLAKY (with its first failure) and does not fail the run. 0: every failure counts.
+    #[arg(long, default_value_t = 1)]
+    retries: u32,
     /// Bound on one guest (boot, tests, power-off), in minutes.
     #[arg(long, default_value_t = 30)]
     timeout_min: u64,
@@ -80,6 +84,7 @@ pub fn run(args: &Args) -> Result<()> {
             payload: &payload,
             filter: args.test.as_deref(),
             repeat: args.repeat,
+            retries: args.retries,
             dir: &dir,
         })?;
         let initrd = dir.join("initrd.img");
@@ -133,12 +138,13 @@ pub fn run(args: &Args) -> Result<()> {
     for r in &reports {
         let problems = r.problems();
         step(format!(
-            "  {:<5} {}  {} passed, {} failed, {} skipped  guest {:.0} s",
+            "  {:<5} {}  {} passed, {} failed, {} skipped, {} flaky  guest {:.0} s",
             r.series,
             if problems.is_empty() { "PASS" } else { "FAIL" },
             r.count(|o| *o == report::Outcome::Passed),
             r.count(|o| *o == report::Outcome::Failed),
             r.count(|o| matches!(o, report::Outcome::Skipped(_))),
+            r.count(|o| *o == report::Outcome::Flaky),
             r.wall_s
         ));
         if !problems.is_empty() {

@@ -12,6 +12,8 @@ pub enum Outcome {
     Ignored,
     /// Passed by returning early, after recording why (`integration_tests::skip`).
     Skipped(String),
+    /// Failed, then passed when run again alone (`--retries`); the first failure is kept.
+    Flaky,
 }
 
 impl Outcome {
@@ -21,6 +23,7 @@ impl Outcome {
             Self::Failed => "FAILED",
             Self::Ignored => "ignored",
             Self::Skipped(_) => "skipped",
+            Self::Flaky => "FLAKY",
         }
     }
 }
@@ -40,6 +43,8 @@ pub struct TestResult {
 #[derive(Debug, Clone)]
 pub struct BinaryRun {
     pub name: String,
+    /// A run of only the tests that failed just before (`VMTEST retry`).
+    pub retry: bool,
     pub status: Option<i32>,
     pub seconds: Option<u64>,
 }
@@ -78,6 +83,7 @@ pub struct Results {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Begin(String),
+    Retry(String),
     End {
         name: String,
         status: Option<i32>,
@@ -107,6 +113,7 @@ pub fn event(line: &str) -> Event {
         let (word, tail) = rest.split_once(' ').unwrap_or((rest, ""));
         return match word {
             "begin" => Event::Begin(tail.to_string()),
+            "retry" => Event::Retry(tail.to_string()),
             "end" => {
                 let mut it = tail.split_whitespace();
                 let name = it.next().unwrap_or_default().to_string();
@@ -159,6 +166,7 @@ pub fn event(line: &str) -> Event {
 pub fn parse(text: &str) -> Results {
     let mut r = Results::default();
     let mut binary = String::new();
+    let mut retrying = false;
     let mut started: Vec<String> = Vec::new();
     for raw in text.lines() {
         let line = raw.trim_end_matches('\r');
@@ -175,10 +183,12 @@ pub fn parse(text: &str) -> Results {
                 "tracer-failed" => r.tracer_failed = Some(tail.to_string()),
                 "doctor-json" => r.doctor = serde_json::from_str(tail).ok(),
                 "doctor-failed" => r.doctor_failed = Some(tail.to_string()),
-                "begin" => {
+                "begin" | "retry" => {
                     binary = tail.to_string();
+                    retrying = word == "retry";
                     r.binaries.push(BinaryRun {
                         name: binary.clone(),
+                        retry: retrying,
                         status: None,
                         seconds: None,
                     });
@@ -229,12 +239,17 @@ pub fn parse(text: &str) -> Results {
                         (o, _) => o,
                     };
                     let output = v["stdout"].as_str().unwrap_or_default().to_string();
-                    let unchecked = r
+                    if retrying {
+                        retried(&mut r.tests, &binary, &name, &outcome, &output);
+                        continue;
+                    }
+                    let mut unchecked: Vec<String> = r
                         .unchecked
                         .iter()
                         .filter(|(n, _)| *n == name)
                         .map(|(_, w)| w.clone())
                         .collect();
+                    unchecked.dedup();
                     r.tests.push(TestResult {
                         binary: binary.clone(),
                         name,
@@ -269,6 +284,24 @@ pub fn parse(text: &str) -> Results {
     r.unfinished
         .extend(started.into_iter().map(|t| format!("{binary}/{t}")));
     r
+}
+
+/// A retried test's new result: a pass turns the failure before it into `Flaky`; a failure
+/// stays one, with both outputs.
+fn retried(tests: &mut [TestResult], binary: &str, name: &str, outcome: &Outcome, output: &str) {
+    let Some(first) = tests
+        .iter_mut()
+        .rev()
+        .find(|t| t.binary == binary && t.name == name && t.outcome == Outcome::Failed)
+    else {
+        return;
+    };
+    match outcome {
+        Outcome::Passed => first.outcome = Outcome::Flaky,
+        _ => {
+            let _ = write!(first.output, "\n--- failed again when run alone:\n{output}");
+        }
+    }
 }
 
 /// One kernel's run.
@@ -324,10 +357,11 @@ impl Report {
             p.push(format!("{}/{} failed", t.binary, t.name));
         }
         for b in &r.binaries {
-            let failed_here = r
-                .tests
-                .iter()
-                .any(|t| t.binary == b.name && t.outcome == Outcome::Failed);
+            // A first run that had failures exits non-zero even when a retry clears them.
+            let failed_here = r.tests.iter().any(|t| {
+                t.binary == b.name
+                    && (t.outcome == Outcome::Failed || (!b.retry && t.outcome == Outcome::Flaky))
+            });
             match b.status {
                 Some(0) => {}
                 Some(s) if !failed_here => p.push(format!(
@@ -418,13 +452,14 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "   result: {} - {} passed ({} partly: a kernel feature missing), {} failed, {} skipped, {} ignored; guest {:.0} s (boot to /init {}), initramfs build {:.0} s",
+            "   result: {} - {} passed ({} partly: a kernel feature missing), {} FLAKY, {} failed, {} skipped, {} ignored; guest {:.0} s (boot to /init {}), initramfs build {:.0} s",
             if problems.is_empty() { "PASS" } else { "FAIL" },
             self.count(|o| *o == Outcome::Passed),
             r.tests
                 .iter()
                 .filter(|t| t.outcome == Outcome::Passed && !t.unchecked.is_empty())
                 .count(),
+            self.count(|o| *o == Outcome::Flaky),
             self.count(|o| *o == Outcome::Failed),
             self.count(|o| matches!(o, Outcome::Skipped(_))),
             self.count(|o| *o == Outcome::Ignored),
@@ -513,8 +548,18 @@ impl Report {
                 t.name
             );
         }
-        for t in r.tests.iter().filter(|t| t.outcome == Outcome::Failed) {
-            let _ = writeln!(s, "   --- {}/{} output:", t.binary, t.name);
+        for t in r
+            .tests
+            .iter()
+            .filter(|t| matches!(t.outcome, Outcome::Failed | Outcome::Flaky))
+        {
+            let _ = writeln!(
+                s,
+                "   --- {}/{} output ({}):",
+                t.binary,
+                t.name,
+                t.outcome.label()
+            );
             for l in t.output.trim().lines().take(60) {
                 let _ = writeln!(s, "     | {l}");
             }
@@ -532,6 +577,7 @@ impl Report {
             "problems": self.problems(),
             "passed": self.count(|o| *o == Outcome::Passed),
             "failed": self.count(|o| *o == Outcome::Failed),
+            "flaky": self.count(|o| *o == Outcome::Flaky),
             "skipped": self.count(|o| matches!(o, Outcome::Skipped(_))),
             "ignored": self.count(|o| *o == Outcome::Ignored),
             "guest_s": self.wall_s,
@@ -654,7 +700,7 @@ VMTEST begin netfilter\n\
         );
         let text = rep.render();
         assert!(
-            text.contains("result: FAIL - 1 passed (1 partly: a kernel feature missing), 1 failed, 1 skipped, 1 ignored"),
+            text.contains("result: FAIL - 1 passed (1 partly: a kernel feature missing), 0 FLAKY, 1 failed, 1 skipped, 1 ignored"),
             "{text}"
         );
         assert!(text.contains("tracer drop probe: tp_btf"));
@@ -675,6 +721,49 @@ VMTEST begin netfilter\n\
         );
         let none = "VMTEST done\n";
         assert_eq!(report(parse(none)).problems(), ["no test ran"]);
+    }
+
+    #[test]
+    fn a_retry_that_passes_makes_the_test_flaky_and_one_that_fails_keeps_it_failed() {
+        let port = "VMTEST begin t\n\
+{ \"type\": \"test\", \"name\": \"a\", \"event\": \"failed\", \"stdout\": \"first\" }\n\
+{ \"type\": \"test\", \"name\": \"b\", \"event\": \"failed\", \"stdout\": \"once\" }\n\
+{ \"type\": \"test\", \"name\": \"c\", \"event\": \"ok\" }\n\
+VMTEST end t status=101 seconds=9\n\
+VMTEST retry t\n\
+{ \"type\": \"test\", \"name\": \"a\", \"event\": \"ok\" }\n\
+{ \"type\": \"test\", \"name\": \"b\", \"event\": \"failed\", \"stdout\": \"twice\" }\n\
+VMTEST end t status=101 seconds=2\n\
+VMTEST done\n";
+        let rep = report(parse(port));
+        let o: Vec<(&str, &Outcome)> = rep
+            .results
+            .tests
+            .iter()
+            .map(|t| (t.name.as_str(), &t.outcome))
+            .collect();
+        assert_eq!(
+            o,
+            [
+                ("a", &Outcome::Flaky),
+                ("b", &Outcome::Failed),
+                ("c", &Outcome::Passed)
+            ]
+        );
+        assert!(
+            rep.results.tests[1].output.contains("once")
+                && rep.results.tests[1].output.contains("twice")
+        );
+        assert_eq!(rep.problems(), ["t/b failed"]);
+        // Only a flaky one: green, the first run's status explained by it.
+        let flaky_only = "VMTEST begin t\n\
+{ \"type\": \"test\", \"name\": \"a\", \"event\": \"failed\", \"stdout\": \"first\" }\n\
+VMTEST end t status=101 seconds=9\n\
+VMTEST retry t\n\
+{ \"type\": \"test\", \"name\": \"a\", \"event\": \"ok\" }\n\
+VMTEST end t status=0 seconds=2\n\
+VMTEST done\n";
+        assert_eq!(report(parse(flaky_only)).problems(), Vec::<String>::new());
     }
 
     #[test]
