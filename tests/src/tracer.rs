@@ -67,7 +67,7 @@ impl Tracer {
     /// temporary directory, `--quiet`.
     #[must_use]
     pub fn capture(&self) -> Capture {
-        Capture { bin: self.bin.clone(), args: Vec::new(), expression: None, outputs: true, as_nobody: false }
+        Capture { bin: self.bin.clone(), args: Vec::new(), envs: Vec::new(), expression: None, outputs: true, as_nobody: false }
     }
 }
 
@@ -76,6 +76,7 @@ impl Tracer {
 pub struct Capture {
     bin: PathBuf,
     args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
     expression: Option<String>,
     outputs: bool,
     as_nobody: bool,
@@ -99,6 +100,14 @@ impl Capture {
     #[must_use]
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
         self.args.push(a.into());
+        self
+    }
+
+    /// An environment variable for the tracer (e.g. a test-only `TRACER_TEST_*` override, or a
+    /// `PATH` without some tool).
+    #[must_use]
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
         self
     }
 
@@ -132,6 +141,7 @@ impl Capture {
             c.arg("--ready-file").arg(dir.join(READY));
         }
         c.args(&self.args);
+        c.envs(self.envs.iter().map(|(k, v)| (k, v)));
         if let Some(e) = &self.expression {
             c.arg(e);
         }
@@ -301,7 +311,14 @@ impl Finished {
     fn collect(dir: TempDir, status: ExitStatus, stdout: String, stderr: String) -> Result<Self> {
         let json = dir.join(JSON);
         let events = if json.exists() {
-            let text = std::fs::read_to_string(&json)?;
+            let mut text = std::fs::read_to_string(&json)?;
+            // A kill can cut the last record (outputs are written whole lines at a time, but a
+            // write in progress may be cut): that partial line is not an event.
+            if let Some(end) = text.rfind('\n') {
+                text.truncate(end + 1);
+            } else {
+                text.clear();
+            }
             text.lines()
                 .enumerate()
                 .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{JSON} line {} is not JSON: {l}", i + 1)))

@@ -608,6 +608,29 @@ fn exact_totals_under_a_burst() {
 }
 
 #[test]
+fn rate_limit_keeps_totals_exact() {
+    let node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0), node.pod(1));
+    let (sport, dport, n, rate) = (31911, 31912, 5_000usize, 50u64);
+    let started = std::time::Instant::now();
+    let run = tracer().capture().arg("--max-event-rate").arg(rate.to_string()).expression(format!("host {} and udp port {dport}", b.ip)).start().unwrap();
+    assert_eq!(a.send_udp(sport, b.addr(dport), n, &[0u8; 64]).unwrap(), n);
+    std::thread::sleep(Duration::from_millis(300));
+    let done = stop(run);
+    let s = done.summary().unwrap();
+    let (events, limited, lost) = (done.events.len() as u64, s["rate_limited"].as_u64().unwrap(), s["lost_events"].as_u64().unwrap());
+    assert_eq!(done.drops().unwrap(), n as u64, "totals stay exact");
+    assert_eq!(s["by_reason"][0]["count"], n as u64);
+    assert_eq!(events + lost, n as u64, "events + lost_events == drops");
+    assert_eq!(lost, limited, "every missing event was held back by the rate limit, none lost otherwise");
+    // At most a second's budget per CPU plus the refill while running.
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get() as u64);
+    let secs = started.elapsed().as_secs() + 1;
+    assert!(events >= 1 && events <= cpus * rate * (1 + secs), "{events} events at {rate}/s/CPU");
+    assert_eq!(pcap::read(done.pcap().unwrap()).unwrap().packets.len() as u64, events);
+}
+
+#[test]
 fn duration_ends_the_capture_with_outputs() {
     let node = Node::new(2).unwrap();
     let (a, b) = (node.pod(0), node.pod(1));

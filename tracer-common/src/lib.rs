@@ -30,6 +30,7 @@ pub mod names {
     pub const NF_RING: &str = "NF_RING";
     pub const TC_RING: &str = "TC_RING";
     pub const PATH_TRACK: &str = "PATH_TRACK";
+    pub const DROP_CACHE: &str = "DROP_CACHE";
     /// Kernel functions `--path` follows with fentry/kprobe: (function, skb argument index).
     /// fentry programs are named `path_fe_<function without leading underscores>`; kprobes
     /// `path_kprobe_a<index>`.
@@ -84,6 +85,8 @@ pub mod counter {
     /// `--path` events handed to the ring buffer / lost there (EMITTED/LOST count drops only).
     pub const PATH_EMITTED: u32 = 5;
     pub const PATH_LOST: u32 = 6;
+    /// Matched drops whose event the rate limit held back (`--max-event-rate`).
+    pub const RATE_LIMITED: u32 = 7;
     pub const COUNT: u32 = 8;
 }
 
@@ -136,6 +139,12 @@ pub struct Config {
     pub pod_filter: u32,
     /// 1 with `--path`: matching packets are tracked hook by hook (`PATH_TRACK`).
     pub path: u32,
+    /// Packet bytes copied per packet: the snaplen or what the filter can read, whichever is
+    /// more (≤ `MAX_CAPTURE`).
+    pub copy_len: u32,
+    pub _pad: u32,
+    /// Minimum spacing of drop events per CPU, in ns (1e9 / events per second); 0 = no limit.
+    pub event_interval_ns: u64,
 }
 
 /// One classic-BPF instruction, as `struct sock_filter`.
@@ -256,6 +265,24 @@ pub struct PacketEvent {
 
 pub const EVENT_HEADER_LEN: usize = core::mem::size_of::<PacketEvent>();
 
+/// This CPU's most recent `DROP_STATS` key and the drops counted for it that are not in the
+/// hash yet: a flood hits one key over and over, and a compare is cheaper than a hash lookup.
+/// Userspace adds the pending counts at the end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DropCache {
+    pub key: DropKey,
+    pub count: u64,
+}
+
+/// Per-CPU state of the event rate limit: time budget (ns) and when it was last topped up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventBudget {
+    pub budget_ns: u64,
+    pub last_ns: u64,
+}
+
 /// Key of the per-CPU `DROP_STATS` hash: exact per-(reason, location, interface, netfilter slot)
 /// totals that do not depend on events reaching userspace.
 #[repr(C)]
@@ -341,6 +368,7 @@ mod pod {
     unsafe impl aya::Pod for super::CbpfInsn {}
     unsafe impl aya::Pod for super::IfacePattern {}
     unsafe impl aya::Pod for super::DropKey {}
+    unsafe impl aya::Pod for super::DropCache {}
     unsafe impl aya::Pod for super::NfRing {}
     unsafe impl aya::Pod for super::TcRing {}
     unsafe impl aya::Pod for super::PodIfKey {}

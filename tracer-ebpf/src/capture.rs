@@ -1,12 +1,13 @@
-//! What every packet-reporting probe does first: read the packet's device, namespace and
-//! bytes into this CPU's scratch record, and apply every filter the user gave. Shared by the
-//! drop probe and the path hooks so both select exactly the same packets.
+//! What every packet-reporting probe does first: read the packet's device and namespace,
+//! then (when a filter needs them, or an event will carry them) its bytes into this CPU's
+//! scratch record, applying every filter the user gave. Shared by the drop probe and the path
+//! hooks so both select exactly the same packets.
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use tracer_common::{Config, IFNAMSIZ, MAX_CAPTURE, MAX_FILTER_INSNS, Offsets, linktype};
 
 use crate::{emit::Scratch, filter, skb};
 
-/// A packet that passed the filters; its first `cap` bytes are in the scratch data.
+/// A packet that passed the filters. `cap` bytes are in the scratch data once `bytes` ran.
 pub struct Seen {
     pub ifindex: u32,
     pub ifname: [u8; IFNAMSIZ],
@@ -17,9 +18,15 @@ pub struct Seen {
     pub protocol: u16,
 }
 
-/// None when a filter rejects the packet.
+/// True when the filters need the packet's bytes (else they can wait for the event).
 #[inline(always)]
-pub fn select(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch) -> Option<Seen> {
+pub fn filters_need_bytes(cfg: &Config) -> bool {
+    cfg.pod_filter != 0 || cfg.filter_active != 0
+}
+
+/// The device stage: namespace and interface filters. None when one rejects the packet.
+#[inline(always)]
+pub fn device(skb: u64, cfg: &Config, o: &Offsets) -> Option<Seen> {
     let (ifindex, ifname, netns) = skb::device(skb, o);
     if cfg.netns != 0 && netns != cfg.netns {
         return None;
@@ -27,30 +34,43 @@ pub fn select(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch) -> Option<Se
     if cfg.iface_patterns != 0 && !filter::iface_matches(&ifname, cfg.iface_patterns) {
         return None;
     }
-    let (mut cap, mut wire_len, mut lt, mut protocol) = (0u32, 0u32, linktype::RAW_IP, 0u16);
+    Some(Seen { ifindex, ifname, netns, cap: 0, wire_len: 0, linktype: linktype::RAW_IP, protocol: 0 })
+}
+
+/// The bytes stage: locates and copies the packet into scratch, then applies the pod and
+/// expression filters. False when one rejects the packet.
+#[inline(always)]
+pub fn bytes(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen: &mut Seen) -> bool {
     if let Some(p) = skb::packet(skb, o) {
-        wire_len = p.wire_len;
-        lt = p.linktype;
-        protocol = p.protocol;
-        let n = p.avail.min(MAX_CAPTURE as u32);
+        seen.wire_len = p.wire_len;
+        seen.linktype = p.linktype;
+        seen.protocol = p.protocol;
+        let n = p.avail.min(cfg.copy_len).min(MAX_CAPTURE as u32);
         if n > 0 {
             // The verifier must see a non-zero, bounded length (6.1 rejects `n == 0` checks).
             let n = ((n - 1) & (MAX_CAPTURE as u32 - 1)) + 1;
             // SAFETY: n ≤ MAX_CAPTURE fits the scratch data array; the helper checks `start`.
             let r = unsafe { bpf_probe_read_kernel((*s).data.as_mut_ptr().cast(), n, p.start as *const _) };
             if r == 0 {
-                cap = n;
+                seen.cap = n;
             }
         }
     }
-    if cfg.pod_filter != 0 && !filter::pod_matches(ifindex, netns, lt, cap) {
-        return None;
+    if cfg.pod_filter != 0 && !filter::pod_matches(seen.ifindex, seen.netns, seen.linktype, seen.cap) {
+        return false;
     }
     if cfg.filter_active != 0 {
-        let (base, len) = if lt == linktype::ETHERNET { (0, cfg.filter_eth_len) } else { (MAX_FILTER_INSNS, cfg.filter_raw_len) };
-        if len == 0 || !filter::cbpf_accepts(base, len, cap, wire_len) {
-            return None;
+        let (base, len) = if seen.linktype == linktype::ETHERNET { (0, cfg.filter_eth_len) } else { (MAX_FILTER_INSNS, cfg.filter_raw_len) };
+        if len == 0 || !filter::cbpf_accepts(base, len, seen.cap, seen.wire_len) {
+            return false;
         }
     }
-    Some(Seen { ifindex, ifname, netns, cap, wire_len, linktype: lt, protocol })
+    true
+}
+
+/// Both stages. None when a filter rejects the packet.
+#[inline(always)]
+pub fn select(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch) -> Option<Seen> {
+    let mut seen = device(skb, cfg, o)?;
+    bytes(skb, cfg, o, s, &mut seen).then_some(seen)
 }

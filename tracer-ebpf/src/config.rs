@@ -36,6 +36,9 @@ static CONFIG: Config = Config {
     reason_tc_egress: u32::MAX,
     pod_filter: 0,
     path: 0,
+    copy_len: 0,
+    _pad: 0,
+    event_interval_ns: 0,
 };
 
 #[inline(always)]

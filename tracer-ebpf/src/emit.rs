@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use tracer_common::{CAPTURE_SLACK, DropKey, EVENT_HEADER_LEN, MAX_CAPTURE, PacketEvent, counter};
+use tracer_common::{CAPTURE_SLACK, DropCache, DropKey, EVENT_HEADER_LEN, EventBudget, MAX_CAPTURE, PacketEvent, counter};
 
 #[repr(C)]
 pub struct Scratch {
@@ -13,8 +13,12 @@ pub struct Scratch {
     pub data: [u8; MAX_CAPTURE + CAPTURE_SLACK],
 }
 
+/// 8 MiB holds ~25,000 events of a 256-byte snaplen, far more than a 10 ms poll interval of
+/// the default event rate limit brings. Userspace maps the data area twice (wrap-around), so it
+/// counts 16 MiB in the tracer's RSS: a larger ring would break the 64 MiB bound
+/// (tests/tests/robust.rs).
 #[map(name = "EVENTS")]
-static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -27,9 +31,14 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn count(index: u32) {
+    count_n(index, 1);
+}
+
+#[inline(always)]
+pub fn count_n(index: u32, n: u64) {
     if let Some(p) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot; programs on one CPU do not run concurrently with themselves.
-        unsafe { *p += 1 };
+        unsafe { *p += n };
     }
 }
 
@@ -56,23 +65,72 @@ pub fn scratch() -> Option<*mut Scratch> {
     SCRATCH.get_ptr_mut(0)
 }
 
-/// Adds one to the exact per-(reason, location, interface) total.
+#[map(name = "DROP_CACHE")]
+static DROP_CACHE: PerCpuArray<DropCache> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "EVENT_BUDGET")]
+static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
+
+/// Adds one to the exact per-(reason, location, interface) total: into this CPU's cache when
+/// the key repeats, else the cached count goes to the hash and the cache takes the new key.
 #[inline(always)]
 pub fn count_drop(key: &DropKey) {
-    if let Some(p) = DROP_STATS.get_ptr_mut(key) {
-        // SAFETY: per-CPU value.
-        unsafe { *p += 1 };
+    let Some(c) = DROP_CACHE.get_ptr_mut(0) else {
+        add_drops(key, 1);
+        return;
+    };
+    // SAFETY: this CPU's slot; the drop probe does not nest on one CPU.
+    let c = unsafe { &mut *c };
+    if c.count != 0 && c.key == *key {
+        c.count += 1;
         return;
     }
-    if DROP_STATS.insert(key, &1, u64::from(BPF_NOEXIST)).is_ok() {
+    if c.count != 0 {
+        let old = c.key;
+        add_drops(&old, c.count);
+    }
+    c.key = *key;
+    c.count = 1;
+}
+
+/// Spends one event from this CPU's budget (refilled with elapsed time, at most a second's
+/// worth); false when the rate limit holds the event back. `interval_ns == 0`: no limit.
+#[inline(always)]
+pub fn take_event_token(interval_ns: u64) -> bool {
+    if interval_ns == 0 {
+        return true;
+    }
+    let Some(b) = EVENT_BUDGET.get_ptr_mut(0) else { return true };
+    // SAFETY: this CPU's slot.
+    let b = unsafe { &mut *b };
+    // SAFETY: no preconditions.
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    let refill = now.wrapping_sub(b.last_ns);
+    b.last_ns = now;
+    b.budget_ns = b.budget_ns.saturating_add(refill).min(1_000_000_000);
+    if b.budget_ns < interval_ns {
+        return false;
+    }
+    b.budget_ns -= interval_ns;
+    true
+}
+
+#[inline(always)]
+fn add_drops(key: &DropKey, n: u64) {
+    if let Some(p) = DROP_STATS.get_ptr_mut(key) {
+        // SAFETY: per-CPU value.
+        unsafe { *p += n };
+        return;
+    }
+    if DROP_STATS.insert(key, &n, u64::from(BPF_NOEXIST)).is_ok() {
         return;
     }
     // Lost a race with a nested insert of the same key, or the map is full.
     if let Some(p) = DROP_STATS.get_ptr_mut(key) {
         // SAFETY: per-CPU value.
-        unsafe { *p += 1 };
+        unsafe { *p += n };
     } else {
-        count(counter::STATS_FULL);
+        count_n(counter::STATS_FULL, n);
     }
 }
 

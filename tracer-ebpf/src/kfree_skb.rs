@@ -32,17 +32,37 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
     let packet_id = if cfg.path != 0 { path::untrack(skb) } else { 0 };
     let o = config::offsets();
     let Some(s) = emit::scratch() else { return };
-    let Some(seen) = capture::select(skb, &cfg, &o, s) else {
+    let end_path = || {
         if packet_id != 0 {
             path::emit_hop(s, skb, packet_id, hook::DROP, location, reason, skb::device(skb, &o), 0);
         }
+    };
+    let Some(mut seen) = capture::device(skb, &cfg, &o) else {
+        end_path();
         return;
     };
+    // Bytes are read now only if a filter needs them; otherwise only for an event we send.
+    let mut have_bytes = false;
+    if capture::filters_need_bytes(&cfg) {
+        if !capture::bytes(skb, &cfg, &o, s, &mut seen) {
+            end_path();
+            return;
+        }
+        have_bytes = true;
+    }
     emit::count(counter::MATCHED);
     let nf_slot = if reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };
     let tc_slot = if reason == cfg.reason_tc_ingress || reason == cfg.reason_tc_egress { tc::last_code(skb, seen.ifindex) } else { 0 };
     emit::count_drop(&DropKey { location, reason, ifindex: seen.ifindex, netns: seen.netns, ifname: seen.ifname, nf_slot, tc_slot, _pad: 0 });
-
+    // Under a flood events are rate limited (the totals above stay exact); a followed
+    // packet's end always goes out.
+    if packet_id == 0 && !emit::take_event_token(cfg.event_interval_ns) {
+        emit::count(counter::RATE_LIMITED);
+        return;
+    }
+    if !have_bytes {
+        capture::bytes(skb, &cfg, &o, s, &mut seen);
+    }
     let snap = seen.cap.min(cfg.snaplen);
     // SAFETY: s is this CPU's scratch value.
     unsafe {

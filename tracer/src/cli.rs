@@ -157,6 +157,12 @@ pub struct CaptureArgs {
     #[arg(long, value_enum, default_value = "auto", requires = "path")]
     pub backend: crate::probes::path::BackendChoice,
 
+    /// At most N drop events per second per CPU (0: no limit). Past it, drops are still
+    /// counted exactly (summary, tables) but their events are skipped and counted in
+    /// `rate_limited`: a flood of drops cannot slow the node down or fill the disk.
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    pub max_event_rate: u64,
+
     /// Do not print a line per drop on stdout.
     #[arg(short, long)]
     pub quiet: bool,

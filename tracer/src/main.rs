@@ -4,7 +4,11 @@ use clap::Parser as _;
 use tracer::{cli, doctor, session};
 
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    install_panic_hook();
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -23,6 +27,50 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A bad command line is one line too (clap's own message, folded), exit status 2; help and
+/// version go to stdout as clap prints them.
+fn usage_error(e: &clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        e.exit();
+    }
+    eprintln!("tracer: error: {}; see `tracer --help`", fold_clap_message(&e.render().to_string()));
+    std::process::ExitCode::from(2)
+}
+
+/// clap's multi-line error without its usage block, on one line.
+fn fold_clap_message(text: &str) -> String {
+    let body = text.split("\nUsage:").next().unwrap_or(text);
+    let parts: Vec<&str> = body.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("For more information")).collect();
+    let mut joined = String::new();
+    for p in parts {
+        if !joined.is_empty() {
+            joined.push_str(if joined.ends_with(':') { " " } else { "; " });
+        }
+        joined.push_str(p);
+    }
+    joined.strip_prefix("error: ").unwrap_or(&joined).trim_end_matches(['.', ' ']).to_string()
+}
+
+/// A panic prints one clear line (and the backtrace only with `RUST_BACKTRACE`); the unwinding
+/// that follows drops every attachment (tc filters included) and flushes the outputs' whole
+/// records, and the process exits with status 101.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(ToString::to_string)
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("tracer: error: internal error (panic{at}): {msg}; probes are detached on the way out; please report this with the output of -vv");
+        if std::env::var_os("RUST_BACKTRACE").is_some() {
+            eprintln!("{}", std::backtrace::Backtrace::force_capture());
+        }
+    }));
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {

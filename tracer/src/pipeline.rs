@@ -1,5 +1,6 @@
 //! Per-event work: wire record → rich event → outputs and flow counts. An output that fails
-//! (disk full, …) is reported once and dropped; the others keep going.
+//! (disk full, …) is reported once and stops; the others keep going, and each output's count of
+//! the drop events it really holds makes `lost_events` exact.
 use std::{
     collections::HashMap,
     fmt::Write as _,
@@ -66,12 +67,10 @@ pub struct Pipeline {
     /// A line per drop on stdout (unless quiet or JSON goes to stdout).
     pub text: bool,
     pub flows: Flows,
-    /// Events written to every configured output.
-    pub written: u64,
-    /// Events that did not reach every configured output.
-    pub failed: u64,
-    /// An output was dropped after an error: later events miss it.
-    degraded: bool,
+    /// Drop events handed to the outputs.
+    pub emitted: u64,
+    /// Ring records that could not be read (never reached an output).
+    pub unreadable: u64,
     /// Netfilter attribution, when observers are attached.
     pub nf: Option<Attributor>,
     /// Drops waiting for the rule counters of their window.
@@ -99,6 +98,8 @@ struct Pending {
     data: Vec<u8>,
     slot: u32,
     packet: PacketInfo,
+    /// `--all`: the packet already went to the pcapng with its path.
+    in_pcap: bool,
 }
 
 /// What rule evaluation needs from an event; the device at the drop point is the input
@@ -139,9 +140,8 @@ impl Pipeline {
             pcap: None,
             text: false,
             flows: Flows::default(),
-            written: 0,
-            failed: 0,
-            degraded: false,
+            emitted: 0,
+            unreadable: 0,
             nf: None,
             pending: Vec::new(),
             rules: Rules::default(),
@@ -187,7 +187,7 @@ impl Pipeline {
             Ok(w) => w,
             Err(e) => {
                 log::warn!("{e}");
-                self.failed += 1;
+                self.unreadable += 1;
                 return;
             }
         };
@@ -225,9 +225,7 @@ impl Pipeline {
         ev.dst_pod = ev.headers.dst.and_then(|a| self.pods.by_ip(a)).map(|p| p.key.clone());
         ev.pod_iface = self.pods.by_iface(h.netns, h.ifindex).map(|p| p.key.clone());
         let iface = Iface { netns: h.netns, ifindex: h.ifindex, ifname: ev.ifname.clone(), linktype: h.linktype, pod: ev.pod_iface.clone() };
-        if h.packet_id != 0 {
-            self.end_path(h.packet_id, End::Dropped { reason: ev.reason.clone(), location: ev.location.clone() });
-        }
+        let in_pcap = h.packet_id != 0 && self.end_path(h.packet_id, End::Dropped { reason: ev.reason.clone(), location: ev.location.clone() });
         if h.nf_slot != 0
             && let Some(nf) = &self.nf
             && let Some(slot) = nf.slot(h.nf_slot)
@@ -238,7 +236,7 @@ impl Pipeline {
             match nf.try_exact(h.nf_slot, &packet) {
                 Some(info) => ev.netfilter = Some(info),
                 None => {
-                    self.pending.push(Pending { ev, iface, ts, data: wire.data.to_vec(), slot: h.nf_slot, packet });
+                    self.pending.push(Pending { ev, iface, ts, data: wire.data.to_vec(), slot: h.nf_slot, packet, in_pcap });
                     if self.pending.len() >= MAX_PENDING {
                         self.resolve_pending();
                     }
@@ -246,7 +244,7 @@ impl Pipeline {
                 }
             }
         }
-        self.emit(&ev, &iface, ts, wire.data);
+        self.emit(&ev, &iface, ts, wire.data, in_pcap);
     }
 
     /// Attributes the drops that needed rule counters: one fresh ruleset snapshot per
@@ -268,26 +266,29 @@ impl Pipeline {
         }
         nf.advance(now);
         for p in done {
-            self.emit(&p.ev, &p.iface, p.ts, &p.data);
+            self.emit(&p.ev, &p.iface, p.ts, &p.data, p.in_pcap);
         }
     }
 
-    fn emit(&mut self, ev: &DropEvent, iface: &Iface, ts: Duration, data: &[u8]) {
+    /// Writes one drop event to every output. `in_pcap`: with `--all`, its packet already went
+    /// to the pcapng (once, with its path) and only counts here.
+    fn emit(&mut self, ev: &DropEvent, iface: &Iface, ts: Duration, data: &[u8], in_pcap: bool) {
         self.flows.add(ev);
         self.by_pod.add(ev);
         if let Some(nf) = &ev.netfilter {
             self.rules.add(nf);
         }
-        let mut ok = true;
+        self.emitted += 1;
         if let Some(j) = &mut self.json
-            && let Err(e) = j.write(ev)
+            && let Err(e) = j.write(ev, true)
         {
-            eprintln!("tracer: error: {e:#}; JSON output stopped, the capture goes on");
-            self.json = None;
-            ok = false;
+            stopped("JSON", &e);
         }
-        // With --all a followed packet goes to the pcapng once, with its path, when it ends.
-        if let Some(p) = self.pcap.as_mut().filter(|_| !(self.all && ev.packet_id.is_some())) {
+        if in_pcap {
+            if let Some(p) = &mut self.pcap {
+                p.count_event();
+            }
+        } else if let Some(p) = &mut self.pcap {
             let mut comment = format!("drop reason={} location={} iface={} netns={}", ev.reason, ev.location, display_if(&ev.ifname), ev.netns);
             if let Some(nf) = &ev.netfilter {
                 comment.push_str(&format!(" netfilter=\"{} {} {} {}: {}\"", nf.backend, nf.family, nf.table, nf.chain, nf.rule.as_deref().unwrap_or("?")));
@@ -304,21 +305,27 @@ impl Pipeline {
                     let _ = write!(comment, " {k}={v}");
                 }
             }
-            if let Err(e) = p.write(iface, ts, ev.len, data, comment) {
-                eprintln!("tracer: error: {e:#}; pcapng output stopped, the capture goes on");
-                self.pcap = None;
-                ok = false;
+            if let Err(e) = p.write(iface, ts, ev.len, data, comment, true) {
+                stopped("pcapng", &e);
             }
         }
         if self.text {
             let _ = writeln!(std::io::stdout().lock(), "{}", text_line(ev));
         }
-        self.degraded |= !ok;
-        if self.degraded {
-            self.failed += 1;
-        } else {
-            self.written += 1;
-        }
+    }
+
+    /// Drop events that reached every configured output. Every output receives the drop events
+    /// in the same order and one that fails keeps a prefix of them, so the events in all of them
+    /// are the shortest prefix. Without file outputs, every event handed over counts.
+    pub fn written(&self) -> u64 {
+        let counts = [self.json.as_ref().map(|j| j.sink().committed_events()), self.pcap.as_ref().map(|p| p.sink().committed_events())];
+        counts.into_iter().flatten().min().unwrap_or(self.emitted)
+    }
+
+    /// The outputs that stopped early, with why.
+    pub fn output_failures(&self) -> Vec<String> {
+        let sinks = [self.json.as_ref().map(JsonLines::sink), self.pcap.as_ref().map(Pcapng::sink)];
+        sinks.into_iter().flatten().filter_map(|s| s.failure().map(String::from)).collect()
     }
 
     fn handle_path(&mut self, h: &tracer_common::PacketEvent, data: &[u8], ts: Duration) {
@@ -387,12 +394,12 @@ impl Pipeline {
         }
     }
 
-    fn end_path(&mut self, packet_id: u64, end: End) {
-        let Some(mut tracker) = self.path.take() else { return };
-        if let Some(f) = tracker.end(packet_id, end) {
-            self.write_finished(f);
-        }
+    /// Ends a followed packet's path; true when its packet went to the pcapng (`--all`).
+    fn end_path(&mut self, packet_id: u64, end: End) -> bool {
+        let Some(mut tracker) = self.path.take() else { return false };
+        let in_pcap = tracker.end(packet_id, end).is_some_and(|f| self.write_finished(f));
         self.path = Some(tracker);
+        in_pcap
     }
 
     /// Writes every packet still being followed (the capture ends).
@@ -404,28 +411,25 @@ impl Pipeline {
         self.path = Some(tracker);
     }
 
-    fn write_finished(&mut self, f: Finished) {
+    /// Writes a finished packet record; true when its packet went to the pcapng (`--all`).
+    fn write_finished(&mut self, f: Finished) -> bool {
         self.write_json(&f.record);
         if self.text {
             let _ = write!(std::io::stdout().lock(), "{}", f.timeline);
         }
-        if self.all
-            && let (Some(p), Some(c)) = (&mut self.pcap, &f.packet)
-            && let Err(e) = p.write(&c.iface, c.ts, c.len, &c.data, crate::path::tracker::comment(&f.record))
-        {
-            eprintln!("tracer: error: {e:#}; pcapng output stopped, the capture goes on");
-            self.pcap = None;
-            self.degraded = true;
+        let (true, Some(p), Some(c)) = (self.all, &mut self.pcap, &f.packet) else { return false };
+        let written = p.write(&c.iface, c.ts, c.len, &c.data, crate::path::tracker::comment(&f.record), false);
+        if let Err(e) = &written {
+            stopped("pcapng", e);
         }
+        written.is_ok()
     }
 
     fn write_json<T: serde::Serialize>(&mut self, record: &T) {
         if let Some(j) = &mut self.json
-            && let Err(e) = j.write(record)
+            && let Err(e) = j.write(record, false)
         {
-            eprintln!("tracer: error: {e:#}; JSON output stopped, the capture goes on");
-            self.json = None;
-            self.degraded = true;
+            stopped("JSON", &e);
         }
     }
 
@@ -434,18 +438,19 @@ impl Pipeline {
         if let Some(j) = &mut self.json
             && let Err(e) = j.flush()
         {
-            eprintln!("tracer: error: {e:#}; JSON output stopped");
-            self.json = None;
-            self.degraded = true;
+            stopped("JSON", &e);
         }
         if let Some(p) = &mut self.pcap
             && let Err(e) = p.flush()
         {
-            eprintln!("tracer: error: {e:#}; pcapng output stopped");
-            self.pcap = None;
-            self.degraded = true;
+            stopped("pcapng", &e);
         }
     }
+}
+
+/// An output stopped (its sink reports an error once): say so, the capture goes on.
+fn stopped(what: &str, e: &anyhow::Error) {
+    eprintln!("tracer: error: {e:#}; {what} output stopped (it keeps every whole record written so far), the capture goes on");
 }
 
 fn display_if(name: &str) -> &str {

@@ -52,16 +52,21 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     if args.snaplen == 0 || args.snaplen as usize > MAX_CAPTURE {
         bail!("--snaplen must be between 1 and {MAX_CAPTURE}");
     }
-    for p in [&args.pcap, &args.json, &args.summary, &args.ready_file].into_iter().flatten() {
-        output::check_writable(p)?;
-    }
+    check_outputs(&args)?;
     let pods = load_pods(&args)?;
     let selection = select_pods(&pods, &args.pods)?;
 
+    // Struct offsets and reasons from the kernel's BTF (mapped, not parsed: see btf.rs), read
+    // here and freed before aya parses its own copy.
+    mem("start");
     let btf = KernelBtf::load()?;
+    mem("btf");
     let offsets = btf.offsets()?;
     let reasons = Reasons::load(&btf)?;
+    let nf_ctx_skb = btf.member_offset("bpf_nf_ctx", "skb").ok();
+    drop(btf);
     let kallsyms = Kallsyms::load()?;
+    mem("kallsyms");
     let config = Config {
         snaplen: args.snaplen,
         filter_eth_len: u32::try_from(compiled.ethernet.len())?,
@@ -76,33 +81,52 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
         reason_tc_egress: reasons.value("TC_EGRESS").unwrap_or(u32::MAX),
         pod_filter: u32::from(!args.pods.is_empty()),
         path: u32::from(args.path),
+        copy_len: if compiled.is_active() { compiled.window().max(args.snaplen) } else { args.snaplen },
+        _pad: 0,
+        event_interval_ns: if args.max_event_rate == 0 { 0 } else { (1_000_000_000 / args.max_event_rate).max(1) },
     };
 
     if let Some(b) = &mut bundle {
         b.start();
     }
     let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces, &selection)?;
-    let netfilter = if args.no_netfilter { None } else { start_netfilter(&btf, &ebpf, netns, args.path.then_some(maps.fds))? };
+    trim_heap();
+    mem("loaded");
+    let netfilter = if args.no_netfilter { None } else { start_netfilter(nf_ctx_skb, &ebpf, netns, args.path.then_some(maps.fds))? };
     let tc = start_tc(&mut ebpf, netns, &ifaces, args.no_tc, args.path);
+    mem("observers");
+    // aya's parse of the kernel BTF (the tp_btf/fentry attach targets) is ~16 MB of heap:
+    // made after the load (the loader's own copy is gone then, see loader.rs) and dropped
+    // once attached, so two copies never coexist.
     let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
     let path = args.path.then(|| probes::path::attach(&mut ebpf, &aya_btf, args.backend)).transpose()?;
     let probe = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
+    drop(aya_btf);
+    trim_heap();
     log::info!("drop probe attached with {}", probe.backend);
+    mem("attached");
 
     let mut created = Created::default();
     let drop_probe = probe.backend.to_string();
     let attached = Attached { ebpf, probe, path, netfilter, tc };
     let mut result = run(&args, &compiled, (reasons, kallsyms, pods), attached, maps, signals, &mut created).await;
-    if let (Ok(()), Some(b)) = (&result, bundle.take()) {
+    if let (Ok(_), Some(b)) = (&result, bundle.take()) {
         let dir = b.dir().to_path_buf();
-        result = b.finish(&args, &drop_probe).map(|archive| eprintln!("tracer: bundle in {} and {}", dir.display(), archive.display()));
+        if let Err(e) = b.finish(&args, &drop_probe).map(|archive| eprintln!("tracer: bundle in {} and {}", dir.display(), archive.display())) {
+            result = Err(e);
+        }
     }
     if result.is_err() {
         created.remove_all();
     }
-    result
+    let failures = result?;
+    if !failures.is_empty() {
+        bail!("{} output(s) stopped early ({}); the summary counts their missing drops in lost_events; the other outputs are complete", failures.len(), failures.join("; "));
+    }
+    Ok(())
 }
 
+#[expect(clippy::too_many_lines, reason = "one capture from ready to summary, read top to bottom")]
 async fn run(
     args: &CaptureArgs,
     compiled: &CompiledFilter,
@@ -111,7 +135,8 @@ async fn run(
     mut maps: Maps,
     (mut sigint, mut sigterm): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
     created: &mut Created,
-) -> Result<()> {
+) -> Result<Vec<String>> {
+    // Ok carries the outputs that stopped early (their files are kept, cut at a whole record).
     let Attached { ebpf, probe, path, netfilter, tc } = attached;
     let mut pipe = Pipeline::new(reasons, kallsyms, Clock::new());
     let path_backend = path.as_ref().map(|p| (p.backend, p.functions, p.note.clone()));
@@ -139,6 +164,7 @@ async fn run(
         std::fs::write(p, b"ready\n").with_context(|| format!("cannot write {}", p.display()))?;
         created.add(p);
     }
+    let panic_at = test_panic_after_ready();
 
     let start = Instant::now();
     let start_wall = rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?);
@@ -154,6 +180,11 @@ async fn run(
             () = sleep_until(deadline) => break,
         }
         drain(&mut maps, &mut pipe);
+        if let Some(at) = panic_at
+            && start.elapsed() >= at
+        {
+            panic!("TRACER_TEST_PANIC_AFTER_READY: test-only panic {} ms after ready", at.as_millis());
+        }
         if last_flush.elapsed() >= FLUSH {
             pipe.flush();
             last_flush = Instant::now();
@@ -187,12 +218,15 @@ async fn run(
     if stats_full > 0 {
         eprintln!("tracer: warning: {stats_full} drops did not fit the per-reason table; by_reason/by_location/by_iface undercount by that much");
     }
-    if emitted != pipe.written + pipe.failed {
-        log::warn!("kernel emitted {emitted} events, userspace read {}", pipe.written + pipe.failed);
+    if emitted != pipe.emitted + pipe.unreadable {
+        log::warn!("kernel emitted {emitted} events, userspace read {}", pipe.emitted + pipe.unreadable);
     }
-    let lost_events = drops - pipe.written;
+    // Exact: the drops whose event is not in every output (lost in the ring, unreadable, or
+    // cut off by an output that failed).
+    let written = pipe.written();
+    let lost_events = drops.saturating_sub(written);
     let rows = kernel_rows(&maps, &mut pipe)?;
-    let totals = summary::Totals { drops, lost_events, events: pipe.written, seen_drops: maps.counter(counter::SEEN)?, probe_misses };
+    let totals = summary::Totals { drops, lost_events, events: written, seen_drops: maps.counter(counter::SEEN)?, probe_misses, rate_limited: maps.counter(counter::RATE_LIMITED)? };
     if probe_misses > 0 {
         eprintln!("tracer: warning: the kernel skipped the drop probe {probe_misses} times (a drop inside a running probe on the same CPU); those drops are not counted");
     }
@@ -217,20 +251,47 @@ async fn run(
         end: rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?),
     };
     let s = summary::build(&totals, &rows, &pipe.flows, &pipe.rules, &pipe.by_pod, meta);
+    // The event outputs are complete (or cut at a whole record): keep them whatever follows.
+    created.keep();
+    let failures = pipe.output_failures();
+    drop(pipe);
     if let Some(p) = &args.summary {
         let mut bytes = serde_json::to_vec_pretty(&s)?;
         bytes.push(b'\n');
         output::write_atomic(p, &bytes)?;
     }
     eprint!("{}", table::render(&s));
-    created.keep();
+    Ok(failures)
+}
+
+/// Output paths: creatable (checked without leaving anything), and at most one on stdout.
+fn check_outputs(args: &CaptureArgs) -> Result<()> {
+    let stdout = |p: &Option<std::path::PathBuf>| p.as_deref() == Some(Path::new("-"));
+    for (flag, p) in [("--pcap", &args.pcap), ("--ready-file", &args.ready_file)] {
+        if stdout(p) {
+            bail!("{flag} -: this output goes to a file, not stdout; give a file name");
+        }
+    }
+    if stdout(&args.json) && stdout(&args.summary) {
+        bail!("--json - and --summary - both go to stdout; send one of them to a file");
+    }
+    for p in [&args.pcap, &args.json, &args.summary, &args.ready_file].into_iter().flatten() {
+        output::check_writable(p)?;
+    }
     Ok(())
+}
+
+/// `TRACER_TEST_PANIC_AFTER_READY=MS` (tests only): panic MS milliseconds after the ready file,
+/// to prove a panic detaches everything and leaves readable outputs.
+fn test_panic_after_ready() -> Option<std::time::Duration> {
+    let v = std::env::var("TRACER_TEST_PANIC_AFTER_READY").ok()?;
+    Some(std::time::Duration::from_millis(v.trim().parse().unwrap_or(0)))
 }
 
 /// Snapshots the rulesets of the namespaces in scope and attaches observers before every hook
 /// entry they register. None when the kernel has no BPF netfilter links (< 6.4).
-fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(Observers, Attributor)>> {
-    let Ok(ctx_skb) = btf.member_offset("bpf_nf_ctx", "skb") else {
+fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(Observers, Attributor)>> {
+    let Some(ctx_skb) = ctx_skb else {
         log::info!("this kernel has no BPF netfilter programs (Linux < 6.4): netfilter drops carry no table or rule");
         return Ok(None);
     };
@@ -247,6 +308,14 @@ fn start_netfilter(btf: &KernelBtf, ebpf: &aya::Ebpf, only: u32, path: Option<pr
         let handles: Vec<_> = spaces.iter().map(|ns| s.spawn(move || (ns.clone(), Snapshot::take(&ns.path)))).collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
+    let missing: std::collections::BTreeSet<&str> = snapshots.iter().flat_map(|(_, s)| s.missing.iter().map(String::as_str)).collect();
+    if !missing.is_empty() {
+        let tools: Vec<&str> = missing.into_iter().collect();
+        eprintln!(
+            "tracer: warning: not found in PATH: {}; netfilter drops in the rulesets they read are counted but not attributed to a table, chain or rule (install them or fix PATH)",
+            tools.join(", ")
+        );
+    }
     let plans = snapshots
         .iter()
         .map(|(ns, snap)| (ns.clone(), probes::netfilter::plan(ns.inode, &crate::netfilter::entries(snap))))
@@ -377,4 +446,21 @@ fn check_ifaces_exist(names: &[String]) -> Result<()> {
 
 fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Gives freed heap back to the system: the BTF parses of start-up are freed by now, and the
+/// peak RSS (bounded, tests/tests/robust.rs) must not keep them.
+fn trim_heap() {
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe { libc::malloc_trim(0) };
+}
+
+/// Logs this process's memory (`VmRSS`, `VmHWM`) at a start-up phase (`-vv`).
+fn mem(phase: &str) {
+    if !log::log_enabled!(log::Level::Debug) {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let get = |k: &str| status.lines().find(|l| l.starts_with(k)).map_or("?", |l| l[k.len()..].trim());
+    log::debug!("memory after {phase}: VmRSS {} VmHWM {}", get("VmRSS:"), get("VmHWM:"));
 }

@@ -1,9 +1,11 @@
 //! `cargo xtask`: the project's own tasks, so a fresh Debian 12 machine needs only rustup and
 //! cargo. Each subcommand lives in its own file; to add one, write `src/NAME.rs` with a `run`
 //! function (and an `Args` struct if it takes options), then add a variant and a match arm here.
+mod bench;
 mod build;
 mod clippy;
 mod cmd;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -42,6 +44,14 @@ enum Command {
     /// Boot Debian's 6.1 and/or 6.12 cloud kernels under QEMU (TCG) with the integration tests
     /// in an initramfs, run them there and report per kernel (artifacts in target/vm/).
     VmTest(vm::Args),
+    /// Fuzz the parsers and interpreters tracer owns (fuzz/, cargo-fuzz on nightly; installs
+    /// both when missing), each target for a few seconds; reports executions and crashes.
+    /// Not part of `test`.
+    Fuzz(fuzz::Args),
+    /// Setup and build, then measure what the tracer costs on a netns node, against a baseline
+    /// in the same run: 64-byte UDP pps, TCP throughput, a drop flood with capture exactness,
+    /// start-up time, peak RSS (needs root). Writes DIR/bench.json and DIR/bench.md.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +63,8 @@ fn main() -> ExitCode {
         Command::Test => test::run(),
         Command::Clippy => clippy::run(),
         Command::VmTest(args) => vm::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

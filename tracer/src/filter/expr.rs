@@ -19,6 +19,12 @@ impl CompiledFilter {
     pub fn is_active(&self) -> bool {
         !self.expression.trim().is_empty()
     }
+
+    /// Packet bytes the filter can ever read (both link types): the kernel copies no more
+    /// than this (or the snaplen) per packet. `MAX_CAPTURE` when it cannot be bounded.
+    pub fn window(&self) -> u32 {
+        window(&self.ethernet).max(window(&self.raw_ip))
+    }
 }
 
 /// Compiles `expression` (tcpdump/pcap-filter syntax). An empty expression matches everything.
@@ -50,6 +56,41 @@ fn compile_for(expression: &str, linktype: Linktype) -> Result<Vec<CbpfInsn>> {
         bail!("the expression compiles to {} instructions; at most {MAX_FILTER_INSNS} are supported", insns.len());
     }
     Ok(insns)
+}
+
+/// Largest packet offset (exclusive) `insns` can load from. libpcap's programs set X only from
+/// `ldx msh` (an IPv4 header length, at most 60) or constants; anything else that sets X makes
+/// indirect loads unbounded, and then the whole capture window is needed.
+pub fn window(insns: &[CbpfInsn]) -> u32 {
+    const LD: u16 = 0x00;
+    const LDX: u16 = 0x01;
+    const MISC: u16 = 0x07;
+    const ABS: u16 = 0x20;
+    const IND: u16 = 0x40;
+    const MSH: u16 = 0xa0;
+    const IMM: u16 = 0x00;
+    let full = u32::try_from(tracer_common::MAX_CAPTURE).unwrap_or(u32::MAX);
+    let mut max_x: u32 = 0;
+    for i in insns {
+        match (i.code & 0x07, i.code & 0xe0) {
+            (LDX, MSH) => max_x = max_x.max(60),
+            (LDX, IMM) => max_x = max_x.max(i.k),
+            (LDX, _) | (MISC, _) => return full,
+            _ => {}
+        }
+    }
+    let mut end = 0u32;
+    for i in insns {
+        let width = tracer_common::cbpf::load_width(i.code & 0x18).unwrap_or(4);
+        let reach = match (i.code & 0x07, i.code & 0xe0) {
+            (LD, ABS) => i.k.saturating_add(width),
+            (LD, IND) => max_x.saturating_add(i.k).saturating_add(width),
+            (LDX, MSH) => i.k.saturating_add(1),
+            _ => 0,
+        };
+        end = end.max(reach);
+    }
+    end.min(full)
 }
 
 /// pcap's `BpfInstruction` prints as "code jt jf k".
@@ -127,6 +168,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn window_bounds_the_bytes_a_filter_reads() {
+        // Ethernet + IPv4 header (≤ 60) + UDP ports: well under the full window.
+        let w = compile("udp dst port 53").unwrap().window();
+        assert!((38..=14 + 60 + 4).contains(&w), "{w}");
+        assert_eq!(compile("ip[8] = 64").unwrap().window(), 14 + 9);
+        assert!(compile("udp[8:4] = 0x01020304").unwrap().window() <= 14 + 60 + 12);
+        // X from a packet byte: unbounded.
+        let tax = [CbpfInsn { code: 0x30, jt: 0, jf: 0, k: 0 }, CbpfInsn { code: 0x07, jt: 0, jf: 0, k: 0 }];
+        assert_eq!(window(&tax), tracer_common::MAX_CAPTURE as u32);
     }
 
     #[test]

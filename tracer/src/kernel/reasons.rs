@@ -21,9 +21,15 @@ pub struct Reasons {
 
 impl Reasons {
     pub fn load(btf: &KernelBtf) -> Result<Self> {
-        match btf.enum_values("skb_drop_reason") {
-            Ok(v) => Ok(Self::from_enum(v.into_iter().map(|(n, v)| (n, v as u32)))),
-            Err(btf_err) => match super::tracefs::format("skb", "kfree_skb") {
+        Self::from_sources(btf.enum_values("skb_drop_reason"), || super::tracefs::format("skb", "kfree_skb"))
+    }
+
+    /// BTF's enum first; the tracepoint format (read only when needed) second.
+    pub fn from_sources(btf_enum: Result<Vec<(String, u64)>>, format: impl FnOnce() -> Result<String>) -> Result<Self> {
+        match btf_enum {
+            // Drop reasons are u32 in the tracepoint; the enum never exceeds that.
+            Ok(v) => Ok(Self::from_enum(v.into_iter().map(|(n, v)| (n, u32::try_from(v).unwrap_or(u32::MAX))))),
+            Err(btf_err) => match format() {
                 Ok(fmt) => Self::from_format(&fmt),
                 Err(e) => bail!(
                     "this kernel reports no drop reasons (no enum skb_drop_reason in BTF: {btf_err}; no tracepoint format: {e}); tracer needs Linux 5.17 or later"
@@ -93,6 +99,21 @@ impl Reasons {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_source_is_a_clear_error() {
+        let e = Reasons::from_sources(Err(anyhow::anyhow!("BTF has no enum skb_drop_reason")), || Err(anyhow::anyhow!("tracefs is not mounted")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no drop reasons") && e.contains("Linux 5.17") && e.contains("tracefs is not mounted"), "{e}");
+        // A 5.15 kernel: the tracepoint exists but has no reason field.
+        let old = "print fmt: \"skbaddr=%p protocol=%u location=%p\", REC->skbaddr, REC->protocol, REC->location";
+        let e = Reasons::from_sources(Err(anyhow::anyhow!("no enum")), || Ok(old.to_string())).unwrap_err().to_string();
+        assert!(e.contains("no reason field") && e.contains("5.17"), "{e}");
+        // BTF wins, and the format is not even read.
+        let r = Reasons::from_sources(Ok(vec![("SKB_DROP_REASON_NO_SOCKET".into(), 3)]), || panic!("format read")).unwrap();
+        assert_eq!(r.name(3), "NO_SOCKET");
+    }
 
     #[test]
     fn parses_tracepoint_format() {

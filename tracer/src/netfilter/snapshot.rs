@@ -1,6 +1,7 @@
 //! Reading a namespace's rulesets with the tools the user has (iptables-save, nft). A missing
-//! tool just means that back end is not in use here.
-use std::{path::Path, process::Stdio};
+//! tool means that back end's rules cannot be named; the snapshot says which were missing so
+//! the capture can tell the user what it skipped.
+use std::{collections::BTreeSet, path::Path, process::Stdio};
 
 use super::{NFPROTO_IPV6, iptables::Save, nft::Ruleset};
 use crate::netns;
@@ -12,16 +13,23 @@ pub struct Snapshot {
     pub legacy_v4: Save,
     pub legacy_v6: Save,
     pub nft: Ruleset,
+    /// Tools needed here but not found in PATH.
+    pub missing: BTreeSet<String>,
 }
 
 impl Snapshot {
     /// Lists every ruleset of the namespace at `ns_path`. Only the tools whose tables exist
     /// are run (a pod namespace usually has none), so a node with a hundred pods starts fast.
     pub fn take(ns_path: &Path) -> Self {
+        let missing = std::cell::RefCell::new(BTreeSet::new());
         let run = |prog: &str, args: &[&str]| -> Option<String> {
             let mut cmd = netns::command_in(ns_path, prog).ok()?;
             match cmd.args(args).stdin(Stdio::null()).stderr(Stdio::null()).output() {
                 Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).into_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    missing.borrow_mut().insert(prog.to_string());
+                    None
+                }
                 _ => None,
             }
         };
@@ -39,13 +47,9 @@ impl Snapshot {
             Some(j) if j.contains("\"table\"") => Ruleset::parse(&j, &run("nft", &["-a", "list", "ruleset"]).unwrap_or_default()),
             _ => Ruleset::default(),
         };
-        Self {
-            nft_v4: save(ip, "iptables-nft-save"),
-            nft_v6: save(ip6, "ip6tables-nft-save"),
-            legacy_v4: save(legacy.0, "iptables-legacy-save"),
-            legacy_v6: save(legacy.1, "ip6tables-legacy-save"),
-            nft,
-        }
+        let (nft_v4, nft_v6) = (save(ip, "iptables-nft-save"), save(ip6, "ip6tables-nft-save"));
+        let (legacy_v4, legacy_v6) = (save(legacy.0, "iptables-legacy-save"), save(legacy.1, "ip6tables-legacy-save"));
+        Self { nft_v4, nft_v6, legacy_v4, legacy_v6, nft, missing: missing.into_inner() }
     }
 
     pub fn iptables_nft(&self, pf: u32) -> &Save {

@@ -1,33 +1,34 @@
-//! `--json FILE|-`: one JSON object per line.
-use std::{
-    io::{BufWriter, Write},
-    path::Path,
-};
+//! `--json FILE|-`: one JSON object per line, written whole lines at a time (see record.rs).
+use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
+use super::record::RecordSink;
+
 pub struct JsonLines {
-    out: BufWriter<Box<dyn Write>>,
-    name: String,
+    sink: RecordSink,
+    line: Vec<u8>,
 }
 
 impl JsonLines {
     pub fn create(path: &Path) -> Result<Self> {
-        let (w, name): (Box<dyn Write>, _) = if path.as_os_str() == "-" {
-            (Box::new(std::io::stdout()), "stdout".to_string())
-        } else {
-            (Box::new(super::create(path)?), path.display().to_string())
-        };
-        Ok(Self { out: BufWriter::with_capacity(256 * 1024, w), name })
+        Ok(Self { sink: RecordSink::create(path)?, line: Vec::with_capacity(1024) })
     }
 
-    pub fn write<T: Serialize>(&mut self, record: &T) -> Result<()> {
-        serde_json::to_writer(&mut self.out, record).with_context(|| format!("cannot write {}", self.name))?;
-        self.out.write_all(b"\n").with_context(|| format!("cannot write {}", self.name))
+    /// Appends one line; `drop_event` marks a drop event (the records `lost_events` counts).
+    pub fn write<T: Serialize>(&mut self, record: &T, drop_event: bool) -> Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, record).with_context(|| format!("cannot write {}", self.sink.name()))?;
+        self.line.push(b'\n');
+        self.sink.push(&self.line, drop_event)
     }
 
     pub fn flush(&mut self) -> Result<()> {
-        self.out.flush().with_context(|| format!("cannot write {}", self.name))
+        self.sink.flush()
+    }
+
+    pub fn sink(&self) -> &RecordSink {
+        &self.sink
     }
 }

@@ -1,25 +1,19 @@
 //! Everything the capture writes: JSON Lines events, the pcapng, the summary and the text
 //! tables on stderr. Files are created only once the probes are attached, and flushed at least
-//! every second so a killed run leaves readable files.
+//! every second, whole records at a time, so a killed run leaves readable files (record.rs).
 pub mod jsonl;
 pub mod pcapng;
 pub mod progress;
+pub mod record;
 pub mod summary;
 pub mod table;
 
 use std::{
-    fs::File,
-    io::{BufWriter, Write},
+    io::Write,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, Result};
-
-/// Creates `path` for writing, refusing directories and naming the file in the error.
-pub fn create(path: &Path) -> Result<BufWriter<File>> {
-    let f = File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(BufWriter::with_capacity(256 * 1024, f))
-}
 
 /// Checks that `path` can be created, without leaving anything behind (run before the probes
 /// attach, so a bad path fails fast and writes nothing).
@@ -30,14 +24,22 @@ pub fn check_writable(path: &Path) -> Result<()> {
     if path.is_dir() {
         anyhow::bail!("cannot write {}: it is a directory", path.display());
     }
-    let existed = path.exists();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    if !existed {
-        let _ = std::fs::remove_file(path);
+    if path.exists() {
+        // Opening for append changes nothing in an existing file.
+        std::fs::OpenOptions::new().append(true).open(path).with_context(|| format!("cannot write {}", path.display()))?;
+        return Ok(());
+    }
+    // Never create the file here: a script waiting for `--ready-file` to appear would start
+    // too early. Ask whether the directory takes new files instead.
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| anyhow::anyhow!("cannot write {}: bad path", path.display()))?;
+    // SAFETY: a NUL-terminated path; access() only reads it.
+    if !dir.is_dir() || unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        let why = if dir.is_dir() { std::io::Error::last_os_error().to_string() } else { "no such directory".to_string() };
+        anyhow::bail!("cannot write {}: {why}", path.display());
     }
     Ok(())
 }
@@ -74,6 +76,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    let written = std::fs::write(&tmp, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
+        .and_then(|()| std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display())));
+    if written.is_err() {
+        // Nothing half-written stays behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

@@ -1,6 +1,6 @@
 //! `--pcap FILE`: pcapng with one interface block per (namespace, interface, link type) seen,
 //! nanosecond timestamps, and a comment on every packet saying where and why it was dropped.
-use std::{borrow::Cow, collections::HashMap, fs::File, io::BufWriter, path::Path, time::Duration};
+use std::{borrow::Cow, collections::HashMap, path::Path, time::Duration};
 
 use anyhow::{Context as _, Result};
 use pcap_file::{
@@ -15,6 +15,8 @@ use pcap_file::{
 };
 use tracer_common::linktype;
 
+use super::record::RecordSink;
+
 /// The interface a packet was seen on, as the pcapng names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Iface {
@@ -26,18 +28,31 @@ pub struct Iface {
     pub pod: Option<String>,
 }
 
+/// Blocks are serialised into memory one at a time and handed to the sink whole, so the file
+/// only ever holds complete blocks (a reader never meets half a block, even after SIGKILL).
 pub struct Pcapng {
-    w: PcapNgWriter<BufWriter<File>>,
+    w: PcapNgWriter<Vec<u8>>,
+    sink: RecordSink,
     ids: HashMap<Iface, u32>,
     snaplen: u32,
     path: String,
 }
 
 impl Pcapng {
+    /// Creates the file with its section header on disk at once: a valid (empty) pcapng from
+    /// the start.
     pub fn create(path: &Path, snaplen: u32) -> Result<Self> {
-        let f = super::create(path)?;
-        let w = PcapNgWriter::new(f).with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(Self { w, ids: HashMap::new(), snaplen, path: path.display().to_string() })
+        let mut sink = RecordSink::create(path)?;
+        let mut w = PcapNgWriter::new(Vec::new()).with_context(|| format!("cannot write {}", path.display()))?;
+        sink.push(&std::mem::take(w.get_mut()), false)?;
+        sink.flush()?;
+        Ok(Self { w, sink, ids: HashMap::new(), snaplen, path: path.display().to_string() })
+    }
+
+    /// Hands the block just serialised to the sink.
+    fn commit_block(&mut self, drop_event: bool) -> Result<()> {
+        let block = std::mem::take(self.w.get_mut());
+        self.sink.push(&block, drop_event)
     }
 
     fn interface_id(&mut self, iface: &Iface) -> Result<u32> {
@@ -63,12 +78,14 @@ impl Pcapng {
             ],
         };
         self.w.write_pcapng_block(idb).with_context(|| format!("cannot write {}", self.path))?;
+        self.commit_block(false)?;
         let id = u32::try_from(self.ids.len())?;
         self.ids.insert(iface.clone(), id);
         Ok(id)
     }
 
-    pub fn write(&mut self, iface: &Iface, ts: Duration, original_len: u32, data: &[u8], comment: String) -> Result<()> {
+    /// Appends one packet; `drop_event` marks a drop event (the records `lost_events` counts).
+    pub fn write(&mut self, iface: &Iface, ts: Duration, original_len: u32, data: &[u8], comment: String, drop_event: bool) -> Result<()> {
         let interface_id = self.interface_id(iface)?;
         let epb = EnhancedPacketBlock {
             interface_id,
@@ -78,18 +95,27 @@ impl Pcapng {
             options: vec![EnhancedPacketOption::Comment(Cow::Owned(comment))],
         };
         self.w.write_pcapng_block(epb).with_context(|| format!("cannot write {}", self.path))?;
-        Ok(())
+        self.commit_block(drop_event)
+    }
+
+    /// Counts a drop event whose packet was written earlier (`--all`).
+    pub fn count_event(&mut self) {
+        self.sink.count_event();
     }
 
     pub fn flush(&mut self) -> Result<()> {
-        use std::io::Write as _;
-        self.w.get_mut().flush().with_context(|| format!("cannot write {}", self.path))
+        self.sink.flush()
+    }
+
+    pub fn sink(&self) -> &RecordSink {
+        &self.sink
     }
 }
 
 #[cfg(test)]
 mod tests {
     use pcap_file::pcapng::{Block, PcapNgReader};
+    use std::fs::File;
 
     use super::*;
 
@@ -101,10 +127,11 @@ mod tests {
         let mut p = Pcapng::create(&path, 256).unwrap();
         let a = Iface { netns: 1, ifindex: 2, ifname: "lxc1".into(), linktype: linktype::ETHERNET, pod: Some("default/web-0".into()) };
         let b = Iface { linktype: linktype::RAW_IP, ..a.clone() };
-        p.write(&a, Duration::from_nanos(1_500_000_001), 100, &[1, 2, 3], "reason=X".into()).unwrap();
-        p.write(&b, Duration::from_nanos(2), 3, &[4, 5, 6], "reason=Y".into()).unwrap();
-        p.write(&a, Duration::from_nanos(3), 3, &[7], "reason=Z".into()).unwrap();
+        p.write(&a, Duration::from_nanos(1_500_000_001), 100, &[1, 2, 3], "reason=X".into(), true).unwrap();
+        p.write(&b, Duration::from_nanos(2), 3, &[4, 5, 6], "reason=Y".into(), true).unwrap();
+        p.write(&a, Duration::from_nanos(3), 3, &[7], "reason=Z".into(), false).unwrap();
         p.flush().unwrap();
+        assert_eq!(p.sink().committed_events(), 2);
         drop(p);
         let mut r = PcapNgReader::new(File::open(&path).unwrap()).unwrap();
         let (mut idbs, mut epbs) = (0, Vec::new());

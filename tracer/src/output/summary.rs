@@ -97,6 +97,8 @@ pub struct Summary {
     /// Times the kernel skipped the drop probe because it was already running on that CPU:
     /// drops neither counted nor reported (normally 0).
     pub probe_misses: u64,
+    /// Matching drops whose event `--max-event-rate` held back (part of `lost_events`).
+    pub rate_limited: u64,
     /// Events not folded into `by_flow` because too many distinct flows were seen.
     pub other_flows: u64,
     pub expression: String,
@@ -116,6 +118,7 @@ pub struct Totals {
     pub events: u64,
     pub seen_drops: u64,
     pub probe_misses: u64,
+    pub rate_limited: u64,
 }
 
 /// `--path` totals.
@@ -198,6 +201,7 @@ pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, rule
         events: totals.events,
         seen_drops: totals.seen_drops,
         probe_misses: totals.probe_misses,
+        rate_limited: totals.rate_limited,
         other_flows: flows.other,
         expression: meta.expression,
         probe: meta.probe,

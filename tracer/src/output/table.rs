@@ -9,8 +9,13 @@ pub fn render(s: &Summary) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "\n{} drops matched in {:.1} s ({} events written, {} lost; {} drops seen before filtering)",
-        s.drops, s.duration_s, s.events, s.lost_events, s.seen_drops
+        "\n{} drops matched in {:.1} s ({} events written, {} lost{}; {} drops seen before filtering)",
+        s.drops,
+        s.duration_s,
+        s.events,
+        s.lost_events,
+        if s.rate_limited > 0 { format!(", {} of them held back by --max-event-rate", s.rate_limited) } else { String::new() },
+        s.seen_drops
     );
     if s.drops == 0 {
         return o;

@@ -5,7 +5,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use tracer_common::{CbpfInsn, Config, DropKey, IfacePattern, MAX_FILTER_INSNS, Offsets, PodIfKey, names};
+use tracer_common::{CbpfInsn, Config, DropCache, DropKey, IfacePattern, MAX_FILTER_INSNS, Offsets, PodIfKey, names};
 
 use crate::filter::expr::CompiledFilter;
 
@@ -17,6 +17,8 @@ pub struct Maps {
     pub events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
     pub drop_stats: PerCpuHashMap<MapData, DropKey, u64>,
+    /// Per-CPU last-key caches of `DROP_STATS` (counts not yet in the hash).
+    pub drop_cache: PerCpuArray<MapData, DropCache>,
     /// Raw fds of the maps the hand-assembled netfilter observers write (valid while `Maps`
     /// and the object live).
     pub fds: MapFds,
@@ -39,7 +41,11 @@ pub struct PodSelection {
 }
 
 pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern], pods: &PodSelection) -> Result<(Ebpf, Maps)> {
+    // No CO-RE relocations in our programs (offsets are globals), so no BTF for the loader:
+    // its own parse of the kernel BTF (~16 MB, made by `EbpfLoader::new`) is dropped before
+    // the maps (the 8 MiB ring, mapped twice) and programs are created.
     let mut ebpf = EbpfLoader::new()
+        .btf(None)
         .override_global(names::OFFSETS, offsets, true)
         .override_global(names::CONFIG, config, true)
         .load(OBJECT)
@@ -76,6 +82,7 @@ pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces:
         events: RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?,
         counters: PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?,
         drop_stats: PerCpuHashMap::try_from(take(&mut ebpf, names::DROP_STATS)?)?,
+        drop_cache: PerCpuArray::try_from(take(&mut ebpf, names::DROP_CACHE)?)?,
     };
     Ok((ebpf, maps))
 }
@@ -106,13 +113,18 @@ impl Maps {
     }
 
     /// Every `DROP_STATS` key with its total over CPUs.
+    /// Every key's total over CPUs: the hash plus each CPU's cached count.
     pub fn drop_stats(&self) -> Result<Vec<(DropKey, u64)>> {
-        self.drop_stats
-            .iter()
-            .map(|r| {
-                let (k, v) = r?;
-                Ok((k, v.iter().sum()))
-            })
-            .collect()
+        let mut totals: std::collections::HashMap<DropKey, u64> = std::collections::HashMap::new();
+        for r in self.drop_stats.iter() {
+            let (k, v) = r?;
+            *totals.entry(k).or_default() += v.iter().sum::<u64>();
+        }
+        for c in self.drop_cache.get(&0, 0)?.iter() {
+            if c.count != 0 {
+                *totals.entry(c.key).or_default() += c.count;
+            }
+        }
+        Ok(totals.into_iter().collect())
     }
 }

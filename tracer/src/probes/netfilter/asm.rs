@@ -205,4 +205,43 @@ mod tests {
         assert_eq!(p.last().unwrap().code, EXIT);
         assert!(p.iter().any(|i| i.code == ST_W && i.imm == 7));
     }
+
+    /// Every path through the program (all branch outcomes) reaches an `exit` with r0 set to
+    /// `NF_ACCEPT` by a constant move: the observer cannot return a dropping verdict whatever
+    /// the ring lookup gives. (tests/tests/robust.rs checks the same on the loaded programs.)
+    #[test]
+    fn every_path_returns_accept() {
+        for maps in [Maps { ring: 3, path: None }, Maps { ring: 3, path: Some(PathMaps { track: 4, events: 5, counters: 6 }) }] {
+            every_path_returns_accept_in(&observer(3, 8, maps));
+        }
+    }
+
+    fn every_path_returns_accept_in(p: &[Insn]) {
+        // (pc, r0 constant) still to walk; the program has no back edges, so paths end.
+        let mut work = vec![(0usize, None::<i32>)];
+        let mut exits = 0;
+        while let Some((pc, r0)) = work.pop() {
+            let i = p[pc];
+            let dst = i.regs & 0xf;
+            match i.code {
+                EXIT => {
+                    assert_eq!(r0, Some(NF_ACCEPT), "exit at {pc}");
+                    exits += 1;
+                }
+                JEQ_K => {
+                    let target = usize::try_from(i64::try_from(pc).unwrap() + 1 + i64::from(i.off)).unwrap();
+                    assert!(target > pc, "no back edges");
+                    work.push((pc + 1, r0));
+                    work.push((target, r0));
+                }
+                CALL => work.push((pc + 1, None)),
+                LD_IMM64 => work.push((pc + 2, if dst == 0 { None } else { r0 })),
+                MOV64_K if dst == 0 => work.push((pc + 1, Some(i.imm))),
+                // Anything else that writes r0 makes it unknown.
+                LDX_DW | LDX_W | MOV64_X | ADD64_K | ADD64_X | AND64_K | LSH64_K if dst == 0 => work.push((pc + 1, None)),
+                _ => work.push((pc + 1, r0)),
+            }
+        }
+        assert!(exits >= 2, "at least the paths ring found / ring missing: {exits}");
+    }
 }

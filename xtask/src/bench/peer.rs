@@ -1,0 +1,284 @@
+//! What runs next to the load in a traced arm: `tracer capture` (timed from start to its ready
+//! file, peak RSS from `VmHWM` and `wait4`, outputs read back) or bpftrace counting
+//! `skb:kfree_skb` by reason, the peer tool the reference figures used.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use super::{
+    bpfstats, pcapng,
+    proc::{self, Proc},
+};
+
+/// Bound on a start (BTF parsing, program loading, ruleset snapshots; slow on a busy machine).
+const READY_TIMEOUT: Duration = Duration::from_mins(1);
+/// Bound on a stop (detach, drain, write outputs: a flood's pcapng is a few hundred MB).
+const STOP_TIMEOUT: Duration = Duration::from_mins(2);
+/// bpftrace says "Attaching N probes..." before it attaches; give it this long to finish.
+const BPFTRACE_SETTLE: Duration = Duration::from_secs(1);
+/// bpftrace's tracepoints need tracefs, which this machine does not mount: bpftrace runs in a
+/// private mount namespace with its own tracefs, which vanishes with it. Counted by reason and
+/// network namespace (the device's), so the bench's drops are told from other suites' ones.
+const BPFTRACE_SCRIPT: &str =
+    "tracepoint:skb:kfree_skb { @[args->reason, ((struct sk_buff *)args->skbaddr)->dev->nd_net.net->ns.inum] = count(); }";
+const MOUNT_TRACEFS: &str = "mount -t tracefs nodev /sys/kernel/tracing";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Tracer { netfilter: bool, path: bool },
+    Bpftrace,
+}
+
+/// Which outputs a tracer run writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outputs {
+    /// Summary only (non-matching traffic: nothing else would be written).
+    Summary,
+    /// pcapng + JSON Lines + summary, all read back after the run.
+    All,
+}
+
+pub struct Running {
+    kind: Kind,
+    proc: Proc,
+    dir: PathBuf,
+    outputs: Outputs,
+    pub ready_s: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Stopped {
+    pub ready_s: f64,
+    pub stop_s: f64,
+    /// Peak RSS, KiB: the larger of `VmHWM` just before the stop and `wait4`'s `ru_maxrss`.
+    pub rss_kib: u64,
+    pub cpu_s: f64,
+    pub summary: Option<Value>,
+    pub pcap: Option<pcapng::Counts>,
+    pub json_lines: Option<u64>,
+    /// bpftrace's `@[reason, netns]: count` map.
+    pub by_reason: BTreeMap<(i64, u64), u64>,
+    /// Run time of the peer's BPF programs (with `--bpf-stats`).
+    pub bpf: Option<bpfstats::Cost>,
+}
+
+impl Stopped {
+    pub fn to_json(&self) -> Value {
+        let s = self.summary.as_ref();
+        let pick = |k: &str| s.map_or(Value::Null, |s| s[k].clone());
+        json!({
+            "ready_s": super::stats::round(self.ready_s, 3),
+            "stop_s": super::stats::round(self.stop_s, 3),
+            "rss_kib": self.rss_kib,
+            "cpu_s": super::stats::round(self.cpu_s, 3),
+            "drops": pick("drops"), "events": pick("events"), "lost_events": pick("lost_events"),
+            "seen_drops": pick("seen_drops"), "probe_misses": pick("probe_misses"),
+            "pcap_packets": self.pcap.map(|c| c.packets), "pcap_comments": self.pcap.map(|c| c.with_comment),
+            "json_lines": self.json_lines,
+            "bpf": self.bpf.map(bpfstats::Cost::to_json),
+            "bpftrace": if self.by_reason.is_empty() { Value::Null } else {
+                self.by_reason.iter().map(|((r, ns), v)| (format!("{r},{ns}"), json!(v))).collect::<serde_json::Map<_, _>>().into()
+            },
+        })
+    }
+
+    pub fn summary_u64(&self, k: &str) -> Option<u64> {
+        self.summary.as_ref()?[k].as_u64()
+    }
+}
+
+/// `tracer capture --help` lists `--path` (the flag lands with another change).
+pub fn tracer_has_path(bin: &Path) -> Result<bool> {
+    let help = proc::output(&bin.to_string_lossy(), &["capture", "--help"], Duration::from_secs(30))?;
+    Ok(help.split(|c: char| c.is_whitespace() || c == ',' || c == '=' || c == '[' || c == '<').any(|w| w == "--path"))
+}
+
+/// How to start a peer.
+pub struct Start<'a> {
+    pub tracer: &'a Path,
+    pub dir: &'a Path,
+    pub expression: &'a str,
+    pub outputs: Outputs,
+    /// Pin the peer to this CPU (taskset); by default it goes where the scheduler puts it.
+    pub cpu: Option<usize>,
+}
+
+pub fn start(kind: Kind, s: &Start) -> Result<Running> {
+    std::fs::create_dir_all(s.dir).with_context(|| format!("cannot create {}", s.dir.display()))?;
+    let program: &std::ffi::OsStr = match kind {
+        Kind::Tracer { .. } => s.tracer.as_os_str(),
+        Kind::Bpftrace => "unshare".as_ref(),
+    };
+    let c = match s.cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    match kind {
+        Kind::Tracer { netfilter, path } => start_tracer(kind, c, s, netfilter, path),
+        Kind::Bpftrace => start_bpftrace(c, s.dir),
+    }
+}
+
+fn start_tracer(kind: Kind, mut c: Command, s: &Start, netfilter: bool, path: bool) -> Result<Running> {
+    let (dir, expression, outputs) = (s.dir, s.expression, s.outputs);
+    let ready = dir.join("ready");
+    c.arg("capture").arg("--quiet").arg("--ready-file").arg(&ready).arg("--summary").arg(dir.join("summary.json"));
+    if outputs == Outputs::All {
+        c.arg("--pcap").arg(dir.join("drops.pcapng")).arg("--json").arg(dir.join("drops.jsonl"));
+    }
+    if !netfilter {
+        c.arg("--no-netfilter");
+    }
+    if path {
+        c.arg("--path");
+    }
+    c.arg(expression);
+    let start = Instant::now();
+    let mut p = Proc::spawn(&mut c)?;
+    loop {
+        // Not just "exists": the tracer's start-up check of its output paths creates and removes
+        // an empty file at that path before anything is attached; the real one says "ready".
+        if std::fs::metadata(&ready).is_ok_and(|m| m.len() > 0) {
+            break;
+        }
+        if let Some(e) = p.poll_exit()? {
+            bail!("the tracer exited ({}) before it was ready: {}", e.code, p.stderr_text().trim());
+        }
+        if start.elapsed() > READY_TIMEOUT {
+            bail!("the tracer was not ready within {READY_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ready_s = start.elapsed().as_secs_f64();
+    Ok(Running { kind, proc: p, dir: dir.to_path_buf(), outputs, ready_s })
+}
+
+/// `c` is `unshare` (or `taskset … unshare`).
+fn start_bpftrace(mut c: Command, dir: &Path) -> Result<Running> {
+    let start = Instant::now();
+    let mut p = Proc::spawn(c.args(["-m", "sh", "-c", &format!("{MOUNT_TRACEFS} && exec bpftrace -e '{BPFTRACE_SCRIPT}'")]))?;
+    p.wait_line(|l| l.starts_with("Attaching"), READY_TIMEOUT)?;
+    let ready_s = start.elapsed().as_secs_f64();
+    std::thread::sleep(BPFTRACE_SETTLE);
+    Ok(Running { kind: Kind::Bpftrace, proc: p, dir: dir.to_path_buf(), outputs: Outputs::Summary, ready_s })
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        self.proc.pid()
+    }
+
+    /// SIGINT, bounded wait, then the outputs read back (and removed).
+    pub fn stop(mut self) -> Result<Stopped> {
+        let hwm = self.proc.vm_hwm_kib().unwrap_or(0);
+        let cost = bpfstats::of_process(self.proc.pid());
+        let bpf = (cost.probes.run_cnt + cost.observers.run_cnt > 0).then_some(cost);
+        let t = Instant::now();
+        let exit = self.proc.interrupt(STOP_TIMEOUT)?;
+        let stop_s = t.elapsed().as_secs_f64();
+        let stdout = self.proc.stdout_lines();
+        let stderr = self.proc.stderr_text();
+        if !exit.success() {
+            bail!("{:?} exited with {}: {}", self.kind, exit.code, tail(&stderr));
+        }
+        let mut out = Stopped { ready_s: self.ready_s, stop_s, rss_kib: hwm.max(exit.maxrss_kib), cpu_s: exit.cpu_s, bpf, ..Stopped::default() };
+        match self.kind {
+            Kind::Bpftrace => out.by_reason = parse_bpftrace_map(&stdout),
+            Kind::Tracer { .. } => {
+                let s = self.dir.join("summary.json");
+                let text = std::fs::read_to_string(&s).with_context(|| format!("the tracer wrote no {}", s.display()))?;
+                out.summary = Some(serde_json::from_str(&text).context("the summary is not JSON")?);
+                if self.outputs == Outputs::All {
+                    out.pcap = Some(pcapng::count(&self.dir.join("drops.pcapng"))?);
+                    out.json_lines = Some(count_lines(&self.dir.join("drops.jsonl"))?);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Outputs of a flood are large; nothing is kept but what `stop` read.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
+}
+
+fn count_lines(p: &Path) -> Result<u64> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            return Ok(n);
+        }
+        #[expect(clippy::naive_bytecount, reason = "one pass over a file once per flood; no crate for that")]
+        let lines = buf[..k].iter().filter(|&&b| b == b'\n').count();
+        n += u64::try_from(lines)?;
+    }
+}
+
+/// `@[12, 4026532389]: 1000000` lines.
+fn parse_bpftrace_map(lines: &[String]) -> BTreeMap<(i64, u64), u64> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let (k, v) = l.strip_prefix("@[")?.split_once("]: ")?;
+            let (reason, ns) = k.split_once(',')?;
+            Some(((reason.trim().parse().ok()?, ns.trim().parse().ok()?), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The number bpftrace prints for `NETFILTER_DROP`: from the `kfree_skb` tracepoint format, which
+/// is what bpftrace reads too (in a private mount namespace with tracefs, as above).
+pub fn netfilter_drop_value() -> Result<i64> {
+    let fmt = proc::output(
+        "unshare",
+        &["-m", "sh", "-c", &format!("{MOUNT_TRACEFS} && cat /sys/kernel/tracing/events/skb/kfree_skb/format")],
+        Duration::from_secs(30),
+    )?;
+    let needle = "\"NETFILTER_DROP\"";
+    let at = fmt.find(needle).context("NETFILTER_DROP is not in the kfree_skb tracepoint format")?;
+    let open = fmt[..at].rfind('{').context("unexpected tracepoint format")?;
+    let num = fmt[open + 1..at].trim().trim_end_matches(',').trim();
+    num.parse().with_context(|| format!("unexpected NETFILTER_DROP value {num:?}"))
+}
+
+/// Whether bpftrace can run here (installed).
+pub fn bpftrace_available() -> bool {
+    crate::cmd::probe(Command::new("bpftrace").arg("--version")).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bpftrace_map_lines() {
+        let lines: Vec<String> =
+            ["Attaching 1 probe...", "", "@[2, 0]: 17", "@[12, 4026532389]: 1000000", "@[12]: 3", "junk"].map(String::from).into();
+        let m = parse_bpftrace_map(&lines);
+        assert_eq!(m.get(&(12, 4_026_532_389)), Some(&1_000_000));
+        assert_eq!(m.get(&(2, 0)), Some(&17));
+        assert_eq!(m.len(), 2);
+    }
+}
