@@ -21,6 +21,7 @@
 )]
 
 pub mod cmd;
+pub mod kernel;
 pub mod netns;
 pub mod node;
 pub mod pcap;
@@ -30,6 +31,7 @@ pub mod tracer;
 pub mod traffic;
 pub mod wait;
 
+pub use kernel::{Feature, require, skip, unchecked};
 pub use node::{IptRule, Node, NodeOptions, Pod};
 pub use tc_fixture::{Attach, Direction, FixtureStats, ProgInfo, TcFixture, TcFixtureOptions};
 pub use tempdir::TempDir;

@@ -6,7 +6,7 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::Result;
-use integration_tests::{Attach, Finished, Node, TcFixture, TcFixtureOptions, Tracer, function, netns, pcap, wait};
+use integration_tests::{Attach, Feature, Finished, Node, TcFixture, TcFixtureOptions, Tracer, function, netns, pcap, require, wait};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// After the kernel's own counter shows the last packet, the drop itself follows within the
@@ -106,9 +106,10 @@ fn iptables_drop_in_forward_is_netfilter_drop() {
     assert_eq!(counted, n as u64, "iptables counted what was sent");
     assert_eq!(node.iptables_packets(&rule).unwrap(), n as u64);
     // iptables here is the nf_tables backend (nft_do_chain); the legacy one reports ipt_do_table.
+    // On 6.1 the chain only returns NF_DROP and nf_hook_slow frees the packet.
     check(&done, n as u64, &Expect {
         reason: "NETFILTER_DROP",
-        functions: &["nft_do_chain", "ipt_do_table"],
+        functions: &["nft_do_chain", "ipt_do_table", "nf_hook_slow"],
         ifname: &a.lxc,
         ifindex: a.lxc_ifindex,
         netns: node.netns_inode().unwrap(),
@@ -219,6 +220,9 @@ fn full_receive_buffer_is_socket_rcvbuff() {
 /// `cil_from_container` on pod a's lxc ingress shoots packets to b (`POLICY_DENY`) and lets the
 /// ones to c through.
 fn tc_shot_on_lxc_ingress(attach: Attach, base_port: u16) {
+    if attach == Attach::Tcx && !require(Feature::Tcx) {
+        return;
+    }
     let node = Node::new(3).unwrap();
     let (client, denied, allowed) = (node.pod(0), node.pod(1), node.pod(2));
     let (sport, dport, n, m) = (base_port, base_port + 1, 30usize, 12usize);
@@ -271,6 +275,9 @@ fn tc_shot_on_lxc_ingress_cls_bpf_is_tc_ingress() {
 
 /// The same program on the destination pod's lxc egress (towards the pod): `TC_EGRESS`.
 fn tc_shot_on_lxc_egress(attach: Attach, base_port: u16) {
+    if attach == Attach::Tcx && !require(Feature::Tcx) {
+        return;
+    }
     let node = Node::new(2).unwrap();
     let (client, server) = (node.pod(0), node.pod(1));
     let (sport, dport, n) = (base_port, base_port + 1, 11usize);
@@ -329,6 +336,9 @@ fn tc_fixture_cls_bpf_leaves_no_qdisc() {
 /// second. Both must run for every packet (their "pass" is `TC_ACT_UNSPEC` / `TCX_NEXT`), and a
 /// destination denied while the fixture runs is dropped from then on.
 fn tc_fixture_chain(attach: Attach, port: u16) {
+    if attach == Attach::Tcx && !require(Feature::Tcx) {
+        return;
+    }
     let node = Node::new(2).unwrap();
     let (a, b) = (node.pod(0), node.pod(1));
     let mut opts = TcFixtureOptions::from_container(Some(node.netns_path()), &a.lxc, attach, &[]);
@@ -424,6 +434,7 @@ fn clean_traffic_reports_no_drops() {
     let (udp_port, tcp_port, n) = (31501, 31502, 200usize);
     let udp = b.listen_udp(udp_port).unwrap();
     let tcp = b.listen_tcp(tcp_port).unwrap();
+    let retrans_before = netns::snmp(&a.netns, "Tcp", "RetransSegs").unwrap();
     let run = tracer().capture().expression(format!("host {} and host {}", a.ip, b.ip)).start().unwrap();
     a.send_udp(udp_port, b.addr(udp_port), n, &[7u8; 512]).unwrap();
     let payload = vec![42u8; 256 * 1024];
@@ -434,12 +445,27 @@ fn clean_traffic_reports_no_drops() {
     let done = stop(run);
     assert_eq!(udp.stop().unwrap(), n as u64, "every datagram arrived");
     assert_eq!(tcp.stop().unwrap(), (3, 3 * payload.len() as u64), "every connection and byte arrived");
-    assert_eq!(done.drops().unwrap(), 0, "no drops; events: {:?}", done.events);
-    assert!(done.events.is_empty());
+    // On a slow machine (an emulated guest, a loaded host) TCP may retransmit a segment the
+    // receiver already has, which then drops the copy: real drops, allowed only as TCP
+    // duplicates from a to b and no more of them than a's own retransmission counter.
+    let retrans = netns::snmp(&a.netns, "Tcp", "RetransSegs").unwrap() - retrans_before;
+    let duplicate = |e: &serde_json::Value| {
+        e["proto"] == "tcp"
+            && e["src"] == a.ip.to_string()
+            && ["TCP_INVALID_SEQUENCE", "TCP_OLD_SEQUENCE", "TCP_OLD_DATA"].contains(&e["reason"].as_str().unwrap_or_default())
+    };
+    let dups = done.events.iter().filter(|e| duplicate(e)).count() as u64;
+    assert!(done.events.iter().all(duplicate), "no drops but TCP duplicates; events: {:?}", done.events);
+    assert!(dups <= retrans, "{dups} duplicate drops but only {retrans} retransmitted segments: {:?}", done.events);
+    if dups > 0 {
+        eprintln!("clean traffic: {dups} retransmitted TCP duplicates dropped ({retrans} segments retransmitted)");
+    }
+    assert_eq!(done.drops().unwrap(), dups, "no drops but TCP duplicates; events: {:?}", done.events);
     let s = done.summary().unwrap();
     assert_eq!(s["lost_events"], 0);
-    assert_eq!(s["by_reason"], serde_json::json!([]));
-    assert_eq!(pcap::read(done.pcap().unwrap()).unwrap().packets.len(), 0);
+    let by_reason: u64 = s["by_reason"].as_array().unwrap().iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    assert_eq!(by_reason, dups, "{}", s["by_reason"]);
+    assert_eq!(pcap::read(done.pcap().unwrap()).unwrap().packets.len() as u64, dups);
 }
 
 #[test]

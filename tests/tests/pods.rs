@@ -5,7 +5,7 @@
 //! and 10.230.0.0/16.
 use std::{path::Path, time::Duration};
 
-use integration_tests::{Attach, Direction, Finished, Node, NodeOptions, Pod, TcFixture, TcFixtureOptions, TempDir, Tracer, function, wait};
+use integration_tests::{Attach, Direction, Feature, Finished, Node, NodeOptions, Pod, TcFixture, TcFixtureOptions, TempDir, Tracer, function, require, wait};
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,6 +104,10 @@ fn our_filters(node: &Node, dev: &str) -> Vec<String> {
 /// the bpftool here predates tcx).
 fn tcx_programs(node: &Node, dev: &str) -> Vec<String> {
     use aya::programs::{SchedClassifier, TcAttachType};
+    // A kernel without tcx refuses the query (EINVAL) and can hold no tcx program.
+    if Feature::Tcx.probe().is_err() {
+        return Vec::new();
+    }
     let dev = dev.to_string();
     integration_tests::netns::run(node.netns(), move || {
         let mut v = Vec::new();
@@ -119,6 +123,12 @@ fn tcx_programs(node: &Node, dev: &str) -> Vec<String> {
 /// tcx programs of ours on an interface.
 fn our_programs(node: &Node, dev: &str) -> Vec<String> {
     tcx_programs(node, dev).into_iter().filter(|l| l.contains("tracer_tc")).collect()
+}
+
+/// The attach mode for tests whose subject is not tcx itself: tcx where the kernel has it,
+/// else `cls_bpf` (the test then runs with what the kernel offers).
+fn tcx_or_cls_bpf() -> Attach {
+    if Feature::Tcx.probe().is_ok() { Attach::Tcx } else { Attach::ClsBpf }
 }
 
 /// Sends `n` datagrams that the fixture on `client`'s lxc shoots, and waits for its counter.
@@ -192,6 +202,9 @@ fn check_tc(done: &Finished, n: u64, w: &Want<'_>) {
 
 /// `cil_from_container` on the client pod's lxc ingress shoots packets to `denied`.
 fn ingress_drop(attach: Attach, port: u16) {
+    if attach == Attach::Tcx && !require(Feature::Tcx) {
+        return;
+    }
     let node = node(3);
     let (client, denied) = (node.pod(0), node.pod(1));
     let cache = cni_cache(&node);
@@ -230,6 +243,9 @@ fn tcx_drop_names_program_and_pods() {
 
 /// The same program on the server pod's lxc egress: `TC_EGRESS`, egress.
 fn egress_drop(attach: Attach, port: u16) {
+    if attach == Attach::Tcx && !require(Feature::Tcx) {
+        return;
+    }
     let node = node(2);
     let (client, server) = (node.pod(0), node.pod(1));
     let cache = cni_cache(&node);
@@ -259,6 +275,9 @@ fn tcx_egress_drop_is_tc_egress() {
 /// Two programs on one hook, `cil_to_container` (passes) then `cil_from_container` (shoots):
 /// the second is named, per packet, not as one of two candidates.
 fn second_of_two(attach: Attach, port: u16) {
+    if attach == Attach::Tcx && !require(Feature::Tcx) {
+        return;
+    }
     let node = node(3);
     let (client, denied, allowed) = (node.pod(0), node.pod(1), node.pod(2));
     let cache = cni_cache(&node);
@@ -445,6 +464,10 @@ fn cls_bpf_leftovers_of_a_killed_run_are_cleaned() {
 /// A run that ends normally (SIGINT, SIGTERM, --duration) leaves no filter, link or qdisc.
 #[test]
 fn observers_leave_nothing_behind() {
+    // One hook of each kind (cls_bpf and tcx) is the point here.
+    if !require(Feature::Tcx) {
+        return;
+    }
     let node = node(2);
     let (client, denied) = (node.pod(0), node.pod(1));
     let mut cls = TcFixtureOptions::from_container(Some(node.netns_path()), &client.lxc, Attach::ClsBpf, &[denied.ip]);
@@ -496,7 +519,7 @@ fn without_observers_only_a_lone_program_is_named() {
     let mut one = TcFixtureOptions::from_container(Some(node.netns_path()), &lone.lxc, Attach::ClsBpf, &[denied.ip]);
     one.bin = Some(fixture_bin());
     let mut one = TcFixture::start(&one).unwrap();
-    let mut two = TcFixtureOptions::from_container(Some(node.netns_path()), &pair.lxc, Attach::Tcx, &[denied.ip]);
+    let mut two = TcFixtureOptions::from_container(Some(node.netns_path()), &pair.lxc, tcx_or_cls_bpf(), &[denied.ip]);
     two.bin = Some(fixture_bin());
     two.programs = vec!["cil_to_container".into(), "cil_from_container".into()];
     let mut two = TcFixture::start(&two).unwrap();
@@ -526,6 +549,9 @@ fn without_observers_only_a_lone_program_is_named() {
 /// `cls_bpf` its clsact qdisc, and our observers in it, go away and come back): drops after the
 /// reload name the new program, never the old one.
 fn reloaded_during_capture(attach: Attach, port: u16) {
+    if attach == Attach::Tcx && !require(Feature::Tcx) {
+        return;
+    }
     let node = node(2);
     let (client, denied) = (node.pod(0), node.pod(1));
     let cache = cni_cache(&node);
@@ -569,7 +595,7 @@ fn lxc_found_as_veth_peer_without_host_side_entry() {
     let node = node(2);
     let (client, denied) = (node.pod(0), node.pod(1));
     let cache = cni_cache_with(&node, false);
-    let mut opts = TcFixtureOptions::from_container(Some(node.netns_path()), &client.lxc, Attach::Tcx, &[denied.ip]);
+    let mut opts = TcFixtureOptions::from_container(Some(node.netns_path()), &client.lxc, tcx_or_cls_bpf(), &[denied.ip]);
     opts.bin = Some(fixture_bin());
     let mut fixture = TcFixture::start(&opts).unwrap();
     let port = 32501;

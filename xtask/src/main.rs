@@ -9,6 +9,7 @@ mod fuzz;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,9 @@ enum Command {
     Test,
     /// Lint with `-D warnings`: the host crates, then the eBPF crate for bpfel-unknown-none.
     Clippy,
+    /// Boot Debian's 6.1 and/or 6.12 cloud kernels under QEMU (TCG) with the integration tests
+    /// in an initramfs, run them there and report per kernel (artifacts in target/vm/).
+    VmTest(vm::Args),
     /// Fuzz the parsers and interpreters tracer owns (fuzz/, cargo-fuzz on nightly; installs
     /// both when missing), each target for a few seconds; reports executions and crashes.
     /// Not part of `test`.
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Test => test::run(),
         Command::Clippy => clippy::run(),
+        Command::VmTest(args) => vm::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Bench(args) => bench::run(&args),
     };

@@ -12,7 +12,9 @@ use crate::cmd::{self, step};
 ///   Rust toolchain); llvm-22 comes from bookworm-security, hence the `apt-get update`.
 /// - build-essential, pkg-config, libpcap-dev: link the host binaries (libpcap compiles the
 ///   tcpdump expressions).
-/// - the rest: what the integration tests drive (netns, veths, iptables, tc, traffic, tshark).
+/// - the rest: what the integration tests drive (netns, veths, iptables, tc, traffic, tshark),
+///   and what `vm-test` puts in its guests besides those (busybox as init, kmod's modprobe and
+///   depmod). QEMU itself comes from bookworm-backports when `vm-test` needs it (vm/qemu.rs).
 pub const APT_PACKAGES: &[&str] = &[
     "build-essential",
     "pkg-config",
@@ -33,6 +35,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "util-linux",
     "procps",
+    "busybox-static",
+    "kmod",
 ];
 
 /// bpf-linker must be built against the LLVM major of rustc (22 for Rust 1.95).

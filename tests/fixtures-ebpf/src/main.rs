@@ -1,5 +1,7 @@
 //! tc programs that play Cilium's part in the tests: `cil_from_container` drops (TC_ACT_SHOT)
 //! IPv4 packets whose destination is in `POLICY_DENY`, `cil_to_container` only passes.
+//! Also one do-nothing program per tracing attach kind (`probe_*`): the testbed's kernel probes
+//! (`integration_tests::kernel`) load and attach them to learn what the running kernel allows.
 //!
 //! "Pass" is TC_ACT_UNSPEC (-1), which is also TCX_NEXT: in both attach modes the next program
 //! on the hook still runs (a cls_bpf filter chain or a tcx chain), and the packet goes on when
@@ -9,9 +11,9 @@
 
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
-    macros::{classifier, map},
+    macros::{btf_tracepoint, classifier, fentry, kprobe, map, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuArray},
-    programs::TcContext,
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext, TcContext, TracePointContext},
 };
 
 /// Continue with the next program (TC_ACT_UNSPEC for cls_bpf, TCX_NEXT for tcx: both are -1).
@@ -55,6 +57,35 @@ pub fn cil_from_container(ctx: TcContext) -> i32 {
 pub fn cil_to_container(_ctx: TcContext) -> i32 {
     bump(stat::TO_PASSED);
     CONTINUE
+}
+
+// Kernel probes: attached for a moment to learn whether the kernel accepts the kind; they
+// only return. The targets exist on every kernel the tests run on (`tcp_v4_rcv` has BTF and is
+// not inlined; `kfree_skb` is the tracepoint the tracer uses).
+
+#[kprobe]
+pub fn probe_kprobe(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+#[fentry(function = "tcp_v4_rcv")]
+pub fn probe_fentry(_ctx: FEntryContext) -> u32 {
+    0
+}
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn probe_tp_btf(_ctx: BtfTracePointContext) -> u32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn probe_raw_tp(_ctx: RawTracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint]
+pub fn probe_tracepoint(_ctx: TracePointContext) -> u32 {
+    0
 }
 
 /// True when the frame is IPv4 and its destination is in `POLICY_DENY`.
