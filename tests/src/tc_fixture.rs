@@ -28,6 +28,15 @@ pub enum Attach {
     ClsBpf,
 }
 
+impl Attach {
+    /// For tests whose subject is not tcx itself: tcx where the kernel has it, else `cls_bpf`
+    /// (the test then runs with what the kernel offers).
+    #[must_use]
+    pub fn tcx_or_cls_bpf() -> Self {
+        if crate::Feature::Tcx.probe().is_ok() { Self::Tcx } else { Self::ClsBpf }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TcFixtureOptions {
     /// The `tc-fixture` binary; default: [`TcFixture::default_bin`].

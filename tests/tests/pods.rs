@@ -125,12 +125,6 @@ fn our_programs(node: &Node, dev: &str) -> Vec<String> {
     tcx_programs(node, dev).into_iter().filter(|l| l.contains("tracer_tc")).collect()
 }
 
-/// The attach mode for tests whose subject is not tcx itself: tcx where the kernel has it,
-/// else `cls_bpf` (the test then runs with what the kernel offers).
-fn tcx_or_cls_bpf() -> Attach {
-    if Feature::Tcx.probe().is_ok() { Attach::Tcx } else { Attach::ClsBpf }
-}
-
 /// Sends `n` datagrams that the fixture on `client`'s lxc shoots, and waits for its counter.
 fn shoot(fixture: &mut TcFixture, client: &Pod, to: &Pod, sport: u16, dport: u16, n: usize) {
     assert_eq!(client.send_udp(sport, to.addr(dport), n, b"denied by policy").unwrap(), n);
@@ -519,7 +513,7 @@ fn without_observers_only_a_lone_program_is_named() {
     let mut one = TcFixtureOptions::from_container(Some(node.netns_path()), &lone.lxc, Attach::ClsBpf, &[denied.ip]);
     one.bin = Some(fixture_bin());
     let mut one = TcFixture::start(&one).unwrap();
-    let mut two = TcFixtureOptions::from_container(Some(node.netns_path()), &pair.lxc, tcx_or_cls_bpf(), &[denied.ip]);
+    let mut two = TcFixtureOptions::from_container(Some(node.netns_path()), &pair.lxc, Attach::tcx_or_cls_bpf(), &[denied.ip]);
     two.bin = Some(fixture_bin());
     two.programs = vec!["cil_to_container".into(), "cil_from_container".into()];
     let mut two = TcFixture::start(&two).unwrap();
@@ -595,7 +589,7 @@ fn lxc_found_as_veth_peer_without_host_side_entry() {
     let node = node(2);
     let (client, denied) = (node.pod(0), node.pod(1));
     let cache = cni_cache_with(&node, false);
-    let mut opts = TcFixtureOptions::from_container(Some(node.netns_path()), &client.lxc, tcx_or_cls_bpf(), &[denied.ip]);
+    let mut opts = TcFixtureOptions::from_container(Some(node.netns_path()), &client.lxc, Attach::tcx_or_cls_bpf(), &[denied.ip]);
     opts.bin = Some(fixture_bin());
     let mut fixture = TcFixture::start(&opts).unwrap();
     let port = 32501;
