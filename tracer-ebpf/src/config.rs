@@ -1,6 +1,6 @@
 //! Load-time globals. The loader overwrites them (aya `set_global`) with values computed from
-//! the running kernel's BTF and the user's options; volatile reads stop the compiler from
-//! folding the defaults below.
+//! the running kernel's BTF and the user's options; a volatile read of their address stops
+//! the compiler from folding the defaults below.
 use tracer_common::{Config, Offsets};
 
 #[unsafe(no_mangle)]
@@ -41,14 +41,17 @@ static CONFIG: Config = Config {
     event_interval_ns: 0,
 };
 
+/// The loader's values, read in place: a reference whose address the compiler cannot see
+/// through (so it cannot fold the defaults above), instead of a copy on the 512-byte stack
+/// (Linux 6.1 counts the probe's frame plus its subprograms' against that limit).
 #[inline(always)]
-pub fn offsets() -> Offsets {
-    // SAFETY: a plain read of a static the loader initialised.
-    unsafe { core::ptr::read_volatile(&raw const OFFSETS) }
+pub fn offsets() -> &'static Offsets {
+    // SAFETY: the static lives for the program; the volatile read only hides its address.
+    unsafe { &*core::ptr::read_volatile(&(&raw const OFFSETS)) }
 }
 
 #[inline(always)]
-pub fn config() -> Config {
+pub fn config() -> &'static Config {
     // SAFETY: as above.
-    unsafe { core::ptr::read_volatile(&raw const CONFIG) }
+    unsafe { &*core::ptr::read_volatile(&(&raw const CONFIG)) }
 }

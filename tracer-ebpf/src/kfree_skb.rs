@@ -32,20 +32,15 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
     let packet_id = if cfg.path != 0 { path::untrack(skb) } else { 0 };
     let o = config::offsets();
     let Some(s) = emit::scratch() else { return };
-    let end_path = || {
-        if packet_id != 0 {
-            path::emit_hop(s, skb, packet_id, hook::DROP, location, reason, skb::device(skb, &o), 0);
-        }
-    };
-    let Some(mut seen) = capture::device(skb, &cfg, &o) else {
-        end_path();
+    let Some(mut seen) = capture::device(skb, cfg, o) else {
+        end_path(s, skb, packet_id, location, reason, o);
         return;
     };
     // Bytes are read now only if a filter needs them; otherwise only for an event we send.
     let mut have_bytes = false;
-    if capture::filters_need_bytes(&cfg) {
-        if !capture::bytes(skb, &cfg, &o, s, &mut seen) {
-            end_path();
+    if capture::filters_need_bytes(cfg) {
+        if !capture::bytes(skb, cfg, o, s, &mut seen) {
+            end_path(s, skb, packet_id, location, reason, o);
             return;
         }
         have_bytes = true;
@@ -61,7 +56,7 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
         return;
     }
     if !have_bytes {
-        capture::bytes(skb, &cfg, &o, s, &mut seen);
+        capture::bytes(skb, cfg, o, s, &mut seen);
     }
     let snap = seen.cap.min(cfg.snaplen);
     // SAFETY: s is this CPU's scratch value.
@@ -74,4 +69,13 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
         h.hook = 0;
     }
     emit::output(s, snap);
+}
+
+/// A followed packet's last hop. Inlined: as a subprogram its frame would add to the probe's
+/// on the combined 512-byte stack Linux 6.1 allows.
+#[inline(always)]
+fn end_path(s: *mut emit::Scratch, skb: u64, packet_id: u64, location: u64, reason: u32, o: &tracer_common::Offsets) {
+    if packet_id != 0 {
+        path::emit_hop(s, skb, packet_id, hook::DROP, location, reason, skb::device(skb, o), 0);
+    }
 }

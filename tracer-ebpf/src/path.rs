@@ -48,7 +48,7 @@ pub fn path_sk_data_ready(ctx: RawTracePointContext) -> i32 {
     unsafe { *last = [0, 0] };
     let _ = PATH_TRACK.remove(&skb);
     let Some(s) = emit::scratch() else { return 0 };
-    let netns = crate::skb::sk_netns(sk, &config::offsets());
+    let netns = crate::skb::sk_netns(sk, config::offsets());
     emit_hop(s, skb, id, hook::DELIVER, 0, 0, (0, [0; IFNAMSIZ], netns), 0);
     0
 }
@@ -92,7 +92,7 @@ pub fn on_hook(skb: u64, h: u32, location: u64) -> u64 {
     }
     let Some(s) = emit::scratch() else { return 0 };
     let o = config::offsets();
-    let Some(seen) = capture::select(skb, &cfg, &o, s) else { return 0 };
+    let Some(seen) = capture::select(skb, cfg, o, s) else { return 0 };
     let id = next_id();
     if PATH_TRACK.insert(&skb, &id, 0).is_err() {
         return 0;
@@ -129,7 +129,7 @@ fn tracked_hop(skb: u64, h: u32, location: u64, end: bool) -> u64 {
         let _ = PATH_TRACK.remove(&skb);
     }
     let Some(s) = emit::scratch() else { return id };
-    emit_hop(s, skb, id, h, location, 0, crate::skb::device(skb, &config::offsets()), 0);
+    emit_hop(s, skb, id, h, location, 0, crate::skb::device(skb, config::offsets()), 0);
     id
 }
 
@@ -148,7 +148,7 @@ pub fn tc_hop(skb: u64, code: u32) {
     // SAFETY: the value is copied out at once.
     let Some(id) = (unsafe { PATH_TRACK.get(&skb) }).copied() else { return };
     let Some(s) = emit::scratch() else { return };
-    let (ifindex, ifname, netns) = crate::skb::device(skb, &config::offsets());
+    let (ifindex, ifname, netns) = crate::skb::device(skb, config::offsets());
     emit_hop(s, skb, id, hook::TC, 0, 0, (ifindex, ifname, netns), code);
 }
 

@@ -88,8 +88,10 @@ pub struct Pipeline {
     pub all: bool,
 }
 
-/// Drops waiting for attribution are bounded: past this, the window closes early.
-const MAX_PENDING: usize = 20_000;
+/// Drops waiting for attribution are bounded: past this, the window closes early. Each holds
+/// its event and bytes (~2 KiB): 4096 keep a storm of counter-attributed drops (every
+/// NETFILTER_DROP on kernels without observers) within the memory budget.
+const MAX_PENDING: usize = 4096;
 
 struct Pending {
     ev: DropEvent,
