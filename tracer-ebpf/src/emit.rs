@@ -116,6 +116,7 @@ pub fn take_event_token(interval_ns: u64) -> bool {
 }
 
 #[inline(always)]
+#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
 fn add_drops(key: &DropKey, n: u64) {
     if let Some(p) = DROP_STATS.get_ptr_mut(key) {
         // SAFETY: per-CPU value.
