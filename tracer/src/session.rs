@@ -453,7 +453,7 @@ fn kernel_release() -> String {
 }
 
 /// Gives freed heap back to the system: the BTF parses of start-up are freed by now, and the
-/// peak RSS (bounded, tests/tests/robust.rs) must not keep them.
+/// peak RSS (bounded, tests/tests/robust/) must not keep them.
 fn trim_heap() {
     // SAFETY: malloc_trim only releases free memory of the allocator.
     unsafe { libc::malloc_trim(0) };
