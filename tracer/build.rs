@@ -1,4 +1,4 @@
-//! Builds `tracer-ebpf` for bpfel-unknown-none and leaves the object in OUT_DIR, where
+//! Builds `tracer-ebpf` for `bpfel-unknown-none` and leaves the object in `OUT_DIR`, where
 //! `include_bytes_aligned!` embeds it into the `tracer` binary.
 use std::env;
 

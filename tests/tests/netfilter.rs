@@ -1,8 +1,8 @@
-//! Netfilter attribution (issue 3) on real rulesets and real traffic: every NETFILTER_DROP
+//! Netfilter attribution (issue 3) on real rulesets and real traffic: every `NETFILTER_DROP`
 //! names the table, chain and rule as the user's tool prints it, for iptables-nft,
 //! iptables-legacy and native nftables, through jumps, in pods' own namespaces, and the
 //! tracer leaves every ruleset exactly as it found it. Needs root.
-use std::time::Duration;
+use std::{fmt::Write as _, time::Duration};
 
 use integration_tests::{Feature, Finished, Node, RunningCapture, Tracer, cmd, require, wait};
 use serde_json::Value;
@@ -51,7 +51,7 @@ fn nf_of(done: &Finished, dport: u16) -> Vec<&Value> {
     done.events.iter().filter(|e| e["dport"] == dport).map(|e| &e["netfilter"]).collect()
 }
 
-/// Every event with `dport` is a NETFILTER_DROP attributed to `rule` with these fields.
+/// Every event with `dport` is a `NETFILTER_DROP` attributed to `rule` with these fields.
 fn expect_all(done: &Finished, dport: u16, n: usize, want: &Value) {
     let nfs = nf_of(done, dport);
     assert_eq!(nfs.len(), n, "events for port {dport}; stderr:\n{}", done.stderr);
@@ -259,7 +259,7 @@ fn rulesets(netns: Option<&str>) -> String {
             Some(ns) => cmd::run_in(ns, prog, &args).unwrap_or_default(),
             None => cmd::run(prog, &args).unwrap_or_default(),
         };
-        out.push_str(&format!("== {prog}\n"));
+        let _ = writeln!(out, "== {prog}");
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             out.push_str(&without_counters(l));
             out.push('\n');

@@ -58,6 +58,7 @@ fn kernel_has_tcx(done: &Finished) -> bool {
 }
 
 #[test]
+#[expect(clippy::many_single_char_names, reason = "pods a and b, packet p, hop h: the names the assertions read with")]
 fn forwarded_pod_to_pod_packet_hook_by_hook() {
     let mut node = Node::new(2).unwrap();
     let (a, b) = (node.pod(0).clone(), node.pod(1).clone());

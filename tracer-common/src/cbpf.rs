@@ -51,6 +51,7 @@ const MSH: u16 = 0xa0;
 const SRC_X: u16 = 0x08;
 
 /// Bytes a load of `size` reads.
+#[expect(clippy::inline_always, reason = "the eBPF verifier needs it inlined into the bpf_loop callback")]
 #[inline(always)]
 pub fn load_width(size: u16) -> Option<u32> {
     match size {
@@ -63,6 +64,7 @@ pub fn load_width(size: u16) -> Option<u32> {
 
 /// Executes `insn` (the one at `vm.pc`). `load(off, width)` returns the big-endian value of
 /// `width` packet bytes at `off`, or None when they are not all captured.
+#[expect(clippy::inline_always, reason = "the eBPF verifier needs it inlined into the bpf_loop callback")]
 #[inline(always)]
 pub fn step(vm: &mut Vm, insn: &CbpfInsn, load: impl Fn(u32, u32) -> Option<u32>) -> Step {
     let (code, k) = (insn.code, insn.k);
@@ -170,7 +172,12 @@ pub fn load_slice(pkt: &[u8], off: u32, width: u32) -> Option<u32> {
 
 /// Runs a whole program over `pkt` (userspace: tests and fuzzing). Returns `ret`.
 pub fn run(insns: &[CbpfInsn], pkt: &[u8], wirelen: u32) -> u32 {
-    let mut vm = Vm { len: insns.len() as u32, caplen: pkt.len() as u32, wirelen, ..Vm::default() };
+    let mut vm = Vm {
+        len: u32::try_from(insns.len()).unwrap_or(u32::MAX),
+        caplen: u32::try_from(pkt.len()).unwrap_or(u32::MAX),
+        wirelen,
+        ..Vm::default()
+    };
     // Classic BPF jumps only forward, so `len` steps always suffice.
     for _ in 0..insns.len() {
         let Some(insn) = insns.get(vm.pc as usize) else { return 0 };

@@ -130,7 +130,7 @@ pub struct Config {
     /// Reason values that are not drops (`SKB_CONSUMED`, `NOT_DROPPED_YET`), from BTF.
     pub reason_consumed: u32,
     pub reason_not_dropped: u32,
-    /// `SKB_DROP_REASON_NETFILTER_DROP` on this kernel (u32::MAX when unknown).
+    /// `SKB_DROP_REASON_NETFILTER_DROP` on this kernel (`u32::MAX` when unknown).
     pub reason_netfilter_drop: u32,
     /// `SKB_DROP_REASON_TC_INGRESS` / `TC_EGRESS` on this kernel (`u32::MAX` when unknown).
     pub reason_tc_ingress: u32,
@@ -142,6 +142,7 @@ pub struct Config {
     /// Packet bytes copied per packet: the snaplen or what the filter can read, whichever is
     /// more (≤ `MAX_CAPTURE`).
     pub copy_len: u32,
+    #[expect(clippy::pub_underscore_fields, reason = "explicit #[repr(C)] padding, zeroed by both sides")]
     pub _pad: u32,
     /// Minimum spacing of drop events per CPU, in ns (1e9 / events per second); 0 = no limit.
     pub event_interval_ns: u64,
@@ -229,7 +230,7 @@ pub mod hook {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct PacketEvent {
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    /// `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`).
     pub ts_ns: u64,
     /// Kernel text address where the packet was freed (`kfree_skb` location).
     pub location: u64,
@@ -243,14 +244,14 @@ pub struct PacketEvent {
     pub len: u32,
     /// Packet bytes that follow this header.
     pub cap_len: u32,
-    /// `skb->protocol` (network byte order, an ETH_P_* value).
+    /// `skb->protocol` (network byte order, an `ETH_P_*` value).
     pub protocol: u16,
     /// `linktype::*`
     pub linktype: u8,
     /// `kind::*`
     pub kind: u8,
     pub ifname: [u8; IFNAMSIZ],
-    /// Netfilter observer slot the packet passed last before a NETFILTER_DROP (0 = none): tells
+    /// Netfilter observer slot the packet passed last before a `NETFILTER_DROP` (0 = none): tells
     /// the hook, family, namespace and priority range where it died.
     pub nf_slot: u32,
     /// tc observer the packet passed last at its hook before a `TC_INGRESS`/`TC_EGRESS` drop
@@ -260,6 +261,7 @@ pub struct PacketEvent {
     pub packet_id: u64,
     /// `hook::*` for `kind::PATH` events.
     pub hook: u32,
+    #[expect(clippy::pub_underscore_fields, reason = "explicit #[repr(C)] padding, zeroed by both sides")]
     pub _pad: u32,
 }
 
@@ -298,6 +300,7 @@ pub struct DropKey {
     /// tc observer code (see `PacketEvent::tc_slot`).
     pub tc_slot: u32,
     /// Explicit padding: hash keys compare every byte, so none may be left uninitialised.
+    #[expect(clippy::pub_underscore_fields, reason = "explicit #[repr(C)] padding, zeroed by both sides")]
     pub _pad: u32,
 }
 
@@ -310,8 +313,9 @@ pub const NF_RING_LEN: usize = 8;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NfRing {
-    /// Next write position (mod NF_RING_LEN).
+    /// Next write position (mod `NF_RING_LEN`).
     pub head: u32,
+    #[expect(clippy::pub_underscore_fields, reason = "explicit #[repr(C)] padding, zeroed by both sides")]
     pub _pad: u32,
     pub skb: [u64; NF_RING_LEN],
     pub slot: [u32; NF_RING_LEN],
@@ -345,6 +349,7 @@ pub const TC_RING_LEN: usize = 8;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TcRing {
     pub head: u32,
+    #[expect(clippy::pub_underscore_fields, reason = "explicit #[repr(C)] padding, zeroed by both sides")]
     pub _pad: u32,
     pub skb: [u64; TC_RING_LEN],
     pub ifindex: [u32; TC_RING_LEN],

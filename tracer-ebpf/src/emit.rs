@@ -16,7 +16,7 @@ pub struct Scratch {
 /// 8 MiB holds ~25,000 events of a 256-byte snaplen, far more than a 10 ms poll interval of
 /// the default event rate limit brings. Userspace maps the data area twice (wrap-around), so it
 /// counts 16 MiB in the tracer's RSS: a larger ring would break the 64 MiB bound
-/// (tests/tests/robust.rs).
+/// (tests/tests/robust/).
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
@@ -116,6 +116,7 @@ pub fn take_event_token(interval_ns: u64) -> bool {
 }
 
 #[inline(always)]
+#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
 fn add_drops(key: &DropKey, n: u64) {
     if let Some(p) = DROP_STATS.get_ptr_mut(key) {
         // SAFETY: per-CPU value.

@@ -111,6 +111,7 @@ pub fn iface_matches(name: &[u8; IFNAMSIZ], n: u32) -> bool {
 }
 
 #[inline(always)]
+#[expect(clippy::needless_range_loop, reason = "a constant-bound index loop over three arrays, as the verifier accepted it")]
 fn pattern_matches(p: &IfacePattern, name: &[u8; IFNAMSIZ]) -> bool {
     for i in 0..IFNAMSIZ {
         if i as u32 >= p.len {

@@ -36,6 +36,7 @@ pub fn path_netif_receive_skb(ctx: RawTracePointContext) -> i32 {
 }
 
 #[raw_tracepoint(tracepoint = "sk_data_ready")]
+#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
 pub fn path_sk_data_ready(ctx: RawTracePointContext) -> i32 {
     let sk = ctx.arg::<u64>(0);
     let Some(last) = PATH_RX_LAST.get_ptr_mut(0) else { return 0 };
@@ -81,6 +82,7 @@ pub fn path_consume_skb(ctx: RawTracePointContext) -> i32 {
 /// A hook that may see a packet first: follow it if tracked, else apply the filters.
 /// Returns the packet id (0 when not followed).
 #[inline(always)]
+#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
 pub fn on_hook(skb: u64, h: u32, location: u64) -> u64 {
     let cfg = config::config();
     if cfg.path == 0 {
@@ -122,6 +124,7 @@ fn on_tracked(skb: u64, h: u32, location: u64, end: bool) {
 
 /// Emits a hop for a tracked skb; `end` forgets it. Returns its id (0 when not tracked).
 #[inline(always)]
+#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
 fn tracked_hop(skb: u64, h: u32, location: u64, end: bool) -> u64 {
     // SAFETY: the value is copied out at once.
     let Some(id) = (unsafe { PATH_TRACK.get(&skb) }).copied() else { return 0 };
@@ -141,6 +144,7 @@ pub fn function_hop(skb: u64, ip: u64) {
 
 /// A tc observer passed by a followed packet (`code` says direction and position).
 #[inline(always)]
+#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
 pub fn tc_hop(skb: u64, code: u32) {
     if config::config().path == 0 {
         return;
@@ -154,6 +158,7 @@ pub fn tc_hop(skb: u64, code: u32) {
 
 /// The packet id of a tracked skb, forgetting it (its path ends); 0 when not tracked.
 #[inline(always)]
+#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
 pub fn untrack(skb: u64) -> u64 {
     // SAFETY: the value is copied out at once.
     let id = unsafe { PATH_TRACK.get(&skb) }.copied().unwrap_or(0);

@@ -80,6 +80,7 @@ impl Default for DoctorArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+#[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
 pub struct CaptureArgs {
     /// Stop after this long (e.g. 30s, 5m); otherwise run until Ctrl-C or SIGTERM.
     #[arg(short = 'd', long, value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -122,7 +123,7 @@ pub struct CaptureArgs {
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
 
-    /// Do not attach netfilter observers: NETFILTER_DROP events then carry no table, chain
+    /// Do not attach netfilter observers: `NETFILTER_DROP` events then carry no table, chain
     /// or rule.
     #[arg(long)]
     pub no_netfilter: bool,

@@ -90,7 +90,7 @@ pub struct Headers {
 }
 
 impl Headers {
-    /// tcpdump-like: `udp 10.0.0.1.5353 > 10.0.0.2.53`, `tcp … [S.]`, or the EtherType.
+    /// tcpdump-like: `udp 10.0.0.1.5353 > 10.0.0.2.53`, `tcp … [S.]`, or the `EtherType`.
     pub fn summary(&self) -> String {
         let ep = |a: Option<IpAddr>, p: Option<u16>| match (a, p) {
             (Some(a), Some(p)) => format!("{a}.{p}"),
@@ -199,7 +199,7 @@ pub struct DropEvent {
     pub skb: String,
     /// Numeric drop reason on this kernel.
     pub reason_code: u32,
-    /// Which table, chain and rule dropped it (NETFILTER_DROP only).
+    /// Which table, chain and rule dropped it (`NETFILTER_DROP` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netfilter: Option<crate::attribution::netfilter::NetfilterInfo>,
     /// Which tc/BPF program shot it (`TC_INGRESS`/`TC_EGRESS` only).

@@ -27,13 +27,14 @@ use crate::{
     },
 };
 
-/// Converts `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to wall-clock time.
+/// Converts `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) to wall-clock time.
 #[derive(Clone, Copy)]
 pub struct Clock {
     realtime_minus_mono_ns: i128,
 }
 
 impl Clock {
+    #[expect(clippy::new_without_default, reason = "new() samples the system clocks: not a default value")]
     pub fn new() -> Self {
         let ts = |clock| {
             let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -90,7 +91,7 @@ pub struct Pipeline {
 
 /// Drops waiting for attribution are bounded: past this, the window closes early. Each holds
 /// its event and bytes (~2 KiB): 4096 keep a storm of counter-attributed drops (every
-/// NETFILTER_DROP on kernels without observers) within the memory budget.
+/// `NETFILTER_DROP` on kernels without observers) within the memory budget.
 const MAX_PENDING: usize = 4096;
 
 struct Pending {
@@ -241,15 +242,14 @@ impl Pipeline {
         });
         if let (Some(nf), Some(slot)) = (&self.nf, slot) {
             let packet = packet_info(&ev, slot.hook);
-            match nf.try_exact_at(&slot, &packet) {
-                Some(info) => ev.netfilter = Some(info),
-                None => {
-                    self.pending.push(Pending { ev, iface, ts, data: wire.data.to_vec(), slot, packet, in_pcap });
-                    if self.pending.len() >= MAX_PENDING {
-                        self.resolve_pending();
-                    }
-                    return;
+            if let Some(info) = nf.try_exact_at(&slot, &packet) {
+                ev.netfilter = Some(info);
+            } else {
+                self.pending.push(Pending { ev, iface, ts, data: wire.data.to_vec(), slot, packet, in_pcap });
+                if self.pending.len() >= MAX_PENDING {
+                    self.resolve_pending();
                 }
+                return;
             }
         }
         self.emit(&ev, &iface, ts, wire.data, in_pcap);
@@ -299,7 +299,7 @@ impl Pipeline {
         } else if let Some(p) = &mut self.pcap {
             let mut comment = format!("drop reason={} location={} iface={} netns={}", ev.reason, ev.location, display_if(&ev.ifname), ev.netns);
             if let Some(nf) = &ev.netfilter {
-                comment.push_str(&format!(" netfilter=\"{} {} {} {}: {}\"", nf.backend, nf.family, nf.table, nf.chain, nf.rule.as_deref().unwrap_or("?")));
+                let _ = write!(comment, " netfilter=\"{} {} {} {}: {}\"", nf.backend, nf.family, nf.table, nf.chain, nf.rule.as_deref().unwrap_or("?"));
             }
             if let Some(tc) = &ev.tc {
                 let _ = write!(comment, " tc=\"{} {} {}", tc.attach.unwrap_or("?"), tc.direction, tc.prog.as_deref().unwrap_or("?"));
@@ -343,18 +343,18 @@ impl Pipeline {
         match h.hook {
             hook::CONSUME => {
                 if let Some(f) = tracker.end(h.packet_id, End::Consumed { location }) {
-                    self.write_finished(f);
+                    self.write_finished(&f);
                 }
             }
             hook::DELIVER => {
                 if let Some(f) = tracker.end(h.packet_id, End::Delivered { netns: h.netns }) {
-                    self.write_finished(f);
+                    self.write_finished(&f);
                 }
             }
             hook::DROP => {
                 let end = End::Dropped { reason: self.reasons.name(h.reason), location };
                 if let Some(f) = tracker.end(h.packet_id, end) {
-                    self.write_finished(f);
+                    self.write_finished(&f);
                 }
             }
             _ => {
@@ -371,7 +371,7 @@ impl Pipeline {
                 let (rec, done) = tracker.hop(hop);
                 self.write_json(&rec);
                 for f in done {
-                    self.write_finished(f);
+                    self.write_finished(&f);
                 }
             }
         }
@@ -405,7 +405,7 @@ impl Pipeline {
     /// Ends a followed packet's path; true when its packet went to the pcapng (`--all`).
     fn end_path(&mut self, packet_id: u64, end: End) -> bool {
         let Some(mut tracker) = self.path.take() else { return false };
-        let in_pcap = tracker.end(packet_id, end).is_some_and(|f| self.write_finished(f));
+        let in_pcap = tracker.end(packet_id, end).is_some_and(|f| self.write_finished(&f));
         self.path = Some(tracker);
         in_pcap
     }
@@ -414,13 +414,13 @@ impl Pipeline {
     pub fn finish_paths(&mut self) {
         let Some(mut tracker) = self.path.take() else { return };
         for f in tracker.drain() {
-            self.write_finished(f);
+            self.write_finished(&f);
         }
         self.path = Some(tracker);
     }
 
     /// Writes a finished packet record; true when its packet went to the pcapng (`--all`).
-    fn write_finished(&mut self, f: Finished) -> bool {
+    fn write_finished(&mut self, f: &Finished) -> bool {
         self.write_json(&f.record);
         if self.text {
             let _ = write!(std::io::stdout().lock(), "{}", f.timeline);

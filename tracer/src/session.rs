@@ -83,7 +83,7 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
         path: u32::from(args.path),
         copy_len: if compiled.is_active() { compiled.window().max(args.snaplen) } else { args.snaplen },
         _pad: 0,
-        event_interval_ns: if args.max_event_rate == 0 { 0 } else { (1_000_000_000 / args.max_event_rate).max(1) },
+        event_interval_ns: 1_000_000_000u64.checked_div(args.max_event_rate).map_or(0, |ns| ns.max(1)),
     };
 
     if let Some(b) = &mut bundle {
@@ -453,7 +453,7 @@ fn kernel_release() -> String {
 }
 
 /// Gives freed heap back to the system: the BTF parses of start-up are freed by now, and the
-/// peak RSS (bounded, tests/tests/robust.rs) must not keep them.
+/// peak RSS (bounded, tests/tests/robust/) must not keep them.
 fn trim_heap() {
     // SAFETY: malloc_trim only releases free memory of the allocator.
     unsafe { libc::malloc_trim(0) };

@@ -46,7 +46,7 @@ mod stat {
 pub fn cil_from_container(ctx: TcContext) -> i32 {
     if try_denied(&ctx).unwrap_or(false) {
         bump(stat::FROM_SHOT);
-        TC_ACT_SHOT as i32
+        TC_ACT_SHOT
     } else {
         bump(stat::FROM_PASSED);
         CONTINUE
@@ -89,6 +89,7 @@ pub fn probe_tracepoint(_ctx: TracePointContext) -> u32 {
 }
 
 /// True when the frame is IPv4 and its destination is in `POLICY_DENY`.
+#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
 fn try_denied(ctx: &TcContext) -> Result<bool, i64> {
     let ethertype = u16::from_be(ctx.load::<u16>(12)?);
     if ethertype != ETH_P_IP {

@@ -58,7 +58,7 @@ struct NsState {
 }
 
 pub struct Attributor {
-    /// No observers (kernel without BPF netfilter links): attribute NETFILTER_DROPs by the
+    /// No observers (kernel without BPF netfilter links): attribute `NETFILTER_DROP`s by the
     /// rule counters of any hook.
     pub unobserved_drops: bool,
     ns: HashMap<u32, NsState>,

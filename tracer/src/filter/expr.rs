@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow, bail};
 use pcap::{Capture, Linktype};
 use tracer_common::{CbpfInsn, MAX_FILTER_INSNS};
 
-/// libpcap's DLT_RAW (Linux value): packets that begin with an IPv4 or IPv6 header.
+/// libpcap's `DLT_RAW` (Linux value): packets that begin with an IPv4 or IPv6 header.
 const DLT_RAW: Linktype = Linktype(12);
 
 #[derive(Debug, Clone, Default)]
@@ -75,7 +75,7 @@ pub fn window(insns: &[CbpfInsn]) -> u32 {
         match (i.code & 0x07, i.code & 0xe0) {
             (LDX, MSH) => max_x = max_x.max(60),
             (LDX, IMM) => max_x = max_x.max(i.k),
-            (LDX, _) | (MISC, _) => return full,
+            (LDX | MISC, _) => return full,
             _ => {}
         }
     }
@@ -162,7 +162,7 @@ mod tests {
                 for cut in [pkt.len(), 34, 20] {
                     let data = &pkt[..cut.min(pkt.len())];
                     // libpcap's filter sees caplen = wirelen = data.len().
-                    let a = tracer_common::cbpf::run(&ours.ethernet, data, data.len() as u32) != 0;
+                    let a = tracer_common::cbpf::run(&ours.ethernet, data, u32::try_from(data.len()).unwrap()) != 0;
                     let b = theirs.filter(data);
                     assert_eq!(a, b, "expression {e:?}, packet {i}, {cut} bytes");
                 }
@@ -179,7 +179,7 @@ mod tests {
         assert!(compile("udp[8:4] = 0x01020304").unwrap().window() <= 14 + 60 + 12);
         // X from a packet byte: unbounded.
         let tax = [CbpfInsn { code: 0x30, jt: 0, jf: 0, k: 0 }, CbpfInsn { code: 0x07, jt: 0, jf: 0, k: 0 }];
-        assert_eq!(window(&tax), tracer_common::MAX_CAPTURE as u32);
+        assert_eq!(window(&tax), u32::try_from(tracer_common::MAX_CAPTURE).unwrap());
     }
 
     #[test]

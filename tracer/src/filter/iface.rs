@@ -17,6 +17,7 @@ pub fn parse(pattern: &str) -> Result<IfacePattern> {
     if body.is_empty() && !prefix {
         bail!("empty interface name");
     }
+    #[expect(clippy::cast_possible_truncation, reason = "body is shorter than IFNAMSIZ (checked above)")]
     let mut p = IfacePattern { len: body.len() as u32, prefix: u32::from(prefix), ..Default::default() };
     for (i, b) in body.bytes().enumerate() {
         if b != b'?' {

@@ -5,7 +5,7 @@ use btf_rs::{Btf, Struct, Type};
 use tracer_common::Offsets;
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
-/// Test-only: read BTF from this file instead of [`VMLINUX`] (tests/tests/robust.rs feeds a
+/// Test-only: read BTF from this file instead of [`VMLINUX`] (tests/tests/robust/ feeds a
 /// missing file, or the kernel's BTF without `enum skb_drop_reason`). Not for production use:
 /// the programs still load against the running kernel.
 pub const TEST_BTF_ENV: &str = "TRACER_TEST_BTF_PATH";

@@ -1,6 +1,6 @@
 //! Drop-reason names, read from the running kernel: `enum skb_drop_reason` in BTF, else the
-//! `__print_symbolic` table of the kfree_skb tracepoint format. Values differ between kernels
-//! (NETFILTER_DROP is 7 on 6.1 and 12 on 6.18), so no table is compiled in.
+//! `__print_symbolic` table of the `kfree_skb` tracepoint format. Values differ between kernels
+//! (`NETFILTER_DROP` is 7 on 6.1 and 12 on 6.18), so no table is compiled in.
 use std::collections::HashMap;
 
 use anyhow::{Result, bail};
@@ -78,7 +78,7 @@ impl Reasons {
         Ok(Self::from_enum(pairs))
     }
 
-    /// The value of a reason by its short name (e.g. "NETFILTER_DROP").
+    /// The value of a reason by its short name (e.g. `"NETFILTER_DROP"`).
     pub fn value(&self, name: &str) -> Option<u32> {
         self.names.iter().find(|(_, n)| n.as_str() == name).map(|(v, _)| *v)
     }

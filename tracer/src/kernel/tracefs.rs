@@ -5,7 +5,7 @@ use std::{ffi::CString, path::Path};
 use anyhow::{Result, bail};
 
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
-/// Test-only: read tracepoint formats under this directory only (tests/tests/robust.rs gives a
+/// Test-only: read tracepoint formats under this directory only (tests/tests/robust/ gives a
 /// kernel without drop reasons this way). Not for production use.
 pub const TEST_TRACEFS_ENV: &str = "TRACER_TEST_TRACEFS";
 

@@ -120,6 +120,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[expect(clippy::many_single_char_names, reason = "the writer, its two interfaces and the reader: short names read best")]
     fn round_trip() {
         let dir = std::env::temp_dir().join(format!("tracer-pcapng-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

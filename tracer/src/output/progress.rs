@@ -13,6 +13,7 @@ pub struct Progress {
 }
 
 impl Progress {
+    #[expect(clippy::new_without_default, reason = "new() probes the terminal and starts the clock: not a default value")]
     pub fn new() -> Self {
         let tty = std::io::stderr().is_terminal();
         Self { tty, last: Instant::now(), last_drops: 0, every: if tty { Duration::from_secs(1) } else { Duration::from_secs(5) } }
@@ -23,6 +24,7 @@ impl Progress {
         if dt < self.every {
             return;
         }
+        #[expect(clippy::cast_precision_loss, reason = "a drop count far below 2^52, for display")]
         let rate = (drops.saturating_sub(self.last_drops)) as f64 / dt.as_secs_f64();
         self.last = Instant::now();
         self.last_drops = drops;

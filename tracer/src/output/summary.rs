@@ -90,7 +90,7 @@ pub struct Summary {
     pub by_program: Vec<ProgramCount>,
     /// Drops per pod (from events; a drop counts for each pod involved).
     pub by_pod: Vec<aggregate::PodCount>,
-    /// Events written to the outputs (= drops − lost_events).
+    /// Events written to the outputs (= drops − `lost_events`).
     pub events: u64,
     /// Drops seen before any filter (every reason, every interface).
     pub seen_drops: u64,

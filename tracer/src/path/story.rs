@@ -36,7 +36,7 @@ pub struct Story {
 
 impl Story {
     /// What became of the packet, in words: "delivered to socket", "forwarded out eth0",
-    /// "dropped: NETFILTER_DROP at nft_do_chain+0x46f", "sent out lxc12 (netns …)".
+    /// "dropped: `NETFILTER_DROP` at `nft_do_chain+0x46f`", "sent out lxc12 (netns …)".
     pub fn fate(&self) -> String {
         match &self.end {
             Some(End::Dropped { reason, location }) => format!("dropped: {reason} at {location}"),

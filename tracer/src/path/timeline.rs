@@ -17,6 +17,7 @@ pub fn render(story: &Story, summary: &str) -> String {
     o
 }
 
+#[expect(clippy::cast_precision_loss, reason = "offsets within a packet's path, far below 2^52 ns, for display")]
 fn format_offset(ns: u64) -> String {
     if ns < 1_000_000 {
         format!("+{:.1}us", ns as f64 / 1e3)

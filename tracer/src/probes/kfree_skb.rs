@@ -1,4 +1,4 @@
-//! The drop probe on `skb:kfree_skb`: tp_btf when the kernel accepts it, else raw_tp.
+//! The drop probe on `skb:kfree_skb`: `tp_btf` when the kernel accepts it, else `raw_tp`.
 use anyhow::{Result, anyhow};
 use aya::{
     Ebpf,
@@ -14,7 +14,7 @@ const TRACEPOINT: &str = "kfree_skb";
 /// statistics can still be read.
 pub struct DropProbe {
     pub backend: Backend,
-    _link: Link,
+    link: Link,
 }
 
 /// Held only for its Drop (which detaches).
@@ -25,7 +25,7 @@ enum Link {
 
 impl DropProbe {
     pub fn program_name(&self) -> &'static str {
-        match self._link {
+        match self.link {
             Link::Btf(_) => names::KFREE_SKB_BTF,
             Link::Raw(_) => names::KFREE_SKB_RAW,
         }
@@ -34,12 +34,12 @@ impl DropProbe {
 
 pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<DropProbe> {
     let tp_btf_err = match try_tp_btf(ebpf, btf) {
-        Ok(link) => return Ok(DropProbe { backend: Backend::TpBtf, _link: Link::Btf(link) }),
+        Ok(link) => return Ok(DropProbe { backend: Backend::TpBtf, link: Link::Btf(link) }),
         Err(e) => e,
     };
     log::debug!("tp_btf kfree_skb unavailable ({tp_btf_err:#}); trying raw_tp");
     match try_raw_tp(ebpf) {
-        Ok(link) => Ok(DropProbe { backend: Backend::RawTp, _link: Link::Raw(link) }),
+        Ok(link) => Ok(DropProbe { backend: Backend::RawTp, link: Link::Raw(link) }),
         Err(raw_err) => Err(anyhow!(
             "cannot attach to the skb:kfree_skb tracepoint (tp_btf: {tp_btf_err:#}; raw_tp: {raw_err:#}); this kernel must allow BPF tracing programs (Linux ≥ 5.17 with BTF)"
         )),

@@ -94,9 +94,13 @@ fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
 /// The raw fd of a map of the object.
 pub fn fd(ebpf: &Ebpf, name: &str) -> Result<i32> {
     use std::os::fd::{AsFd as _, AsRawFd as _};
-    let data = match ebpf.map(name).ok_or_else(|| anyhow!("the eBPF object has no map {name}"))? {
-        aya::maps::Map::RingBuf(d) | aya::maps::Map::PerCpuArray(d) | aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) | aya::maps::Map::Array(d) => d,
-        _ => anyhow::bail!("map {name} has an unexpected type"),
+    let (aya::maps::Map::RingBuf(data)
+    | aya::maps::Map::PerCpuArray(data)
+    | aya::maps::Map::LruHashMap(data)
+    | aya::maps::Map::HashMap(data)
+    | aya::maps::Map::Array(data)) = ebpf.map(name).ok_or_else(|| anyhow!("the eBPF object has no map {name}"))?
+    else {
+        anyhow::bail!("map {name} has an unexpected type")
     };
     Ok(data.fd().as_fd().as_raw_fd())
 }
@@ -116,7 +120,7 @@ impl Maps {
     /// Every key's total over CPUs: the hash plus each CPU's cached count.
     pub fn drop_stats(&self) -> Result<Vec<(DropKey, u64)>> {
         let mut totals: std::collections::HashMap<DropKey, u64> = std::collections::HashMap::new();
-        for r in self.drop_stats.iter() {
+        for r in &self.drop_stats {
             let (k, v) = r?;
             *totals.entry(k).or_default() += v.iter().sum::<u64>();
         }

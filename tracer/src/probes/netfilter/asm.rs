@@ -208,7 +208,7 @@ mod tests {
 
     /// Every path through the program (all branch outcomes) reaches an `exit` with r0 set to
     /// `NF_ACCEPT` by a constant move: the observer cannot return a dropping verdict whatever
-    /// the ring lookup gives. (tests/tests/robust.rs checks the same on the loaded programs.)
+    /// the ring lookup gives. (tests/tests/robust/ checks the same on the loaded programs.)
     #[test]
     fn every_path_returns_accept() {
         for maps in [Maps { ring: 3, path: None }, Maps { ring: 3, path: Some(PathMaps { track: 4, events: 5, counters: 6 }) }] {
