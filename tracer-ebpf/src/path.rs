@@ -1,5 +1,5 @@
-//! `--path`: follow matching packets hook by hook. The first hook that sees a packet applies
-//! the filters; a match gets a packet id, remembered by skb address in `PATH_TRACK`, and every
+//! `--path`: follow matching packets hook by hook. The hooks where a packet can be seen first
+//! (receive, queue for transmit) apply the filters; a match gets a packet id, remembered by skb address in `PATH_TRACK`, and every
 //! later hook of that skb only looks it up. consume/kfree end the path.
 use aya_ebpf::{
     helpers::bpf_get_smp_processor_id,
@@ -60,9 +60,12 @@ pub fn path_net_dev_queue(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Only follows: every skb a driver transmits passed `net_dev_queue` just before, unchanged,
+/// where the filters already ran (evaluating them again would double the cost of `--path` on
+/// the traffic it does not follow).
 #[raw_tracepoint(tracepoint = "net_dev_start_xmit")]
 pub fn path_net_dev_start_xmit(ctx: RawTracePointContext) -> i32 {
-    on_hook(ctx.arg::<u64>(0), hook::NET_DEV_START_XMIT, 0);
+    on_tracked(ctx.arg::<u64>(0), hook::NET_DEV_START_XMIT, 0, false);
     0
 }
 
