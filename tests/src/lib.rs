@@ -33,7 +33,7 @@ pub mod wait;
 
 pub use kernel::{Feature, require, skip, unchecked};
 pub use node::{IptRule, Node, NodeOptions, Pod};
-pub use tc_fixture::{Attach, Direction, FixtureStats, ProgInfo, TcFixture, TcFixtureOptions};
+pub use tc_fixture::{Attach, Direction, FixtureStats, ProgInfo, TcFixture, TcFixtureOptions, fixture_bin};
 pub use tempdir::TempDir;
 pub use tracer::{Capture, Finished, RunningCapture, Tracer, function, symbol};
 pub use traffic::{ConnectResults, TcpListener, UdpListener};

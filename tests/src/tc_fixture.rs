@@ -100,6 +100,14 @@ pub struct TcFixture {
 /// Bound on load + attach, and on each command reply.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The fixture binary: `$TC_FIXTURE_BIN` when set (the kernel guests of `cargo xtask vm-test`
+/// put it elsewhere than the build's path), else `compiled`, the path cargo compiled into the
+/// test (`env!("CARGO_BIN_EXE_tc-fixture")`).
+#[must_use]
+pub fn fixture_bin(compiled: &str) -> PathBuf {
+    std::env::var_os("TC_FIXTURE_BIN").map_or_else(|| PathBuf::from(compiled), PathBuf::from)
+}
+
 impl TcFixture {
     /// `$TC_FIXTURE_BIN`, else `tc-fixture` in the target directory of the running test
     /// binary (integration tests of this crate may pass `env!("CARGO_BIN_EXE_tc-fixture")`).

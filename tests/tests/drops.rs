@@ -18,7 +18,7 @@ fn tracer() -> Tracer {
 }
 
 fn fixture_bin() -> std::path::PathBuf {
-    env!("CARGO_BIN_EXE_tc-fixture").into()
+    integration_tests::fixture_bin(env!("CARGO_BIN_EXE_tc-fixture"))
 }
 
 /// What every event of one planted fault must say.

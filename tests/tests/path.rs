@@ -52,6 +52,34 @@ fn expected_backend() -> &'static str {
     }
 }
 
+/// `--backend kprobe` where the kernel has kprobes (the 6.1 and 6.12 guests; `auto` prefers
+/// fentry there, so only this test runs the kprobe programs): the summary names it and the
+/// forwarding function is a hop between the two lxcs.
+#[test]
+fn kprobe_backend_when_asked() {
+    if !integration_tests::require(Feature::Kprobe) {
+        return;
+    }
+    let node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
+    let listener = b.listen_udp(33201).unwrap();
+    let run = tracer().capture().arg("--path").arg("--backend").arg("kprobe").expression(format!("udp port 33201 and host {}", b.ip)).start().unwrap();
+    assert_eq!(a.send_udp(33202, b.addr(33201), 1, b"kprobe").unwrap(), 1);
+    listener.wait_for(1, TIMEOUT).unwrap();
+    let done = stop(run);
+    let s = done.summary().unwrap();
+    assert_eq!(s["path"]["backend"], "kprobe", "{}", s["path"]);
+    assert!(s["path"]["functions"].as_u64().unwrap() > 0, "{}", s["path"]);
+    let ps = packets(&done);
+    assert_eq!(ps.len(), 1, "{:#?}", done.events);
+    let path = hooks(ps[0]);
+    let node_ns = node.netns_inode().unwrap();
+    let in_lxc = find(&path, "receive on a's lxc", |h| h.0 == "netif_receive_skb" && h.1 == a.lxc && h.2 == node_ns);
+    let f = find(&path, "ip_forward", |h| h.0 == "ip_forward" && h.2 == node_ns);
+    let out_lxc = find(&path, "send on b's lxc", |h| h.0 == "net_dev_start_xmit" && h.1 == b.lxc && h.2 == node_ns);
+    assert!(in_lxc < f && f < out_lxc, "ip_forward between the lxcs: {path:#?}");
+}
+
 /// tcx observers exist on this kernel (tc hops need them on interfaces without programs).
 fn kernel_has_tcx(done: &Finished) -> bool {
     done.events.iter().any(|e| e["hook"].as_str().is_some_and(|h| h.starts_with("tc ")))

@@ -21,7 +21,7 @@ fn node(pods: usize) -> Node {
 }
 
 fn fixture_bin() -> std::path::PathBuf {
-    env!("CARGO_BIN_EXE_tc-fixture").into()
+    integration_tests::fixture_bin(env!("CARGO_BIN_EXE_tc-fixture"))
 }
 
 fn mac(m: [u8; 6]) -> String {

@@ -6,11 +6,11 @@ use std::{os::unix::process::ExitStatusExt as _, time::Duration};
 use integration_tests::{Attach, Direction, wait};
 
 use crate::{
-    SETTLE, TIMEOUT, cni_cache, fixture,
+    SETTLE, TIMEOUT, cni_cache, every_feature, fixture,
     kernel_state::{Obj, Seen, mounts_and_pins, our_objects, ours_in, settle_debris, tc_state, tracer_temp_files},
     node,
     outputs::{pcapng_readable, read_jsonl, walk_pcapng},
-    pod_name, tracer,
+    tracer,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,15 +39,7 @@ pub fn ends_cleanly(end: End, port: u16) {
     let (mounts0, pins0) = mounts_and_pins();
     let temp0 = tracer_temp_files();
 
-    let mut cap = tracer()
-        .capture()
-        .arg("--path")
-        .arg("--all")
-        .arg("--cni-cache-dir")
-        .arg(cache.path())
-        .arg("--pod")
-        .arg(pod_name(a.index))
-        .expression(format!("udp and net 10.240.0.0/16 and port {port}"));
+    let mut cap = every_feature(&cache, &a).expression(format!("udp and net 10.240.0.0/16 and port {port}"));
     if end == End::Duration {
         cap = cap.arg("--duration").arg("4s");
     }

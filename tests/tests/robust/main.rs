@@ -51,7 +51,7 @@ fn node(pods: usize) -> Node {
 
 fn fixture(node: &Node, pod: &Pod, attach: Attach, direction: Direction, programs: &[&str], deny: &[std::net::Ipv4Addr]) -> TcFixture {
     let mut o = TcFixtureOptions::from_container(Some(node.netns_path()), &pod.lxc, attach, deny);
-    o.bin = Some(env!("CARGO_BIN_EXE_tc-fixture").into());
+    o.bin = Some(integration_tests::fixture_bin(env!("CARGO_BIN_EXE_tc-fixture")));
     o.direction = direction;
     o.programs = programs.iter().map(ToString::to_string).collect();
     TcFixture::start(&o).unwrap()
@@ -59,6 +59,12 @@ fn fixture(node: &Node, pod: &Pod, attach: Attach, direction: Direction, program
 
 fn pod_name(i: usize) -> String {
     format!("default/rb-{i}")
+}
+
+/// A capture with every feature on: `--path --all`, tc and netfilter observers, pods from the
+/// CNI cache `cache`, restricted to `pod` (its expression still to be set).
+fn every_feature(cache: &TempDir, pod: &Pod) -> integration_tests::Capture {
+    tracer().capture().arg("--path").arg("--all").arg("--cni-cache-dir").arg(cache.path()).arg("--pod").arg(pod_name(pod.index))
 }
 
 /// A libcni cache (`DIR/results/…`) naming the node's pods, as containerd writes it.
@@ -110,14 +116,7 @@ fn observer_only_same_delivery_rulesets_and_tc_state() {
         Delivery { udp_delivered: 200, udp_to_denied_pod: 0, tcp_connections: 10, tcp_bytes: 100_000, tcp_blocked: blocked, tc_shot: 40, udp_rule_packets: 50, tcp_rule_packets: 3 }
     );
 
-    let run = tracer()
-        .capture()
-        .arg("--path")
-        .arg("--all")
-        .arg("--cni-cache-dir")
-        .arg(cache.path())
-        .arg("--pod")
-        .arg(pod_name(a.index))
+    let run = every_feature(&cache, &a)
         .expression("net 10.240.0.0/16")
         .start()
         .unwrap();

@@ -9,6 +9,9 @@ use super::{initramfs::Tree, kernel::Kernel, modules, payload::Payload};
 
 const INIT: &str = include_str!("init.sh");
 
+/// Where the guest has the tc fixture (exported as `TC_FIXTURE_BIN` to the tests).
+const GUEST_FIXTURE: &str = "/usr/bin/tc-fixture";
+
 /// Host programs and where the guest has them (found on the host's PATH, symlinks followed).
 const TOOLS: &[(&str, &str)] = &[
     ("ip", "/usr/sbin/ip"),
@@ -135,7 +138,9 @@ pub fn tree(o: &Options<'_>) -> Result<(Tree, usize)> {
     let pl = o.payload;
     t.elf("/usr/bin/tracer", &pl.tracer)?;
     t.elf("/usr/bin/kernel-probe", &pl.probe)?;
-    t.elf(&pl.fixture_path.to_string_lossy(), &pl.fixture)?;
+    // At a fixed path named by TC_FIXTURE_BIN: the build's path (compiled into the tests) may
+    // lie under /tmp, which the guest mounts a tmpfs over.
+    t.elf(GUEST_FIXTURE, &pl.fixture)?;
     for b in &pl.tests {
         t.elf(&format!("/vmtest/{}", b.name), &b.stripped)?;
     }
@@ -152,7 +157,7 @@ pub fn tree(o: &Options<'_>) -> Result<(Tree, usize)> {
         quote(o.filter.unwrap_or_default()),
         o.repeat,
         o.retries,
-        quote(&pl.fixture_path.to_string_lossy()),
+        quote(GUEST_FIXTURE),
     );
     t.data("/etc/vmtest/env", env, 0o644);
     Ok((t, count))

@@ -19,10 +19,8 @@ pub struct TestBin {
 pub struct Payload {
     pub tracer: PathBuf,
     pub tests: Vec<TestBin>,
-    /// The fixture, and where the tests expect it: its host path is compiled into them
-    /// (`env!("CARGO_BIN_EXE_tc-fixture")`), so the guest has it at the same path.
+    /// The fixture (the tests find it through `TC_FIXTURE_BIN` in the guest).
     pub fixture: PathBuf,
-    pub fixture_path: PathBuf,
     pub probe: PathBuf,
 }
 
@@ -88,12 +86,11 @@ pub fn build(work: &Path, tracer: &Path) -> Result<Payload> {
     }
     // Integration tests first (what a reader looks for), in a stable order.
     tests.sort_by_key(|t| (t.name.contains('-'), t.name.clone()));
-    let fixture_path = fixture.ok_or_else(|| anyhow!("cargo built no tc-fixture"))?;
+    let fixture = fixture.ok_or_else(|| anyhow!("cargo built no tc-fixture"))?;
     let probe = probe.ok_or_else(|| anyhow!("cargo built no kernel-probe"))?;
     Ok(Payload {
         tracer: strip(tracer, &bin.join("tracer"))?,
-        fixture: strip(&fixture_path, &bin.join("tc-fixture"))?,
-        fixture_path,
+        fixture: strip(&fixture, &bin.join("tc-fixture"))?,
         probe: strip(&probe, &bin.join("kernel-probe"))?,
         tests,
     })
