@@ -4,7 +4,7 @@
 //! kernel accepts.
 use std::time::Duration;
 
-use integration_tests::{Feature, Finished, Node, RunningCapture, Tracer, pcap, unchecked, wait};
+use integration_tests::{Feature, Finished, Node, RunningCapture, Tracer, netns, pcap, unchecked, wait};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -161,6 +161,8 @@ fn tcp_connection_without_payload_in_the_all_pcapng() {
     let node = Node::new(2).unwrap();
     let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
     let listener = b.listen_tcp(33011).unwrap();
+    let retransmitted = || -> u64 { [&a, &b].iter().map(|p| netns::snmp(&p.netns, "Tcp", "RetransSegs").unwrap()).sum() };
+    let retrans_before = retransmitted();
     let run = tracer().capture().arg("--path").arg("--all").expression(format!("tcp port 33011 and host {}", b.ip)).start().unwrap();
     // Connect, send nothing, close; the listener closes its side too.
     a.send_tcp(b.addr(33011), &[], TIMEOUT).unwrap();
@@ -173,7 +175,14 @@ fn tcp_connection_without_payload_in_the_all_pcapng() {
     }
     assert!(flags.iter().filter(|f| **f == ".").count() >= 1, "a bare ACK in {flags:?}");
     assert!(ps.iter().all(|p| p["payload_len"] == 0), "no payload anywhere: {ps:#?}");
-    assert_eq!(done.drops().unwrap(), 0);
+    // On a slow machine (an emulated guest) a side may retransmit a segment the other already
+    // has, which drops the copy: allowed only as TCP duplicates, no more than were retransmitted.
+    let retrans = retransmitted() - retrans_before;
+    let duplicate = |e: &Value| e["proto"] == "tcp" && ["TCP_INVALID_SEQUENCE", "TCP_OLD_SEQUENCE", "TCP_OLD_DATA"].contains(&e["reason"].as_str().unwrap_or_default());
+    let drops: Vec<&Value> = done.events.iter().filter(|e| e["type"] == "drop").collect();
+    assert!(drops.iter().all(|e| duplicate(e)), "no drops but TCP duplicates: {drops:?}");
+    assert_eq!(done.drops().unwrap(), drops.len() as u64);
+    assert!(drops.len() as u64 <= retrans, "{} duplicate drops but {retrans} retransmitted segments: {drops:?}", drops.len());
     // The pcapng holds each packet once, with its path in the comment.
     let file = pcap::read(done.pcap().unwrap()).unwrap();
     assert_eq!(file.packets.len(), ps.len(), "one pcapng packet per followed packet");
@@ -186,7 +195,7 @@ fn tcp_connection_without_payload_in_the_all_pcapng() {
     assert_eq!(shown.len(), ps.len(), "tshark reads them all: {shown:?}");
     assert!(shown.iter().all(|f| f[1] == "0"), "tcp.len 0 everywhere: {shown:?}");
     let syn = shown.iter().filter(|f| f[0].contains('S') && !f[0].contains('A')).count();
-    assert_eq!(syn, 1, "{shown:?}");
+    assert!(syn >= 1 && syn as u64 <= 1 + retrans, "one SYN (plus retransmissions: {retrans}): {shown:?}");
 }
 
 #[test]

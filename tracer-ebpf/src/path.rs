@@ -1,6 +1,7 @@
 //! `--path`: follow matching packets hook by hook. The hooks where a packet can be seen first
-//! (receive, queue for transmit) apply the filters; a match gets a packet id, remembered by skb address in `PATH_TRACK`, and every
-//! later hook of that skb only looks it up. consume/kfree end the path.
+//! (receive, queue for transmit) apply the filters; a match gets a packet id, remembered by skb
+//! address in `PATH_TRACK`, and every later hook of that skb only looks it up. consume/kfree
+//! end the path.
 use aya_ebpf::{
     helpers::bpf_get_smp_processor_id,
     macros::{map, raw_tracepoint},
