@@ -6,13 +6,8 @@ use std::{
     path::Path,
 };
 
-use anyhow::{Context as _, Result, bail};
-
-const SHB: u32 = 0x0A0D_0D0A;
-const EPB: u32 = 6;
-const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
-const OPT_END: u16 = 0;
-const OPT_COMMENT: u16 = 1;
+use anyhow::{Context as _, Result};
+use pcap_file::pcapng::{Block, PcapNgReader, blocks::enhanced_packet::EnhancedPacketOption};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
@@ -26,116 +21,33 @@ pub fn count(path: &Path) -> Result<Counts> {
     count_from(BufReader::with_capacity(1 << 20, f)).with_context(|| format!("reading {}", path.display()))
 }
 
-pub fn count_from(mut r: impl Read) -> Result<Counts> {
+/// Walks the blocks with the pcap-file crate (the same reader the tests use).
+pub fn count_from(r: impl Read) -> Result<Counts> {
+    let mut reader = PcapNgReader::new(r).context("not a pcapng file")?;
     let mut c = Counts::default();
-    let mut big_endian = false;
-    let mut first = true;
-    let mut body = Vec::new();
-    loop {
-        let mut head = [0u8; 8];
-        match read_full(&mut r, &mut head)? {
-            0 => break,
-            8 => {}
-            n => bail!("truncated block header ({n} bytes)"),
-        }
-        let raw_type = u32::from_le_bytes(head[..4].try_into()?);
-        if raw_type == SHB {
-            // The byte-order magic follows the length; it decides how to read everything.
-            let mut magic = [0u8; 4];
-            if read_full(&mut r, &mut magic)? != 4 {
-                bail!("truncated section header");
-            }
-            big_endian = u32::from_be_bytes(magic) == BYTE_ORDER_MAGIC;
-            if !big_endian && u32::from_le_bytes(magic) != BYTE_ORDER_MAGIC {
-                bail!("bad byte-order magic in the section header");
-            }
-            let len = word(&head[4..8], big_endian)?;
-            body.resize(usize::try_from(len)?.checked_sub(12).context("section header too short")?, 0);
-            if read_full(&mut r, &mut body)? != body.len() {
-                bail!("truncated section header");
-            }
-            first = false;
-            continue;
-        }
-        if first {
-            bail!("not a pcapng file (no section header first)");
-        }
-        let ty = word(&head[..4], big_endian)?;
-        let len = usize::try_from(word(&head[4..8], big_endian)?)?;
-        if len < 12 || len % 4 != 0 {
-            bail!("bad block length {len}");
-        }
-        body.resize(len - 8, 0);
-        if read_full(&mut r, &mut body)? != body.len() {
-            bail!("truncated block (type {ty}, {len} bytes)");
-        }
-        let trailer = word(&body[body.len() - 4..], big_endian)?;
-        if usize::try_from(trailer)? != len {
-            bail!("block lengths disagree ({len} vs {trailer})");
-        }
-        match ty {
-            1 => c.interfaces += 1,
-            EPB => {
+    while let Some(block) = reader.next_block() {
+        match block.context("bad or truncated block")? {
+            Block::InterfaceDescription(_) => c.interfaces += 1,
+            Block::EnhancedPacket(epb) => {
                 c.packets += 1;
-                if epb_has_comment(&body[..body.len() - 4], big_endian)? {
+                if epb.options.iter().any(|o| matches!(o, EnhancedPacketOption::Comment(_))) {
                     c.with_comment += 1;
                 }
             }
             _ => {}
         }
     }
-    if first {
-        bail!("empty file");
-    }
     Ok(c)
-}
-
-fn epb_has_comment(b: &[u8], be: bool) -> Result<bool> {
-    if b.len() < 20 {
-        bail!("enhanced packet block too short");
-    }
-    let cap = usize::try_from(word(&b[12..16], be)?)?;
-    let mut i = 20 + cap.div_ceil(4) * 4;
-    while i + 4 <= b.len() {
-        let code = half(&b[i..i + 2], be);
-        let len = usize::from(half(&b[i + 2..i + 4], be));
-        if code == OPT_END {
-            break;
-        }
-        if code == OPT_COMMENT {
-            return Ok(true);
-        }
-        i += 4 + len.div_ceil(4) * 4;
-    }
-    Ok(false)
-}
-
-fn word(b: &[u8], be: bool) -> Result<u32> {
-    let a: [u8; 4] = b.try_into()?;
-    Ok(if be { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) })
-}
-
-fn half(b: &[u8], be: bool) -> u16 {
-    let a = [b[0], b[1]];
-    if be { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SHB: u32 = 0x0A0D_0D0A;
+    const EPB: u32 = 6;
+    const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
+    const OPT_COMMENT: u16 = 1;
 
     fn block(ty: u32, body: &[u8]) -> Vec<u8> {
         let len = u32::try_from(12 + body.len()).unwrap();
