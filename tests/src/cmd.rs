@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// Bound for one tool invocation; these return in milliseconds unless something is wrong.
-pub const TIMEOUT: Duration = Duration::from_secs(30);
+pub const TIMEOUT: Duration = Duration::from_mins(2);
 
 /// What a finished command printed.
 #[derive(Debug)]

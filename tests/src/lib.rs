@@ -25,6 +25,7 @@ pub mod kernel;
 pub mod netns;
 pub mod node;
 pub mod pcap;
+pub mod progress;
 pub mod tc_fixture;
 pub mod tempdir;
 pub mod tracer;

@@ -98,7 +98,7 @@ pub struct TcFixture {
 }
 
 /// Bound on load + attach, and on each command reply.
-const TIMEOUT: Duration = Duration::from_secs(30);
+const TIMEOUT: Duration = Duration::from_mins(2);
 
 /// The fixture binary: `$TC_FIXTURE_BIN` when set (the kernel guests of `cargo xtask vm-test`
 /// put it elsewhere than the build's path), else `compiled`, the path cargo compiled into the

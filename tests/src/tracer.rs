@@ -11,12 +11,12 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::Value;
 
-use crate::{TempDir, cmd, wait};
+use crate::{TempDir, cmd, progress::{self, Progress}, wait};
 
 /// Bound on the tracer's start-up (BTF parsing and program loading; slow on a busy machine).
-pub const READY_TIMEOUT: Duration = Duration::from_mins(1);
+pub const READY_TIMEOUT: Duration = Duration::from_mins(2);
 /// Bound on the tracer's shutdown after SIGINT (detach, drain, write outputs).
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+pub const STOP_TIMEOUT: Duration = Duration::from_mins(2);
 
 /// The symbol of a `location` (`symbol+0xoff` → `symbol`).
 #[must_use]
@@ -87,6 +87,7 @@ const JSON: &str = "drops.jsonl";
 const PCAP: &str = "drops.pcapng";
 const SUMMARY: &str = "summary.json";
 const READY: &str = "ready";
+const PROGRESS: &str = "progress.json";
 
 impl Capture {
     /// The filter expression (one argument; the tracer joins words anyway).
@@ -125,7 +126,7 @@ impl Capture {
         self
     }
 
-    fn command(&self, dir: &TempDir) -> Command {
+    fn command(&self, dir: &TempDir, progress: Option<&Path>) -> Command {
         let mut c = if self.as_nobody {
             let mut c = Command::new("setpriv");
             c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(&self.bin);
@@ -139,6 +140,9 @@ impl Capture {
             c.arg("--pcap").arg(dir.join(PCAP));
             c.arg("--summary").arg(dir.join(SUMMARY));
             c.arg("--ready-file").arg(dir.join(READY));
+        }
+        if let Some(p) = progress {
+            c.arg("--progress-file").arg(p);
         }
         c.args(&self.args);
         c.envs(self.envs.iter().map(|(k, v)| (k, v)));
@@ -165,7 +169,9 @@ impl Capture {
             bail!("start() needs the default outputs (it waits for the ready file); use run() instead");
         }
         let dir = self.dir()?;
-        let mut command = self.command(&dir);
+        // Beside the outputs' directory, whose listing tests check.
+        let progress_dir = TempDir::new("tb-progress")?;
+        let mut command = self.command(&dir, Some(&progress_dir.join(PROGRESS)));
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -174,7 +180,7 @@ impl Capture {
             .with_context(|| format!("cannot run {}", self.bin.display()))?;
         let stdout = reader(child.stdout.take());
         let stderr = reader(child.stderr.take());
-        let mut run = RunningCapture { child: Some(child), dir: Some(dir), stdout: Some(stdout), stderr: Some(stderr) };
+        let mut run = RunningCapture { child: Some(child), dir: Some(dir), progress: progress_dir, stdout: Some(stdout), stderr: Some(stderr) };
         let ready = run.dir()?.join(READY);
         let waited = wait::until("the tracer's ready file", READY_TIMEOUT, Duration::from_millis(20), || {
             if ready.exists() {
@@ -196,7 +202,7 @@ impl Capture {
     /// Runs to the end on its own (bad input, or `--duration`), bounded by `timeout`.
     pub fn run(self, timeout: Duration) -> Result<Finished> {
         let dir = self.dir()?;
-        let out = cmd::output(&mut self.command(&dir), None, timeout)?;
+        let out = cmd::output(&mut self.command(&dir, None), None, timeout)?;
         Finished::collect(dir, out.status, out.stdout, out.stderr)
     }
 }
@@ -218,6 +224,8 @@ fn reader(pipe: Option<impl std::io::Read + Send + 'static>) -> Reader {
 pub struct RunningCapture {
     child: Option<Child>,
     dir: Option<TempDir>,
+    /// Holds the `--progress-file`.
+    progress: TempDir,
     stdout: Option<Reader>,
     stderr: Option<Reader>,
 }
@@ -231,6 +239,30 @@ impl RunningCapture {
     #[must_use]
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// What the tracer has counted and read so far (zeros before its first report).
+    pub fn progress(&self) -> Result<Progress> {
+        Ok(Progress::read(&self.progress.join(PROGRESS))?.unwrap_or_default())
+    }
+
+    /// Waits (bounded) until the tracer has counted at least `n` matching drops and read every
+    /// drop it counted from the ring (or accounted it as lost): stopping then loses nothing of
+    /// what the test sent, however slow the machine.
+    pub fn wait_for_drops(&self, n: u64) -> Result<Progress> {
+        progress::until(&self.progress.join(PROGRESS), &format!("the tracer to count and read {n} drops"), |p| p.drops >= n && p.caught_up())
+    }
+
+    /// Waits (bounded) until at least `n` events are committed to every output file (they are
+    /// flushed at least every second): what a kill must leave readable.
+    pub fn wait_for_written(&self, n: u64) -> Result<Progress> {
+        progress::until(&self.progress.join(PROGRESS), &format!("{n} events in the tracer's outputs"), |p| p.written >= n)
+    }
+
+    /// [`RunningCapture::wait_for_drops`], then [`RunningCapture::stop`].
+    pub fn stop_after(self, n: u64) -> Result<Finished> {
+        self.wait_for_drops(n)?;
+        self.stop()
     }
 
     /// SIGINT, wait (bounded) for the exit, parse the outputs.

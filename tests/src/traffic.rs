@@ -163,7 +163,7 @@ impl UdpListener {
             Ok(())
         })?;
         let l = Self { stop, received, thread: Some(thread) };
-        match rx.recv_timeout(Duration::from_secs(10)) {
+        match rx.recv_timeout(Duration::from_mins(1)) {
             Ok(Ok(())) => Ok(l),
             Ok(Err(e)) => Err(anyhow!(e)),
             Err(_) => {
@@ -242,7 +242,7 @@ impl TcpListener {
                     Ok((mut conn, _)) => {
                         c2.fetch_add(1, Ordering::Relaxed);
                         conn.set_nonblocking(false)?;
-                        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+                        conn.set_read_timeout(Some(Duration::from_mins(1)))?;
                         let mut buf = [0u8; 16384];
                         loop {
                             match conn.read(&mut buf) {
@@ -260,7 +260,7 @@ impl TcpListener {
             Ok(())
         })?;
         let l = Self { stop, connections, bytes, thread: Some(thread) };
-        match rx.recv_timeout(Duration::from_secs(10)) {
+        match rx.recv_timeout(Duration::from_mins(1)) {
             Ok(Ok(())) => Ok(l),
             Ok(Err(e)) => Err(anyhow!(e)),
             Err(_) => {

@@ -7,15 +7,18 @@ use std::time::Duration;
 use integration_tests::{Feature, Finished, Node, RunningCapture, Tracer, netns, pcap, unchecked, wait};
 use serde_json::Value;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on waiting for deliveries: only reached when something is wrong.
+const TIMEOUT: Duration = Duration::from_mins(1);
 
 fn tracer() -> Tracer {
     Tracer::from_env().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-fn stop(run: RunningCapture) -> Finished {
-    std::thread::sleep(Duration::from_millis(200));
-    run.stop().unwrap().ok().unwrap()
+/// Stops once the tracer has counted `drops` and read every drop it counted. The hops of a
+/// packet the test saw delivered (or dropped) are in the ring by then, and the tracer reads
+/// the ring to its end after detaching.
+fn stop(run: RunningCapture, drops: u64) -> Finished {
+    run.stop_after(drops).unwrap().ok().unwrap()
 }
 
 fn packets(done: &Finished) -> Vec<&Value> {
@@ -66,7 +69,7 @@ fn kprobe_backend_when_asked() {
     let run = tracer().capture().arg("--path").arg("--backend").arg("kprobe").expression(format!("udp port 33201 and host {}", b.ip)).start().unwrap();
     assert_eq!(a.send_udp(33202, b.addr(33201), 1, b"kprobe").unwrap(), 1);
     listener.wait_for(1, TIMEOUT).unwrap();
-    let done = stop(run);
+    let done = stop(run, 0);
     let s = done.summary().unwrap();
     assert_eq!(s["path"]["backend"], "kprobe", "{}", s["path"]);
     assert!(s["path"]["functions"].as_u64().unwrap() > 0, "{}", s["path"]);
@@ -96,7 +99,7 @@ fn forwarded_pod_to_pod_packet_hook_by_hook() {
     let run = tracer().capture().arg("--path").expression(format!("udp port 33001 and host {}", b.ip)).start().unwrap();
     assert_eq!(a.send_udp(33100, b.addr(33001), 1, b"hello path").unwrap(), 1);
     listener.wait_for(1, TIMEOUT).unwrap();
-    let done = stop(run);
+    let done = stop(run, 0);
     let node_ns = node.netns_inode().unwrap();
     let (a_ns, b_ns) = (a.netns_inode().unwrap(), b.netns_inode().unwrap());
     let ps = packets(&done);
@@ -167,7 +170,7 @@ fn tcp_connection_without_payload_in_the_all_pcapng() {
     // Connect, send nothing, close; the listener closes its side too.
     a.send_tcp(b.addr(33011), &[], TIMEOUT).unwrap();
     wait::until("the connection", TIMEOUT, Duration::from_millis(10), || Ok((listener.connections() == 1).then_some(()))).unwrap();
-    let done = stop(run);
+    let done = stop(run, 0);
     let ps = packets(&done);
     let flags: Vec<&str> = ps.iter().map(|p| p["tcp_flags"].as_str().unwrap()).collect();
     for want in ["S", "S.", "F."] {
@@ -205,7 +208,7 @@ fn path_ends_at_a_drop_mid_way() {
     node.iptables("filter", "FORWARD", &["-d", &b.ip.to_string(), "-p", "udp", "--dport", "33021", "-j", "DROP"]).unwrap();
     let run = tracer().capture().arg("--path").expression(format!("udp port 33021 and host {}", b.ip)).start().unwrap();
     assert_eq!(a.send_udp(33120, b.addr(33021), 2, b"dies midway").unwrap(), 2);
-    let done = stop(run);
+    let done = stop(run, 2);
     let node_ns = node.netns_inode().unwrap();
     assert_eq!(done.drops().unwrap(), 2);
     let ps = packets(&done);

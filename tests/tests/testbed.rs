@@ -6,10 +6,8 @@ use std::time::Duration;
 use anyhow::Result;
 use integration_tests::{Attach, Feature, Finished, Node, TcFixture, TcFixtureOptions, Tracer, netns, require};
 
-const TIMEOUT: Duration = Duration::from_secs(10);
-/// After the fixture's counter shows the last packet, the drop itself follows within the same
-/// softirq; this margin covers it before the tracer is stopped.
-const SETTLE: Duration = Duration::from_millis(100);
+/// Bound on waiting for deliveries: only reached when something is wrong.
+const TIMEOUT: Duration = Duration::from_mins(1);
 
 fn tracer() -> Tracer {
     Tracer::from_env().unwrap_or_else(|e| panic!("{e:#}"))
@@ -19,9 +17,9 @@ fn fixture_bin() -> std::path::PathBuf {
     integration_tests::fixture_bin(env!("CARGO_BIN_EXE_tc-fixture"))
 }
 
-fn stop(run: integration_tests::RunningCapture) -> Finished {
-    std::thread::sleep(SETTLE);
-    run.stop().unwrap().ok().unwrap()
+/// Stops the capture once it has counted `n` drops and read everything it counted.
+fn stop(run: integration_tests::RunningCapture, n: u64) -> Finished {
+    run.stop_after(n).unwrap().ok().unwrap()
 }
 
 #[test]
@@ -61,7 +59,7 @@ fn tc_fixture_chain(attach: Attach, port: u16) {
     fixture.deny(b.ip).unwrap();
     let run = tracer().capture().expression(format!("host {} and udp port {port}", b.ip)).start().unwrap();
     a.send_udp(port, b.addr(port), 8, b"denied now").unwrap();
-    let done = stop(run);
+    let done = stop(run, 8);
     let stats = fixture.stats().unwrap();
     assert_eq!(stats, integration_tests::FixtureStats { from_shot: 8, from_passed: 5, to_passed: 13 });
     assert_eq!(listener.stop().unwrap(), 5);

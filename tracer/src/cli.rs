@@ -123,6 +123,12 @@ pub struct CaptureArgs {
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
 
+    /// Keep FILE up to date with the counts so far (`drops`, `read`, `lost`, `rate_limited`,
+    /// `written`), replaced atomically when they change: lets tests and scripts wait for the
+    /// tracer to have seen what they sent instead of sleeping.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub progress_file: Option<PathBuf>,
+
     /// Do not attach netfilter observers: `NETFILTER_DROP` events then carry no table, chain
     /// or rule.
     #[arg(long)]

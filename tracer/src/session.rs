@@ -19,7 +19,7 @@ use crate::{
     events,
     filter::{self, expr::CompiledFilter},
     kernel::{btf::KernelBtf, kallsyms::Kallsyms, reasons::Reasons},
-    output::{self, Created, jsonl::JsonLines, pcapng::Pcapng, progress::Progress, summary, table},
+    output::{self, Created, jsonl::JsonLines, pcapng::Pcapng, progress::{Counts, Progress, ProgressFile}, summary, table},
     pipeline::{Clock, Pipeline, rfc3339},
     probes::{self, loader::Maps},
 };
@@ -164,7 +164,8 @@ async fn run(
         std::fs::write(p, b"ready\n").with_context(|| format!("cannot write {}", p.display()))?;
         created.add(p);
     }
-    let panic_at = test_panic_after_ready();
+    let panic_after = test_panic_after_events();
+    let mut progress_file = args.progress_file.clone().map(ProgressFile::new);
 
     let start = Instant::now();
     let start_wall = rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?);
@@ -180,15 +181,18 @@ async fn run(
             () = sleep_until(deadline) => break,
         }
         drain(&mut maps, &mut pipe);
-        if let Some(at) = panic_at
-            && start.elapsed() >= at
-        {
-            panic!("TRACER_TEST_PANIC_AFTER_READY: test-only panic {} ms after ready", at.as_millis());
-        }
         if last_flush.elapsed() >= FLUSH {
             pipe.flush();
             last_flush = Instant::now();
             progress.tick(maps.counter(counter::MATCHED)?, maps.counter(counter::LOST)?);
+        }
+        if let Some(f) = &mut progress_file {
+            f.update(counts(&maps, &pipe)?)?;
+        }
+        if let Some(n) = panic_after
+            && pipe.written() >= n
+        {
+            panic!("TRACER_TEST_PANIC_AFTER_EVENTS: test-only panic once {n} events are written");
         }
     }
     progress.finish();
@@ -209,6 +213,9 @@ async fn run(
     drain(&mut maps, &mut pipe);
     pipe.finish_paths();
     pipe.flush();
+    if let Some(f) = &mut progress_file {
+        f.update(counts(&maps, &pipe)?)?;
+    }
     let duration_s = start.elapsed().as_secs_f64();
 
     let drops = maps.counter(counter::MATCHED)?;
@@ -267,7 +274,7 @@ async fn run(
 /// Output paths: creatable (checked without leaving anything), and at most one on stdout.
 fn check_outputs(args: &CaptureArgs) -> Result<()> {
     let stdout = |p: &Option<std::path::PathBuf>| p.as_deref() == Some(Path::new("-"));
-    for (flag, p) in [("--pcap", &args.pcap), ("--ready-file", &args.ready_file)] {
+    for (flag, p) in [("--pcap", &args.pcap), ("--ready-file", &args.ready_file), ("--progress-file", &args.progress_file)] {
         if stdout(p) {
             bail!("{flag} -: this output goes to a file, not stdout; give a file name");
         }
@@ -275,17 +282,29 @@ fn check_outputs(args: &CaptureArgs) -> Result<()> {
     if stdout(&args.json) && stdout(&args.summary) {
         bail!("--json - and --summary - both go to stdout; send one of them to a file");
     }
-    for p in [&args.pcap, &args.json, &args.summary, &args.ready_file].into_iter().flatten() {
+    for p in [&args.pcap, &args.json, &args.summary, &args.ready_file, &args.progress_file].into_iter().flatten() {
         output::check_writable(p)?;
     }
     Ok(())
 }
 
-/// `TRACER_TEST_PANIC_AFTER_READY=MS` (tests only): panic MS milliseconds after the ready file,
-/// to prove a panic detaches everything and leaves readable outputs.
-fn test_panic_after_ready() -> Option<std::time::Duration> {
-    let v = std::env::var("TRACER_TEST_PANIC_AFTER_READY").ok()?;
-    Some(std::time::Duration::from_millis(v.trim().parse().unwrap_or(0)))
+/// `TRACER_TEST_PANIC_AFTER_EVENTS=N` (tests only): panic once N events are in every output, to
+/// prove a panic detaches everything and leaves readable outputs. A count, not a time: a slow
+/// machine reaches it later, never with fewer events.
+fn test_panic_after_events() -> Option<u64> {
+    let v = std::env::var("TRACER_TEST_PANIC_AFTER_EVENTS").ok()?;
+    Some(v.trim().parse().unwrap_or(0))
+}
+
+/// The counts `--progress-file` holds.
+fn counts(maps: &Maps, pipe: &Pipeline) -> Result<Counts> {
+    Ok(Counts {
+        drops: maps.counter(counter::MATCHED)?,
+        read: pipe.emitted + pipe.unreadable,
+        lost: maps.counter(counter::LOST)?,
+        rate_limited: maps.counter(counter::RATE_LIMITED)?,
+        written: pipe.written(),
+    })
 }
 
 /// Snapshots the rulesets of the namespaces in scope and attaches observers before every hook

@@ -6,6 +6,7 @@ mod build;
 mod clippy;
 mod cmd;
 mod fuzz;
+mod hog;
 mod run;
 mod setup;
 mod test;
@@ -38,7 +39,7 @@ enum Command {
     Run(run::Args),
     /// Setup and build, then run every test: host unit tests, then the integration tests
     /// (real kernel, real traffic: needs root).
-    Test,
+    Test(test::Args),
     /// Lint with `-D warnings`: the host crates, then the eBPF crate for bpfel-unknown-none.
     Clippy,
     /// Boot Debian's 6.1 and/or 6.12 cloud kernels under QEMU (TCG) with the integration tests
@@ -60,7 +61,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(),
         Command::Build => build::run().map(|_| ()),
         Command::Run(args) => run::run(&args),
-        Command::Test => test::run(),
+        Command::Test(args) => test::run(&args),
         Command::Clippy => clippy::run(),
         Command::VmTest(args) => vm::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),

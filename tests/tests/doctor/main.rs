@@ -226,6 +226,13 @@ impl Drop for Running {
 }
 
 impl Running {
+    /// SIGINT, as Ctrl-C.
+    fn interrupt(&self) {
+        let c = self.0.as_ref().expect("already waited");
+        // SAFETY: our child, not reaped yet.
+        unsafe { libc::kill(libc::pid_t::try_from(c.id()).unwrap(), libc::SIGINT) };
+    }
+
     /// Waits at most `secs` for the process to exit; its status code.
     fn wait(&mut self, secs: u64) -> i32 {
         let c = self.0.as_mut().expect("already waited");
@@ -258,10 +265,13 @@ fn bundle_archive_unpacks_and_every_file_parses() {
     let ready = node.dir.join("ready");
     let port = 39226;
     let log = node.dir.join("tracer.err");
+    let progress = node.dir.join("progress.json");
     let mut tracer = Running(Some(
         Command::new(tracer_bin())
-            .args(["capture", "--duration", "6s", "--quiet", "--netns", &pod, "--ready-file"])
+            .args(["capture", "--quiet", "--netns", &pod, "--ready-file"])
             .arg(&ready)
+            .arg("--progress-file")
+            .arg(&progress)
             .arg("--bundle")
             .arg(&bundle)
             .args(["udp", "port", &port.to_string()])
@@ -272,17 +282,15 @@ fn bundle_archive_unpacks_and_every_file_parses() {
             .unwrap(),
     ));
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    for _ in 0..200 {
-        if ready.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(ready.exists(), "tracer never became ready: {}", log_text());
+    integration_tests::wait::until("the ready file", std::time::Duration::from_mins(1), std::time::Duration::from_millis(20), || Ok(ready.exists().then_some(())))
+        .unwrap_or_else(|e| panic!("{e:#}: {}", log_text()));
     // No listener: each datagram is dropped with NO_SOCKET inside the pod's namespace.
     for _ in 0..3 {
         sh(&format!("ip netns exec {pod} bash -c 'echo drop-me > /dev/udp/127.0.0.1/{port}'"));
     }
+    // Ends once it has read the three drops, however long sending them took.
+    integration_tests::progress::until(&progress, "the tracer to read 3 drops", |p| p.drops >= 3 && p.caught_up()).unwrap_or_else(|e| panic!("{e:#}: {}", log_text()));
+    tracer.interrupt();
     assert_eq!(tracer.wait(60), 0, "capture with --bundle failed: {}", log_text());
     assert!(log_text().contains("tracer: bundle in"), "{}", log_text());
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use integration_tests::{ConnectResults, IptRule, Node, TcFixture, wait};
 
-use crate::{SETTLE, TIMEOUT};
+use crate::TIMEOUT;
 
 pub const P_OK: u16 = 33001;
 pub const P_UDP_DROP: u16 = 33002;
@@ -41,9 +41,14 @@ pub fn traffic(node: &Node, fixture: &mut TcFixture, rules: (&IptRule, &IptRule)
         a.send_tcp(b.addr(P_TCP), &[i; 10_000], TIMEOUT).unwrap();
     }
     let tcp_blocked = a.tcp_connect(b.addr(P_TCP_DROP), 3, Duration::from_millis(300)).unwrap();
-    let _ = at_b.wait_for(200, Duration::from_secs(5));
-    let _ = wait::until("the tc program's shot counter", Duration::from_secs(5), Duration::from_millis(10), || Ok((fixture.stats()?.from_shot >= shot + 40).then_some(())));
-    std::thread::sleep(SETTLE);
+    // Everything sent has arrived or been dropped by its rule or program (the comparison
+    // between the rounds then covers all of it; a round that loses packets times out here).
+    at_b.wait_for(200, TIMEOUT).unwrap();
+    wait::until("the tc program's shot counter and the rule counters", TIMEOUT, Duration::from_millis(10), || {
+        let done = fixture.stats()?.from_shot >= shot + 40 && node.iptables_packets(rules.0)? >= r_udp + 50 && node.iptables_packets(rules.1)? >= r_tcp + 3;
+        Ok(done.then_some(()))
+    })
+    .unwrap();
     let (tcp_connections, tcp_bytes) = tcp.stop().unwrap();
     Delivery {
         udp_delivered: at_b.stop().unwrap(),

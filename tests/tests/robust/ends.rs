@@ -6,7 +6,7 @@ use std::{os::unix::process::ExitStatusExt as _, time::Duration};
 use integration_tests::{Attach, Direction, wait};
 
 use crate::{
-    SETTLE, TIMEOUT, cni_cache, every_feature, fixture,
+    TIMEOUT, cni_cache, every_feature, fixture,
     kernel_state::{Obj, Seen, mounts_and_pins, our_objects, ours_in, settle_debris, tc_state, tracer_temp_files},
     node,
     outputs::{pcapng_readable, read_jsonl, walk_pcapng},
@@ -41,25 +41,36 @@ pub fn ends_cleanly(end: End, port: u16) {
 
     let mut cap = every_feature(&cache, &a).expression(format!("udp and net 10.240.0.0/16 and port {port}"));
     if end == End::Duration {
-        cap = cap.arg("--duration").arg("4s");
+        // Long enough for the traffic and the checks below on a slow machine; it ends the run.
+        cap = cap.arg("--duration").arg("10s");
     }
+    let wanted = 50;
     if end == End::Panic {
-        cap = cap.env("TRACER_TEST_PANIC_AFTER_READY", "3000");
+        // Once the last event is written, whatever the machine's speed.
+        cap = cap.env("TRACER_TEST_PANIC_AFTER_EVENTS", wanted.to_string());
     }
     let run = cap.start().unwrap();
     let pid = run.pid().unwrap();
-    let during = our_objects(&mut seen);
-    assert!(during.iter().filter(|o| o.kind == "prog").count() >= 4 && during.iter().any(|o| o.kind == "link"), "attached: {during:?}");
-    assert!(ours_in(&tc_state(&node)) >= 2, "tc observers attached");
+    let attached = |seen: &mut Seen| {
+        let during = our_objects(seen);
+        assert!(during.iter().filter(|o| o.kind == "prog").count() >= 4 && during.iter().any(|o| o.kind == "link"), "attached: {during:?}");
+        assert!(ours_in(&tc_state(&node)) >= 2, "tc observers attached");
+    };
+    // The panic follows the last event: check what is attached before sending.
+    if end == End::Panic {
+        attached(&mut seen);
+    }
     assert_eq!(a.send_udp(port, b.addr(port), 30, b"iptables").unwrap(), 30);
     assert_eq!(a.send_udp(port, c.addr(port), 20, b"tc").unwrap(), 20);
     wait::until("the kernel's counters", TIMEOUT, Duration::from_millis(10), || Ok((node.iptables_packets(&rule)? >= 30 && shooter.stats()?.from_shot >= 20).then_some(()))).unwrap();
-    let wanted = 50;
-    if matches!(end, End::Sigkill | End::Panic) {
-        // Past the next periodic flush (every second).
-        std::thread::sleep(Duration::from_millis(2200));
-    } else {
-        std::thread::sleep(SETTLE);
+    match end {
+        End::Panic => {}
+        // A kill keeps what was flushed (at least every second): wait until all of it was.
+        End::Sigkill => drop(run.wait_for_written(wanted).unwrap()),
+        End::Sigint | End::Sigterm | End::Duration => drop(run.wait_for_drops(wanted).unwrap()),
+    }
+    if end != End::Panic {
+        attached(&mut seen);
     }
     let done = match end {
         End::Sigint => run.stop(),
@@ -76,7 +87,7 @@ pub fn ends_cleanly(end: End, port: u16) {
         End::Panic => {
             assert_eq!(done.status.code(), Some(101), "{}", done.stderr);
             let line = done.stderr_lines().into_iter().find(|l| l.contains("panic")).unwrap_or_default().to_string();
-            assert!(line.starts_with("tracer: error: internal error (panic at ") && line.contains("TRACER_TEST_PANIC_AFTER_READY"), "{}", done.stderr);
+            assert!(line.starts_with("tracer: error: internal error (panic at ") && line.contains("TRACER_TEST_PANIC_AFTER_EVENTS"), "{}", done.stderr);
         }
     }
 

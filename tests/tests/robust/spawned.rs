@@ -12,9 +12,11 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{cmd, wait};
+use integration_tests::{TempDir, cmd, progress, wait};
 
 use crate::tracer;
+
+const PROGRESS: &str = "progress.json";
 
 pub struct Spawned {
     pub child: Child,
@@ -22,14 +24,19 @@ pub struct Spawned {
     pub peak_kb: Arc<AtomicU64>,
     pub stop_poll: Arc<AtomicBool>,
     pub poller: Option<std::thread::JoinHandle<()>>,
+    /// Holds the `--progress-file`, apart from the test's outputs.
+    progress: TempDir,
 }
 
 impl Spawned {
     /// Starts `tracer capture ARGS…` and waits (bounded) for `ready`; polls its `VmHWM` until it
     /// exits.
     pub fn start(args: &[&str], ready: &Path) -> Self {
+        let progress = TempDir::new("rb-progress").unwrap();
         let mut child = Command::new(&tracer().bin)
             .arg("capture")
+            .arg("--progress-file")
+            .arg(progress.join(PROGRESS))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -54,7 +61,7 @@ impl Spawned {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        let mut s = Self { child, stderr, peak_kb, stop_poll, poller: Some(poller) };
+        let mut s = Self { child, stderr, peak_kb, stop_poll, poller: Some(poller), progress };
         let waited = wait::until("the tracer's ready file", Duration::from_mins(1), Duration::from_millis(20), || {
             if ready.exists() {
                 return Ok(Some(()));
@@ -69,6 +76,12 @@ impl Spawned {
             panic!("{e:#}; stderr:\n{err}");
         }
         s
+    }
+
+    /// Waits (bounded) until the tracer has counted `n` drops and read (or accounted as lost)
+    /// every drop it counted.
+    pub fn wait_for_drops(&self, n: u64) {
+        progress::until(&self.progress.join(PROGRESS), &format!("the tracer to count and read {n} drops"), |p| p.drops >= n && p.caught_up()).unwrap();
     }
 
     /// Signals, waits (bounded), returns (status, stderr, peak `VmHWM` in KiB).

@@ -43,3 +43,69 @@ impl Progress {
         }
     }
 }
+
+/// The counts so far, as `--progress-file` holds them (one JSON object, replaced atomically).
+#[derive(Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Drops that passed every filter (the in-kernel counter).
+    pub drops: u64,
+    /// Events read from the ring (readable or not).
+    pub read: u64,
+    /// Events that did not fit in the ring.
+    pub lost: u64,
+    /// Events held back by `--max-event-rate`.
+    pub rate_limited: u64,
+    /// Events committed to every output (flushed at least every second).
+    pub written: u64,
+}
+
+/// `--progress-file`: rewritten only when a count changed, so a reader waiting for "every drop
+/// sent has been read" (`read + lost + rate_limited >= drops >= N`) never has to sleep.
+pub struct ProgressFile {
+    path: std::path::PathBuf,
+    last: Option<Counts>,
+}
+
+impl ProgressFile {
+    #[must_use]
+    pub fn new(path: std::path::PathBuf) -> Self {
+        Self { path, last: None }
+    }
+
+    /// Writes `now` when it differs from what the file holds.
+    pub fn update(&mut self, now: Counts) -> anyhow::Result<()> {
+        if self.last == Some(now) {
+            return Ok(());
+        }
+        let mut bytes = serde_json::to_vec(&now)?;
+        bytes.push(b'\n');
+        super::write_atomic(&self.path, &bytes)?;
+        self.last = Some(now);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_whole_and_only_when_a_count_changes() {
+        let dir = std::env::temp_dir().join(format!("tracer-progress-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("progress.json");
+        let mut file = ProgressFile::new(path.clone());
+        let counts = Counts { drops: 3, read: 2, lost: 1, rate_limited: 0, written: 2 };
+        file.update(counts).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v, serde_json::json!({"drops": 3, "read": 2, "lost": 1, "rate_limited": 0, "written": 2}));
+        // Unchanged counts: the file is not rewritten (a reader may have removed it).
+        std::fs::remove_file(&path).unwrap();
+        file.update(counts).unwrap();
+        assert!(!path.exists());
+        file.update(Counts { read: 3, ..counts }).unwrap();
+        assert!(path.exists());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

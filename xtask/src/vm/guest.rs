@@ -100,6 +100,7 @@ pub fn tree(o: &Options<'_>) -> Result<(Tree, usize)> {
         "/root",
         "/var",
         "/etc/vmtest",
+        "/etc/vmtest/skip",
         "/vmtest",
     ] {
         t.dir(d);
@@ -143,6 +144,8 @@ pub fn tree(o: &Options<'_>) -> Result<(Tree, usize)> {
     t.elf(GUEST_FIXTURE, &pl.fixture)?;
     for b in &pl.tests {
         t.elf(&format!("/vmtest/{}", b.name), &b.stripped)?;
+        // One libtest argument a line; test names have no spaces.
+        t.data(&format!("/etc/vmtest/skip/{}", b.name), b.skip.join("\n"), 0o644);
     }
 
     let stage = o.dir.join("modules");

@@ -11,6 +11,7 @@
 mod apt;
 mod boot;
 mod guest;
+mod host_only;
 mod initramfs;
 mod kernel;
 mod modules;
@@ -49,6 +50,9 @@ pub struct Args {
     /// Do not echo the guests' serial consoles (they are still written to target/vm/<kernel>/console.log).
     #[arg(long)]
     quiet_console: bool,
+    /// Boot the guests with one busy host thread pinned to each CPU (a slow machine on purpose).
+    #[arg(long)]
+    cpu_hog: bool,
 }
 
 /// Kernel options worth seeing next to the probes.
@@ -72,7 +76,12 @@ pub fn run(args: &Args) -> Result<()> {
     qemu::ensure(&work)?;
     let tracer = build::release_binary()?;
     let payload = payload::build(&work, &tracer)?;
+    step(format!(
+        "vm: {} tests whose outcome does not depend on the kernel run on the host only (xtask/src/vm/host_only.rs)",
+        host_only::HOST_ONLY.len()
+    ));
 
+    let hog = args.cpu_hog.then(crate::hog::Hog::start);
     let mut reports = Vec::new();
     for series in args.kernel.series() {
         let k = kernel::fetch(&work, series)?;
@@ -124,6 +133,7 @@ pub fn run(args: &Args) -> Result<()> {
         reports.push(rep);
     }
 
+    drop(hog);
     let json = serde_json::Value::Array(reports.iter().map(report::Report::to_json).collect());
     std::fs::write(
         work.join("report.json"),

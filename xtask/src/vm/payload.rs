@@ -14,6 +14,8 @@ pub struct TestBin {
     /// File name in the guest's /vmtest (also how reports name the binary).
     pub name: String,
     pub stripped: PathBuf,
+    /// libtest `--skip` arguments: the tests proven on the host only (`host_only.rs`).
+    pub skip: Vec<String>,
 }
 
 pub struct Payload {
@@ -68,9 +70,15 @@ pub fn build(work: &Path, tracer: &Path) -> Result<Payload> {
             } else {
                 format!("{kind}-{target}")
             };
+            let skip = if kind == "test" {
+                super::host_only::skip_args(target, Path::new(exe))?
+            } else {
+                Vec::new()
+            };
             tests.push(TestBin {
                 stripped: strip(Path::new(exe), &bin.join(&name))?,
                 name,
+                skip,
             });
         } else if target == "tc-fixture" {
             fixture = Some(PathBuf::from(exe));

@@ -1,0 +1,77 @@
+//! Tests the guests leave out: their outcome does not depend on the kernel (input validation,
+//! output files, the harness itself), and `cargo xtask test` has proven them on the host. The
+//! guests run under TCG at a fraction of the host's speed, so every test there is dear.
+//!
+//! Each name is checked against the test binary's own `--list` before a guest boots: a renamed
+//! or removed test is an error here, never a silent change of what the guests run.
+use std::{collections::BTreeSet, path::Path, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+
+/// (suite, test, why the kernel does not matter).
+pub const HOST_ONLY: &[(&str, &str, &str)] = &[
+    ("drops", "bad_expression_is_one_line_and_no_files", "libpcap compiles the expression before any BPF"),
+    ("drops", "unknown_interface_is_one_line_and_no_files", "refused before anything is loaded"),
+    ("drops", "not_root_is_one_line_and_no_files", "refused before anything is loaded"),
+    ("drops", "unwritable_output_is_one_line_and_no_files", "refused before anything is loaded"),
+    ("drops", "unknown_netns_is_one_line_and_no_files", "refused before anything is loaded"),
+    ("drops", "sigterm_stops_like_sigint", "signal handling in userspace; robust's sigterm test covers the kernel side"),
+    ("drops", "duration_ends_the_capture_with_outputs", "a userspace timer; robust's duration test covers the kernel side"),
+    ("pods", "cache_files_are_libcni_format", "the harness's CNI cache writer"),
+    ("pods", "missing_cni_cache_is_a_clear_error", "refused before anything is loaded"),
+    ("pods", "unknown_pod_is_a_clear_error_with_close_matches", "refused before anything is loaded"),
+    ("robust", "bad_input_table", "refused before anything is loaded (fake BTF and tracefs included)"),
+    ("robust", "full_disk_stops_one_output_and_counts_exactly", "userspace output writing"),
+    ("robust", "closed_stdout_stops_json_only", "userspace output writing"),
+    ("robust", "missing_tools_are_named_and_the_capture_goes_on", "PATH lookups in userspace"),
+    ("testbed", "missing_tracer_bin_is_a_clear_error", "the harness's own error"),
+    ("testbed", "node_is_removed_on_panic", "the harness's own cleanup"),
+    ("doctor", "unknown_map_layout_is_refused", "a pinned map's key and value sizes, read the same on every kernel"),
+    ("doctor", "bundle_refuses_a_non_empty_directory", "refused before anything is loaded"),
+];
+
+/// `--skip` arguments for one suite's binary, after checking every name against its `--list`.
+pub fn skip_args(suite: &str, exe: &Path) -> Result<Vec<String>> {
+    let names: Vec<&str> = HOST_ONLY.iter().filter(|(s, ..)| *s == suite).map(|(_, t, _)| *t).collect();
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = Command::new(exe)
+        .args(["--list", "--format", "terse"])
+        .output()
+        .with_context(|| format!("listing the tests of {}", exe.display()))?;
+    if !out.status.success() {
+        bail!("{} --list failed ({})", exe.display(), out.status);
+    }
+    let listed: BTreeSet<&str> = std::str::from_utf8(&out.stdout)?
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .collect();
+    let mut args = Vec::new();
+    for n in names {
+        if !listed.contains(n) {
+            bail!("xtask/src/vm/host_only.rs names {suite}::{n}, which {} does not have", exe.display());
+        }
+        // --exact is not set (a --test filter may be a substring), so a skip must not be a part
+        // of another test's name, or it would leave that one out too.
+        if let Some(other) = listed.iter().find(|l| **l != n && l.contains(n)) {
+            bail!("host-only test {suite}::{n} is part of another test's name ({other}); rename one");
+        }
+        args.extend(["--skip".to_string(), n.to_string()]);
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_entry_once_with_a_reason() {
+        let mut seen = BTreeSet::new();
+        for (suite, test, why) in HOST_ONLY {
+            assert!(seen.insert((suite, test)), "{suite}::{test} twice");
+            assert!(!why.is_empty(), "{suite}::{test} needs a reason");
+        }
+    }
+}
