@@ -110,6 +110,10 @@ impl Enricher {
             r.event.netfilter = Some(info);
             return Some(r);
         }
+        if let Some(now) = nf.covering(slot.netns, h.ts_ns) {
+            r.event.netfilter = nf.resolve_at(&slot, &packet, h.ts_ns, now);
+            return Some(r);
+        }
         windows.hold(Held { record: r, slot, packet, mono: h.ts_ns });
         None
     }

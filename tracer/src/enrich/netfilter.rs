@@ -211,6 +211,15 @@ impl Attributor {
         self.ns.get(&inode).map(|st| (st.prev.start, st.prev.end))
     }
 
+    /// The latest snapshot of `inode` when it surely closes the window of a drop at `mono`
+    /// (it started after the drop, and the one before ended before it): drops read from a
+    /// backlog after a slow snapshot need no other.
+    pub fn covering(&self, inode: u32, mono: u64) -> Option<&Snapshot> {
+        let st = self.ns.get(&inode)?;
+        let older = st.older.as_ref()?;
+        (older.end < mono && mono < st.prev.start).then_some(&st.prev.snap)
+    }
+
     /// Makes `now` the baseline of the next window of its namespace.
     pub fn advance(&mut self, inode: u32, now: Timed) {
         if let Some(st) = self.ns.get_mut(&inode) {
