@@ -6,7 +6,7 @@ use std::{borrow::Cow, time::Duration};
 
 use libfuzzer_sys::fuzz_target;
 use pcap_file::pcapng::{Block, PcapNgReader, blocks::enhanced_packet::EnhancedPacketOption};
-use tracer::output::pcapng::{Iface, Pcapng};
+use tracer::sinks::pcapng::{Iface, Pcapng};
 
 fuzz_target!(|data: &[u8]| {
     let path = std::env::temp_dir().join(format!("tracer-fuzz-pcapng-{}", std::process::id()));

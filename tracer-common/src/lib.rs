@@ -68,6 +68,28 @@ pub mod names {
     /// Prefix of every tc observer program (and of our `cls_bpf` filters): leftovers of a killed
     /// run are found by it.
     pub const TC_OBSERVER_PREFIX: &str = "tracer_tc_";
+    /// Every map the kernel side declares (userspace reads some, cleans up after all);
+    /// `tracer/tests/object.rs` checks the built object declares exactly these.
+    pub const MAPS: [&str; 18] = [
+        EVENTS,
+        COUNTERS,
+        DROP_STATS,
+        DROP_CACHE,
+        "SCRATCH",
+        "EVENT_BUDGET",
+        FILTER_INSNS,
+        "FILTER_VM",
+        IFACE_PATTERNS,
+        POD_NETNS,
+        POD_IFACES,
+        POD_ADDRS,
+        NF_RING,
+        TC_RING,
+        PATH_TRACK,
+        "PATH_SEQ",
+        "PATH_RX_LAST",
+        "DEV_CACHE",
+    ];
 }
 
 /// Indexes into the per-CPU `COUNTERS` array. Summed over CPUs by the loader.

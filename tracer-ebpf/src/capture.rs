@@ -5,7 +5,7 @@
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use tracer_common::{Config, IFNAMSIZ, MAX_CAPTURE, MAX_FILTER_INSNS, Offsets, linktype};
 
-use crate::{emit::Scratch, filter, skb};
+use crate::{filter, maps::Scratch, skb};
 
 /// A packet that passed the filters. `cap` bytes are in the scratch data once `bytes` ran.
 pub struct Seen {

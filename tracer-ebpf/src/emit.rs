@@ -1,33 +1,9 @@
-//! Maps shared by every probe: the event ring buffer, exact per-CPU counters and the per-CPU
-//! scratch record events are built in (too big for the 512-byte stack).
-use aya_ebpf::{
-    bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP},
-    macros::map,
-    maps::{PerCpuArray, PerCpuHashMap, RingBuf},
-};
-use tracer_common::{CAPTURE_SLACK, DropCache, DropKey, EVENT_HEADER_LEN, EventBudget, MAX_CAPTURE, PacketEvent, counter};
+//! What every probe does last: count (exact per-CPU counters, `DROP_STATS` behind a per-CPU
+//! cache), spend the event budget, fill the scratch record's header and send it to the ring.
+use aya_ebpf::bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP};
+use tracer_common::{DropKey, EVENT_HEADER_LEN, MAX_CAPTURE, PacketEvent, counter};
 
-#[repr(C)]
-pub struct Scratch {
-    pub hdr: PacketEvent,
-    pub data: [u8; MAX_CAPTURE + CAPTURE_SLACK],
-}
-
-/// 8 MiB holds ~25,000 events of a 256-byte snaplen, far more than a 10 ms poll interval of
-/// the default event rate limit brings. Userspace maps the data area twice (wrap-around), so it
-/// counts 16 MiB in the tracer's RSS: a larger ring would break the 64 MiB bound
-/// (tests/tests/robust/).
-#[map(name = "EVENTS")]
-static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
-
-#[map(name = "COUNTERS")]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
-
-#[map(name = "DROP_STATS")]
-static DROP_STATS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
-
-#[map(name = "SCRATCH")]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+use crate::maps::{COUNTERS, DROP_CACHE, DROP_STATS, EVENT_BUDGET, EVENTS, Scratch};
 
 #[inline(always)]
 pub fn count(index: u32) {
@@ -60,16 +36,6 @@ pub fn fill(h: &mut PacketEvent, skb: u64, location: u64, reason: u32, seen: &cr
     h.ifname = seen.ifname;
 }
 
-#[inline(always)]
-pub fn scratch() -> Option<*mut Scratch> {
-    SCRATCH.get_ptr_mut(0)
-}
-
-#[map(name = "DROP_CACHE")]
-static DROP_CACHE: PerCpuArray<DropCache> = PerCpuArray::with_max_entries(1, 0);
-
-#[map(name = "EVENT_BUDGET")]
-static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
 
 /// Adds one to the exact per-(reason, location, interface) total: into this CPU's cache when
 /// the key repeats, else the cached count goes to the hash and the cache takes the new key.

@@ -5,33 +5,13 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::generated::bpf_loop,
-    macros::map,
-    maps::{Array, HashMap, PerCpuArray},
 };
 use tracer_common::{
-    CbpfInsn, IFNAMSIZ, IfacePattern, MAX_CAPTURE, MAX_FILTER_INSNS, MAX_IFACE_PATTERNS, PodIfKey, linktype,
+    IFNAMSIZ, IfacePattern, MAX_CAPTURE, MAX_FILTER_INSNS, MAX_IFACE_PATTERNS, PodIfKey, linktype,
     cbpf::{self, Step, Vm},
 };
 
-use crate::emit::Scratch;
-
-/// Ethernet program at [0, MAX), raw-IP program at [MAX, 2*MAX).
-#[map(name = "FILTER_INSNS")]
-static FILTER_INSNS: Array<CbpfInsn> = Array::with_max_entries(2 * MAX_FILTER_INSNS, 0);
-
-#[map(name = "IFACE_PATTERNS")]
-static IFACE_PATTERNS: Array<IfacePattern> = Array::with_max_entries(MAX_IFACE_PATTERNS, 0);
-
-/// `--pod`: the pods' network namespaces (inode), their host-side interfaces and their IPs
-/// (IPv4 as IPv4-mapped IPv6). A drop is the pods' when any of them matches.
-#[map(name = "POD_NETNS")]
-static POD_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
-
-#[map(name = "POD_IFACES")]
-static POD_IFACES: HashMap<PodIfKey, u8> = HashMap::with_max_entries(256, 0);
-
-#[map(name = "POD_ADDRS")]
-static POD_ADDRS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(1024, 0);
+use crate::maps::{FILTER_INSNS, FILTER_VM, IFACE_PATTERNS, POD_ADDRS, POD_IFACES, POD_NETNS, Scratch};
 
 /// True when the drop happened in a selected pod's namespace, on its host-side interface, or
 /// the packet's source or destination address is one of its IPs. `cap` captured bytes of
@@ -72,7 +52,7 @@ fn addr_known(off: u32, len: u32, cap: u32) -> bool {
     if off + len > cap {
         return false;
     }
-    let Some(s) = crate::emit::scratch() else { return false };
+    let Some(s) = crate::maps::scratch() else { return false };
     let mut key = [0u8; 16];
     // Offsets here are below 64 (link header + IP header fields): a mask the verifier can use.
     let base = (off as usize) & 63;
@@ -124,9 +104,6 @@ fn pattern_matches(p: &IfacePattern, name: &[u8; IFNAMSIZ]) -> bool {
     }
     true
 }
-
-#[map(name = "FILTER_VM")]
-static FILTER_VM: PerCpuArray<Vm> = PerCpuArray::with_max_entries(1, 0);
 
 /// Runs the program at `base` (0 or MAX_FILTER_INSNS) of `len` instructions over the `caplen`
 /// captured bytes in scratch. The state lives in a per-CPU map, not on the stack: the verifier
@@ -190,7 +167,7 @@ fn load(off: u32, width: u32, caplen: u32) -> Option<u32> {
     if off >= caplen || width > caplen - off {
         return None;
     }
-    let s: *const Scratch = crate::emit::scratch()?;
+    let s: *const Scratch = crate::maps::scratch()?;
     let i = (off as usize) & (MAX_CAPTURE - 1);
     // SAFETY: i + 4 ≤ MAX_CAPTURE + CAPTURE_SLACK, inside the per-CPU scratch value.
     let p = unsafe { (*s).data.as_ptr().add(i) };

@@ -45,8 +45,8 @@ macro_rules! fentries {
     )*};
 }
 
-// Keep in step with tracer-common `names::PATH_FUNCTIONS` (function, skb argument); a
-// program is named `path_fe_` + the function without leading underscores.
+// One per tracer-common `names::PATH_FUNCTIONS` (function, skb argument), named `path_fe_` +
+// the function without leading underscores (tracer/tests/object.rs checks they are all here).
 fentries! {
     path_fe_ip_rcv: "ip_rcv", 0;
     path_fe_ip_route_input_noref: "ip_route_input_noref", 0;

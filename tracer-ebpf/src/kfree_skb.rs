@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use tracer_common::{DropKey, counter, hook, kind};
 
-use crate::{capture, config, emit, netfilter, path, skb, tc};
+use crate::{capture, config, emit, maps, netfilter, path, skb, tc};
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
@@ -31,7 +31,7 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
     // (NAT may have changed the addresses the expression named).
     let packet_id = if cfg.path != 0 { path::untrack(skb) } else { 0 };
     let o = config::offsets();
-    let Some(s) = emit::scratch() else { return };
+    let Some(s) = maps::scratch() else { return };
     let Some(mut seen) = capture::device(skb, cfg, o) else {
         end_path(s, skb, packet_id, location, reason, o);
         return;
@@ -74,7 +74,7 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
 /// A followed packet's last hop. Inlined: as a subprogram its frame would add to the probe's
 /// on the combined 512-byte stack Linux 6.1 allows.
 #[inline(always)]
-fn end_path(s: *mut emit::Scratch, skb: u64, packet_id: u64, location: u64, reason: u32, o: &tracer_common::Offsets) {
+fn end_path(s: *mut maps::Scratch, skb: u64, packet_id: u64, location: u64, reason: u32, o: &tracer_common::Offsets) {
     if packet_id != 0 {
         path::emit_hop(s, skb, packet_id, hook::DROP, location, reason, skb::device(skb, o), 0);
     }

@@ -9,6 +9,7 @@ mod emit;
 mod filter;
 mod funcs;
 mod kfree_skb;
+mod maps;
 mod netfilter;
 mod path;
 mod skb;

@@ -1,11 +1,9 @@
 //! The netfilter side of drop attribution. The observers themselves are tiny programs the
 //! loader assembles and attaches with BPF netfilter links (aya has no netfilter program type);
 //! they write `NF_RING`. Here the drop probe reads it back.
-use aya_ebpf::{macros::map, maps::PerCpuArray};
-use tracer_common::{NF_RING_LEN, NfRing};
+use tracer_common::NF_RING_LEN;
 
-#[map(name = "NF_RING")]
-static NF_RING: PerCpuArray<NfRing> = PerCpuArray::with_max_entries(1, 0);
+use crate::maps::NF_RING;
 
 /// The observer slot `skb` passed last on this CPU, newest first; 0 when none.
 #[inline(always)]

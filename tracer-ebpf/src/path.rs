@@ -4,26 +4,15 @@
 //! end the path.
 use aya_ebpf::{
     helpers::bpf_get_smp_processor_id,
-    macros::{map, raw_tracepoint},
-    maps::{LruHashMap, PerCpuArray},
+    macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
 use tracer_common::{IFNAMSIZ, hook, kind};
 
-use crate::{capture, config, emit, emit::Scratch};
-
-/// skb address → packet id, for packets being followed.
-#[map(name = "PATH_TRACK")]
-static PATH_TRACK: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
-
-/// Per-CPU sequence for packet ids (the CPU number goes in the top bits).
-#[map(name = "PATH_SEQ")]
-static PATH_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// The skb this CPU received last and its packet id (0 = not followed). Receive processing
-/// runs one packet at a time per CPU, so an `sk_data_ready` that follows belongs to it.
-#[map(name = "PATH_RX_LAST")]
-static PATH_RX_LAST: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+use crate::{
+    capture, config, emit,
+    maps::{PATH_RX_LAST, PATH_SEQ, PATH_TRACK, Scratch},
+};
 
 #[raw_tracepoint(tracepoint = "netif_receive_skb")]
 pub fn path_netif_receive_skb(ctx: RawTracePointContext) -> i32 {
@@ -49,7 +38,7 @@ pub fn path_sk_data_ready(ctx: RawTracePointContext) -> i32 {
     // SAFETY: as above.
     unsafe { *last = [0, 0] };
     let _ = PATH_TRACK.remove(&skb);
-    let Some(s) = emit::scratch() else { return 0 };
+    let Some(s) = crate::maps::scratch() else { return 0 };
     let netns = crate::skb::sk_netns(sk, config::offsets());
     emit_hop(s, skb, id, hook::DELIVER, 0, 0, (0, [0; IFNAMSIZ], netns), 0);
     0
@@ -96,7 +85,7 @@ pub fn on_hook(skb: u64, h: u32, location: u64) -> u64 {
     if id != 0 {
         return id;
     }
-    let Some(s) = emit::scratch() else { return 0 };
+    let Some(s) = crate::maps::scratch() else { return 0 };
     let o = config::offsets();
     let Some(seen) = capture::select(skb, cfg, o, s) else { return 0 };
     let id = next_id();
@@ -135,7 +124,7 @@ fn tracked_hop(skb: u64, h: u32, location: u64, end: bool) -> u64 {
     if end {
         let _ = PATH_TRACK.remove(&skb);
     }
-    let Some(s) = emit::scratch() else { return id };
+    let Some(s) = crate::maps::scratch() else { return id };
     emit_hop(s, skb, id, h, location, 0, crate::skb::device(skb, config::offsets()), 0);
     id
 }
@@ -155,7 +144,7 @@ pub fn tc_hop(skb: u64, code: u32) {
     }
     // SAFETY: the value is copied out at once.
     let Some(id) = (unsafe { PATH_TRACK.get(&skb) }).copied() else { return };
-    let Some(s) = emit::scratch() else { return };
+    let Some(s) = crate::maps::scratch() else { return };
     let (ifindex, ifname, netns) = crate::skb::device(skb, config::offsets());
     emit_hop(s, skb, id, hook::TC, 0, 0, (ifindex, ifname, netns), code);
 }

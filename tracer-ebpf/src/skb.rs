@@ -1,6 +1,8 @@
 //! Reading kernel structs through offsets from BTF (no CO-RE in Rust eBPF).
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 
+use crate::maps::{DEV_CACHE, DevCache};
+
 /// Reads a `T` at `base + off`; a missing field (`u32::MAX`) or a failed read yields `None`.
 #[inline(always)]
 pub fn read<T>(base: u64, off: u32) -> Option<T> {
@@ -26,20 +28,6 @@ pub struct Packet {
 const UNSET_HEADER: u16 = 0xffff;
 const ETH_HLEN: u16 = 14;
 
-/// This CPU's last device: a burst of packets on one device (a flood) then costs two reads
-/// instead of five. Entries are trusted for `DEV_CACHE_NS` only, so a renamed device or one
-/// moved to another namespace is seen right after.
-#[repr(C)]
-pub struct DevCache {
-    dev: u64,
-    at_ns: u64,
-    ifindex: u32,
-    netns: u32,
-    ifname: [u8; tracer_common::IFNAMSIZ],
-}
-
-#[aya_ebpf::macros::map(name = "DEV_CACHE")]
-static DEV_CACHE: aya_ebpf::maps::PerCpuArray<DevCache> = aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
 
 const DEV_CACHE_NS: u64 = 50_000_000;
 

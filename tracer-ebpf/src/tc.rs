@@ -7,14 +7,12 @@
 //! shot the packet.
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
-    macros::{classifier, map},
-    maps::PerCpuArray,
+    macros::classifier,
     programs::TcContext,
 };
-use tracer_common::{TC_RING_LEN, TcRing, tc};
+use tracer_common::{TC_RING_LEN, tc};
 
-#[map(name = "TC_RING")]
-static TC_RING: PerCpuArray<TcRing> = PerCpuArray::with_max_entries(1, 0);
+use crate::maps::TC_RING;
 
 #[inline(always)]
 fn observe(ctx: &TcContext, code: u32) -> i32 {
@@ -46,7 +44,8 @@ macro_rules! observers {
 }
 
 // Names are `tracer_tc_{i,e}<position>`: short enough for the kernel's 15-character program
-// names, and the prefix identifies leftovers of a killed run. Keep in step with tc::POSITIONS.
+// names, and the prefix identifies leftovers of a killed run; one per `tc::POSITIONS` and
+// direction (tracer/tests/object.rs checks they are all here).
 observers! {
     tracer_tc_i0: false, 0; tracer_tc_i1: false, 1; tracer_tc_i2: false, 2; tracer_tc_i3: false, 3;
     tracer_tc_i4: false, 4; tracer_tc_i5: false, 5; tracer_tc_i6: false, 6; tracer_tc_i7: false, 7;

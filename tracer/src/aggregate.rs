@@ -4,7 +4,12 @@ use std::{collections::HashMap, net::IpAddr};
 
 use serde::Serialize;
 
-use crate::events::{DropEvent, Proto};
+use crate::model::{
+    drop::DropEvent,
+    headers::Proto,
+    netfilter::NetfilterInfo,
+    tc::TcInfo,
+};
 
 /// Flows tracked before the rest are folded into `other_flows`: keeps memory bounded under
 /// floods of random ports.
@@ -59,7 +64,7 @@ pub struct Rules {
 }
 
 impl Rules {
-    pub fn add(&mut self, nf: &crate::attribution::netfilter::NetfilterInfo) {
+    pub fn add(&mut self, nf: &NetfilterInfo) {
         let rule = nf.rule.clone().unwrap_or_else(|| format!("({} attribution)", nf.attribution));
         *self.counts.entry((nf.backend.clone(), nf.table.clone(), nf.chain.clone(), rule)).or_default() += 1;
     }
@@ -124,7 +129,7 @@ pub struct KernelRow {
     /// The pod behind the interface.
     pub pod: Option<String>,
     /// Which tc program shot these (TC_* reasons).
-    pub tc: Option<crate::attribution::tc::TcInfo>,
+    pub tc: Option<TcInfo>,
 }
 
 /// Sums `rows` by `key`, largest first.

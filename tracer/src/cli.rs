@@ -33,7 +33,9 @@ pub enum Command {
 }
 
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
-pub const DEFAULT_CNI_CACHE_DIR: &str = "/var/lib/cni/results";
+/// libcni's cache directory (its `results/` holds one file per pod sandbox), for capture and
+/// doctor alike.
+pub const DEFAULT_CNI_CACHE_DIR: &str = crate::pods::DEFAULT_CACHE_DIR;
 pub const DEFAULT_NETNS_DIR: &str = "/var/run/netns";
 
 #[derive(Args, Debug, Clone)]
@@ -51,7 +53,7 @@ pub struct DoctorArgs {
     #[arg(long, value_name = "DIR", default_value = DEFAULT_BPFFS)]
     pub bpffs: PathBuf,
 
-    /// libcni's cache of CNI results (the pods this node set up).
+    /// libcni's cache directory (the pods this node set up; its results/, or DIR itself).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_CNI_CACHE_DIR)]
     pub cni_cache_dir: PathBuf,
 
@@ -88,39 +90,39 @@ pub struct CaptureArgs {
 
     /// Only drops on this interface; a name or a glob with `?` and a trailing `*` (e.g. lxc*).
     /// Repeatable.
-    #[arg(short = 'i', long = "iface", value_name = "NAME|GLOB")]
+    #[arg(help_heading = "Filters", short = 'i', long = "iface", value_name = "NAME|GLOB")]
     pub ifaces: Vec<String>,
 
     /// Only drops in this network namespace: a path (/proc/PID/ns/net, /var/run/netns/NAME),
     /// a name under /var/run/netns, or an inode number.
-    #[arg(long, value_name = "PATH|INODE")]
+    #[arg(help_heading = "Filters", long, value_name = "PATH|INODE")]
     pub netns: Option<String>,
 
     /// Bytes of each dropped packet to keep, from the MAC header (or the IP header where the
     /// drop point has no MAC header).
-    #[arg(short = 's', long, default_value_t = 256, value_name = "N")]
+    #[arg(help_heading = "Outputs", short = 's', long, default_value_t = 256, value_name = "N")]
     pub snaplen: u32,
 
     /// Write the dropped packets to this pcapng file (readable by tshark/Wireshark).
-    #[arg(short = 'w', long, value_name = "FILE")]
+    #[arg(help_heading = "Outputs", short = 'w', long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
 
     /// Write one JSON object per drop to FILE (JSON Lines), or to stdout with `-`.
-    #[arg(long, value_name = "FILE|-")]
+    #[arg(help_heading = "Outputs", long, value_name = "FILE|-")]
     pub json: Option<PathBuf>,
 
     /// Write the run's exact totals as one JSON object to FILE.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Outputs", long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
 
     /// Keep an incident bundle in DIR (new or empty): node state at start and end (iptables,
     /// nft, ip, conntrack, sysctls, `tracer doctor`), the probes used, versions, this capture's
     /// pcapng/JSON/summary (written there unless given elsewhere), MANIFEST.json, and DIR.tar.zst.
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Outputs", long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
 
     /// Create FILE once every probe is attached (for scripts and tests).
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Outputs", hide_short_help = true, long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
 
     /// Keep FILE up to date with the counts so far (`drops`, `read`, `lost`, `rate_limited`,
@@ -131,50 +133,50 @@ pub struct CaptureArgs {
 
     /// Do not attach netfilter observers: `NETFILTER_DROP` events then carry no table, chain
     /// or rule.
-    #[arg(long)]
+    #[arg(help_heading = "Probes", long)]
     pub no_netfilter: bool,
 
     /// Do not attach tc observers: `TC_INGRESS`/`TC_EGRESS` drops then name the program only when
     /// it is alone on its hook.
-    #[arg(long)]
+    #[arg(help_heading = "Probes", long)]
     pub no_tc: bool,
 
     /// Only drops of this pod (NAMESPACE/NAME): in its network namespace, on its host-side
     /// interface (lxc…), or to/from its IPs. Repeatable. Pods are read from the CNI cache.
-    #[arg(long = "pod", value_name = "NAMESPACE/NAME")]
+    #[arg(help_heading = "Kubernetes", long = "pod", value_name = "NAMESPACE/NAME")]
     pub pods: Vec<String>,
 
     /// libcni's cache directory, whose results/ name every pod sandbox on this node
     /// [default: /var/lib/cni].
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Kubernetes", long, value_name = "DIR")]
     pub cni_cache_dir: Option<std::path::PathBuf>,
 
     /// Follow matching packets hook by hook: `"type": "path"` events per hook and a
     /// `"type": "packet"` record per packet (ordered path and fate), and a timeline on stdout.
-    #[arg(long)]
+    #[arg(help_heading = "Path", long)]
     pub path: bool,
 
     /// With --path: write every matching packet to the pcapng (once, with its path in the
     /// comment), not only the dropped ones.
-    #[arg(long, requires = "path")]
+    #[arg(help_heading = "Path", long, requires = "path")]
     pub all: bool,
 
     /// How --path follows packets: `tracepoint` (network tracepoints, every kernel), `fentry`
     /// or `kprobe` (adds kernel skb functions where the kernel allows them), or `auto`.
-    #[arg(long, value_enum, default_value = "auto", requires = "path")]
+    #[arg(help_heading = "Path", long, value_enum, default_value = "auto", requires = "path")]
     pub backend: crate::probes::path::BackendChoice,
 
     /// At most N drop events per second per CPU (0: no limit). Past it, drops are still
     /// counted exactly (summary, tables) but their events are skipped and counted in
     /// `rate_limited`: a flood of drops cannot slow the node down or fill the disk.
-    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    #[arg(help_heading = "Probes", long, default_value_t = 20_000, value_name = "N")]
     pub max_event_rate: u64,
 
     /// Do not print a line per drop on stdout.
-    #[arg(short, long)]
+    #[arg(help_heading = "Outputs", short, long)]
     pub quiet: bool,
 
     /// tcpdump/pcap-filter expression selecting the packets to report.
-    #[arg(value_name = "EXPRESSION", trailing_var_arg = true)]
+    #[arg(help_heading = "Filters", value_name = "EXPRESSION", trailing_var_arg = true)]
     pub expression: Vec<String>,
 }

@@ -21,13 +21,13 @@ impl Snapshot {
     /// Lists every ruleset of the namespace at `ns_path`. Only the tools whose tables exist
     /// are run (a pod namespace usually has none), so a node with a hundred pods starts fast.
     pub fn take(ns_path: &Path) -> Self {
-        let missing = std::cell::RefCell::new(BTreeSet::new());
+        let missing = std::sync::Mutex::new(BTreeSet::new());
         let run = |prog: &str, args: &[&str]| -> Option<String> {
             let mut cmd = netns::command_in(ns_path, prog).ok()?;
             match cmd.args(args).stdin(Stdio::null()).stderr(Stdio::null()).output() {
                 Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).into_owned()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    missing.borrow_mut().insert(prog.to_string());
+                    missing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(prog.to_string());
                     None
                 }
                 _ => None,
@@ -43,13 +43,21 @@ impl Snapshot {
         // Without nft we cannot tell which nf_tables families are in use: ask iptables-nft.
         let (ip, ip6) = nft_json.as_deref().map_or((true, true), |j| (has_family(j, "ip"), has_family(j, "ip6")));
         let save = |yes: bool, prog: &str| if yes { Save::parse(&run(prog, &["-c"]).unwrap_or_default()) } else { Save::default() };
-        let nft = match nft_json {
-            Some(j) if j.contains("\"table\"") => Ruleset::parse(&j, &run("nft", &["-a", "list", "ruleset"]).unwrap_or_default()),
-            _ => Ruleset::default(),
-        };
-        let (nft_v4, nft_v6) = (save(ip, "iptables-nft-save"), save(ip6, "ip6tables-nft-save"));
-        let (legacy_v4, legacy_v6) = (save(legacy.0, "iptables-legacy-save"), save(legacy.1, "ip6tables-legacy-save"));
-        Self { nft_v4, nft_v6, legacy_v4, legacy_v6, nft, missing: missing.into_inner() }
+        // The listings are independent: run at once, a snapshot takes as long as the slowest
+        // tool (seconds on a node with tens of thousands of rules), not their sum.
+        let (nft, (nft_v4, nft_v6), (legacy_v4, legacy_v6)) = std::thread::scope(|s| {
+            let nft = s.spawn(|| match &nft_json {
+                Some(j) if j.contains("\"table\"") => Ruleset::parse(j, &run("nft", &["-a", "list", "ruleset"]).unwrap_or_default()),
+                _ => Ruleset::default(),
+            });
+            let v4 = s.spawn(|| save(ip, "iptables-nft-save"));
+            let v6 = s.spawn(|| save(ip6, "ip6tables-nft-save"));
+            let l4 = s.spawn(|| save(legacy.0, "iptables-legacy-save"));
+            let l6 = save(legacy.1, "ip6tables-legacy-save");
+            let join = |h: std::thread::ScopedJoinHandle<'_, Save>| h.join().unwrap_or_default();
+            (nft.join().unwrap_or_default(), (join(v4), join(v6)), (join(l4), l6))
+        });
+        Self { nft_v4, nft_v6, legacy_v4, legacy_v6, nft, missing: missing.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) }
     }
 
     pub fn iptables_nft(&self, pf: u32) -> &Save {

@@ -1,4 +1,3 @@
-//! --path: following matching packets hook by hook.
+//! --path: following matching packets hook by hook (the records are in `model::path`).
 pub mod story;
-pub mod timeline;
 pub mod tracker;

@@ -2,59 +2,7 @@
 //! path events keyed by the packet id the kernel assigned when the packet first matched.
 use std::collections::HashMap;
 
-use serde::Serialize;
-
-/// One hook a packet passed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Hop {
-    /// Nanoseconds since the packet was first seen.
-    pub t_ns: u64,
-    pub hook: String,
-    pub ifname: String,
-    pub netns: u32,
-}
-
-/// How a packet's story ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum End {
-    /// The kernel dropped it (reason, location).
-    Dropped { reason: String, location: String },
-    /// Freed normally (`consume_skb`) at `location`.
-    Consumed { location: String },
-    /// Queued to a socket in namespace `netns`.
-    Delivered { netns: u32 },
-}
-
-#[derive(Debug, Clone)]
-pub struct Story {
-    pub packet_id: u64,
-    /// Monotonic time of the first hop.
-    pub first_ns: u64,
-    pub hops: Vec<Hop>,
-    pub end: Option<End>,
-}
-
-impl Story {
-    /// What became of the packet, in words: "delivered to socket", "forwarded out eth0",
-    /// "dropped: `NETFILTER_DROP` at `nft_do_chain+0x46f`", "sent out lxc12 (netns …)".
-    pub fn fate(&self) -> String {
-        match &self.end {
-            Some(End::Dropped { reason, location }) => format!("dropped: {reason} at {location}"),
-            Some(End::Delivered { netns }) => format!("delivered to socket (netns {netns})"),
-            Some(End::Consumed { .. }) => {
-                if self.hops.iter().any(|h| h.hook == "skb_copy_datagram_iovec") {
-                    let last = self.hops.iter().rev().find(|h| h.hook == "skb_copy_datagram_iovec").unwrap_or(&self.hops[0]);
-                    format!("delivered to socket (netns {})", last.netns)
-                } else if let Some(x) = self.hops.iter().rev().find(|h| h.hook == "net_dev_start_xmit" || h.hook == "net_dev_xmit") {
-                    format!("sent out {} (netns {})", x.ifname, x.netns)
-                } else {
-                    "consumed".to_string()
-                }
-            }
-            None => self.hops.last().map_or_else(|| "unknown".into(), |h| format!("last seen at {} on {}", h.hook, h.ifname)),
-        }
-    }
-}
+use crate::model::path::{End, Hop, Story};
 
 /// Stories under construction, bounded: the oldest are closed when too many are open.
 pub struct Stories {

@@ -1,66 +1,19 @@
 //! Turns path events into records: one `"type": "path"` record per hop as it happens, and one
 //! `"type": "packet"` record per packet when its path ends (ordered hops and fate), with the
 //! packet's bytes kept from its first sighting for `--all`.
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
-use serde::Serialize;
-
-use super::story::{End, Hop, Stories, Story};
-use crate::{events::Headers, output::pcapng::Iface};
+use super::story::Stories;
+use crate::model::{
+    headers::Headers,
+    path::{Captured, End, Finished, HopRecord, PacketRecord, Story},
+};
 
 /// Packets followed at once; past this the oldest open ones are closed ("last seen at …").
 const MAX_OPEN: usize = 16_384;
 
-/// A hop as JSON (`"type": "path"`).
-#[derive(Debug, Serialize)]
-pub struct HopRecord {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub packet_id: u64,
-    pub hook: String,
-    pub ifname: String,
-    pub ifindex: u32,
-    pub netns: u32,
-    /// Nanoseconds since the packet was first seen.
-    pub t_ns: u64,
-    pub time: String,
-    /// The first hop of a packet carries its headers.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<Headers>,
-}
-
-/// A packet's whole story (`"type": "packet"`).
-#[derive(Debug, Serialize)]
-pub struct PacketRecord {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub packet_id: u64,
-    pub time: String,
-    #[serde(flatten)]
-    pub headers: Headers,
-    pub path: Vec<Hop>,
-    pub fate: String,
-}
-
-/// A finished packet: its record, its timeline text, and (for `--all`) its bytes.
-pub struct Finished {
-    pub record: PacketRecord,
-    pub timeline: String,
-    pub packet: Option<Captured>,
-}
-
-/// A packet's bytes as first seen, for the pcapng.
-#[derive(Clone)]
-pub struct Captured {
-    pub iface: Iface,
-    pub ts: Duration,
-    pub len: u32,
-    pub data: Vec<u8>,
-}
-
 struct First {
     headers: Headers,
-    summary: String,
     time: String,
     captured: Captured,
 }
@@ -88,15 +41,15 @@ pub struct HopIn {
     pub netns: u32,
     pub time: String,
     /// Set on the packet's first hop (its bytes were captured there).
-    pub first: Option<(Headers, String, Captured)>,
+    pub first: Option<(Headers, Captured)>,
 }
 
 impl PathTracker {
     /// Records a hop; returns its record and any packets closed to make room.
     pub fn hop(&mut self, h: HopIn) -> (HopRecord, Vec<Finished>) {
         let headers = h.first.as_ref().map(|f| f.0.clone());
-        if let Some((headers, summary, captured)) = h.first {
-            self.first.insert(h.packet_id, First { headers, summary, time: h.time.clone(), captured });
+        if let Some((headers, captured)) = h.first {
+            self.first.insert(h.packet_id, First { headers, time: h.time.clone(), captured });
         }
         let evicted = self.stories.hop(h.packet_id, h.mono_ns, &h.hook, &h.ifname, h.netns);
         let t_ns = self.stories_t(h.packet_id);
@@ -134,22 +87,12 @@ impl PathTracker {
     fn finish(&mut self, s: Story) -> Finished {
         self.packets += 1;
         let first = self.first.remove(&s.packet_id);
-        let (headers, summary, time, captured) = match first {
-            Some(f) => (f.headers, f.summary, f.time, Some(f.captured)),
-            None => (Headers::default(), "?".into(), String::new(), None),
+        let (headers, time, captured) = match first {
+            Some(f) => (f.headers, f.time, Some(f.captured)),
+            None => (Headers::default(), String::new(), None),
         };
         let fate = s.fate();
-        let timeline = super::timeline::render(&s, &summary);
-        Finished { record: PacketRecord { kind: "packet", packet_id: s.packet_id, time, headers, path: s.hops, fate }, timeline, packet: captured }
+        Finished { record: PacketRecord { kind: "packet", packet_id: s.packet_id, time, headers, path: s.hops, fate }, packet: captured }
     }
 }
 
-/// The pcapng comment of a packet written by `--all`.
-pub fn comment(r: &PacketRecord) -> String {
-    let hops: Vec<String> = r
-        .path
-        .iter()
-        .map(|h| if h.ifname.is_empty() { h.hook.clone() } else { format!("{}@{}", h.hook, h.ifname) })
-        .collect();
-    format!("packet {} path: {}; fate: {}", r.packet_id, hops.join(" > "), r.fate)
-}

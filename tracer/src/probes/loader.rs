@@ -11,10 +11,16 @@ use crate::filter::expr::CompiledFilter;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
+/// The embedded eBPF object (tracer/build.rs builds it), as loaded.
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 /// The maps userspace reads, taken out of the object so they outlive the programs: events
 /// still in the ring and the final counters are read after detaching.
 pub struct Maps {
-    pub events: RingBuf<MapData>,
+    /// The event ring, until the session hands it to its reader thread.
+    pub events: Option<RingBuf<MapData>>,
     pub counters: PerCpuArray<MapData, u64>,
     pub drop_stats: PerCpuHashMap<MapData, DropKey, u64>,
     /// Per-CPU last-key caches of `DROP_STATS` (counts not yet in the hash).
@@ -79,7 +85,7 @@ pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces:
     let fds = MapFds { events: fd(&ebpf, names::EVENTS)?, counters: fd(&ebpf, names::COUNTERS)?, path_track: fd(&ebpf, names::PATH_TRACK)? };
     let maps = Maps {
         fds,
-        events: RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?,
+        events: Some(RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?),
         counters: PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?,
         drop_stats: PerCpuHashMap::try_from(take(&mut ebpf, names::DROP_STATS)?)?,
         drop_cache: PerCpuArray::try_from(take(&mut ebpf, names::DROP_CACHE)?)?,

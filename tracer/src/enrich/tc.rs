@@ -4,53 +4,16 @@
 //! the start) are looked up when a drop is first seen there.
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
-
+use super::{Node, Offline};
 use crate::{
+    model::tc::TcInfo,
     netns::Netns,
     probes::tc::{Attach, Hook, Program},
 };
-
-/// The `tc` object of a drop event (contract fields first; the rest only when known).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct TcInfo {
-    pub ifname: String,
-    /// "ingress" or "egress".
-    pub direction: &'static str,
-    /// "tcx" or "`cls_bpf`"; null when no program could be singled out.
-    pub attach: Option<&'static str>,
-    pub prog: Option<String>,
-    pub prog_id: Option<u32>,
-    pub prog_tag: Option<String>,
-    pub verdict: &'static str,
-    /// `cls_bpf` priority and handle of the filter.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prio: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub handle: Option<u32>,
-    /// How the program was singled out: "observer" (per packet: it ran right after the last
-    /// observer the packet passed), "`only_program`" (the only program on the hook), "ambiguous"
-    /// (see `candidates`), "unknown".
-    pub attribution: &'static str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub candidates: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-}
-
-impl TcInfo {
-    /// "BPF program `cil_from_container`" / "a tc program".
-    pub fn who(&self) -> String {
-        match &self.prog {
-            Some(p) => format!("BPF program {p}"),
-            None if self.candidates.is_empty() => "a tc program".into(),
-            None => format!("one of {}", self.candidates.join(", ")),
-        }
-    }
-}
 
 type Key = (u32, u32, bool);
 
@@ -64,6 +27,8 @@ pub struct TcAttributor {
     verify: bool,
     looked_up: HashMap<Key, (Instant, Option<Hook>)>,
     spaces: HashMap<u32, Netns>,
+    /// Where "is it still loaded" and "what is on this hook now" are asked.
+    node: Arc<dyn Node>,
 }
 
 impl TcAttributor {
@@ -74,7 +39,15 @@ impl TcAttributor {
             verify: true,
             looked_up: HashMap::new(),
             spaces: spaces.into_iter().map(|n| (n.inode, n)).collect(),
+            node: Arc::new(Offline),
         }
+    }
+
+    /// Asks `node` about programs and hooks (without it, nothing is looked up).
+    #[must_use]
+    pub fn with_node(mut self, node: Arc<dyn Node>) -> Self {
+        self.node = node;
+        self
     }
 
     /// Attribution of a `TC_INGRESS` (`egress` false) or `TC_EGRESS` drop on (`netns`, `ifindex`)
@@ -152,7 +125,7 @@ impl TcAttributor {
         let alive = match self.alive.get(&id) {
             Some((t, a)) if now.duration_since(*t) < RECHECK => *a,
             _ => {
-                let a = crate::probes::tc::sys::prog_exists(id);
+                let a = self.node.prog_exists(id);
                 self.alive.insert(id, (now, a));
                 a
             }
@@ -165,9 +138,7 @@ impl TcAttributor {
         let now = Instant::now();
         let stale = self.looked_up.get(&key).is_none_or(|(t, _)| now.duration_since(*t) >= RECHECK);
         if stale {
-            let hook = self.spaces.get(&key.0).and_then(|ns| {
-                crate::probes::tc::hook_now(ns, key.1, key.2).map_err(|e| log::debug!("tc hook lookup failed: {e:#}")).ok().flatten()
-            });
+            let hook = self.spaces.get(&key.0).and_then(|ns| self.node.tc_hook(ns, key.1, key.2));
             self.looked_up.insert(key, (now, hook));
         }
         self.looked_up.get(&key).and_then(|(_, h)| h.as_ref())

@@ -1,13 +1,5 @@
-//! Everything the capture writes: JSON Lines events, the pcapng, the summary and the text
-//! tables on stderr. Files are created only once the probes are attached, and flushed at least
-//! every second, whole records at a time, so a killed run leaves readable files (record.rs).
-pub mod jsonl;
-pub mod pcapng;
-pub mod progress;
-pub mod record;
-pub mod summary;
-pub mod table;
-
+//! Output files: checked before the probes attach, removed if the run fails before they are
+//! complete, and the summary written all or nothing.
 use std::{
     io::Write,
     path::{Path, PathBuf},

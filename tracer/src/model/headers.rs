@@ -1,36 +1,10 @@
-//! Wire records from the kernel → rich events with parsed headers and names.
+//! What the packet bytes say: addresses, protocol, ports, flags (etherparse), as the JSON
+//! contract names them.
 use std::net::IpAddr;
 
-use anyhow::{Result, bail};
 use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
 use serde::Serialize;
-use tracer_common::{EVENT_HEADER_LEN, IFNAMSIZ, PacketEvent, linktype};
-
-/// A wire record split into its fixed header and packet bytes.
-pub struct Wire<'a> {
-    pub hdr: PacketEvent,
-    pub data: &'a [u8],
-}
-
-impl<'a> Wire<'a> {
-    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
-        if bytes.len() < EVENT_HEADER_LEN {
-            bail!("short event record ({} bytes)", bytes.len());
-        }
-        // SAFETY: length checked; PacketEvent is plain old data, read unaligned.
-        let hdr = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<PacketEvent>()) };
-        let end = EVENT_HEADER_LEN + hdr.cap_len as usize;
-        if end > bytes.len() {
-            bail!("event record claims {} packet bytes, has {}", hdr.cap_len, bytes.len() - EVENT_HEADER_LEN);
-        }
-        Ok(Self { hdr, data: &bytes[EVENT_HEADER_LEN..end] })
-    }
-}
-
-pub fn ifname(raw: &[u8; IFNAMSIZ]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
-    String::from_utf8_lossy(&raw[..end]).into_owned()
-}
+use tracer_common::linktype;
 
 /// IP protocol: a name for the common ones, else the number (the JSON contract).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -175,52 +149,6 @@ fn tcp_flags(t: &etherparse::TcpSlice<'_>) -> String {
         s.push('.');
     }
     if s.is_empty() { "none".into() } else { s }
-}
-
-/// One dropped packet, as written to the JSON Lines output (field names are a contract).
-#[derive(Debug, Clone, Serialize)]
-pub struct DropEvent {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub time: String,
-    pub reason: String,
-    pub location: String,
-    pub ifname: String,
-    pub ifindex: u32,
-    pub netns: u32,
-    #[serde(flatten)]
-    pub headers: Headers,
-    pub len: u32,
-    /// Packet bytes kept (in the pcapng).
-    pub caplen: u32,
-    /// Where the captured bytes start: "ethernet" or "ip".
-    pub link: &'static str,
-    /// `struct sk_buff` address, to correlate events of one packet.
-    pub skb: String,
-    /// Numeric drop reason on this kernel.
-    pub reason_code: u32,
-    /// Which table, chain and rule dropped it (`NETFILTER_DROP` only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub netfilter: Option<crate::attribution::netfilter::NetfilterInfo>,
-    /// Which tc/BPF program shot it (`TC_INGRESS`/`TC_EGRESS` only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tc: Option<crate::attribution::tc::TcInfo>,
-    /// Pods ("namespace/name") owning the source and destination addresses.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub src_pod: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dst_pod: Option<String>,
-    /// The pod behind the interface of the drop (its host-side veth, or a device in its
-    /// network namespace).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_iface: Option<String>,
-    /// With `--path`: the packet's id (its `"type": "packet"` record tells its path).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub packet_id: Option<u64>,
-}
-
-pub fn link_name(lt: u8) -> &'static str {
-    if lt == linktype::ETHERNET { "ethernet" } else { "ip" }
 }
 
 #[cfg(test)]

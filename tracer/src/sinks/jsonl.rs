@@ -5,6 +5,10 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::record::RecordSink;
+use crate::model::{
+    drop::DropRecord,
+    path::{Finished, HopRecord},
+};
 
 pub struct JsonLines {
     sink: RecordSink,
@@ -30,5 +34,35 @@ impl JsonLines {
 
     pub fn sink(&self) -> &RecordSink {
         &self.sink
+    }
+}
+
+impl super::Sink for JsonLines {
+    fn name(&self) -> &'static str {
+        "JSON"
+    }
+
+    fn drop_event(&mut self, d: &DropRecord) -> Result<()> {
+        self.write(&d.event, true)
+    }
+
+    fn hop(&mut self, h: &HopRecord) -> Result<()> {
+        self.write(h, false)
+    }
+
+    fn packet(&mut self, p: &Finished) -> Result<()> {
+        self.write(&p.record, false)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.sink.flush()
+    }
+
+    fn committed(&self) -> Option<u64> {
+        Some(self.sink.committed_events())
+    }
+
+    fn failure(&self) -> Option<&str> {
+        self.sink.failure()
     }
 }

@@ -3,8 +3,8 @@
 use serde::Serialize;
 
 use crate::{
-    aggregate::{self, Flow, KernelRow},
-    events::Proto,
+    aggregate::{self, Flow, Flows, KernelRow, PodCounts, Rules},
+    model::{drop::DropRecord, headers::Proto, render::tc_sentence},
 };
 
 #[derive(Debug, Serialize)]
@@ -44,13 +44,6 @@ pub struct ProgramCount {
     pub count: u64,
     /// The finding in words ("dropped by BPF program … on … (pod …), ingress").
     pub text: String,
-}
-
-/// "dropped by BPF program `cil_from_container` on lxc5c0a11 (pod default/web-0), ingress"
-pub fn tc_sentence(tc: &crate::attribution::tc::TcInfo, pod: Option<&str>) -> String {
-    let pod = pod.map(|p| format!(" (pod {p})")).unwrap_or_default();
-    let attach = tc.attach.map(|a| format!(" [{a}]")).unwrap_or_default();
-    format!("dropped by {} on {}{pod}, {}{attach}", tc.who(), tc.ifname, tc.direction)
 }
 
 #[derive(Debug, Serialize)]
@@ -121,8 +114,17 @@ pub struct Totals {
     pub rate_limited: u64,
 }
 
+impl Totals {
+    /// The `events`/`lost_events` contract, in one place: `events` are the drop events every
+    /// output committed (`written`); every other drop the kernel counted is lost (held back by
+    /// the rate limit, lost in the ring, unreadable, or cut off by an output that failed).
+    pub fn new(drops: u64, written: u64, seen_drops: u64, probe_misses: u64, rate_limited: u64) -> Self {
+        Self { drops, lost_events: drops.saturating_sub(written), events: written, seen_drops, probe_misses, rate_limited }
+    }
+}
+
 /// `--path` totals.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PathSummary {
     /// `tracepoint`, `fentry` or `kprobe` (the tracepoints always run; the others add kernel
     /// functions as hops).
@@ -138,6 +140,7 @@ pub struct PathSummary {
     pub lost_events: u64,
 }
 
+#[derive(Clone)]
 pub struct Meta {
     pub path: Option<PathSummary>,
     pub duration_s: f64,
@@ -209,5 +212,53 @@ pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, rule
         start: meta.start,
         end: meta.end,
         path: meta.path,
+    }
+}
+
+/// How a run ended: what the kernel counted, what the outputs hold, and the run's details.
+pub struct RunEnd {
+    pub totals: Totals,
+    pub rows: Vec<KernelRow>,
+    pub meta: Meta,
+}
+
+/// The summary as an output: tallies flows, rules and pods from the drop events; at the end
+/// writes `--summary FILE` (all or nothing) and the tables on stderr.
+pub struct SummarySink {
+    pub path: Option<std::path::PathBuf>,
+    pub flows: Flows,
+    pub rules: Rules,
+    pub by_pod: PodCounts,
+}
+
+impl SummarySink {
+    pub fn new(path: Option<std::path::PathBuf>) -> Self {
+        Self { path, flows: Flows::default(), rules: Rules::default(), by_pod: PodCounts::default() }
+    }
+}
+
+impl super::Sink for SummarySink {
+    fn name(&self) -> &'static str {
+        "summary"
+    }
+
+    fn drop_event(&mut self, d: &DropRecord) -> anyhow::Result<()> {
+        self.flows.add(&d.event);
+        self.by_pod.add(&d.event);
+        if let Some(nf) = &d.event.netfilter {
+            self.rules.add(nf);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, end: &RunEnd) -> anyhow::Result<()> {
+        let s = build(&end.totals, &end.rows, &self.flows, &self.rules, &self.by_pod, end.meta.clone());
+        if let Some(p) = &self.path {
+            let mut bytes = serde_json::to_vec_pretty(&s)?;
+            bytes.push(b'\n');
+            super::write_atomic(p, &bytes)?;
+        }
+        eprint!("{}", super::table::render(&s));
+        Ok(())
     }
 }

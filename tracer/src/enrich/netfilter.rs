@@ -3,9 +3,8 @@
 //! against the packet, narrowed by rule counters over the window, gives the rule.
 use std::collections::HashMap;
 
-use serde::Serialize;
-
 use crate::{
+    model::netfilter::NetfilterInfo,
     netfilter::{
         self, Backend, Entry,
         eval::{self, Candidate},
@@ -17,43 +16,23 @@ use crate::{
     probes::netfilter::Slot,
 };
 
-/// The `netfilter` object of a drop event (field names are a contract).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct NetfilterInfo {
-    pub family: String,
-    pub table: String,
-    /// The chain holding the rule (a user chain when reached by a jump).
-    pub chain: String,
-    pub hook: String,
-    pub priority: i32,
-    pub verdict: String,
-    /// The rule as the user's tool prints it (`iptables-save` line, `nft list` line with
-    /// handle, or `policy DROP`); absent when it cannot be singled out.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    /// iptables-nft, iptables-legacy, nftables or conntrack.
-    pub backend: String,
-    /// Chains walked from the base chain to `chain`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub path: Vec<String>,
-    /// How the rule was singled out: "exact" (the packet matches it and nothing before it),
-    /// "counters" (evaluation plus the rule counters of the window), "window" (the only rule
-    /// whose counter moved), "ambiguous" (several could have; see `candidates`), "hook" (only
-    /// the hook and priority are known).
-    pub attribution: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub candidates: Vec<String>,
-    /// What to do when the rule could not be singled out.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-}
-
 /// `Slot::hook` of a drop no observer saw: every hook is a candidate.
 const ANY_HOOK: u32 = u32::MAX;
 
+/// A ruleset snapshot and when it was taken (`CLOCK_MONOTONIC` ns, the clock of the kernel's
+/// event times): a drop before `start` is in its counters, one after `end` is not.
+pub struct Timed {
+    pub snap: Snapshot,
+    pub start: u64,
+    pub end: u64,
+}
+
 struct NsState {
     netns: Netns,
-    prev: Snapshot,
+    prev: Timed,
+    /// The snapshot before `prev`: the baseline of drops that happened while `prev` was taken
+    /// (they may or may not be in its counters).
+    older: Option<Timed>,
     entries: Vec<Entry>,
 }
 
@@ -74,12 +53,13 @@ struct Cand<'a> {
 }
 
 impl Attributor {
-    pub fn new(snapshots: Vec<(Netns, Snapshot)>, slots: Vec<Slot>) -> Self {
+    /// `taken`: when the start-up snapshots were taken (before any drop of the capture).
+    pub fn new(snapshots: Vec<(Netns, Snapshot)>, slots: Vec<Slot>, taken: u64) -> Self {
         let ns = snapshots
             .into_iter()
-            .map(|(netns, prev)| {
-                let entries = netfilter::entries(&prev);
-                (netns.inode, NsState { netns, prev, entries })
+            .map(|(netns, snap)| {
+                let entries = netfilter::entries(&snap);
+                (netns.inode, NsState { netns, prev: Timed { snap, start: 0, end: taken }, older: None, entries })
             })
             .collect();
         Self { unobserved_drops: false, ns, slots }
@@ -101,12 +81,7 @@ impl Attributor {
     }
 
     /// Attributes a drop when evaluation alone decides; None when the rule counters of the
-    /// window are needed (then `resolve` with a fresh snapshot).
-    pub fn try_exact(&self, slot_id: u32, p: &PacketInfo) -> Option<NetfilterInfo> {
-        let slot = self.slot(slot_id)?;
-        self.try_exact_at(slot, p)
-    }
-
+    /// window are needed (then `resolve_at` with a snapshot taken after the drop).
     pub fn try_exact_at(&self, slot: &Slot, p: &PacketInfo) -> Option<NetfilterInfo> {
         if slot.hook == ANY_HOOK {
             return None;
@@ -119,15 +94,15 @@ impl Attributor {
         }
     }
 
-    /// Final attribution using `now` (a fresh snapshot of the slot's namespace) for counters.
-    pub fn resolve(&self, slot_id: u32, p: &PacketInfo, now: &Snapshot) -> Option<NetfilterInfo> {
-        let slot = self.slot(slot_id)?;
-        self.resolve_at(slot, p, now)
-    }
-
-    pub fn resolve_at(&self, slot: &Slot, p: &PacketInfo, now: &Snapshot) -> Option<NetfilterInfo> {
+    /// Final attribution of a drop at kernel time `mono` using `now` (a snapshot of the slot's
+    /// namespace taken after it) for counters, from the last snapshot surely taken before it.
+    pub fn resolve_at(&self, slot: &Slot, p: &PacketInfo, mono: u64, now: &Snapshot) -> Option<NetfilterInfo> {
         let st = self.ns.get(&slot.netns)?;
-        let cands = Self::candidates(st, slot, p, Some(now));
+        let base = match &st.older {
+            Some(o) if st.prev.end >= mono => &o.snap,
+            _ => &st.prev.snap,
+        };
+        let cands = Self::candidates(st, slot, p, Some((base, now)));
         let any_hook = slot.hook == ANY_HOOK;
         if cands.is_empty() {
             return (!any_hook).then(|| hook_only(slot, self.entries(slot.netns)));
@@ -168,8 +143,13 @@ impl Attributor {
         }
     }
 
-    fn candidates<'a>(st: &'a NsState, slot: &Slot, p: &PacketInfo, now: Option<&Snapshot>) -> Vec<Cand<'a>> {
-        let snap = now.unwrap_or(&st.prev);
+    /// `window`: the baseline and the snapshot that closes the window (for counters).
+    fn candidates<'a>(st: &'a NsState, slot: &Slot, p: &PacketInfo, window: Option<(&Snapshot, &Snapshot)>) -> Vec<Cand<'a>> {
+        let (base, now) = match window {
+            Some((b, n)) => (b, Some(n)),
+            None => (&st.prev.snap, None),
+        };
+        let snap = now.unwrap_or(base);
         let mut out = Vec::new();
         let here: Vec<&Entry> = st
             .entries
@@ -180,7 +160,7 @@ impl Attributor {
             match entry.backend {
                 Backend::IptablesNft | Backend::IptablesLegacy => {
                     let save = if entry.backend == Backend::IptablesNft { snap.iptables_nft(entry.pf) } else { snap.iptables_legacy(entry.pf) };
-                    let old = if entry.backend == Backend::IptablesNft { st.prev.iptables_nft(entry.pf) } else { st.prev.iptables_legacy(entry.pf) };
+                    let old = if entry.backend == Backend::IptablesNft { base.iptables_nft(entry.pf) } else { base.iptables_legacy(entry.pf) };
                     let found = save.table(&entry.table).map(|t| eval::candidates(t, &entry.chain, p));
                     for c in found.unwrap_or_default() {
                         let delta = now.map(|_| iptables_delta(old, save, &entry.table, &c));
@@ -189,7 +169,7 @@ impl Attributor {
                 }
                 Backend::Nftables => {
                     for c in eval::candidates(&snap.nft.table(&entry.family, &entry.table), &entry.chain, p) {
-                        let delta = now.and_then(|_| nft_delta(&st.prev.nft, &snap.nft, entry, &c));
+                        let delta = now.and_then(|_| nft_delta(&base.nft, &snap.nft, entry, &c));
                         out.push(Cand { entry, c, delta });
                     }
                 }
@@ -216,21 +196,35 @@ impl Attributor {
         out
     }
 
-    /// Takes fresh snapshots of `inodes` (for `resolve`), returning them by inode.
-    pub fn snapshot(&self, inodes: impl IntoIterator<Item = u32>) -> HashMap<u32, Snapshot> {
-        inodes
-            .into_iter()
-            .filter_map(|i| self.ns.get(&i).map(|st| (i, Snapshot::take(&st.netns.path))))
-            .collect()
+    /// The namespace a snapshot must be taken in, when this namespace's rules are known.
+    pub fn netns(&self, inode: u32) -> Option<&Netns> {
+        self.ns.get(&inode).map(|st| &st.netns)
     }
 
-    /// Makes `now` the baseline of the next window.
-    pub fn advance(&mut self, now: HashMap<u32, Snapshot>) {
-        for (inode, snap) in now {
-            if let Some(st) = self.ns.get_mut(&inode) {
-                st.entries = netfilter::entries(&snap);
-                st.prev = snap;
-            }
+    /// Whether drops in this namespace can be attributed at all.
+    pub fn knows(&self, inode: u32) -> bool {
+        self.ns.contains_key(&inode)
+    }
+
+    /// When the latest snapshot of a namespace was taken (`start`, `end`).
+    pub fn taken(&self, inode: u32) -> Option<(u64, u64)> {
+        self.ns.get(&inode).map(|st| (st.prev.start, st.prev.end))
+    }
+
+    /// The latest snapshot of `inode` when it surely closes the window of a drop at `mono`
+    /// (it started after the drop, and the one before ended before it): drops read from a
+    /// backlog after a slow snapshot need no other.
+    pub fn covering(&self, inode: u32, mono: u64) -> Option<&Snapshot> {
+        let st = self.ns.get(&inode)?;
+        let older = st.older.as_ref()?;
+        (older.end < mono && mono < st.prev.start).then_some(&st.prev.snap)
+    }
+
+    /// Makes `now` the baseline of the next window of its namespace.
+    pub fn advance(&mut self, inode: u32, now: Timed) {
+        if let Some(st) = self.ns.get_mut(&inode) {
+            st.entries = netfilter::entries(&now.snap);
+            st.older = Some(std::mem::replace(&mut st.prev, now));
         }
     }
 }

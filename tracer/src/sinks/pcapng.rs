@@ -16,17 +16,12 @@ use pcap_file::{
 use tracer_common::linktype;
 
 use super::record::RecordSink;
-
-/// The interface a packet was seen on, as the pcapng names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Iface {
-    pub netns: u32,
-    pub ifindex: u32,
-    pub ifname: String,
-    pub linktype: u8,
-    /// The pod behind the interface ("namespace/name"), when known.
-    pub pod: Option<String>,
-}
+pub use crate::model::drop::Iface;
+use crate::model::{
+    drop::DropRecord,
+    path::Finished,
+    render,
+};
 
 /// Blocks are serialised into memory one at a time and handed to the sink whole, so the file
 /// only ever holds complete blocks (a reader never meets half a block, even after SIGKILL).
@@ -109,6 +104,44 @@ impl Pcapng {
 
     pub fn sink(&self) -> &RecordSink {
         &self.sink
+    }
+}
+
+/// The pcapng as an output: drops with their comment; with `--all`, every followed packet
+/// once, with its path (a drop of such a packet then only counts).
+pub struct PcapSink {
+    pub pcap: Pcapng,
+    pub all: bool,
+}
+
+impl super::Sink for PcapSink {
+    fn name(&self) -> &'static str {
+        "pcapng"
+    }
+
+    fn drop_event(&mut self, d: &DropRecord) -> Result<()> {
+        if d.in_pcap {
+            self.pcap.count_event();
+            return Ok(());
+        }
+        self.pcap.write(&d.iface, d.ts, d.event.len, &d.data, render::drop_comment(&d.event), true)
+    }
+
+    fn packet(&mut self, p: &Finished) -> Result<()> {
+        let (true, Some(c)) = (self.all, &p.packet) else { return Ok(()) };
+        self.pcap.write(&c.iface, c.ts, c.len, &c.data, render::packet_comment(&p.record), false)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.pcap.flush()
+    }
+
+    fn committed(&self) -> Option<u64> {
+        Some(self.pcap.sink().committed_events())
+    }
+
+    fn failure(&self) -> Option<&str> {
+        self.pcap.sink().failure()
     }
 }
 

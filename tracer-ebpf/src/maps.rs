@@ -1,0 +1,102 @@
+//! Every map of the kernel side, in one leaf module: the programs (kfree_skb, capture, emit,
+//! filter, tc, netfilter, path) reach them here and nothing here reaches them. Userspace names
+//! the same maps through `tracer_common::names`; `tracer/tests/object.rs` checks the built
+//! object against that list.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use tracer_common::{
+    CAPTURE_SLACK, CbpfInsn, DropCache, DropKey, EventBudget, IFNAMSIZ, IfacePattern, MAX_CAPTURE, MAX_FILTER_INSNS, MAX_IFACE_PATTERNS, NfRing, PacketEvent,
+    PodIfKey, TcRing, cbpf::Vm, counter,
+};
+
+/// The event being built on this CPU (too big for the 512-byte stack).
+#[repr(C)]
+pub struct Scratch {
+    pub hdr: PacketEvent,
+    pub data: [u8; MAX_CAPTURE + CAPTURE_SLACK],
+}
+
+/// This CPU's last device: a burst of packets on one device (a flood) then costs two reads
+/// instead of five. Entries are trusted for `DEV_CACHE_NS` only, so a renamed device or one
+/// moved to another namespace is seen right after.
+#[repr(C)]
+pub struct DevCache {
+    pub dev: u64,
+    pub at_ns: u64,
+    pub ifindex: u32,
+    pub netns: u32,
+    pub ifname: [u8; IFNAMSIZ],
+}
+
+/// This CPU's scratch record.
+#[inline(always)]
+pub fn scratch() -> Option<*mut Scratch> {
+    SCRATCH.get_ptr_mut(0)
+}
+
+/// 8 MiB holds ~25,000 events of a 256-byte snaplen, far more than a 10 ms poll interval of
+/// the default event rate limit brings. Userspace maps the data area twice (wrap-around), so it
+/// counts 16 MiB in the tracer's RSS: a larger ring would break the 64 MiB bound
+/// (tests/tests/robust/).
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[map(name = "DROP_STATS")]
+pub static DROP_STATS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "DROP_CACHE")]
+pub static DROP_CACHE: PerCpuArray<DropCache> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "EVENT_BUDGET")]
+pub static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
+
+/// Ethernet program at [0, MAX), raw-IP program at [MAX, 2*MAX).
+#[map(name = "FILTER_INSNS")]
+pub static FILTER_INSNS: Array<CbpfInsn> = Array::with_max_entries(2 * MAX_FILTER_INSNS, 0);
+
+#[map(name = "IFACE_PATTERNS")]
+pub static IFACE_PATTERNS: Array<IfacePattern> = Array::with_max_entries(MAX_IFACE_PATTERNS, 0);
+
+/// `--pod`: the pods' network namespaces (inode), their host-side interfaces and their IPs
+/// (IPv4 as IPv4-mapped IPv6). A drop is the pods' when any of them matches.
+#[map(name = "POD_NETNS")]
+pub static POD_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
+
+#[map(name = "POD_IFACES")]
+pub static POD_IFACES: HashMap<PodIfKey, u8> = HashMap::with_max_entries(256, 0);
+
+#[map(name = "POD_ADDRS")]
+pub static POD_ADDRS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(1024, 0);
+
+#[map(name = "FILTER_VM")]
+pub static FILTER_VM: PerCpuArray<Vm> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "NF_RING")]
+pub static NF_RING: PerCpuArray<NfRing> = PerCpuArray::with_max_entries(1, 0);
+
+/// skb address → packet id, for packets being followed.
+#[map(name = "PATH_TRACK")]
+pub static PATH_TRACK: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Per-CPU sequence for packet ids (the CPU number goes in the top bits).
+#[map(name = "PATH_SEQ")]
+pub static PATH_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The skb this CPU received last and its packet id (0 = not followed). Receive processing
+/// runs one packet at a time per CPU, so an `sk_data_ready` that follows belongs to it.
+#[map(name = "PATH_RX_LAST")]
+pub static PATH_RX_LAST: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "DEV_CACHE")]
+pub static DEV_CACHE: PerCpuArray<DevCache> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "TC_RING")]
+pub static TC_RING: PerCpuArray<TcRing> = PerCpuArray::with_max_entries(1, 0);

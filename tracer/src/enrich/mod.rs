@@ -1,0 +1,183 @@
+//! "Who dropped it": pods (CNI cache), the tc program (tc.rs) and the netfilter rule
+//! (netfilter.rs, window.rs) of a drop. Enrichment asks the node through [`Node`], which the
+//! session implements over the probes and the tests over fixtures; what needs the node for
+//! long (ruleset listings) runs on a worker (window.rs).
+pub mod netfilter;
+pub mod tc;
+pub mod window;
+
+use tracer_common::PacketEvent;
+
+use self::{
+    netfilter::Attributor,
+    tc::TcAttributor,
+    window::{Held, Windows},
+};
+use crate::{
+    model::{
+        drop::{DropEvent, DropRecord},
+        headers::Proto,
+    },
+    netfilter::{packet::PacketInfo, snapshot::Snapshot},
+    netns::Netns,
+    pods::Pods,
+    probes::tc::Hook,
+};
+
+/// What enrichment asks of the node.
+pub trait Node: Send + Sync {
+    /// Whether BPF program `id` is still loaded.
+    fn prog_exists(&self, id: u32) -> bool;
+    /// The tc programs on a hook now (None when there are none or the lookup failed).
+    fn tc_hook(&self, ns: &Netns, ifindex: u32, egress: bool) -> Option<Hook>;
+    /// A namespace's rulesets now (runs `iptables-save`/`nft`: slow on big rulesets).
+    fn rulesets(&self, ns: &Netns) -> Snapshot;
+}
+
+/// A node that answers nothing: programs are taken as loaded, no hook is looked up, rulesets
+/// are empty.
+pub struct Offline;
+
+impl Node for Offline {
+    fn prog_exists(&self, _id: u32) -> bool {
+        true
+    }
+
+    fn tc_hook(&self, _ns: &Netns, _ifindex: u32, _egress: bool) -> Option<Hook> {
+        None
+    }
+
+    fn rulesets(&self, _ns: &Netns) -> Snapshot {
+        Snapshot::default()
+    }
+}
+
+/// Reason values this kernel gives the drops enrichment explains.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReasonCodes {
+    pub netfilter_drop: Option<u32>,
+    pub tc_ingress: Option<u32>,
+    pub tc_egress: Option<u32>,
+}
+
+pub struct Enricher {
+    pub pods: Pods,
+    pub tc: Option<TcAttributor>,
+    /// Netfilter attribution and its windows, when observers are attached (or counters serve).
+    pub nf: Option<(Attributor, Windows)>,
+    pub codes: ReasonCodes,
+}
+
+impl Enricher {
+    pub fn new(pods: Pods, codes: ReasonCodes) -> Self {
+        Self { pods, tc: None, nf: None, codes }
+    }
+
+    /// Direction of a `TC_INGRESS` (false) / `TC_EGRESS` (true) reason; None for other reasons.
+    pub fn tc_direction(&self, reason: u32) -> Option<bool> {
+        match (self.codes.tc_ingress, self.codes.tc_egress) {
+            (Some(r), _) if r == reason => Some(false),
+            (_, Some(r)) if r == reason => Some(true),
+            _ => None,
+        }
+    }
+
+    /// Pods and tc program of a drop; its netfilter rule when evaluation alone names it. The
+    /// drops whose rule needs the counters of their window come back later from [`Self::poll`].
+    pub fn drop(&mut self, mut r: DropRecord, h: &PacketEvent) -> Option<DropRecord> {
+        let ev = &mut r.event;
+        if let (Some(egress), Some(tc)) = (self.tc_direction(h.reason), &mut self.tc) {
+            ev.tc = Some(tc.resolve(h.netns, h.ifindex, &ev.ifname, egress, h.tc_slot));
+        }
+        ev.src_pod = ev.headers.src.and_then(|a| self.pods.by_ip(a)).map(|p| p.key.clone());
+        ev.dst_pod = ev.headers.dst.and_then(|a| self.pods.by_ip(a)).map(|p| p.key.clone());
+        ev.pod_iface = self.pods.by_iface(h.netns, h.ifindex).map(|p| p.key.clone());
+        r.iface.pod.clone_from(&ev.pod_iface);
+        let Some((nf, windows)) = &mut self.nf else { return Some(r) };
+        // Where the packet died: the observer slot it passed last (a stale ring entry from
+        // another namespace is not this packet's history), else, on kernels without observers,
+        // any hook of its namespace.
+        let slot = match nf.slot(h.nf_slot) {
+            Some(s) if s.netns == h.netns => Some(s.clone()),
+            _ if h.nf_slot == 0 && nf.unobserved_drops && Some(h.reason) == self.codes.netfilter_drop => {
+                Some(Attributor::unobserved(h.netns, ev.headers.src.is_some_and(|a| a.is_ipv6())))
+            }
+            _ => None,
+        };
+        let Some(slot) = slot.filter(|s| nf.knows(s.netns)) else { return Some(r) };
+        let packet = packet_info(&r.event, slot.hook);
+        if let Some(info) = nf.try_exact_at(&slot, &packet) {
+            r.event.netfilter = Some(info);
+            return Some(r);
+        }
+        if let Some(now) = nf.covering(slot.netns, h.ts_ns) {
+            r.event.netfilter = nf.resolve_at(&slot, &packet, h.ts_ns, now);
+            return Some(r);
+        }
+        windows.hold(Held { record: r, slot, packet, mono: h.ts_ns });
+        None
+    }
+
+    /// Held drops whose window closed. `wait`: when too many wait, block until the snapshot
+    /// in flight is back (the ring reader runs on regardless).
+    pub fn poll(&mut self) -> Vec<DropRecord> {
+        let Some((nf, windows)) = &mut self.nf else { return Vec::new() };
+        let full = windows.is_full();
+        let mut done = windows.poll(nf, full);
+        if full && windows.is_full() {
+            // Every held drop came after the snapshot that was in flight: wait for the next.
+            done.extend(windows.poll(nf, true));
+        }
+        done
+    }
+
+    /// True when held drops reached their bound (the caller polls at once).
+    pub fn must_poll(&self) -> bool {
+        self.nf.as_ref().is_some_and(|(_, w)| w.is_full())
+    }
+
+    /// Every held drop, attributed (the capture ends).
+    pub fn finish(&mut self) -> Vec<DropRecord> {
+        let Some((nf, windows)) = &mut self.nf else { return Vec::new() };
+        windows.finish(nf)
+    }
+
+    /// Pod and tc program of a row of the kernel's exact statistics.
+    pub fn row_owner(&mut self, k: &tracer_common::DropKey, ifname: &str) -> (Option<String>, Option<crate::model::tc::TcInfo>) {
+        let pod = self.pods.by_iface(k.netns, k.ifindex).map(|p| p.key.clone());
+        let tc = match (self.tc_direction(k.reason), &mut self.tc) {
+            (Some(egress), Some(tc)) => Some(tc.resolve(k.netns, k.ifindex, ifname, egress, k.tc_slot)),
+            _ => None,
+        };
+        (pod, tc)
+    }
+}
+
+/// What rule evaluation needs from an event; the device at the drop point is the input
+/// interface up to FORWARD and the output interface from OUTPUT on.
+fn packet_info(ev: &DropEvent, hook: u32) -> PacketInfo {
+    let h = &ev.headers;
+    let dev = (!ev.ifname.is_empty()).then(|| ev.ifname.clone());
+    let proto = h.proto.as_ref().map(|p| match p {
+        Proto::Name("icmp") => 1,
+        Proto::Name("tcp") => 6,
+        Proto::Name("udp") => 17,
+        Proto::Name("icmpv6") => 58,
+        Proto::Name(_) => 0,
+        Proto::Number(n) => *n,
+    });
+    PacketInfo {
+        src: h.src,
+        dst: h.dst,
+        proto,
+        sport: h.sport,
+        dport: h.dport,
+        icmp_type: h.icmp_type,
+        icmp_code: h.icmp_code,
+        // An unobserved drop (any hook) may have happened on either side of the route.
+        in_iface: if hook <= 2 { dev.clone() } else { None },
+        out_iface: if (3..=4).contains(&hook) { dev } else { None },
+        // The packet bytes do not say the flow's conntrack state: `--ctstate` stays Maybe.
+        ct_state: None,
+    }
+}

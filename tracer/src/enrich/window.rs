@@ -1,0 +1,161 @@
+//! Netfilter drops whose rule only the rule counters can name wait here for a ruleset snapshot
+//! taken after them. Snapshots run `iptables-save`/`nft` (seconds on a node with 30,000 rules),
+//! so they are taken on a worker thread and joined back by request: the event loop, and the
+//! ring reader behind it, never wait for them (except when `MAX_HELD` drops wait, see below).
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc,
+        mpsc::{Receiver, Sender, TryRecvError, channel},
+    },
+};
+
+use super::{
+    Node,
+    netfilter::{Attributor, Timed},
+};
+use crate::{
+    model::{drop::DropRecord, time::mono_now},
+    netfilter::{packet::PacketInfo, snapshot::Snapshot},
+    netns::Netns,
+    probes::netfilter::Slot,
+};
+
+/// Drops waiting for attribution are bounded: past this, the loop waits for the snapshot in
+/// flight. Each holds its event and bytes (~2 KiB): 4096 keep a storm of counter-attributed
+/// drops (every `NETFILTER_DROP` on kernels without observers) within the memory budget.
+pub const MAX_HELD: usize = 4096;
+
+/// A drop waiting for the rule counters of its window.
+pub struct Held {
+    pub record: DropRecord,
+    pub slot: Slot,
+    pub packet: PacketInfo,
+    /// Kernel time of the drop (`CLOCK_MONOTONIC` ns).
+    pub mono: u64,
+}
+
+/// Snapshots of the namespaces asked for, and when they were taken.
+struct Answer {
+    id: u64,
+    snaps: HashMap<u32, Snapshot>,
+    start: u64,
+    end: u64,
+}
+
+pub struct Windows {
+    requests: Sender<(u64, Vec<(u32, Netns)>)>,
+    answers: Receiver<Answer>,
+    held: Vec<Held>,
+    /// The request in flight (at most one).
+    in_flight: Option<u64>,
+    next_id: u64,
+}
+
+impl Windows {
+    /// Starts the snapshot worker; it ends when this is dropped.
+    pub fn new(node: Arc<dyn Node>) -> Self {
+        let (requests, rx) = channel::<(u64, Vec<(u32, Netns)>)>();
+        let (tx, answers) = channel();
+        std::thread::Builder::new()
+            .name("tracer-rulesets".into())
+            .spawn(move || {
+                for (id, spaces) in rx {
+                    let start = mono_now();
+                    let snaps = std::thread::scope(|s| {
+                        let node = &node;
+                        let handles: Vec<_> = spaces.iter().map(|(inode, ns)| s.spawn(move || (*inode, node.rulesets(ns)))).collect();
+                        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+                    });
+                    if tx.send(Answer { id, snaps, start, end: mono_now() }).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_or_else(|e| log::warn!("no ruleset worker thread: {e}"), drop);
+        Self { requests, answers, held: Vec::new(), in_flight: None, next_id: 1 }
+    }
+
+    pub fn hold(&mut self, h: Held) {
+        self.held.push(h);
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.held.len() >= MAX_HELD
+    }
+
+    /// Drops whose window closed since the last call, attributed; asks for the next snapshot
+    /// when drops wait and none is in flight. `wait`: block for the snapshot in flight.
+    pub fn poll(&mut self, nf: &mut Attributor, wait: bool) -> Vec<DropRecord> {
+        let answer = match self.in_flight {
+            None => None,
+            Some(_) if wait => self.answers.recv().ok(),
+            Some(_) => match self.answers.try_recv() {
+                Ok(a) => Some(a),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => {
+                    self.in_flight = None;
+                    None
+                }
+            },
+        };
+        let mut done = Vec::new();
+        if let Some(a) = answer {
+            if Some(a.id) == self.in_flight {
+                self.in_flight = None;
+            }
+            done = self.resolve(nf, a);
+        }
+        if self.in_flight.is_none() && !self.held.is_empty() {
+            self.request(nf);
+        }
+        done
+    }
+
+    /// Every drop still waiting, attributed (the capture ends; no more drops come).
+    pub fn finish(&mut self, nf: &mut Attributor) -> Vec<DropRecord> {
+        let mut done = Vec::new();
+        while self.in_flight.is_some() || !self.held.is_empty() {
+            if self.in_flight.is_none() {
+                self.request(nf);
+                if self.in_flight.is_none() {
+                    // No worker: emit them unattributed rather than never.
+                    done.extend(self.held.drain(..).map(|h| h.record));
+                    break;
+                }
+            }
+            done.extend(self.poll(nf, true));
+        }
+        done
+    }
+
+    fn request(&mut self, nf: &Attributor) {
+        let spaces: BTreeMap<u32, Netns> = self.held.iter().filter_map(|h| nf.netns(h.slot.netns).map(|n| (h.slot.netns, n.clone()))).collect();
+        let id = self.next_id;
+        self.next_id += 1;
+        if self.requests.send((id, spaces.into_iter().collect())).is_ok() {
+            self.in_flight = Some(id);
+        }
+    }
+
+    /// Attributes the drops surely in `a`'s counters (before it started); those during it wait
+    /// for the next snapshot (their baseline is then the one before `a`).
+    fn resolve(&mut self, nf: &mut Attributor, a: Answer) -> Vec<DropRecord> {
+        let mut done = Vec::new();
+        let mut still = Vec::new();
+        for mut h in std::mem::take(&mut self.held) {
+            match a.snaps.get(&h.slot.netns) {
+                Some(now) if h.mono < a.start => {
+                    h.record.event.netfilter = nf.resolve_at(&h.slot, &h.packet, h.mono, now);
+                    done.push(h.record);
+                }
+                _ => still.push(h),
+            }
+        }
+        self.held = still;
+        for (inode, snap) in a.snaps {
+            nf.advance(inode, Timed { snap, start: a.start, end: a.end });
+        }
+        done
+    }
+}

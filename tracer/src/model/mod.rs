@@ -1,0 +1,10 @@
+//! The records of a capture, from the kernel's wire record to what every sink writes. Depends
+//! on nothing above it (no probes, enrichment or sinks); every text form is in render.rs.
+pub mod drop;
+pub mod headers;
+pub mod netfilter;
+pub mod path;
+pub mod render;
+pub mod tc;
+pub mod time;
+pub mod wire;

@@ -1,0 +1,122 @@
+//! Every text form of a record, in one place: the stdout line and pcapng comment of a drop,
+//! the summary sentence of a tc finding, a followed packet's timeline (like pwru's, one line
+//! per hook with interface and namespace, then the fate) and its pcapng comment.
+use std::fmt::Write as _;
+
+use super::{
+    drop::DropEvent,
+    headers::Headers,
+    path::PacketRecord,
+    tc::TcInfo,
+};
+
+/// An interface name as text: `(no device)` when the drop point had none.
+pub fn device(name: &str) -> &str {
+    if name.is_empty() { "(no device)" } else { name }
+}
+
+/// tcpdump-like one-liner: time, interface, reason, location, flow.
+pub fn drop_line(e: &DropEvent) -> String {
+    let what = e.headers.summary();
+    let pod = e.pod_iface.as_deref().map(|p| format!(" (pod {p})")).unwrap_or_default();
+    let by = e.tc.as_ref().map(|t| format!(" by {}", t.who())).unwrap_or_default();
+    let clock = e.time.get(11..).unwrap_or(&e.time);
+    format!("{clock} {}{pod} {} at {}: {what} len {}{by}", device(&e.ifname), e.reason, e.location, e.len)
+}
+
+/// The pcapng comment of a dropped packet: `drop reason=… location=… iface=… netns=…` and
+/// whatever enrichment found.
+pub fn drop_comment(ev: &DropEvent) -> String {
+    let mut comment = format!("drop reason={} location={} iface={} netns={}", ev.reason, ev.location, device(&ev.ifname), ev.netns);
+    if let Some(nf) = &ev.netfilter {
+        let _ = write!(comment, " netfilter=\"{} {} {} {}: {}\"", nf.backend, nf.family, nf.table, nf.chain, nf.rule.as_deref().unwrap_or("?"));
+    }
+    if let Some(tc) = &ev.tc {
+        let _ = write!(comment, " tc=\"{} {} {}", tc.attach.unwrap_or("?"), tc.direction, tc.prog.as_deref().unwrap_or("?"));
+        if let Some(id) = tc.prog_id {
+            let _ = write!(comment, " id {id}");
+        }
+        let _ = write!(comment, " {}\"", tc.verdict);
+    }
+    for (k, v) in [("pod_iface", &ev.pod_iface), ("src_pod", &ev.src_pod), ("dst_pod", &ev.dst_pod)] {
+        if let Some(v) = v {
+            let _ = write!(comment, " {k}={v}");
+        }
+    }
+    comment
+}
+
+/// "dropped by BPF program `cil_from_container` on lxc5c0a11 (pod default/web-0), ingress"
+pub fn tc_sentence(tc: &TcInfo, pod: Option<&str>) -> String {
+    let pod = pod.map(|p| format!(" (pod {p})")).unwrap_or_default();
+    let attach = tc.attach.map(|a| format!(" [{a}]")).unwrap_or_default();
+    format!("dropped by {} on {}{pod}, {}{attach}", tc.who(), tc.ifname, tc.direction)
+}
+
+/// A packet in one line with its payload size: `udp 10.0.0.1.5 > 10.0.0.2.53 payload 6`
+/// (`?` when its headers were never seen).
+pub fn packet_line(h: &Headers) -> String {
+    let payload = h.payload_len.map(|n| format!(" payload {n}")).unwrap_or_default();
+    format!("{}{payload}", h.summary())
+}
+
+/// A followed packet's timeline: its hops with their time offsets, then its fate.
+pub fn timeline(r: &PacketRecord) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "packet {}  {}", r.packet_id, packet_line(&r.headers));
+    let width = r.path.iter().map(|h| h.hook.len()).max().unwrap_or(0);
+    for h in &r.path {
+        let dev = if h.ifname.is_empty() { "-" } else { h.ifname.as_str() };
+        let _ = writeln!(o, "  {:>12}  {:<width$}  {dev:<15}  netns {}", format_offset(h.t_ns), h.hook, h.netns);
+    }
+    let _ = writeln!(o, "  => {}", r.fate);
+    o
+}
+
+/// The pcapng comment of a packet written by `--all`.
+pub fn packet_comment(r: &PacketRecord) -> String {
+    let hops: Vec<String> = r
+        .path
+        .iter()
+        .map(|h| if h.ifname.is_empty() { h.hook.clone() } else { format!("{}@{}", h.hook, h.ifname) })
+        .collect();
+    format!("packet {} path: {}; fate: {}", r.packet_id, hops.join(" > "), r.fate)
+}
+
+#[expect(clippy::cast_precision_loss, reason = "offsets within a packet's path, far below 2^52 ns, for display")]
+fn format_offset(ns: u64) -> String {
+    if ns < 1_000_000 {
+        format!("+{:.1}us", ns as f64 / 1e3)
+    } else {
+        format!("+{:.3}ms", ns as f64 / 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{model::path::End, path::story::Stories};
+
+    #[test]
+    fn renders_hops_and_fate() {
+        let mut s = Stories::new(4);
+        s.hop(9, 1_000, "netif_receive_skb", "lxca", 11);
+        s.hop(9, 4_200, "kfree_skb", "lxca", 11);
+        let st = s.end(9, End::Dropped { reason: "NETFILTER_DROP".into(), location: "nft_do_chain+0x46f".into() }).unwrap();
+        let headers = crate::model::headers::parse_headers(tracer_common::linktype::RAW_IP, &udp());
+        let fate = st.fate();
+        let r = PacketRecord { kind: "packet", packet_id: 9, time: String::new(), headers, path: st.hops, fate };
+        let t = timeline(&r);
+        assert!(t.starts_with("packet 9  udp 10.0.0.1.5 > 10.0.0.2.53 payload 2\n"), "{t}");
+        assert!(t.contains("+0.0us  netif_receive_skb  lxca"), "{t}");
+        assert!(t.contains("+3.2us  kfree_skb"), "{t}");
+        assert!(t.ends_with("=> dropped: NETFILTER_DROP at nft_do_chain+0x46f\n"), "{t}");
+        assert_eq!(packet_comment(&r), "packet 9 path: netif_receive_skb@lxca > kfree_skb@lxca; fate: dropped: NETFILTER_DROP at nft_do_chain+0x46f");
+    }
+
+    fn udp() -> Vec<u8> {
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(5, 53).write(&mut v, b"hi").unwrap();
+        v
+    }
+}

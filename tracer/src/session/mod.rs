@@ -1,0 +1,165 @@
+//! One capture: validate everything, attach, read events until the end, detach, then write
+//! exact totals. Nothing is written before the probes are attached; a failure before the end
+//! removes what this run created.
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use tracer_common::{Config, MAX_CAPTURE};
+
+mod reader;
+mod run;
+mod start;
+
+use crate::{
+    cli::CaptureArgs,
+    enrich::{netfilter::Attributor, tc::TcAttributor},
+    filter,
+    kernel::{btf::KernelBtf, kallsyms::Kallsyms, reasons::Reasons},
+    probes::{self, netfilter::Observers},
+    sinks::{self, Created},
+};
+
+/// Everything attached in the kernel; dropping it detaches (tc observer filters included).
+struct Attached {
+    ebpf: aya::Ebpf,
+    probe: probes::kfree_skb::DropProbe,
+    path: Option<probes::path::PathProbes>,
+    netfilter: Option<(Observers, Attributor)>,
+    tc: (Option<probes::tc::Observers>, TcAttributor),
+}
+
+pub async fn capture(mut args: CaptureArgs) -> Result<()> {
+    require_root()?;
+    // Handle Ctrl-C/SIGTERM from here on: our cls_bpf observers must be removed on the way out.
+    let signals = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
+    // Before the output checks: it points unnamed outputs into the bundle directory.
+    let mut bundle = crate::bundle::Bundle::prepare(&mut args)?;
+    let expression = args.expression.join(" ");
+    let compiled = filter::expr::compile(&expression)?;
+    let ifaces = filter::iface::parse_all(&args.ifaces)?;
+    check_ifaces_exist(&args.ifaces)?;
+    let netns = args.netns.as_deref().map(crate::netns::resolve).transpose()?.unwrap_or(0);
+    if args.snaplen == 0 || args.snaplen as usize > MAX_CAPTURE {
+        bail!("--snaplen must be between 1 and {MAX_CAPTURE}");
+    }
+    check_outputs(&args)?;
+    let pods = start::load_pods(&args)?;
+    let selection = start::select_pods(&pods, &args.pods)?;
+
+    // Struct offsets and reasons from the kernel's BTF (mapped, not parsed: see btf.rs), read
+    // here and freed before aya parses its own copy.
+    mem("start");
+    let btf = KernelBtf::load()?;
+    mem("btf");
+    let offsets = btf.offsets()?;
+    let reasons = Reasons::load(&btf)?;
+    let nf_ctx_skb = btf.member_offset("bpf_nf_ctx", "skb").ok();
+    drop(btf);
+    let kallsyms = Kallsyms::load()?;
+    mem("kallsyms");
+    let config = Config {
+        snaplen: args.snaplen,
+        filter_eth_len: u32::try_from(compiled.ethernet.len())?,
+        filter_raw_len: u32::try_from(compiled.raw_ip.len())?,
+        filter_active: u32::from(compiled.is_active()),
+        netns,
+        iface_patterns: u32::try_from(ifaces.len())?,
+        reason_consumed: reasons.consumed.unwrap_or(u32::MAX),
+        reason_not_dropped: reasons.not_dropped_yet.unwrap_or(0),
+        reason_netfilter_drop: reasons.value("NETFILTER_DROP").unwrap_or(u32::MAX),
+        reason_tc_ingress: reasons.value("TC_INGRESS").unwrap_or(u32::MAX),
+        reason_tc_egress: reasons.value("TC_EGRESS").unwrap_or(u32::MAX),
+        pod_filter: u32::from(!args.pods.is_empty()),
+        path: u32::from(args.path),
+        copy_len: if compiled.is_active() { compiled.window().max(args.snaplen) } else { args.snaplen },
+        _pad: 0,
+        event_interval_ns: 1_000_000_000u64.checked_div(args.max_event_rate).map_or(0, |ns| ns.max(1)),
+    };
+
+    if let Some(b) = &mut bundle {
+        b.start();
+    }
+    let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces, &selection)?;
+    trim_heap();
+    mem("loaded");
+    let netfilter = if args.no_netfilter { None } else { start::start_netfilter(nf_ctx_skb, &ebpf, netns, args.path.then_some(maps.fds))? };
+    let tc = start::start_tc(&mut ebpf, netns, &ifaces, args.no_tc, args.path);
+    mem("observers");
+    // aya's parse of the kernel BTF (the tp_btf/fentry attach targets) is ~16 MB of heap:
+    // made after the load (the loader's own copy is gone then, see loader.rs) and dropped
+    // once attached, so two copies never coexist.
+    let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
+    let path = args.path.then(|| probes::path::attach(&mut ebpf, &aya_btf, args.backend)).transpose()?;
+    let probe = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
+    drop(aya_btf);
+    trim_heap();
+    log::info!("drop probe attached with {}", probe.backend);
+    mem("attached");
+
+    let mut created = Created::default();
+    let attached = Attached { ebpf, probe, path, netfilter, tc };
+    let inputs = run::Inputs { args: &args, compiled: &compiled, reasons, kallsyms, pods, bundle: bundle.take() };
+    let result = run::run(inputs, attached, maps, signals, &mut created).await;
+    if result.is_err() {
+        created.remove_all();
+    }
+    let failures = result?;
+    if !failures.is_empty() {
+        bail!("{} output(s) stopped early ({}); the summary counts their missing drops in lost_events; the other outputs are complete", failures.len(), failures.join("; "));
+    }
+    Ok(())
+}
+
+/// Output paths: creatable (checked without leaving anything), and at most one on stdout.
+fn check_outputs(args: &CaptureArgs) -> Result<()> {
+    let stdout = |p: &Option<std::path::PathBuf>| p.as_deref() == Some(Path::new("-"));
+    for (flag, p) in [("--pcap", &args.pcap), ("--ready-file", &args.ready_file), ("--progress-file", &args.progress_file)] {
+        if stdout(p) {
+            bail!("{flag} -: this output goes to a file, not stdout; give a file name");
+        }
+    }
+    if stdout(&args.json) && stdout(&args.summary) {
+        bail!("--json - and --summary - both go to stdout; send one of them to a file");
+    }
+    for p in [&args.pcap, &args.json, &args.summary, &args.ready_file, &args.progress_file].into_iter().flatten() {
+        sinks::check_writable(p)?;
+    }
+    Ok(())
+}
+
+fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("tracer capture must run as root (it loads eBPF programs): run it with sudo");
+    }
+    Ok(())
+}
+
+/// A plain interface name (no glob) must exist in this namespace or a named one; a typo would
+/// otherwise capture nothing, silently.
+fn check_ifaces_exist(names: &[String]) -> Result<()> {
+    for name in names.iter().filter(|n| !filter::iface::is_glob(n)) {
+        if !crate::netns::iface_exists_anywhere(name) {
+            bail!("unknown interface {name:?}: not in this network namespace nor in any under /var/run/netns (see `ip link`)");
+        }
+    }
+    Ok(())
+}
+
+/// Gives freed heap back to the system: the BTF parses of start-up are freed by now, and the
+/// peak RSS (bounded, tests/tests/robust/) must not keep them.
+fn trim_heap() {
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe { libc::malloc_trim(0) };
+}
+
+/// Logs this process's memory (`VmRSS`, `VmHWM`) at a start-up phase (`-vv`).
+fn mem(phase: &str) {
+    if !log::log_enabled!(log::Level::Debug) {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let get = |k: &str| status.lines().find(|l| l.starts_with(k)).map_or("?", |l| l[k.len()..].trim());
+    log::debug!("memory after {phase}: VmRSS {} VmHWM {}", get("VmRSS:"), get("VmHWM:"));
+}

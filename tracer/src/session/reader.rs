@@ -1,0 +1,95 @@
+//! The ring buffer is read on its own thread, every `POLL`, whatever the event loop is doing:
+//! records wait in a queue for the loop instead of in the ring, so a slow step downstream
+//! (a ruleset listing, a full disk) costs memory here before it costs events there. The queue
+//! is bounded too: past `MAX_QUEUED` bytes a record is counted as unreadable (part of
+//! `lost_events`), as the kernel would count it lost in a full ring.
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        mpsc::{Receiver, Sender, TryRecvError, channel},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+
+/// How often the ring buffer is drained (programs do not wake us; see bench/README).
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// Record bytes queued at most: as much again as the ring holds (8 MiB), so the peak memory
+/// stays within the robust tests' bound.
+const MAX_QUEUED: usize = 8 * 1024 * 1024;
+
+pub struct Reader {
+    rx: Receiver<Vec<u8>>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    queued: AtomicUsize,
+    overflow: AtomicU64,
+    /// Set once the probes are detached: drain what is left and end.
+    stop: AtomicBool,
+}
+
+impl Reader {
+    pub fn spawn(ring: RingBuf<MapData>) -> std::io::Result<Self> {
+        let (tx, rx) = channel();
+        let shared = Arc::new(Shared { queued: AtomicUsize::new(0), overflow: AtomicU64::new(0), stop: AtomicBool::new(false) });
+        let s = Arc::clone(&shared);
+        let thread = std::thread::Builder::new().name("tracer-ring".into()).spawn(move || read(ring, &tx, &s))?;
+        Ok(Self { rx, shared, thread: Some(thread) })
+    }
+
+    /// The records read so far, in ring order, without waiting.
+    pub fn take(&self, mut each: impl FnMut(&[u8])) {
+        loop {
+            match self.rx.try_recv() {
+                Ok(r) => {
+                    self.shared.queued.fetch_sub(r.len(), Ordering::Relaxed);
+                    each(&r);
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Records dropped so far because the queue was full (unreadable: part of `lost_events`).
+    pub fn overflow(&self) -> u64 {
+        self.shared.overflow.load(Ordering::Relaxed)
+    }
+
+    /// The probes are detached: reads the ring to its end, then hands over every record left.
+    pub fn finish(mut self, each: impl FnMut(&[u8])) -> u64 {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.take(each);
+        self.shared.overflow.load(Ordering::Relaxed)
+    }
+}
+
+fn read(mut ring: RingBuf<MapData>, tx: &Sender<Vec<u8>>, s: &Shared) {
+    loop {
+        // Read after the flag: whatever the detached probes wrote is in the ring by then.
+        let last = s.stop.load(Ordering::Acquire);
+        while let Some(item) = ring.next() {
+            if s.queued.load(Ordering::Relaxed) + item.len() > MAX_QUEUED {
+                s.overflow.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            s.queued.fetch_add(item.len(), Ordering::Relaxed);
+            if tx.send(item.to_vec()).is_err() {
+                return;
+            }
+        }
+        if last {
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
+}

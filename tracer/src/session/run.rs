@@ -1,0 +1,237 @@
+//! From ready to summary: the event loop (records from the ring reader into the pipeline,
+//! outputs flushed every second, progress), then detach, drain, and the exact totals.
+use std::{path::Path, time::Instant};
+
+use anyhow::{Context as _, Result};
+use tracer_common::counter;
+
+use super::{Attached, reader::Reader};
+use crate::{
+    aggregate::KernelRow,
+    cli::CaptureArgs,
+    enrich::{Enricher, ReasonCodes, window::Windows},
+    filter::expr::CompiledFilter,
+    kernel::{kallsyms::Kallsyms, reasons::Reasons},
+    model::{
+        time::{Clock, rfc3339},
+        wire::ifname,
+    },
+    pipeline::{Namer, Pipeline},
+    pods::Pods,
+    probes::{self, loader::Maps},
+    sinks::{
+        Created, Sinks,
+        bundle::BundleSink,
+        jsonl::JsonLines,
+        pcapng::{PcapSink, Pcapng},
+        progress::{Counts, Progress, ProgressFile},
+        stdout::StdoutLines,
+        summary::{self, RunEnd, SummarySink},
+    },
+};
+
+/// How often the loop takes the records read so far.
+const TICK: std::time::Duration = std::time::Duration::from_millis(10);
+/// How often outputs are flushed to disk (and netfilter windows closed).
+const FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What the run needs besides the probes: the user's options and the node's names.
+pub struct Inputs<'a> {
+    pub args: &'a CaptureArgs,
+    pub compiled: &'a CompiledFilter,
+    pub reasons: Reasons,
+    pub kallsyms: Kallsyms,
+    pub pods: Pods,
+    pub bundle: Option<crate::bundle::Bundle>,
+}
+
+/// The outputs, in the order they receive records; files are created here (after attach).
+fn sinks(args: &CaptureArgs, bundle: Option<crate::bundle::Bundle>, created: &mut Created) -> Result<Sinks> {
+    let mut sinks = Sinks::default();
+    if let Some(p) = &args.json {
+        sinks.push(Box::new(JsonLines::create(p)?));
+        created.add(p);
+    }
+    if let Some(p) = &args.pcap {
+        sinks.push(Box::new(PcapSink { pcap: Pcapng::create(p, args.snaplen)?, all: args.all }));
+        created.add(p);
+    }
+    if !args.quiet && args.json.as_deref() != Some(Path::new("-")) {
+        sinks.push(Box::new(StdoutLines));
+    }
+    sinks.push(Box::new(SummarySink::new(args.summary.clone())));
+    if let Some(b) = bundle {
+        sinks.push(Box::new(BundleSink::new(b, args.clone())));
+    }
+    Ok(sinks)
+}
+
+/// Ok carries the outputs that stopped early (their files are kept, cut at a whole record).
+pub async fn run(
+    inputs: Inputs<'_>,
+    attached: Attached,
+    mut maps: Maps,
+    (mut sigint, mut sigterm): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+    created: &mut Created,
+) -> Result<Vec<String>> {
+    let Inputs { args, compiled, reasons, kallsyms, pods, bundle } = inputs;
+    let Attached { ebpf, probe, path, netfilter, tc } = attached;
+    let codes = ReasonCodes { netfilter_drop: reasons.value("NETFILTER_DROP"), tc_ingress: reasons.value("TC_INGRESS"), tc_egress: reasons.value("TC_EGRESS") };
+    let mut enrich = Enricher::new(pods, codes);
+    let (observers, attributor) = netfilter.map_or((None, None), |(o, a)| (Some(o), Some(a)));
+    enrich.nf = attributor.map(|a| (a, Windows::new(std::sync::Arc::new(super::start::ProbeNode))));
+    let (tc_observers, tc_attributor) = tc;
+    enrich.tc = Some(tc_attributor);
+    let mut pipe = Pipeline::new(Namer::new(reasons, kallsyms, Clock::new()), enrich, sinks(args, bundle, created)?);
+    let path_backend = path.as_ref().map(|p| (p.backend, p.functions, p.note.clone()));
+    if path.is_some() {
+        pipe.path = Some(crate::path::tracker::PathTracker::default());
+        pipe.all = args.all;
+    }
+    let reader = Reader::spawn(maps.events.take().context("the event ring is already taken")?).context("cannot start the ring reader thread")?;
+    if let Some(p) = &args.ready_file {
+        std::fs::write(p, b"ready\n").with_context(|| format!("cannot write {}", p.display()))?;
+        created.add(p);
+    }
+    let panic_after = test_panic_after_events();
+    let mut progress_file = args.progress_file.clone().map(ProgressFile::new);
+
+    let start = Instant::now();
+    let start_wall = rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?);
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(TICK);
+    let mut last_flush = Instant::now();
+    let mut progress = Progress::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            () = sleep_until(deadline) => break,
+        }
+        reader.take(|r| pipe.handle(r));
+        if last_flush.elapsed() >= FLUSH {
+            pipe.flush();
+            last_flush = Instant::now();
+            progress.tick(maps.counter(counter::MATCHED)?, maps.counter(counter::LOST)?);
+        } else {
+            pipe.poll();
+        }
+        if let Some(f) = &mut progress_file {
+            f.update(counts(&maps, &pipe, reader.overflow())?)?;
+        }
+        if let Some(n) = panic_after
+            && pipe.sinks.written() >= n
+        {
+            panic!("TRACER_TEST_PANIC_AFTER_EVENTS: test-only panic once {n} events are written");
+        }
+    }
+    progress.finish();
+    // Detach first, so the counters stop moving, then read what is left in the ring.
+    let backend = probe.backend;
+    let program = probe.program_name();
+    drop(observers);
+    drop(tc_observers);
+    drop(path);
+    drop(probe);
+    let probe_misses = ebpf.program(program).and_then(|p| p.fd().ok()).map(probes::recursion_misses).transpose()?.unwrap_or(0);
+    drop(ebpf);
+    pipe.unreadable += reader.finish(|r| pipe.handle(r));
+    pipe.finish();
+    if let Some(f) = &mut progress_file {
+        f.update(counts(&maps, &pipe, 0)?)?;
+    }
+    let duration_s = start.elapsed().as_secs_f64();
+
+    let drops = maps.counter(counter::MATCHED)?;
+    let emitted = maps.counter(counter::EMITTED)?;
+    let kernel_lost = maps.counter(counter::LOST)?;
+    let stats_full = maps.counter(counter::STATS_FULL)?;
+    if stats_full > 0 {
+        eprintln!("tracer: warning: {stats_full} drops did not fit the per-reason table; by_reason/by_location/by_iface undercount by that much");
+    }
+    if emitted != pipe.emitted() + pipe.unreadable {
+        log::warn!("kernel emitted {emitted} events, userspace read {}", pipe.emitted() + pipe.unreadable);
+    }
+    let rows = kernel_rows(&maps, &mut pipe)?;
+    let totals = summary::Totals::new(drops, pipe.sinks.written(), maps.counter(counter::SEEN)?, probe_misses, maps.counter(counter::RATE_LIMITED)?);
+    if probe_misses > 0 {
+        eprintln!("tracer: warning: the kernel skipped the drop probe {probe_misses} times (a drop inside a running probe on the same CPU); those drops are not counted");
+    }
+    debug_assert!(kernel_lost <= totals.lost_events);
+    let path = match (path_backend, &pipe.path) {
+        (Some((backend, functions, fallback)), Some(t)) => Some(summary::PathSummary {
+            backend: backend.into(),
+            functions,
+            fallback,
+            packets: t.packets,
+            lost_events: maps.counter(counter::PATH_LOST)?,
+        }),
+        _ => None,
+    };
+    let meta = summary::Meta {
+        path,
+        duration_s,
+        expression: compiled.expression.clone(),
+        probe: backend.to_string(),
+        kernel: kernel_release(),
+        start: start_wall,
+        end: rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?),
+    };
+    // The event outputs are complete (or cut at a whole record): keep them whatever follows.
+    created.keep();
+    let failures = pipe.sinks.failures();
+    pipe.sinks.finish(&RunEnd { totals, rows, meta })?;
+    Ok(failures)
+}
+
+fn kernel_rows(maps: &Maps, pipe: &mut Pipeline) -> Result<Vec<KernelRow>> {
+    let stats = maps.drop_stats()?;
+    Ok(stats
+        .into_iter()
+        .map(|(k, count)| {
+            let ifname = ifname(&k.ifname);
+            let (pod, tc) = pipe.enrich.row_owner(&k, &ifname);
+            KernelRow {
+                reason: pipe.names.reasons.name(k.reason),
+                location: pipe.names.symbolize(k.location),
+                ifname,
+                ifindex: k.ifindex,
+                netns: k.netns,
+                count,
+                pod,
+                tc,
+            }
+        })
+        .collect())
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `TRACER_TEST_PANIC_AFTER_EVENTS=N` (tests only): panic once N events are in every output, to
+/// prove a panic detaches everything and leaves readable outputs. A count, not a time: a slow
+/// machine reaches it later, never with fewer events.
+fn test_panic_after_events() -> Option<u64> {
+    let v = std::env::var("TRACER_TEST_PANIC_AFTER_EVENTS").ok()?;
+    Some(v.trim().parse().unwrap_or(0))
+}
+
+/// The counts `--progress-file` holds; `overflow`: records the reader could not queue.
+fn counts(maps: &Maps, pipe: &Pipeline, overflow: u64) -> Result<Counts> {
+    Ok(Counts {
+        drops: maps.counter(counter::MATCHED)?,
+        read: pipe.emitted() + pipe.unreadable + overflow,
+        lost: maps.counter(counter::LOST)?,
+        rate_limited: maps.counter(counter::RATE_LIMITED)?,
+        written: pipe.sinks.written(),
+    })
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}

@@ -1,0 +1,140 @@
+//! What the capture starts beside the drop probe: netfilter observers and the attributor over
+//! the start-up rulesets, tc observers, the pods of the CNI cache, and the [`Node`] through
+//! which enrichment asks the probes and the node.
+use std::{path::Path, sync::Arc};
+
+use anyhow::{Result, bail};
+
+use crate::{
+    cli::CaptureArgs,
+    enrich::{Node, netfilter::Attributor, tc::TcAttributor},
+    model::time::mono_now,
+    netfilter::snapshot::Snapshot,
+    netns::Netns,
+    pods::Pods,
+    probes::{self, loader::PodSelection, netfilter::Observers, tc::Hook},
+};
+
+/// The probes and the node, as enrichment sees them.
+pub struct ProbeNode;
+
+impl Node for ProbeNode {
+    fn prog_exists(&self, id: u32) -> bool {
+        probes::tc::sys::prog_exists(id)
+    }
+
+    fn tc_hook(&self, ns: &Netns, ifindex: u32, egress: bool) -> Option<Hook> {
+        probes::tc::hook_now(ns, ifindex, egress).map_err(|e| log::debug!("tc hook lookup failed: {e:#}")).ok().flatten()
+    }
+
+    fn rulesets(&self, ns: &Netns) -> Snapshot {
+        Snapshot::take(&ns.path)
+    }
+}
+
+/// entry they register. Without BPF netfilter links (< 6.4) there are no observers and drops are
+/// attributed by the rule counters alone.
+pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(Observers, Attributor)>> {
+    let mut spaces = crate::netns::known();
+    if only != 0 {
+        spaces.retain(|n| n.inode == only);
+    }
+    let snapshots: Vec<(Netns, Snapshot)> = std::thread::scope(|s| {
+        let handles: Vec<_> = spaces.iter().map(|ns| s.spawn(move || (ns.clone(), Snapshot::take(&ns.path)))).collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let missing: std::collections::BTreeSet<&str> = snapshots.iter().flat_map(|(_, s)| s.missing.iter().map(String::as_str)).collect();
+    if !missing.is_empty() {
+        let tools: Vec<&str> = missing.into_iter().collect();
+        eprintln!(
+            "tracer: warning: not found in PATH: {}; netfilter drops in the rulesets they read are counted but not attributed to a table, chain or rule (install them or fix PATH)",
+            tools.join(", ")
+        );
+    }
+    let Some(ctx_skb) = ctx_skb else {
+        // No observers: each drop is attributed by the rule counters of its window, any hook.
+        log::info!("this kernel has no BPF netfilter programs (Linux < 6.4): netfilter drops are attributed by rule counters only");
+        let mut attributor = Attributor::new(snapshots, Vec::new(), mono_now());
+        attributor.unobserved_drops = true;
+        return Ok(Some((Observers::default(), attributor)));
+    };
+    let maps = probes::netfilter::asm::Maps {
+        ring: probes::loader::fd(ebpf, tracer_common::names::NF_RING)?,
+        // With --path the observers also report hops of followed packets.
+        path: path.map(|f| probes::netfilter::asm::PathMaps { track: f.path_track, events: f.events, counters: f.counters }),
+    };
+    let plans = snapshots
+        .iter()
+        .map(|(ns, snap)| (ns.clone(), probes::netfilter::plan(ns.inode, &crate::netfilter::entries(snap))))
+        .collect();
+    let observers = probes::netfilter::attach(plans, i16::try_from(ctx_skb)?, maps)?;
+    for f in &observers.failures {
+        eprintln!("tracer: warning: no netfilter observers in namespace {f}; its netfilter drops carry no rule");
+    }
+    log::info!("{} netfilter observers in {} namespaces", observers.links(), snapshots.len());
+    let attributor = Attributor::new(snapshots, observers.slots.clone(), mono_now());
+    Ok(Some((observers, attributor)))
+}
+
+/// Places tc observers on every hook in scope that runs BPF programs (after removing leftovers
+/// of a killed earlier run). Without observers (`--no-tc`, or the kernel refused them), tc drops
+/// are still attributed from the programs on their hook when a drop is seen there.
+pub fn start_tc(ebpf: &mut aya::Ebpf, netns: u32, ifaces: &[tracer_common::IfacePattern], off: bool, path: bool) -> (Option<probes::tc::Observers>, TcAttributor) {
+    let spaces = crate::netns::known();
+    if off {
+        return (None, TcAttributor::new(Vec::new(), spaces).with_node(Arc::new(ProbeNode)));
+    }
+    let scope = probes::tc::Scope { netns, ifaces: ifaces.to_vec(), path };
+    match probes::tc::attach(ebpf, &spaces, &scope) {
+        Ok(obs) => {
+            if obs.cleaned > 0 {
+                eprintln!("tracer: removed {} tc observer filters left by a killed earlier run", obs.cleaned);
+            }
+            log::info!("{} tc observers on {} hooks", obs.count(), obs.hooks.len());
+            let attributor = TcAttributor::new(obs.hooks.clone(), spaces).with_node(Arc::new(ProbeNode));
+            (Some(obs), attributor)
+        }
+        Err(e) => {
+            eprintln!("tracer: warning: no tc observers ({e:#}); a tc drop names its program only when it is alone on its hook");
+            (None, TcAttributor::new(Vec::new(), spaces).with_node(Arc::new(ProbeNode)))
+        }
+    }
+}
+
+/// The CNI cache: required (an error when unreadable) with --pod or --cni-cache-dir, else
+/// best effort (a node without one just has no pod names).
+pub fn load_pods(args: &CaptureArgs) -> Result<Pods> {
+    match &args.cni_cache_dir {
+        Some(dir) => Pods::load(dir),
+        None if !args.pods.is_empty() => Pods::load(Path::new(crate::cli::DEFAULT_CNI_CACHE_DIR)),
+        None => Ok(Pods::load(Path::new(crate::cli::DEFAULT_CNI_CACHE_DIR)).unwrap_or_else(|e| {
+            log::info!("no pod names: {e:#}");
+            Pods::default()
+        })),
+    }
+}
+
+/// `--pod` → what the kernel filter matches: namespaces, host-side interfaces, addresses.
+pub fn select_pods(pods: &Pods, specs: &[String]) -> Result<PodSelection> {
+    let mut sel = PodSelection::default();
+    for spec in specs {
+        let p = pods.select(spec)?;
+        if p.netns.is_empty() && p.host_ifs.is_empty() && p.ips.is_empty() {
+            bail!("pod {spec} has no network namespace, interface or IP in the CNI cache; is it running on this node?");
+        }
+        if !p.live {
+            eprintln!("tracer: warning: pod {spec} has no live network namespace (stale CNI cache entry); matching its IPs only");
+        }
+        sel.netns.extend(&p.netns);
+        sel.ifaces.extend(p.host_ifs.iter().map(|&(_, ifindex, netns)| tracer_common::PodIfKey { netns, ifindex }));
+        sel.addrs.extend(p.ips.iter().map(|ip| match ip {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(v6) => v6.octets(),
+        }));
+    }
+    if sel.netns.len() > 256 || sel.ifaces.len() > 256 || sel.addrs.len() > 1024 {
+        bail!("too many pods selected: at most 256 namespaces, 256 interfaces and 1024 addresses");
+    }
+    Ok(sel)
+}
+
