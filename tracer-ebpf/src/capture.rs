@@ -61,7 +61,16 @@ pub fn bytes(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen: &mut Se
     }
     if cfg.filter_active != 0 {
         let (base, len) = if seen.linktype == linktype::ETHERNET { (0, cfg.filter_eth_len) } else { (MAX_FILTER_INSNS, cfg.filter_raw_len) };
-        if len == 0 || !filter::cbpf_accepts(base, len, seen.cap, seen.wire_len) {
+        if len == 0 {
+            return false;
+        }
+        if cfg.filter_ebpf != 0 {
+            // SAFETY: s is this CPU's scratch value; `cap` bytes of it are the packet's.
+            let data = unsafe { (*s).data.as_ptr() };
+            if crate::compiled::tracer_filter_placeholder(data, seen.cap, seen.wire_len, u32::from(seen.linktype)) == 0 {
+                return false;
+            }
+        } else if !filter::cbpf_accepts(base, len, seen.cap, seen.wire_len) {
             return false;
         }
     }

@@ -82,7 +82,7 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
         pod_filter: u32::from(!args.pods.is_empty()),
         path: u32::from(args.path),
         copy_len: if compiled.is_active() { compiled.window().max(args.snaplen) } else { args.snaplen },
-        _pad: 0,
+        filter_ebpf: u32::from(compiled.is_active() && compiled.ebpf.is_some()),
         event_interval_ns: 1_000_000_000u64.checked_div(args.max_event_rate).map_or(0, |ns| ns.max(1)),
     };
 
@@ -245,6 +245,7 @@ async fn run(
         path,
         duration_s,
         expression: compiled.expression.clone(),
+        filter: compiled.mode(),
         probe: backend.to_string(),
         kernel: kernel_release(),
         start: start_wall,
