@@ -105,7 +105,7 @@ fn ipv4_fragments_and_options() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for (ihl_options, frag) in [(4usize, 0u16), (0, 0x2000), (0, 0x00b9), (8, 0x20b9)] {
         let mut ip = Ipv4Header::new(16, 64, IpNumber::UDP, [10, 0, 0, 1], [10, 0, 0, 2]).unwrap();
-        ip.set_options(&[1u8; 8][..ihl_options]).unwrap();
+        ip.options = (&[1u8; 8][..ihl_options]).try_into().unwrap();
         let mut hdr = Vec::new();
         ip.write(&mut hdr).unwrap();
         hdr[6..8].copy_from_slice(&frag.to_be_bytes());
@@ -130,7 +130,7 @@ pub fn random(rng: &mut Rng, n: usize) -> Vec<Vec<u8>> {
             for _ in 0..flips {
                 if !p.is_empty() {
                     let at = usize::try_from(rng.below(p.len() as u64)).unwrap();
-                    p[at] = rng.next() as u8;
+                    p[at] = rng.next().to_le_bytes()[0];
                 }
             }
             p
@@ -147,7 +147,7 @@ fn libpcap(expr: &str, lt: Linktype) -> Option<pcap::BpfProgram> {
     Capture::dead(lt).ok()?.compile(expr, true).ok()
 }
 
-/// The packet without its Ethernet header (VLAN tags included), for DLT_RAW programs.
+/// The packet without its Ethernet header (VLAN tags included), for `DLT_RAW` programs.
 fn strip_l2(p: &[u8]) -> Option<&[u8]> {
     match p.get(12..14)? {
         [0x81, 0x00] => p.get(18..),
@@ -217,11 +217,128 @@ pub fn random_program(rng: &mut Rng) -> Vec<CbpfInsn> {
             let k = match rng.below(4) {
                 0 => u32::try_from(rng.below(64)).unwrap(),
                 1 => u32::try_from(rng.below(2100)).unwrap(),
-                2 => rng.next() as u32,
+                2 => u32::try_from(rng.next() >> 32).unwrap(),
                 _ => u32::try_from(rng.below(40)).unwrap(),
             };
             let k = if code == 0x05 { u32::try_from(rng.below(room + 1)).unwrap() } else { k };
             CbpfInsn { code, jt: u8::try_from(rng.below(room.min(255) + 1)).unwrap(), jf: u8::try_from(rng.below(room.min(255) + 1)).unwrap(), k }
         })
         .collect()
+}
+
+/// The same comparison in the kernel (root only; skipped otherwise): each translation loaded
+/// behind a small harness program (its verifier must accept it) and run with
+/// `BPF_PROG_TEST_RUN` on the packets, its verdicts equal to libpcap's and to `ebpf_vm`'s.
+#[test]
+fn kernel_runs_the_translation_as_libpcap_filters() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (BPF_PROG_LOAD, BPF_PROG_TEST_RUN)");
+        return;
+    }
+    let mut rng = Rng::new(0x6b65_726e);
+    let crafted = crafted();
+    let random = random(&mut rng, 100);
+    let map = kernel::Array::new().expect("BPF_MAP_CREATE");
+    let mut runs = 0u64;
+    for e in EXPRESSIONS {
+        let code = expr::compile(e).unwrap().ebpf.unwrap();
+        let prog = kernel::harness(&map, &code).unwrap_or_else(|err| panic!("{e}: the kernel refuses the translation: {err}"));
+        for (lt, theirs) in [(linktype::ETHERNET, libpcap(e, Linktype::ETHERNET)), (linktype::RAW_IP, libpcap(e, Linktype(12)))] {
+            let packets = crafted.iter().flat_map(|p| cuts(p)).chain(random.iter().map(Vec::as_slice));
+            for p in packets {
+                let p = if lt == linktype::ETHERNET { p } else { strip_l2(p).unwrap_or(p) };
+                let wire = u32::try_from(p.len()).unwrap();
+                let got = kernel::run(&map, &prog, p, wire, lt).expect("BPF_PROG_TEST_RUN");
+                assert_eq!(Some(got), ebpf_vm::run(&code, p, wire, lt), "{e:?}, link type {lt}, packet {p:02x?}");
+                assert_eq!(got != 0, theirs.as_ref().is_some_and(|t| t.filter(p)), "{e:?}, link type {lt}, packet {p:02x?}");
+                runs += 1;
+            }
+        }
+    }
+    eprintln!("{runs} kernel test runs");
+    assert!(runs > 10_000, "{runs}");
+}
+
+/// Just enough raw `bpf(2)` for the kernel test: an array map holding the packet, a harness
+/// that passes it to the translation as the probes do, and test runs.
+mod kernel {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+
+    use tracer_common::{CAPTURE_SLACK, MAX_CAPTURE};
+
+    use crate::kernel::bpfsys::{self, Insn};
+
+    /// caplen, wirelen, link type, padding; then the packet bytes.
+    const HDR: usize = 16;
+    const VALUE: usize = HDR + MAX_CAPTURE + CAPTURE_SLACK;
+
+    fn sys(cmd: libc::c_long, attr: &mut [u64]) -> std::io::Result<i64> {
+        // SAFETY: `attr` is a zero-padded `union bpf_attr` prefix of the given size.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), std::mem::size_of_val(attr)) };
+        if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r) }
+    }
+
+    pub struct Array(OwnedFd);
+
+    impl Array {
+        pub fn new() -> std::io::Result<Self> {
+            // map_type 2 (array), key 4, value VALUE, 1 entry.
+            let mut attr = [2 | (4 << 32), VALUE as u64 | (1 << 32), 0, 0, 0, 0, 0, 0];
+            let fd = sys(0, &mut attr)?;
+            // SAFETY: a new fd from the kernel.
+            Ok(Self(unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).unwrap()) }))
+        }
+
+        fn fd(&self) -> i32 {
+            self.0.as_raw_fd()
+        }
+    }
+
+    /// A tc program: looks the packet up and calls the translation (a subprogram after it)
+    /// with r1..r4 as the probes pass them; returns its verdict.
+    pub fn harness(map: &Array, code: &[Insn]) -> Result<OwnedFd, String> {
+        let i = Insn::new;
+        let mut p = vec![
+            i(0x62, 10, 0, -4, 0), // *(u32 *)(r10 - 4) = 0
+            i(0xbf, 2, 10, 0, 0),
+            i(0x07, 2, 0, 0, -4),
+            i(0x18, 1, 1, 0, map.fd()), // r1 = map (pseudo map fd)
+            i(0, 0, 0, 0, 0),
+            i(0x85, 0, 0, 0, 1), // map_lookup_elem
+            i(0x55, 0, 0, 2, 0), // if r0 != 0 skip the exit
+            i(0xb7, 0, 0, 0, -1),
+            i(0x95, 0, 0, 0, 0),
+            i(0x61, 2, 0, 0, 0), // caplen
+            i(0x61, 3, 0, 4, 0), // wirelen
+            i(0x61, 4, 0, 8, 0), // link type
+            i(0xbf, 1, 0, 0, 0),
+            i(0x07, 1, 0, 0, i32::try_from(HDR).unwrap()), // r1 = packet bytes
+            i(0x85, 0, 1, 0, 1),          // call the subprogram right after the exit
+            i(0x95, 0, 0, 0, 0),
+        ];
+        p.extend_from_slice(code);
+        let spec = bpfsys::ProgSpec { prog_type: bpfsys::PROG_SCHED_CLS, ..Default::default() };
+        bpfsys::load(&spec, "filter_test", &p, 16 << 20).map_err(|e| format!("{e}\n{}", e.log))
+    }
+
+    pub fn run(map: &Array, prog: &OwnedFd, packet: &[u8], wirelen: u32, linktype: u8) -> std::io::Result<u32> {
+        let mut value = vec![0u8; VALUE];
+        let cap = packet.len().min(MAX_CAPTURE);
+        value[0..4].copy_from_slice(&u32::try_from(cap).unwrap().to_ne_bytes());
+        value[4..8].copy_from_slice(&wirelen.to_ne_bytes());
+        value[8..12].copy_from_slice(&u32::from(linktype).to_ne_bytes());
+        value[HDR..HDR + cap].copy_from_slice(&packet[..cap]);
+        let key = 0u32;
+        let mut attr = [u64::try_from(map.fd()).unwrap(), std::ptr::from_ref(&key) as u64, value.as_ptr() as u64, 0, 0, 0];
+        sys(2, &mut attr)?;
+        // A tc program needs an Ethernet-sized input; the packet itself is in the map.
+        let dummy = [0u8; 64];
+        let mut attr = [0u64; 10];
+        attr[0] = u64::try_from(prog.as_raw_fd()).unwrap();
+        attr[1] = dummy.len() as u64;
+        attr[2] = dummy.as_ptr() as u64;
+        sys(10, &mut attr)?;
+        Ok((attr[0] >> 32) as u32)
+    }
 }

@@ -8,15 +8,17 @@ use crate::kernel::bpfsys::Insn;
 /// Runs `code` as the filter placeholder would: `packet` truncated to the capture window,
 /// `wirelen`, `linktype`. None when the code does something the translator never emits
 /// (an unknown instruction, a load out of bounds, a backward jump, running off the end).
+#[expect(clippy::cast_possible_truncation, reason = "eBPF's 32-bit operations take the low halves of registers")]
+#[expect(clippy::many_single_char_names, reason = "registers and instruction fields, named as in the eBPF docs")]
 pub fn run(code: &[Insn], packet: &[u8], wirelen: u32, linktype: u8) -> Option<u32> {
+    // r1 is the data pointer: modelled as offset 0 into `data`, tagged by a high bit.
+    const DATA: u64 = 1 << 62;
+    const STACK: u64 = 1 << 61;
     let mut data = vec![0u8; MAX_CAPTURE + CAPTURE_SLACK];
     let cap = packet.len().min(MAX_CAPTURE);
     data[..cap].copy_from_slice(&packet[..cap]);
     let mut stack = [0u8; 64];
     let mut r = [0u64; 11];
-    // r1 is the data pointer: modelled as offset 0 into `data`, tagged by a high bit.
-    const DATA: u64 = 1 << 62;
-    const STACK: u64 = 1 << 61;
     r[1] = DATA;
     r[2] = u64::try_from(cap).ok()?;
     r[3] = u64::from(wirelen);
@@ -26,7 +28,7 @@ pub fn run(code: &[Insn], packet: &[u8], wirelen: u32, linktype: u8) -> Option<u
     loop {
         let i = *code.get(pc)?;
         let (dst, src) = (usize::from(i.regs & 0x0f), usize::from(i.regs >> 4));
-        let k = i64::from(i.imm) as u64;
+        let k = i64::from(i.imm).cast_unsigned();
         pc += 1;
         let class = i.code & 0x07;
         match class {
@@ -84,7 +86,7 @@ pub fn run(code: &[Insn], packet: &[u8], wirelen: u32, linktype: u8) -> Option<u
                     pc += usize::try_from(i.off).ok()?;
                 }
             }
-            0x01 | 0x02 | 0x03 => {
+            0x01..=0x03 => {
                 let width = match i.code & 0x18 {
                     0x00 => 4,
                     0x08 => 2,
@@ -96,7 +98,7 @@ pub fn run(code: &[Insn], packet: &[u8], wirelen: u32, linktype: u8) -> Option<u
                     0x02 => (r[dst], Some(k)),
                     _ => (r[dst], Some(r[src])),
                 };
-                let addr = base.wrapping_add(i64::from(i.off) as u64);
+                let addr = base.wrapping_add(i64::from(i.off).cast_unsigned());
                 let mem: &mut [u8] = if addr & DATA != 0 { &mut data } else if addr & STACK != 0 { &mut stack } else { return None };
                 let at = usize::try_from(addr & !(DATA | STACK)).ok()?;
                 let bytes = mem.get_mut(at..at.checked_add(width)?)?;

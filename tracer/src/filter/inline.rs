@@ -41,7 +41,7 @@ pub fn patch(elf: &[u8], code: &[Insn]) -> Result<Object> {
     let body = &mut obj.bytes_mut()[start..start + slots * INSN];
     let pad = slots - code.len();
     for (i, insn) in std::iter::repeat_n(&NOP, pad).chain(code).enumerate() {
-        body[i * INSN..(i + 1) * INSN].copy_from_slice(&encode(insn));
+        body[i * INSN..(i + 1) * INSN].copy_from_slice(&encode(*insn));
     }
     // Trailing bytes of the copy beyond `elf` (alignment) are never read: the ELF says its size.
     Ok(obj)
@@ -70,7 +70,7 @@ fn placeholder(elf: &[u8]) -> Result<(usize, usize)> {
     Ok((usize::try_from(offset + at)?, usize::try_from(len)?))
 }
 
-fn encode(i: &Insn) -> [u8; INSN] {
+fn encode(i: Insn) -> [u8; INSN] {
     let mut b = [0u8; INSN];
     b[0] = i.code;
     b[1] = i.regs;

@@ -27,8 +27,9 @@ const CAPLEN: u8 = 2;
 const WIRELEN: u8 = 3;
 const LINKTYPE: u8 = 4;
 const FP: u8 = 10;
-/// Memory word i lives at r10 + MEM_BASE + 4 i.
+/// Memory word `i` lives at `r10 + MEM_BASE + 4 i`.
 const MEM_BASE: i16 = -64;
+#[expect(clippy::cast_possible_truncation, reason = "MAX_CAPTURE is 2048")]
 const MAX: u32 = MAX_CAPTURE as u32;
 
 // eBPF encoding (linux/bpf.h).
@@ -142,7 +143,7 @@ pub fn translate(ethernet: &[CbpfInsn], raw_ip: &[CbpfInsn]) -> Result<Vec<Insn>
     }
     e.alu32_k(OP_MOV, A, 0);
     e.alu32_k(OP_MOV, X, 0);
-    let words: u32 = progs.iter().flatten().filter(|i| reads_mem(i)).fold(0, |m, i| m | (1 << (i.k & 15)));
+    let words: u32 = progs.iter().flatten().filter(|i| reads_mem(**i)).fold(0, |m, i| m | (1 << (i.k & 15)));
     for k in (0..16).filter(|k| words & (1 << k) != 0) {
         e.op(ST_MEM_W, FP, 0, Emitter::mem(k), 0);
     }
@@ -159,7 +160,7 @@ pub fn translate(ethernet: &[CbpfInsn], raw_ip: &[CbpfInsn]) -> Result<Vec<Insn>
         for (pc, insn) in prog.iter().enumerate() {
             if reach[n][pc] {
                 e.pcs[n][pc] = Some(e.code.len());
-                one(&mut e, prog.len(), pc, insn)?;
+                one(&mut e, prog.len(), pc, *insn)?;
             }
         }
     }
@@ -193,7 +194,8 @@ fn target(len: usize, pc: usize, skip: u32) -> Label {
 }
 
 /// Emits instruction `pc` of a program of `len` instructions (already normalized).
-fn one(e: &mut Emitter, len: usize, pc: usize, i: &CbpfInsn) -> Result<()> {
+#[expect(clippy::many_single_char_names, reason = "classic BPF's own names: k, jt/jf targets t and f")]
+fn one(e: &mut Emitter, len: usize, pc: usize, i: CbpfInsn) -> Result<()> {
     let (code, k) = (i.code, i.k);
     let class = code & 0x07;
     // Falling through is only for the next classic instruction: past the end is a jump to
@@ -314,7 +316,7 @@ fn alu(e: &mut Emitter, code: u16, k: u32) {
 }
 
 /// True when `i` reads a memory word.
-fn reads_mem(i: &CbpfInsn) -> bool {
+fn reads_mem(i: CbpfInsn) -> bool {
     matches!(i.code & 0x07, 0x00 | 0x01) && i.code & 0xe0 == 0x60
 }
 
