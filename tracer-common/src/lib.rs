@@ -143,8 +143,8 @@ pub struct Config {
     pub pod_filter: u32,
     /// 1 with `--path`: matching packets are tracked hook by hook (`PATH_TRACK`).
     pub path: u32,
-    /// Packet bytes copied per packet: the snaplen or what the filter can read, whichever is
-    /// more (≤ `MAX_CAPTURE`).
+    /// Packet bytes the filters read, copied for every drop they see (≤ `MAX_CAPTURE`); a drop
+    /// that becomes an event then gets its `snaplen` bytes.
     pub copy_len: u32,
     /// 1 when the loader replaced the filter placeholder with the expression compiled to eBPF
     /// (else the classic-BPF interpreter runs it).
