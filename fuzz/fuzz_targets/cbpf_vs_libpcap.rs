@@ -1,6 +1,7 @@
-//! Our classic-BPF interpreter (the code the kernel programs run, `tracer_common::cbpf`) must
-//! agree with libpcap's own (`BpfProgram::filter`) on any packet, for the programs libpcap
-//! compiles from real expressions, Ethernet and raw IP alike. Input: one byte picks the
+//! Our classic-BPF interpreter (the fallback the kernel programs run, `tracer_common::cbpf`)
+//! and the translation to eBPF (what they run normally, `tracer::filter::translate`, executed
+//! by `tracer::filter::ebpf_vm`) must agree with libpcap's own (`BpfProgram::filter`) on any
+//! packet, for the programs libpcap compiles from real expressions, Ethernet and raw IP alike. Input: one byte picks the
 //! expression, one the link type, the rest is the packet.
 #![no_main]
 
@@ -19,6 +20,7 @@ const EXPRESSIONS: &[&str] = &[
 
 struct Compiled {
     ours: Vec<CbpfInsn>,
+    ebpf: Vec<tracer::kernel::bpfsys::Insn>,
     theirs: pcap::BpfProgram,
 }
 
@@ -30,8 +32,8 @@ thread_local! {
             let ours = tracer::filter::expr::compile(e).ok();
             let theirs = |lt| Capture::dead(lt).ok().and_then(|c| c.compile(e, true).ok());
             [
-                ours.as_ref().zip(theirs(Linktype::ETHERNET)).map(|(o, t)| Compiled { ours: o.ethernet.clone(), theirs: t }),
-                ours.as_ref().zip(theirs(Linktype(12))).map(|(o, t)| Compiled { ours: o.raw_ip.clone(), theirs: t }),
+                ours.as_ref().zip(theirs(Linktype::ETHERNET)).map(|(o, t)| Compiled { ours: o.ethernet.clone(), ebpf: o.ebpf.clone().expect("translated"), theirs: t }),
+                ours.as_ref().zip(theirs(Linktype(12))).map(|(o, t)| Compiled { ours: o.raw_ip.clone(), ebpf: o.ebpf.clone().expect("translated"), theirs: t }),
             ]
         })
         .collect();
@@ -43,6 +45,15 @@ fuzz_target!(|data: &[u8]| {
         let Some(c) = &programs[usize::from(*pick) % programs.len()][usize::from(*link & 1)] else { return };
         let len = u32::try_from(packet.len()).unwrap_or(u32::MAX);
         let ours = tracer_common::cbpf::run(&c.ours, packet, len) != 0;
-        assert_eq!(ours, c.theirs.filter(packet), "expression {:?}, link {}", EXPRESSIONS[usize::from(*pick) % programs.len()], link & 1);
+        let expr = EXPRESSIONS[usize::from(*pick) % programs.len()];
+        let theirs = c.theirs.filter(packet);
+        assert_eq!(ours, theirs, "expression {expr:?}, link {}", link & 1);
+        // The translation holds both link types; `link` picks the one libpcap compiled here.
+        let lt = if link & 1 == 0 { tracer_common::linktype::ETHERNET } else { tracer_common::linktype::RAW_IP };
+        let translated = tracer::filter::ebpf_vm::run(&c.ebpf, packet, len, lt).expect("the translation misbehaved");
+        // Beyond the kernel's capture window the kernel side never sees the bytes.
+        if packet.len() <= tracer_common::MAX_CAPTURE {
+            assert_eq!(translated != 0, theirs, "translated expression {expr:?}, link {}", link & 1);
+        }
     });
 });

@@ -12,6 +12,10 @@ pub const MAX_CAPTURE: usize = 2048;
 pub const CAPTURE_SLACK: usize = 8;
 /// Largest classic-BPF filter accepted, per link type.
 pub const MAX_FILTER_INSNS: u32 = 512;
+/// Instructions of the placeholder function the loader overwrites with the expression compiled
+/// to eBPF (both link types, padding included); a longer translation falls back to the
+/// interpreter.
+pub const FILTER_PLACEHOLDER_INSNS: usize = 4096;
 /// Largest number of `--iface` patterns.
 pub const MAX_IFACE_PATTERNS: u32 = 16;
 pub const IFNAMSIZ: usize = 16;
@@ -161,11 +165,12 @@ pub struct Config {
     pub pod_filter: u32,
     /// 1 with `--path`: matching packets are tracked hook by hook (`PATH_TRACK`).
     pub path: u32,
-    /// Packet bytes copied per packet: the snaplen or what the filter can read, whichever is
-    /// more (≤ `MAX_CAPTURE`).
+    /// Packet bytes the filters read, copied for every drop they see (≤ `MAX_CAPTURE`); a drop
+    /// that becomes an event then gets its `snaplen` bytes.
     pub copy_len: u32,
-    #[expect(clippy::pub_underscore_fields, reason = "explicit #[repr(C)] padding, zeroed by both sides")]
-    pub _pad: u32,
+    /// 1 when the loader replaced the filter placeholder with the expression compiled to eBPF
+    /// (else the classic-BPF interpreter runs it).
+    pub filter_ebpf: u32,
     /// Minimum spacing of drop events per CPU, in ns (1e9 / events per second); 0 = no limit.
     pub event_interval_ns: u64,
 }

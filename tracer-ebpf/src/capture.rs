@@ -16,6 +16,9 @@ pub struct Seen {
     pub wire_len: u32,
     pub linktype: u8,
     pub protocol: u16,
+    /// Where the bytes are (`skb::packet`), kept so an event can copy more of them later.
+    pub start: u64,
+    pub avail: u32,
 }
 
 /// True when the filters need the packet's bytes (else they can wait for the event).
@@ -34,38 +37,73 @@ pub fn device(skb: u64, cfg: &Config, o: &Offsets) -> Option<Seen> {
     if cfg.iface_patterns != 0 && !filter::iface_matches(&ifname, cfg.iface_patterns) {
         return None;
     }
-    Some(Seen { ifindex, ifname, netns, cap: 0, wire_len: 0, linktype: linktype::RAW_IP, protocol: 0 })
+    Some(Seen { ifindex, ifname, netns, cap: 0, wire_len: 0, linktype: linktype::RAW_IP, protocol: 0, start: 0, avail: 0 })
 }
 
-/// The bytes stage: locates and copies the packet into scratch, then applies the pod and
-/// expression filters. False when one rejects the packet.
+/// The bytes stage: locates the packet, copies what the filters read (`copy_len`, often a few
+/// dozen bytes: the snaplen's worth waits for an event, see `copy`) into scratch, then applies
+/// the pod and expression filters. False when one rejects the packet.
 #[inline(always)]
 pub fn bytes(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen: &mut Seen) -> bool {
     if let Some(p) = skb::packet(skb, o) {
         seen.wire_len = p.wire_len;
         seen.linktype = p.linktype;
         seen.protocol = p.protocol;
-        let n = p.avail.min(cfg.copy_len).min(MAX_CAPTURE as u32);
-        if n > 0 {
-            // The verifier must see a non-zero, bounded length (6.1 rejects `n == 0` checks).
-            let n = ((n - 1) & (MAX_CAPTURE as u32 - 1)) + 1;
-            // SAFETY: n ≤ MAX_CAPTURE fits the scratch data array; the helper checks `start`.
-            let r = unsafe { bpf_probe_read_kernel((*s).data.as_mut_ptr().cast(), n, p.start as *const _) };
-            if r == 0 {
-                seen.cap = n;
-            }
-        }
+        seen.start = p.start;
+        seen.avail = p.avail;
+        copy(s, seen, cfg.copy_len);
     }
     if cfg.pod_filter != 0 && !filter::pod_matches(seen.ifindex, seen.netns, seen.linktype, seen.cap) {
         return false;
     }
     if cfg.filter_active != 0 {
         let (base, len) = if seen.linktype == linktype::ETHERNET { (0, cfg.filter_eth_len) } else { (MAX_FILTER_INSNS, cfg.filter_raw_len) };
-        if len == 0 || !filter::cbpf_accepts(base, len, seen.cap, seen.wire_len) {
+        if len == 0 {
+            return false;
+        }
+        if cfg.filter_ebpf != 0 {
+            // SAFETY: s is this CPU's scratch value; `cap` bytes of it are the packet's.
+            let data = unsafe { (*s).data.as_ptr() };
+            if crate::compiled::tracer_filter_placeholder(data, seen.cap, seen.wire_len, u32::from(seen.linktype)) == 0 {
+                return false;
+            }
+        } else if !filter::cbpf_accepts(base, len, seen.cap, seen.wire_len) {
             return false;
         }
     }
     true
+}
+
+/// Copies the first `want` bytes of the located packet (those available) into scratch, unless
+/// they are there already.
+#[inline(always)]
+pub fn copy(s: *mut Scratch, seen: &mut Seen, want: u32) {
+    let n = seen.avail.min(want).min(MAX_CAPTURE as u32);
+    if n <= seen.cap || seen.start == 0 {
+        return;
+    }
+    // The verifier must see a non-zero, bounded length (6.1 rejects `n == 0` checks).
+    let n = ((n - 1) & (MAX_CAPTURE as u32 - 1)) + 1;
+    // SAFETY: n ≤ MAX_CAPTURE fits the scratch data array; the helper checks `start`.
+    let r = unsafe { bpf_probe_read_kernel((*s).data.as_mut_ptr().cast(), n, seen.start as *const _) };
+    if r == 0 {
+        seen.cap = n;
+    }
+}
+
+/// Locates the packet (if the filters did not) and copies `snaplen` bytes for an event.
+#[inline(always)]
+pub fn event_bytes(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen: &mut Seen) {
+    if seen.start == 0 {
+        if let Some(p) = skb::packet(skb, o) {
+            seen.wire_len = p.wire_len;
+            seen.linktype = p.linktype;
+            seen.protocol = p.protocol;
+            seen.start = p.start;
+            seen.avail = p.avail;
+        }
+    }
+    copy(s, seen, cfg.snaplen);
 }
 
 /// Both stages. None when a filter rejects the packet.

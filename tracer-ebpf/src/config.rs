@@ -37,7 +37,7 @@ static CONFIG: Config = Config {
     pod_filter: 0,
     path: 0,
     copy_len: 0,
-    _pad: 0,
+    filter_ebpf: 0,
     event_interval_ns: 0,
 };
 

@@ -36,28 +36,26 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
         end_path(s, skb, packet_id, location, reason, o);
         return;
     };
-    // Bytes are read now only if a filter needs them; otherwise only for an event we send.
-    let mut have_bytes = false;
-    if capture::filters_need_bytes(cfg) {
-        if !capture::bytes(skb, cfg, o, s, &mut seen) {
-            end_path(s, skb, packet_id, location, reason, o);
-            return;
-        }
-        have_bytes = true;
+    // Bytes are read now only as far as a filter needs them; the snaplen's worth only for an
+    // event we send.
+    if capture::filters_need_bytes(cfg) && !capture::bytes(skb, cfg, o, s, &mut seen) {
+        end_path(s, skb, packet_id, location, reason, o);
+        return;
     }
     emit::count(counter::MATCHED);
-    let nf_slot = if reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };
+    // The exact totals: per (reason, location, interface), and per tc program (the tc slot is
+    // part of the key). Netfilter rules are attributed from events, so the netfilter slot is
+    // looked up only for a drop that becomes one.
     let tc_slot = if reason == cfg.reason_tc_ingress || reason == cfg.reason_tc_egress { tc::last_code(skb, seen.ifindex) } else { 0 };
-    emit::count_drop(&DropKey { location, reason, ifindex: seen.ifindex, netns: seen.netns, ifname: seen.ifname, nf_slot, tc_slot, _pad: 0 });
+    emit::count_drop(&DropKey { location, reason, ifindex: seen.ifindex, netns: seen.netns, ifname: seen.ifname, nf_slot: 0, tc_slot, _pad: 0 });
     // Under a flood events are rate limited (the totals above stay exact); a followed
     // packet's end always goes out.
     if packet_id == 0 && !emit::take_event_token(cfg.event_interval_ns) {
         emit::count(counter::RATE_LIMITED);
         return;
     }
-    if !have_bytes {
-        capture::bytes(skb, cfg, o, s, &mut seen);
-    }
+    let nf_slot = if reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };
+    capture::event_bytes(skb, cfg, o, s, &mut seen);
     let snap = seen.cap.min(cfg.snaplen);
     // SAFETY: s is this CPU's scratch value.
     unsafe {

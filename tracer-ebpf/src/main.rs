@@ -2,8 +2,12 @@
 //! a verdict or a ruleset.
 #![no_std]
 #![no_main]
+// Inline assembly for the filter placeholder (compiled.rs); the eBPF build enables nightly
+// features (RUSTC_BOOTSTRAP, see tracer/build.rs).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod capture;
+mod compiled;
 mod config;
 mod emit;
 mod filter;

@@ -87,7 +87,8 @@ pub fn on_hook(skb: u64, h: u32, location: u64) -> u64 {
     }
     let Some(s) = crate::maps::scratch() else { return 0 };
     let o = config::offsets();
-    let Some(seen) = capture::select(skb, cfg, o, s) else { return 0 };
+    let Some(mut seen) = capture::select(skb, cfg, o, s) else { return 0 };
+    capture::event_bytes(skb, cfg, o, s, &mut seen);
     let id = next_id();
     if PATH_TRACK.insert(&skb, &id, 0).is_err() {
         return 0;

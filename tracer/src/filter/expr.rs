@@ -3,7 +3,9 @@
 //! interpret whichever fits the drop point.
 use anyhow::{Result, anyhow, bail};
 use pcap::{Capture, Linktype};
-use tracer_common::{CbpfInsn, MAX_FILTER_INSNS};
+use tracer_common::{CbpfInsn, FILTER_PLACEHOLDER_INSNS, MAX_FILTER_INSNS};
+
+use crate::kernel::bpfsys::Insn;
 
 /// libpcap's `DLT_RAW` (Linux value): packets that begin with an IPv4 or IPv6 header.
 const DLT_RAW: Linktype = Linktype(12);
@@ -13,11 +15,19 @@ pub struct CompiledFilter {
     pub expression: String,
     pub ethernet: Vec<CbpfInsn>,
     pub raw_ip: Vec<CbpfInsn>,
+    /// Both programs translated to eBPF for the kernel's filter placeholder; None when the
+    /// translation failed (the kernel then interprets the classic programs).
+    pub ebpf: Option<Vec<Insn>>,
 }
 
 impl CompiledFilter {
     pub fn is_active(&self) -> bool {
         !self.expression.trim().is_empty()
+    }
+
+    /// How the kernel evaluates the expression (the summary's `filter`); None without one.
+    pub fn mode(&self) -> Option<&'static str> {
+        self.is_active().then_some(if self.ebpf.is_some() { "ebpf" } else { "interpreted" })
     }
 
     /// Packet bytes the filter can ever read (both link types): the kernel copies no more
@@ -37,7 +47,18 @@ pub fn compile(expression: &str) -> Result<CompiledFilter> {
     // Link-layer primitives (ether host, vlan…) cannot match a packet without a MAC header;
     // libpcap refuses them for DLT_RAW, and then such packets simply never match.
     let raw_ip = compile_for(expression, DLT_RAW).unwrap_or_else(|_| vec![reject_all()]);
-    Ok(CompiledFilter { expression: expression.to_string(), ethernet, raw_ip })
+    let ebpf = match super::translate::translate(&ethernet, &raw_ip) {
+        Ok(code) if code.len() <= FILTER_PLACEHOLDER_INSNS => Some(code),
+        Ok(code) => {
+            log::info!("the expression translates to {} eBPF instructions, more than the {FILTER_PLACEHOLDER_INSNS} the kernel side has room for: interpreted", code.len());
+            None
+        }
+        Err(e) => {
+            log::info!("the expression cannot be translated to eBPF ({e:#}): interpreted");
+            None
+        }
+    };
+    Ok(CompiledFilter { expression: expression.to_string(), ethernet, raw_ip, ebpf })
 }
 
 fn reject_all() -> CbpfInsn {

@@ -47,6 +47,11 @@ pub struct PodSelection {
 }
 
 pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern], pods: &PodSelection) -> Result<(Ebpf, Maps)> {
+    // The expression compiled to eBPF goes into the object's filter placeholder.
+    let object = match &filter.ebpf {
+        Some(code) if config.filter_ebpf != 0 => Some(crate::filter::inline::patch(OBJECT, code)?),
+        _ => None,
+    };
     // No CO-RE relocations in our programs (offsets are globals), so no BTF for the loader:
     // its own parse of the kernel BTF (~16 MB, made by `EbpfLoader::new`) is dropped before
     // the maps (the 8 MiB ring, mapped twice) and programs are created.
@@ -54,7 +59,7 @@ pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces:
         .btf(None)
         .override_global(names::OFFSETS, offsets, true)
         .override_global(names::CONFIG, config, true)
-        .load(OBJECT)
+        .load(object.as_ref().map_or(OBJECT, crate::filter::inline::Object::bytes))
         .context("cannot load the eBPF object into the kernel")?;
 
     let mut insns: Array<_, CbpfInsn> = Array::try_from(map(&mut ebpf, names::FILTER_INSNS)?)?;

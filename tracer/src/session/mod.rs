@@ -72,8 +72,8 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
         reason_tc_egress: reasons.value("TC_EGRESS").unwrap_or(u32::MAX),
         pod_filter: u32::from(!args.pods.is_empty()),
         path: u32::from(args.path),
-        copy_len: if compiled.is_active() { compiled.window().max(args.snaplen) } else { args.snaplen },
-        _pad: 0,
+        copy_len: filter_window(&compiled, !args.pods.is_empty()),
+        filter_ebpf: u32::from(compiled.is_active() && compiled.ebpf.is_some()),
         event_interval_ns: 1_000_000_000u64.checked_div(args.max_event_rate).map_or(0, |ns| ns.max(1)),
     };
 
@@ -162,4 +162,14 @@ fn mem(phase: &str) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let get = |k: &str| status.lines().find(|l| l.starts_with(k)).map_or("?", |l| l[k.len()..].trim());
     log::debug!("memory after {phase}: VmRSS {} VmHWM {}", get("VmRSS:"), get("VmHWM:"));
+}
+
+/// Packet bytes the kernel filters read (copied for every drop they see; an event's snaplen
+/// is copied only for drops that become events): the expression's window, and the link and IP
+/// headers' addresses for `--pod`.
+fn filter_window(compiled: &crate::filter::expr::CompiledFilter, pods: bool) -> u32 {
+    // VLAN-tagged Ethernet (18) + the IPv6 addresses (8..40).
+    const POD_WINDOW: u32 = 18 + 40;
+    let expr = if compiled.is_active() { compiled.window() } else { 0 };
+    if pods { expr.max(POD_WINDOW) } else { expr }
 }

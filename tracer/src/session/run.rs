@@ -173,6 +173,7 @@ pub async fn run(
         path,
         duration_s,
         expression: compiled.expression.clone(),
+        filter: compiled.mode(),
         probe: backend.to_string(),
         kernel: kernel_release(),
         start: start_wall,

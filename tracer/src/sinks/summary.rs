@@ -95,6 +95,10 @@ pub struct Summary {
     /// Events not folded into `by_flow` because too many distinct flows were seen.
     pub other_flows: u64,
     pub expression: String,
+    /// How the kernel evaluates the expression: `ebpf` (compiled into the probes) or
+    /// `interpreted` (classic BPF, when the translation failed). Absent without an expression.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<&'static str>,
     /// How the drop probe attached (`tp_btf` or `raw_tp`).
     pub probe: String,
     pub kernel: String,
@@ -145,6 +149,7 @@ pub struct Meta {
     pub path: Option<PathSummary>,
     pub duration_s: f64,
     pub expression: String,
+    pub filter: Option<&'static str>,
     pub probe: String,
     pub kernel: String,
     pub start: String,
@@ -207,6 +212,7 @@ pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, rule
         rate_limited: totals.rate_limited,
         other_flows: flows.other,
         expression: meta.expression,
+        filter: meta.filter,
         probe: meta.probe,
         kernel: meta.kernel,
         start: meta.start,

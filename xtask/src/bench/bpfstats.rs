@@ -62,8 +62,37 @@ impl Cost {
 /// Sums the run time of every BPF program `pid` holds, directly (a program fd) or through a
 /// link (the netfilter observers keep only their links), each program once.
 pub fn of_process(pid: i32) -> Cost {
+    let mut c = Cost::default();
+    for (ty, time, cnt) in prog_ids(pid).into_iter().filter_map(prog_stats) {
+        let g = if ty == PROG_TYPE_NETFILTER { &mut c.observers } else { &mut c.probes };
+        g.programs += 1;
+        g.run_cnt += cnt;
+        g.run_time_ns += time;
+    }
+    c
+}
+
+/// The same per program name (the kernel keeps 15 bytes of it): which probe costs what.
+pub fn by_program(pid: i32) -> Vec<(String, Runs)> {
+    let mut out: Vec<(String, Runs)> = Vec::new();
+    for id in prog_ids(pid) {
+        let (Some((_, time, cnt)), Some(name)) = (prog_stats(id), prog_name(id)) else { continue };
+        let i = out.iter().position(|(n, _)| *n == name).unwrap_or_else(|| {
+            out.push((name, Runs::default()));
+            out.len() - 1
+        });
+        let r = &mut out[i].1;
+        r.programs += 1;
+        r.run_cnt += cnt;
+        r.run_time_ns += time;
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn prog_ids(pid: i32) -> BTreeSet<u32> {
     let mut ids: BTreeSet<u32> = BTreeSet::new();
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Cost::default() };
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return ids };
     for fd in fds.flatten() {
         let is_bpf = std::fs::read_link(fd.path())
             .is_ok_and(|t| matches!(t.to_str(), Some("anon_inode:bpf-prog" | "anon_inode:bpf_link")));
@@ -75,24 +104,38 @@ pub fn of_process(pid: i32) -> Cost {
             ids.insert(id);
         }
     }
-    let mut c = Cost::default();
-    for (ty, time, cnt) in ids.into_iter().filter_map(prog_stats) {
-        let g = if ty == PROG_TYPE_NETFILTER { &mut c.observers } else { &mut c.probes };
-        g.programs += 1;
-        g.run_cnt += cnt;
-        g.run_time_ns += time;
-    }
-    c
+    ids
 }
 
-/// A program's type and statistics, read from the fdinfo of an fd we open for its id.
-fn prog_stats(id: u32) -> Option<(u32, u64, u64)> {
+/// A program's name from `BPF_OBJ_GET_INFO_BY_FD` (`bpf_prog_info.name`, at byte 64).
+fn prog_name(id: u32) -> Option<String> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let fd = prog_fd(id)?;
+    let mut info = [0u8; 256];
+    let mut attr = [0u64; 2];
+    attr[0] = u64::try_from(fd.as_raw_fd()).ok()? | ((info.len() as u64) << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    // SAFETY: the kernel writes at most `info.len()` bytes of bpf_prog_info into `info`.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_mut_ptr(), std::mem::size_of_val(&attr)) };
+    if r < 0 {
+        return None;
+    }
+    let name = &info[64..80];
+    Some(String::from_utf8_lossy(name.split(|b| *b == 0).next().unwrap_or_default()).into_owned())
+}
+
+fn prog_fd(id: u32) -> Option<OwnedFd> {
     let attr = [id, 0u32, 0u32];
     // SAFETY: BPF_PROG_GET_FD_BY_ID reads `attr` (size given) and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_GET_FD_BY_ID, attr.as_ptr(), std::mem::size_of_val(&attr)) };
     let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: a fresh fd the kernel just gave us; closed when `owned` drops.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a fresh fd the kernel just gave us.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A program's type and statistics, read from the fdinfo of an fd we open for its id.
+fn prog_stats(id: u32) -> Option<(u32, u64, u64)> {
+    let owned = prog_fd(id)?;
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", owned.as_raw_fd())).ok()?;
     parse_fdinfo(&info).map(|(_, v)| v)
 }

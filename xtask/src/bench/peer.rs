@@ -66,6 +66,8 @@ pub struct Stopped {
     pub by_reason: BTreeMap<(i64, u64), u64>,
     /// Run time of the peer's BPF programs (with `--bpf-stats`).
     pub bpf: Option<bpfstats::Cost>,
+    /// The same per program name.
+    pub bpf_programs: Vec<(String, bpfstats::Runs)>,
 }
 
 impl Stopped {
@@ -82,6 +84,7 @@ impl Stopped {
             "pcap_packets": self.pcap.map(|c| c.packets), "pcap_comments": self.pcap.map(|c| c.with_comment),
             "json_lines": self.json_lines,
             "bpf": self.bpf.map(bpfstats::Cost::to_json),
+            "bpf_programs": self.bpf_programs.iter().map(|(n, r)| (n.clone(), json!({ "programs": r.programs, "run_cnt": r.run_cnt, "run_time_ns": r.run_time_ns }))).collect::<serde_json::Map<_, _>>(),
             "bpftrace": if self.by_reason.is_empty() { Value::Null } else {
                 self.by_reason.iter().map(|((r, ns), v)| (format!("{r},{ns}"), json!(v))).collect::<serde_json::Map<_, _>>().into()
             },
@@ -183,6 +186,7 @@ impl Running {
         let hwm = self.proc.vm_hwm_kib().unwrap_or(0);
         let cost = bpfstats::of_process(self.proc.pid());
         let bpf = (cost.probes.run_cnt + cost.observers.run_cnt > 0).then_some(cost);
+        let bpf_programs = if bpf.is_some() { bpfstats::by_program(self.proc.pid()) } else { Vec::new() };
         let t = Instant::now();
         let exit = self.proc.interrupt(STOP_TIMEOUT)?;
         let stop_s = t.elapsed().as_secs_f64();
@@ -191,7 +195,7 @@ impl Running {
         if !exit.success() {
             bail!("{:?} exited with {}: {}", self.kind, exit.code, tail(&stderr));
         }
-        let mut out = Stopped { ready_s: self.ready_s, stop_s, rss_kib: hwm.max(exit.maxrss_kib), cpu_s: exit.cpu_s, bpf, ..Stopped::default() };
+        let mut out = Stopped { ready_s: self.ready_s, stop_s, rss_kib: hwm.max(exit.maxrss_kib), cpu_s: exit.cpu_s, bpf, bpf_programs, ..Stopped::default() };
         match self.kind {
             Kind::Bpftrace => out.by_reason = parse_bpftrace_map(&stdout),
             Kind::Tracer { .. } => {

@@ -276,6 +276,7 @@ impl<'a> Report<'a> {
         }
         if p.bpf_stats {
             s.push_str(&self.bpf_table());
+            s.push_str(&self.bpf_program_table());
         }
         s.push('\n');
         s.push_str(&self.machine_note());
@@ -312,6 +313,28 @@ impl<'a> Report<'a> {
                 let (on, or) = col(&|c| c.observers);
                 let (per_packet, bound) = if phase == Phase::Flood { self.flood_bound(a.key) } else { ("–".into(), "–".into()) };
                 let _ = writeln!(s, "| {} | {} | {pn} | {pr} | {on} | {or} | {per_packet} | {bound} |", a.key, phase.name());
+            }
+        }
+        s
+    }
+
+    /// ns per run of each program (by name), median over the arm's runs of a phase.
+    fn bpf_program_table(&self) -> String {
+        let mut s = String::from("\n**BPF run time per program** (median ns/run over the arm's runs [min–max]; runs: median invocations per run):\n\n| arm | phase | program | ns/run | runs |\n|---|---|---|---|---|\n");
+        for a in self.plan.arms.iter().filter(|a| a.peer.is_some() && a.unavailable.is_none()) {
+            for phase in [Phase::Throughput, Phase::Flood] {
+                let per_run: Vec<&Vec<(String, super::bpfstats::Runs)>> = self.ok_runs(phase, a.key).filter_map(|r| Some(&r.peer.as_ref()?.bpf_programs)).collect();
+                let mut names: Vec<&str> = per_run.iter().flat_map(|v| v.iter().map(|(n, _)| n.as_str())).collect();
+                names.sort_unstable();
+                names.dedup();
+                for name in names {
+                    let runs: Vec<super::bpfstats::Runs> = per_run.iter().filter_map(|v| v.iter().find(|(n, _)| n == name).map(|(_, r)| *r)).collect();
+                    let ns: Vec<f64> = runs.iter().filter_map(super::bpfstats::Runs::ns_per_run).collect();
+                    let mut cnt: Vec<u64> = runs.iter().map(|r| r.run_cnt).collect();
+                    cnt.sort_unstable();
+                    let Some(x) = Spread::of(&ns) else { continue };
+                    let _ = writeln!(s, "| {} | {} | {name} | {} | {} |", a.key, phase.name(), x.show(0), thousands(cnt[cnt.len() / 2]));
+                }
             }
         }
         s
