@@ -15,4 +15,5 @@ pub mod path;
 pub mod pipeline;
 pub mod pods;
 pub mod probes;
+pub mod report;
 pub mod session;
