@@ -94,6 +94,7 @@ pub fn over_time(r: &Report) -> Option<(String, i64)> {
         let x_end = (bins as i64 * bin) as f64;
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
+            .margin_right(40)
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..x_end, 0f64..(ymax as f64 * 1.1))
@@ -107,7 +108,7 @@ pub fn over_time(r: &Report) -> Option<(String, i64)> {
             .x_label_formatter(&fmt_x)
             .y_desc(per)
             .x_desc("time (UTC)")
-            .light_line_style(RGBColor(0xee, 0xee, 0xee))
+            .light_line_style(TRANSPARENT)
             .draw()
             .ok()?;
         if let Some((a, b)) = change_span(r) {
@@ -174,7 +175,7 @@ pub fn swimlane(p: &Packet) -> Option<String> {
             .y_labels(lanes.len() + 2)
             .y_label_formatter(&lane_label)
             .x_desc("µs since the first hop")
-            .light_line_style(RGBColor(0xee, 0xee, 0xee))
+            .light_line_style(TRANSPARENT)
             .draw()
             .ok()?;
         chart.draw_series(LineSeries::new(points.iter().map(|(t, l, _)| (*t, *l)), RGBColor(0x1f, 0x77, 0xb4).stroke_width(2))).ok()?;
