@@ -4,6 +4,7 @@
 //! single-node capture directory, a bundle whose ruleset and routes changed during the window
 //! (removed Cilium-like feeder rule), two nodes, a capture without drops, a damaged archive.
 //! Needs root.
+#[path = "report/browser.rs"]
 mod browser;
 
 use std::{

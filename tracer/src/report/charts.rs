@@ -1,5 +1,11 @@
 //! The page's charts as inline SVG, drawn by plotters' SVG backend into a String: drops over
 //! time (stacked by reason, the node-state change marked) and packet-path swimlanes.
+#![expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "chart coordinates: counts, seconds and bins far below 2^52"
+)]
 use std::collections::BTreeMap;
 
 use plotters::prelude::*;
@@ -27,7 +33,7 @@ const PALETTE: [RGBColor; 8] = [
 
 /// plotters writes `xmlns="http://…"`; inline SVG in HTML needs no namespace, and the page must
 /// hold no URL of any kind.
-fn inline(svg: String) -> String {
+fn inline(svg: &str) -> String {
     svg.replace(" xmlns=\"http://www.w3.org/2000/svg\"", "").replace("xmlns=\"http://www.w3.org/2000/svg\"", "")
 }
 
@@ -133,7 +139,7 @@ pub fn over_time(r: &Report) -> Option<(String, i64)> {
         chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.9)).position(SeriesLabelPosition::UpperRight).draw().ok()?;
         root.present().ok()?;
     }
-    Some((inline(svg), bin))
+    Some((inline(&svg), bin))
 }
 
 /// One followed packet: hooks over time, one lane per network namespace.
@@ -190,5 +196,5 @@ pub fn swimlane(p: &Packet) -> Option<String> {
             .ok()?;
         root.present().ok()?;
     }
-    Some(inline(svg))
+    Some(inline(&svg))
 }

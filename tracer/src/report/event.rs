@@ -131,7 +131,9 @@ impl Culprit {
             Self::Program(tc) => {
                 let mut s = [tc.ifname.as_deref(), tc.direction.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
                 if let Some(a) = &tc.attach {
-                    s.push_str(&format!(" [{a}]"));
+                    s.push_str(" [");
+                    s.push_str(a);
+                    s.push(']');
                 }
                 s
             }

@@ -197,6 +197,7 @@ pub fn render(r: &Report) -> String {
         }
         o.push_str("</tbody></table>");
     }
-    let _ = write!(o, "</section><footer class=\"note\">Written by tracer report {}.</footer><script>{SCRIPT}</script></body></html>\n", env!("CARGO_PKG_VERSION"));
+    let _ = write!(o, "</section><footer class=\"note\">Written by tracer report {}.</footer><script>{SCRIPT}</script></body></html>", env!("CARGO_PKG_VERSION"));
+    o.push('\n');
     o
 }

@@ -85,11 +85,11 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let page = html::render(&report);
     let md = args.markdown.as_ref().map(|_| markdown::render(&report));
     write_atomic(&args.output, &page)?;
-    if let (Some(p), Some(md)) = (&args.markdown, md) {
-        if let Err(e) = write_atomic(p, &md) {
-            let _ = std::fs::remove_file(&args.output);
-            return Err(e);
-        }
+    if let (Some(p), Some(md)) = (&args.markdown, md)
+        && let Err(e) = write_atomic(p, &md)
+    {
+        let _ = std::fs::remove_file(&args.output);
+        return Err(e);
     }
     Ok(())
 }

@@ -93,15 +93,15 @@ pub struct Node {
 
 pub fn time_ns(t: &str) -> Option<i128> {
     let st = humantime::parse_rfc3339(t).ok()?;
-    Some(i128::try_from(st.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos()).ok()?)
+    i128::try_from(st.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos()).ok()
 }
 
-fn min_opt(a: Option<i128>, b: i128) -> Option<i128> {
-    Some(a.map_or(b, |a| a.min(b)))
+fn min_opt(a: Option<i128>, b: i128) -> i128 {
+    a.map_or(b, |a| a.min(b))
 }
 
-fn max_opt(a: Option<i128>, b: i128) -> Option<i128> {
-    Some(a.map_or(b, |a| a.max(b)))
+fn max_opt(a: Option<i128>, b: i128) -> i128 {
+    a.map_or(b, |a| a.max(b))
 }
 
 impl Node {
@@ -174,12 +174,13 @@ impl Node {
         self.packets.push(Packet { id: e.packet_id.unwrap_or(0), label, hops, fate: e.fate.unwrap_or_default() });
     }
 
+    #[expect(clippy::needless_pass_by_value, reason = "the event is read once and dropped")]
     fn add_drop(&mut self, e: Event) {
         self.events += 1;
         let t = e.time.as_deref().and_then(time_ns);
         if let Some(t) = t {
-            self.first_ns = min_opt(self.first_ns, t);
-            self.last_ns = max_opt(self.last_ns, t);
+            self.first_ns = Some(min_opt(self.first_ns, t));
+            self.last_ns = Some(max_opt(self.last_ns, t));
         }
         let reason = e.reason.clone().unwrap_or_else(|| "unknown".into());
         if let Some(t) = t {
@@ -209,8 +210,8 @@ impl Node {
             g.count += 1;
             g.syns += u64::from(syn);
             if let Some(t) = t {
-                g.first_ns = min_opt(g.first_ns, t);
-                g.last_ns = max_opt(g.last_ns, t);
+                g.first_ns = Some(min_opt(g.first_ns, t));
+                g.last_ns = Some(max_opt(g.last_ns, t));
             }
         } else {
             self.other_groups += 1;

@@ -1,5 +1,7 @@
 //! Section 1: what happened, in plain words, generated from the data. One sentence per top
 //! finding (a group of alike drops), each pointing at its evidence further down the page.
+use std::fmt::Write as _;
+
 use super::{
     event::Culprit,
     model::{Group, GroupKey, Node, Report},
@@ -33,7 +35,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -71,13 +73,13 @@ fn what(k: &GroupKey, g: &Group) -> String {
     };
     let mut s = format!("{} {noun}", thousands(g.count));
     if let Some(src) = &k.src {
-        s.push_str(&format!(" from {src}"));
+        let _ = write!(s, " from {src}");
     }
     if let Some(dst) = &k.dst {
-        match k.dport {
-            Some(p) => s.push_str(&format!(" to {dst}:{p}")),
-            None => s.push_str(&format!(" to {dst}")),
-        }
+        let _ = match k.dport {
+            Some(p) => write!(s, " to {dst}:{p}"),
+            None => write!(s, " to {dst}"),
+        };
     }
     s
 }
@@ -85,11 +87,15 @@ fn what(k: &GroupKey, g: &Group) -> String {
 fn when(node: &Node, multi: bool, g: &Group) -> String {
     let mut s = String::new();
     if multi || node.kind == super::source::Kind::Bundle {
-        s.push_str(&format!(" on {}", node.name));
+        let _ = write!(s, " on {}", node.name);
     }
     match (g.first_ns, g.last_ns) {
-        (Some(a), Some(b)) if clock(a) == clock(b) => s.push_str(&format!(" at {}", clock(a))),
-        (Some(a), Some(b)) => s.push_str(&format!(" between {} and {}", clock(a), clock(b))),
+        (Some(a), Some(b)) if clock(a) == clock(b) => {
+            let _ = write!(s, " at {}", clock(a));
+        }
+        (Some(a), Some(b)) => {
+            let _ = write!(s, " between {} and {}", clock(a), clock(b));
+        }
         _ => {}
     }
     s

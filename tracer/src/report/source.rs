@@ -61,7 +61,7 @@ pub fn read(path: &Path, on_events: &mut dyn FnMut(&mut dyn BufRead) -> Result<(
 }
 
 fn name_of(path: &Path) -> String {
-    let n = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());
+    let n = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     n.strip_suffix(".tar.zst").map(str::to_string).unwrap_or(n)
 }
 
@@ -106,10 +106,12 @@ fn collect(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Vec<u8>>) -> Res
         let ft = e.file_type()?;
         if ft.is_dir() {
             collect(&e.path(), &format!("{rel}/"), out)?;
-        } else if ft.is_file() && rel != EVENTS && !rel.ends_with(".pcapng") {
-            if let Some(b) = small(&e.path())? {
-                out.insert(rel, b);
-            }
+        } else if ft.is_file()
+            && rel != EVENTS
+            && !rel.ends_with(".pcapng")
+            && let Some(b) = small(&e.path())?
+        {
+            out.insert(rel, b);
         }
     }
     Ok(())

@@ -1,5 +1,7 @@
 //! Sections 3, 4 and 7 as data (headers, rows, cells) that both the HTML page and the Markdown
 //! file render: who and where, what changed on the node, run facts.
+use std::fmt::Write as _;
+
 use serde_json::Value;
 
 use super::{
@@ -41,20 +43,25 @@ pub struct Table {
     pub note: Option<String>,
 }
 
+/// A row to rank: its anchor, its cells, its count.
+type Ranked = (Option<String>, Vec<Cell>, u64);
+
+#[expect(clippy::cast_precision_loss, reason = "a percentage with one decimal")]
 fn share(n: u64, of: u64) -> String {
     if of == 0 { "-".into() } else { format!("{:.1}%", n as f64 * 100.0 / of as f64) }
 }
 
 /// A table of `(label cells, count)` per node, biggest first, with shares of `of(node)`.
-fn ranked(r: &Report, id: &str, title: &str, head: &[&str], rows: impl Fn(usize, &Node) -> Vec<(Option<String>, Vec<Cell>, u64)>, of: impl Fn(&Node) -> u64, note: Option<String>) -> Table {
+fn ranked(r: &Report, id: &str, title: &str, head: &[&str], rows: impl Fn(usize, &Node) -> Vec<Ranked>, of: impl Fn(&Node) -> u64, note: Option<String>) -> Table {
     let multi = r.nodes.len() > 1;
-    let mut all: Vec<(String, Option<String>, Vec<Cell>, u64, u64)> = Vec::new();
+    // (node, (anchor, cells, count), count of the whole).
+    let mut all: Vec<(String, Ranked, u64)> = Vec::new();
     for (i, n) in r.nodes.iter().enumerate() {
-        for (a, cells, count) in rows(i, n) {
-            all.push((n.name.clone(), a, cells, count, of(n)));
+        for row in rows(i, n) {
+            all.push((n.name.clone(), row, of(n)));
         }
     }
-    all.sort_by(|a, b| b.3.cmp(&a.3));
+    all.sort_by_key(|x| std::cmp::Reverse(x.1.2));
     let total = all.len();
     let mut headers: Vec<String> = Vec::new();
     if multi {
@@ -65,7 +72,7 @@ fn ranked(r: &Report, id: &str, title: &str, head: &[&str], rows: impl Fn(usize,
     let rows = all
         .into_iter()
         .take(TOP_ROWS)
-        .map(|(node, anchor, mut cells, count, of)| {
+        .map(|(node, (anchor, mut cells, count), of)| {
             if multi {
                 cells.insert(0, c(node));
             }
@@ -98,7 +105,7 @@ fn count(v: &Value) -> u64 {
     v["count"].as_u64().unwrap_or(0)
 }
 
-fn hash_rows(m: &std::collections::HashMap<String, u64>) -> Vec<(Option<String>, Vec<Cell>, u64)> {
+fn hash_rows(m: &std::collections::HashMap<String, u64>) -> Vec<Ranked> {
     m.iter().map(|(k, v)| (None, vec![c(k.clone())], *v)).collect()
 }
 
@@ -201,7 +208,7 @@ pub fn changes(r: &Report) -> Vec<Table> {
             .collect();
         let mut note = format!("compared: {}", if ch.compared.is_empty() { "nothing (no start/end state in the bundle)".into() } else { ch.compared.join(", ") });
         if ch.unlisted > 0 {
-            note.push_str(&format!("; {} more changes not listed", ch.unlisted));
+            let _ = write!(note, "; {} more changes not listed", ch.unlisted);
         }
         out.push(Table { id: format!("changes-{i}"), title: format!("Node {}: start vs end", n.name), headers: ["change", "kind", "where", "what"].map(String::from).to_vec(), rows, note: Some(note) });
     }
@@ -219,6 +226,7 @@ fn num(v: Option<&Value>, k: &str) -> Option<String> {
 }
 
 /// Section 7, per node: (key, value) pairs; fields the input does not hold are left out.
+#[expect(clippy::many_single_char_names, reason = "short names for the input's JSON documents")]
 pub fn facts(r: &Report) -> Vec<(String, Vec<(String, String)>)> {
     r.nodes
         .iter()

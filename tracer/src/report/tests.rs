@@ -31,8 +31,7 @@ const FEEDER: &str = "-A FORWARD -m comment --comment \"cilium-feeder: CILIUM_FO
 
 fn drop_line(sec: u32, sport: u16) -> String {
     format!(
-        r#"{{"type":"drop","time":"2026-11-27T10:02:{sec:02}.5Z","reason":"NETFILTER_DROP","location":"nft_do_chain+0x46f","ifname":"lxc1","ifindex":7,"netns":4026531833,"proto":"udp","src":"10.0.1.5","dst":"10.96.0.10","sport":{sport},"dport":53,"src_pod":"default/web-0","netfilter":{{"family":"ip","table":"filter","chain":"CILIUM_FORWARD","hook":"forward","rule":"{rule}","backend":"iptables-nft","attribution":"counters"}}}}"#,
-        rule = RULE
+        r#"{{"type":"drop","time":"2026-11-27T10:02:{sec:02}.5Z","reason":"NETFILTER_DROP","location":"nft_do_chain+0x46f","ifname":"lxc1","ifindex":7,"netns":4026531833,"proto":"udp","src":"10.0.1.5","dst":"10.96.0.10","sport":{sport},"dport":53,"src_pod":"default/web-0","netfilter":{{"family":"ip","table":"filter","chain":"CILIUM_FORWARD","hook":"forward","rule":"{RULE}","backend":"iptables-nft","attribution":"counters"}}}}"#
     )
 }
 
@@ -78,7 +77,7 @@ fn no_urls(page: &str) {
 fn capture_directory_headline_tables_chart_and_table() {
     let d = Dir::new("cap");
     capture(&d, "", 300);
-    let r = build(&[d.0.clone()], None).unwrap();
+    let r = build(std::slice::from_ref(&d.0), None).unwrap();
     assert_eq!(r.nodes[0].events, 301);
     assert_eq!(r.nodes[0].unreadable, 1, "the cut last line");
     let page = html::render(&r);
@@ -98,7 +97,7 @@ fn capture_directory_headline_tables_chart_and_table() {
 fn bundle_diff_shows_removed_feeder_rule_route_and_link() {
     let d = Dir::new("bundle");
     bundle(&d);
-    let r = build(&[d.0.clone()], Some("incident 42".into())).unwrap();
+    let r = build(std::slice::from_ref(&d.0), Some("incident 42".into())).unwrap();
     let page = html::render(&r);
     no_urls(&page);
     let feeder = html_escape::encode_text(FEEDER).to_string();
@@ -139,7 +138,7 @@ fn no_drops_is_a_page() {
     let d = Dir::new("empty");
     d.put("drops.jsonl", "");
     d.put("summary.json", r#"{"drops":0,"lost_events":0,"events":0,"start":"2026-11-27T10:02:00Z","end":"2026-11-27T10:03:00Z"}"#);
-    let r = build(&[d.0.clone()], None).unwrap();
+    let r = build(std::slice::from_ref(&d.0), None).unwrap();
     let page = html::render(&r);
     assert!(page.contains("No drops: no packet matching"));
     no_urls(&page);
@@ -149,12 +148,12 @@ fn no_drops_is_a_page() {
 fn table_is_capped_and_not_an_input_is_one_line() {
     let d = Dir::new("big");
     capture(&d, "", TABLE_ROWS + 500);
-    let r = build(&[d.0.clone()], None).unwrap();
+    let r = build(std::slice::from_ref(&d.0), None).unwrap();
     let page = html::render(&r);
     assert!(page.contains("The first 2,000 drop events"));
     let e = build(&[Path::new("/nonexistent-dir").to_path_buf()], None).err().unwrap().to_string();
     assert!(!e.contains('\n') && e.contains("/nonexistent-dir"), "{e}");
     let bad = Dir::new("bad");
-    let e = build(&[bad.0.clone()], None).err().unwrap().to_string();
+    let e = build(std::slice::from_ref(&bad.0), None).err().unwrap().to_string();
     assert!(e.contains("holds neither drops.jsonl"), "{e}");
 }
