@@ -58,7 +58,7 @@ fn render_checked(page: &Path, must: &[&str]) -> Option<String> {
     }
     let (w, h, colours, ink) = browser::picture(&r.png);
     assert!(w >= 1000 && h >= 1000, "screenshot {w}x{h}");
-    assert!(colours > 16 && ink > 0.02, "blank screenshot: {colours} colours, {:.1}% ink", ink * 100.0);
+    assert!(colours > 16 && ink > 0.005, "blank screenshot: {colours} colours, {:.1}% ink", ink * 100.0);
     if let Some(dir) = std::env::var_os("REPORT_SCREENSHOT_DIR") {
         let name = page.file_stem().unwrap().to_string_lossy().into_owned();
         std::fs::copy(&r.png, Path::new(&dir).join(format!("{name}.png"))).unwrap();
@@ -92,7 +92,7 @@ impl NodeCapture {
             .spawn()
             .unwrap();
         let mut c = Self { child, dir };
-        wait::until("the tracer's ready file", Duration::from_secs(60), Duration::from_millis(20), || {
+        wait::until("the tracer's ready file", Duration::from_mins(1), Duration::from_millis(20), || {
             if let Some(s) = c.child.try_wait()? {
                 anyhow::bail!("the tracer exited before it was ready ({s})");
             }
@@ -110,7 +110,7 @@ impl NodeCapture {
     fn wait_events(&self, name: &str, n: usize) {
         let f = self.bundle(name).join("capture/drops.jsonl");
         wait::until(&format!("{n} drop events"), WAIT, Duration::from_millis(50), || {
-            let lines = std::fs::read_to_string(&f).map(|t| t.lines().filter(|l| l.contains("\"type\":\"drop\"")).count()).unwrap_or(0);
+            let lines = std::fs::read_to_string(&f).map_or(0, |t| t.lines().filter(|l| l.contains("\"type\":\"drop\"")).count());
             Ok((lines >= n).then_some(()))
         })
         .unwrap();
@@ -129,9 +129,10 @@ impl NodeCapture {
     }
 }
 
-/// A bundle on `node`: DROP rule in CILIUM_FORWARD fed by a `cilium-feeder` jump from FORWARD;
-/// `first` datagrams to pod 1 die there; then the feeder rule and a route are removed (as a
-/// NetworkManager restart did) and `second` datagrams reach pod 1's closed port (NO_SOCKET).
+/// A bundle on `node`: DROP rule in `CILIUM_FORWARD` fed by a `cilium-feeder` jump from
+/// `FORWARD`; `first` datagrams to pod 1 die there; then the feeder rule and a route are removed
+/// (as a `NetworkManager` restart did) and `second` datagrams reach pod 1's closed port
+/// (`NO_SOCKET`).
 fn feeder_bundle(node: &Node, name: &str, first: usize, second: usize) -> (TempDir, String) {
     let (a, b) = (node.pod(0), node.pod(1));
     node.exec("iptables", &["-w", "-N", "CILIUM_FORWARD"]).unwrap();

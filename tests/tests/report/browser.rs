@@ -10,7 +10,7 @@ use std::{
 use integration_tests::{TempDir, cmd};
 
 /// Bound on one Chromium run (start-up is slow on a loaded machine).
-const TIMEOUT: Duration = Duration::from_secs(120);
+const TIMEOUT: Duration = Duration::from_mins(2);
 
 pub struct Rendered {
     pub dom: String,
@@ -68,6 +68,7 @@ fn page_requests(log: &str) -> Vec<String> {
 }
 
 /// Decodes the PNG: (width, height, distinct colours, share of non-white pixels).
+#[expect(clippy::cast_precision_loss, reason = "a share of pixels")]
 pub fn picture(png_path: &Path) -> (u32, u32, usize, f64) {
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png_path).unwrap()));
     let mut reader = decoder.read_info().unwrap();
