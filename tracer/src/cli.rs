@@ -30,6 +30,30 @@ pub enum Command {
         after_help = "Checks the kernel (BTF, drop reasons, usable BPF hooks), iptables (Cilium's and kube-proxy's\nchains still hooked, FORWARD, legacy vs nft), Cilium's pinned maps (stale endpoints, ipcache)\nand the host (forwarding, rp_filter, conntrack, neighbours, leftover lxc/netns).\nExit status: 0 healthy, 1 findings, 2 could not check."
     )]
     Doctor(DoctorArgs),
+    /// Write one self-contained HTML page (and Markdown) from captures and bundles.
+    #[command(
+        after_help = "INPUT is a capture directory (drops.jsonl and/or summary.json, as --json/--summary wrote them),\na bundle directory (capture --bundle DIR) or its DIR.tar.zst. Several INPUTs: one report over\nseveral nodes. Works offline; the page holds no URL of any kind."
+    )]
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// Capture directories, bundle directories or bundle archives (.tar.zst).
+    #[arg(value_name = "INPUT", required = true)]
+    pub inputs: Vec<PathBuf>,
+
+    /// The HTML page to write.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Also write the page's text sections as Markdown to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+
+    /// The page's title [default: Packet drops on NODE…].
+    #[arg(long, value_name = "TEXT")]
+    pub title: Option<String>,
 }
 
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";

@@ -14,5 +14,6 @@ pub mod path;
 pub mod pipeline;
 pub mod pods;
 pub mod probes;
+pub mod report;
 pub mod session;
 pub mod sinks;

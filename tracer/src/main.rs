@@ -1,7 +1,7 @@
 //! `tracer`: where a Kubernetes pod's packets die on a node.
 
 use clap::Parser as _;
-use tracer::{cli, doctor, session};
+use tracer::{cli, doctor, report, session};
 
 fn main() -> std::process::ExitCode {
     install_panic_hook();
@@ -18,6 +18,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         cli::Command::Capture(args) => run_async(session::capture(args)),
         cli::Command::Doctor(args) => return std::process::ExitCode::from(doctor::run(&args)),
+        cli::Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -37,6 +37,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "procps",
     "busybox-static",
     "kmod",
+    // `tracer report` tests render the page in a real headless browser.
+    "chromium",
 ];
 
 /// bpf-linker must be built against the LLVM major of rustc (22 for Rust 1.95).

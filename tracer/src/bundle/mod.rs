@@ -180,6 +180,10 @@ impl Bundle {
         let mut bytes = serde_json::to_vec_pretty(&manifest)?;
         bytes.push(b'\n');
         std::fs::write(self.rec.dir.join("MANIFEST.json"), bytes).context("cannot write MANIFEST.json")?;
+        // The page reads the finished bundle; without it the bundle is still whole evidence.
+        if let Err(e) = crate::report::write_into_bundle(&self.rec.dir) {
+            eprintln!("tracer: warning: no report.html in the bundle: {e:#}");
+        }
         archive::pack(&self.rec.dir, &self.archive)?;
         self.done = true;
         Ok(self.archive.clone())
