@@ -14,9 +14,9 @@ use serde_json::Value;
 use crate::{TempDir, cmd, progress::{self, Progress}, wait};
 
 /// Bound on the tracer's start-up (BTF parsing and program loading; slow on a busy machine).
-pub const READY_TIMEOUT: Duration = Duration::from_mins(2);
+pub const READY_TIMEOUT: Duration = Duration::from_mins(5);
 /// Bound on the tracer's shutdown after SIGINT (detach, drain, write outputs).
-pub const STOP_TIMEOUT: Duration = Duration::from_mins(2);
+pub const STOP_TIMEOUT: Duration = Duration::from_mins(5);
 
 /// The symbol of a `location` (`symbol+0xoff` → `symbol`).
 #[must_use]

@@ -443,7 +443,7 @@ fn cls_bpf_leftovers_of_a_killed_run_are_cleaned() {
     let left = our_filters(&node, &client.lxc);
     assert!(!left.is_empty() && left.iter().all(|l| l.contains(&format!("pid={pid}"))), "SIGKILL leaves our filters: {left:?}");
     // The next run cleans them at start, then removes its own on exit.
-    let next = tracer().capture().expression(format!("host {}", denied.ip)).arg("--duration").arg("1s").run(Duration::from_secs(30)).unwrap().ok().unwrap();
+    let next = tracer().capture().expression(format!("host {}", denied.ip)).arg("--duration").arg("1s").run(integration_tests::tracer::READY_TIMEOUT).unwrap().ok().unwrap();
     assert!(next.stderr.contains("removed") && next.stderr.contains("left by a killed earlier run"), "{}", next.stderr);
     assert!(our_filters(&node, &client.lxc).is_empty(), "{:?}", our_filters(&node, &client.lxc));
     assert!(our_programs(&node, &client.lxc).is_empty());
@@ -477,7 +477,7 @@ fn observers_leave_nothing_behind() {
                 assert!(!our_filters(&node, &client.lxc).is_empty() && !our_programs(&node, &denied.lxc).is_empty(), "observers attached");
                 run.stop_with(s).unwrap()
             }
-            None => cap.arg("--duration").arg("1s").run(Duration::from_secs(30)).unwrap(),
+            None => cap.arg("--duration").arg("1s").run(integration_tests::tracer::READY_TIMEOUT).unwrap(),
         };
         assert!(done.status.success(), "{}", done.stderr);
         assert_eq!((state(&client.lxc), state(&denied.lxc)), before, "after {sig:?}");

@@ -15,7 +15,7 @@ use std::{
 
 use integration_tests::{Node, TempDir, Tracer, cmd, skip, wait};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_mins(5);
 
 fn tracer_bin() -> PathBuf {
     Tracer::from_env().unwrap_or_else(|e| panic!("{e:#}")).bin
@@ -92,7 +92,7 @@ impl NodeCapture {
             .spawn()
             .unwrap();
         let mut c = Self { child, dir };
-        wait::until("the tracer's ready file", Duration::from_mins(1), Duration::from_millis(20), || {
+        wait::until("the tracer's ready file", integration_tests::tracer::READY_TIMEOUT, Duration::from_millis(20), || {
             if let Some(s) = c.child.try_wait()? {
                 anyhow::bail!("the tracer exited before it was ready ({s})");
             }
@@ -172,8 +172,9 @@ fn single_node_capture_directory() {
     node.iptables("filter", "FORWARD", &["-d", &format!("{}/32", b.ip), "-p", "udp", "--dport", "9053", "-j", "DROP"]).unwrap();
     let run = Tracer::from_env().unwrap().capture().expression(format!("host {}", b.ip)).start().unwrap();
     assert_eq!(a.send_udp(40000, b.addr(9053), 25, b"x").unwrap(), 25);
-    let _ = a.tcp_connect(b.addr(6443), 3, Duration::from_secs(2)).unwrap();
-    let done = run.stop().unwrap().ok().unwrap();
+    let syn = a.tcp_connect(b.addr(6443), 3, Duration::from_secs(30)).unwrap();
+    assert_eq!(syn.refused, 3, "each SYN answered by a RST");
+    let done = run.stop_after(25 + 3).unwrap().ok().unwrap();
     let rule = done.events.iter().find_map(|e| e["netfilter"]["rule"].as_str()).expect("an attributed drop").to_string();
     let out = TempDir::new("report-out").unwrap();
     let (page, md) = (out.join("capture.html"), out.join("capture.md"));

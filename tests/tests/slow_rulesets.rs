@@ -67,7 +67,7 @@ fn a_burst_is_kept_whole_while_ruleset_listings_are_slow() {
         .start()
         .unwrap();
     assert_eq!(a.send_udp(32_177, b.addr(PORT), BURST, &PAYLOAD).unwrap(), BURST);
-    wait::until("the rule counter", Duration::from_secs(30), Duration::from_millis(10), || Ok((node.iptables_packets(&rule)? >= BURST as u64).then_some(())))
+    wait::until("the rule counter", Duration::from_mins(2), Duration::from_millis(10), || Ok((node.iptables_packets(&rule)? >= BURST as u64).then_some(())))
         .unwrap();
     let done = run.stop().unwrap().ok().unwrap();
     let line = cmd::run_in(node.netns(), "iptables-save", &[] as &[&str])

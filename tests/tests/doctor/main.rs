@@ -282,7 +282,7 @@ fn bundle_archive_unpacks_and_every_file_parses() {
             .unwrap(),
     ));
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    integration_tests::wait::until("the ready file", std::time::Duration::from_mins(1), std::time::Duration::from_millis(20), || Ok(ready.exists().then_some(())))
+    integration_tests::wait::until("the ready file", integration_tests::tracer::READY_TIMEOUT, std::time::Duration::from_millis(20), || Ok(ready.exists().then_some(())))
         .unwrap_or_else(|e| panic!("{e:#}: {}", log_text()));
     // No listener: each datagram is dropped with NO_SOCKET inside the pod's namespace.
     for _ in 0..3 {

@@ -118,7 +118,7 @@ pub fn ends_cleanly(end: End, port: u16) {
         assert!(!tc_left.is_empty() && tc_left.iter().all(|l| l.contains(&format!("tracer_tc pid={pid}"))), "SIGKILL leaves our cls_bpf filters, named: {tc_left:?}");
         assert!(left.iter().any(|o| o.name.starts_with("tracer_tc_")) && left.iter().all(|o| o.kind != "link"), "only the filters' programs (and their maps) stay: {left:?}");
         // The next run removes them, then leaves nothing itself.
-        let next = tracer().capture().arg("--duration").arg("1s").expression("udp port 9").run(Duration::from_mins(1)).unwrap().ok().unwrap();
+        let next = tracer().capture().arg("--duration").arg("1s").expression("udp port 9").run(integration_tests::tracer::READY_TIMEOUT).unwrap().ok().unwrap();
         assert!(next.stderr.contains("tc observer filters left by a killed earlier run"), "{}", next.stderr);
     }
     let left = settle_debris(&before, &mut seen, <[Obj]>::is_empty);

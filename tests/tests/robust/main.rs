@@ -336,7 +336,7 @@ fn bad_input_table() {
     let cache = cni_cache(&node);
     let aux = TempDir::new("rb-bad").unwrap();
     let (no_reasons_btf, old_tracefs) = kernel_without_drop_reasons(&aux);
-    let run = |c: integration_tests::Capture| c.arg("--duration").arg("3s").run(Duration::from_mins(1)).unwrap();
+    let run = |c: integration_tests::Capture| c.arg("--duration").arg("3s").run(integration_tests::tracer::READY_TIMEOUT).unwrap();
     let t = tracer();
     refused("bad expression", &run(t.capture().expression("udp and and port")), &["bad filter expression"]);
     refused("unknown interface", &run(t.capture().arg("--iface").arg("rbnosuch0").expression("udp")), &["rbnosuch0"]);
@@ -360,7 +360,7 @@ fn bad_input_table() {
     refused("two outputs on stdout", &run(t.capture().no_default_outputs().arg("--json").arg("-").arg("--summary").arg("-").expression("udp")), &["both go to stdout"]);
     refused("pcapng to stdout", &run(t.capture().no_default_outputs().arg("--pcap").arg("-").expression("udp")), &["--pcap -"]);
     refused("snaplen 0", &run(t.capture().arg("--snaplen").arg("0").expression("udp")), &["--snaplen"]);
-    refused("bad duration", &t.capture().arg("--duration").arg("soon").expression("udp").run(Duration::from_mins(1)).unwrap(), &["soon"]);
+    refused("bad duration", &t.capture().arg("--duration").arg("soon").expression("udp").run(integration_tests::tracer::READY_TIMEOUT).unwrap(), &["soon"]);
     refused("unknown option", &run(t.capture().arg("--frobnicate").expression("udp")), &["--frobnicate"]);
 }
 
@@ -405,14 +405,14 @@ fn closed_stdout_stops_json_only() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait::until("ready", Duration::from_mins(1), Duration::from_millis(20), || Ok(ready.exists().then_some(()))).unwrap();
+    wait::until("ready", integration_tests::tracer::READY_TIMEOUT, Duration::from_millis(20), || Ok(ready.exists().then_some(()))).unwrap();
     drop(child.stdout.take());
     assert_eq!(a.send_udp(port, b.addr(port), 40, b"x").unwrap(), 40);
     wait::until("the rule's counter", TIMEOUT, Duration::from_millis(10), || Ok((node.iptables_packets(&rule)? >= 40).then_some(()))).unwrap();
     integration_tests::progress::until(&progress, "the tracer to read 40 drops", |p| p.drops >= 40 && p.caught_up()).unwrap();
     // SAFETY: our child.
     unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGINT) };
-    let status = wait::until("exit", Duration::from_secs(30), Duration::from_millis(10), || Ok(child.try_wait()?)).unwrap();
+    let status = wait::until("exit", integration_tests::tracer::STOP_TIMEOUT, Duration::from_millis(10), || Ok(child.try_wait()?)).unwrap();
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");

@@ -62,7 +62,7 @@ impl Spawned {
             }
         });
         let mut s = Self { child, stderr, peak_kb, stop_poll, poller: Some(poller), progress };
-        let waited = wait::until("the tracer's ready file", Duration::from_mins(1), Duration::from_millis(20), || {
+        let waited = wait::until("the tracer's ready file", integration_tests::tracer::READY_TIMEOUT, Duration::from_millis(20), || {
             if ready.exists() {
                 return Ok(Some(()));
             }
@@ -88,7 +88,7 @@ impl Spawned {
     pub fn finish(&mut self, sig: libc::c_int) -> (ExitStatus, String, u64) {
         // SAFETY: our child, not reaped yet.
         unsafe { libc::kill(libc::pid_t::try_from(self.child.id()).unwrap(), sig) };
-        let status = wait::until("the tracer to exit", Duration::from_mins(2), Duration::from_millis(10), || Ok(self.child.try_wait()?)).unwrap_or_else(|e| {
+        let status = wait::until("the tracer to exit", integration_tests::tracer::STOP_TIMEOUT, Duration::from_millis(10), || Ok(self.child.try_wait()?)).unwrap_or_else(|e| {
             let _ = self.child.kill();
             panic!("{e:#}");
         });
