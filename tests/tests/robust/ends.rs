@@ -42,7 +42,7 @@ pub fn ends_cleanly(end: End, port: u16) {
     let mut cap = every_feature(&cache, &a).expression(format!("udp and net 10.240.0.0/16 and port {port}"));
     if end == End::Duration {
         // Long enough for the traffic and the checks below on a slow machine; it ends the run.
-        cap = cap.arg("--duration").arg("10s");
+        cap = cap.arg("--duration").arg("20s");
     }
     let wanted = 50;
     if end == End::Panic {
