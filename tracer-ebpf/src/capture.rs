@@ -94,14 +94,14 @@ pub fn copy(s: *mut Scratch, seen: &mut Seen, want: u32) {
 /// Locates the packet (if the filters did not) and copies `snaplen` bytes for an event.
 #[inline(always)]
 pub fn event_bytes(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen: &mut Seen) {
-    if seen.start == 0 {
-        if let Some(p) = skb::packet(skb, o) {
-            seen.wire_len = p.wire_len;
-            seen.linktype = p.linktype;
-            seen.protocol = p.protocol;
-            seen.start = p.start;
-            seen.avail = p.avail;
-        }
+    if seen.start == 0
+        && let Some(p) = skb::packet(skb, o)
+    {
+        seen.wire_len = p.wire_len;
+        seen.linktype = p.linktype;
+        seen.protocol = p.protocol;
+        seen.start = p.start;
+        seen.avail = p.avail;
     }
     copy(s, seen, cfg.snaplen);
 }
