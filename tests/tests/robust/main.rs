@@ -121,7 +121,10 @@ fn observer_only_same_delivery_rulesets_and_tc_state() {
         .unwrap();
     let (rules1, tc1) = (rulesets(&node), tc_state(&node));
     assert!(ours_in(&tc1) >= 2, "our observers are attached (cls_bpf on {}, tcx on {}): {tc1:#?}", a.lxc, b.lxc);
+    let retransmitted = || -> u64 { [&a, &b].iter().map(|p| netns::snmp(&p.netns, "Tcp", "RetransSegs").unwrap()).sum() };
+    let retrans0 = retransmitted();
     let traced = traffic(&node, &mut shooter, (&udp_rule, &tcp_rule));
+    let retrans = retransmitted() - retrans0;
     let (rules2, tc2) = (rulesets(&node), tc_state(&node));
     let done = run.stop().unwrap().ok().unwrap();
     let (rules3, tc3) = (rulesets(&node), tc_state(&node));
@@ -135,7 +138,12 @@ fn observer_only_same_delivery_rulesets_and_tc_state() {
     assert_eq!(tc3, tc0, "tc state after the tracer, byte for byte");
     // And it was observing: every drop of pod A (iptables, tc), followed packets on the path.
     let s = done.summary().unwrap();
-    assert_eq!(done.drops().unwrap(), traced.udp_rule_packets + traced.tcp_rule_packets + traced.tc_shot, "{}", done.stderr);
+    // On a slow machine TCP may retransmit a segment the peer already has, which the peer then
+    // drops (a real drop, TCP_OLD_DATA and the like): allowed only after retransmissions, at
+    // most three per retransmitted segment, as in the clean-traffic test.
+    let retrans_drops = done.events.iter().filter(|e| e["type"] == "drop" && e["proto"] == "tcp" && e["reason"] != "NETFILTER_DROP").count() as u64;
+    assert!(retrans_drops <= 3 * retrans, "{retrans_drops} TCP drops besides the rule's after {retrans} retransmitted segments");
+    assert_eq!(done.drops().unwrap() - retrans_drops, traced.udp_rule_packets + traced.tcp_rule_packets + traced.tc_shot, "{}", done.stderr);
     assert_eq!(s["lost_events"], 0);
     assert!(s["path"]["packets"].as_u64().unwrap_or(0) > 0, "{s}");
     eprintln!("observer-only: {traced:?}; tracer: drops {} path packets {}", s["drops"], s["path"]["packets"]);
