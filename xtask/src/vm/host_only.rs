@@ -28,6 +28,12 @@ pub const HOST_ONLY: &[(&str, &str, &str)] = &[
     ("testbed", "node_is_removed_on_panic", "the harness's own cleanup"),
     ("doctor", "unknown_map_layout_is_refused", "a pinned map's key and value sizes, read the same on every kernel"),
     ("doctor", "bundle_refuses_a_non_empty_directory", "refused before anything is loaded"),
+    ("report", "net_log_sees_a_page_request", "Chromium and a static page (the guests have no Chromium)"),
+    ("report", "single_node_capture_directory", "renders output files; the capture in it is covered by drops"),
+    ("report", "bundle_with_ruleset_change", "renders a bundle; the bundle itself is covered by doctor"),
+    ("report", "two_nodes", "renders output files"),
+    ("report", "capture_without_drops", "renders output files"),
+    ("report", "damaged_archive_is_one_line_and_writes_nothing", "reads a file, loads nothing"),
 ];
 
 /// `--skip` arguments for one suite's binary, after checking every name against its `--list`.
