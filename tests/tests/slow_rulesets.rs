@@ -10,7 +10,7 @@
 //! itself once 4,096 drops waited (7,900 events would have had to wait in the ring).
 use std::{
     os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
 
@@ -35,7 +35,7 @@ fn slow_tools() -> (TempDir, String) {
     (dir, path)
 }
 
-fn write_shim(at: &Path, real: &PathBuf) {
+fn write_shim(at: &Path, real: &Path) {
     std::fs::write(at, format!("#!/bin/sh\nsleep {DELAY_S}\nexec {} \"$@\"\n", real.display())).unwrap();
     std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o755)).unwrap();
 }

@@ -1,12 +1,12 @@
 //! The ring buffer is read on its own thread, every `POLL`, whatever the event loop is doing:
 //! records wait in a queue for the loop instead of in the ring, so a slow step downstream
 //! (a ruleset listing, a full disk) costs memory here before it costs events there. The queue
-//! is bounded too: past `MAX_QUEUED` bytes a record is counted as unreadable (part of
-//! `lost_events`), as the kernel would count it lost in a full ring.
+//! is bounded too: past `MAX_QUEUED` bytes the reader leaves records in the ring, which then
+//! holds as much again before the kernel counts events lost (exactly, as always).
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         mpsc::{Receiver, Sender, TryRecvError, channel},
     },
     thread::JoinHandle,
@@ -18,8 +18,8 @@ use aya::maps::{MapData, RingBuf};
 /// How often the ring buffer is drained (programs do not wake us; see bench/README).
 pub const POLL: Duration = Duration::from_millis(10);
 
-/// Record bytes queued at most: as much again as the ring holds (8 MiB), so the peak memory
-/// stays within the robust tests' bound.
+/// Record bytes queued before the reader pauses: as much again as the ring holds (8 MiB), so
+/// the peak memory stays within the robust tests' bound.
 const MAX_QUEUED: usize = 8 * 1024 * 1024;
 
 pub struct Reader {
@@ -30,7 +30,6 @@ pub struct Reader {
 
 struct Shared {
     queued: AtomicUsize,
-    overflow: AtomicU64,
     /// Set once the probes are detached: drain what is left and end.
     stop: AtomicBool,
 }
@@ -38,7 +37,7 @@ struct Shared {
 impl Reader {
     pub fn spawn(ring: RingBuf<MapData>) -> std::io::Result<Self> {
         let (tx, rx) = channel();
-        let shared = Arc::new(Shared { queued: AtomicUsize::new(0), overflow: AtomicU64::new(0), stop: AtomicBool::new(false) });
+        let shared = Arc::new(Shared { queued: AtomicUsize::new(0), stop: AtomicBool::new(false) });
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new().name("tracer-ring".into()).spawn(move || read(ring, &tx, &s))?;
         Ok(Self { rx, shared, thread: Some(thread) })
@@ -63,13 +62,12 @@ impl Reader {
     }
 
     /// The probes are detached: reads the ring to its end, then hands over every record left.
-    pub fn finish(mut self, each: impl FnMut(&[u8])) -> u64 {
+    pub fn finish(mut self, each: impl FnMut(&[u8])) {
         self.shared.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
         self.take(each);
-        self.shared.overflow.load(Ordering::Relaxed)
     }
 }
 
@@ -77,11 +75,9 @@ fn read(mut ring: RingBuf<MapData>, tx: &Sender<Vec<u8>>, s: &Shared) {
     loop {
         // Read after the flag: whatever the detached probes wrote is in the ring by then.
         let last = s.stop.load(Ordering::Acquire);
-        while let Some(item) = ring.next() {
-            if s.queued.load(Ordering::Relaxed) + item.len() > MAX_QUEUED {
-                s.overflow.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
+        // The last drain takes everything: no more records come.
+        while last || s.queued.load(Ordering::Relaxed) < MAX_QUEUED {
+            let Some(item) = ring.next() else { break };
             s.queued.fetch_add(item.len(), Ordering::Relaxed);
             if tx.send(item.to_vec()).is_err() {
                 return;

@@ -136,7 +136,7 @@ pub async fn run(
     drop(probe);
     let probe_misses = ebpf.program(program).and_then(|p| p.fd().ok()).map(probes::recursion_misses).transpose()?.unwrap_or(0);
     drop(ebpf);
-    pipe.unreadable += reader.finish(|r| pipe.handle(r));
+    reader.finish(|r| pipe.handle(r));
     pipe.finish();
     if let Some(f) = &mut progress_file {
         f.update(counts(&maps, &pipe, 0)?)?;
