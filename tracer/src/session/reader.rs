@@ -56,11 +56,6 @@ impl Reader {
         }
     }
 
-    /// Records dropped so far because the queue was full (unreadable: part of `lost_events`).
-    pub fn overflow(&self) -> u64 {
-        self.shared.overflow.load(Ordering::Relaxed)
-    }
-
     /// The probes are detached: reads the ring to its end, then hands over every record left.
     pub fn finish(mut self, each: impl FnMut(&[u8])) {
         self.shared.stop.store(true, Ordering::Release);

@@ -118,7 +118,7 @@ pub async fn run(
             pipe.poll();
         }
         if let Some(f) = &mut progress_file {
-            f.update(counts(&maps, &pipe, reader.overflow())?)?;
+            f.update(counts(&maps, &pipe)?)?;
         }
         if let Some(n) = panic_after
             && pipe.sinks.written() >= n
@@ -139,7 +139,7 @@ pub async fn run(
     reader.finish(|r| pipe.handle(r));
     pipe.finish();
     if let Some(f) = &mut progress_file {
-        f.update(counts(&maps, &pipe, 0)?)?;
+        f.update(counts(&maps, &pipe)?)?;
     }
     let duration_s = start.elapsed().as_secs_f64();
 
@@ -222,11 +222,11 @@ fn test_panic_after_events() -> Option<u64> {
     Some(v.trim().parse().unwrap_or(0))
 }
 
-/// The counts `--progress-file` holds; `overflow`: records the reader could not queue.
-fn counts(maps: &Maps, pipe: &Pipeline, overflow: u64) -> Result<Counts> {
+/// The counts `--progress-file` holds.
+fn counts(maps: &Maps, pipe: &Pipeline) -> Result<Counts> {
     Ok(Counts {
         drops: maps.counter(counter::MATCHED)?,
-        read: pipe.emitted() + pipe.unreadable + overflow,
+        read: pipe.emitted() + pipe.unreadable,
         lost: maps.counter(counter::LOST)?,
         rate_limited: maps.counter(counter::RATE_LIMITED)?,
         written: pipe.sinks.written(),
