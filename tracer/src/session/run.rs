@@ -117,14 +117,8 @@ pub async fn run(
         } else {
             pipe.poll();
         }
-        if let Some(f) = &mut progress_file {
-            f.update(counts(&maps, &pipe)?)?;
-        }
-        if let Some(n) = panic_after
-            && pipe.sinks.written() >= n
-        {
-            panic!("TRACER_TEST_PANIC_AFTER_EVENTS: test-only panic once {n} events are written");
-        }
+        report_progress(progress_file.as_mut(), &maps, &pipe)?;
+        test_panic(panic_after, pipe.sinks.written());
     }
     progress.finish();
     // Detach first, so the counters stop moving, then read what is left in the ring.
@@ -138,9 +132,7 @@ pub async fn run(
     drop(ebpf);
     reader.finish(|r| pipe.handle(r));
     pipe.finish();
-    if let Some(f) = &mut progress_file {
-        f.update(counts(&maps, &pipe)?)?;
-    }
+    report_progress(progress_file.as_mut(), &maps, &pipe)?;
     let duration_s = start.elapsed().as_secs_f64();
 
     let drops = maps.counter(counter::MATCHED)?;
@@ -222,9 +214,19 @@ fn test_panic_after_events() -> Option<u64> {
     Some(v.trim().parse().unwrap_or(0))
 }
 
-/// The counts `--progress-file` holds.
-fn counts(maps: &Maps, pipe: &Pipeline) -> Result<Counts> {
-    Ok(Counts {
+/// Panics once `written` reaches `TRACER_TEST_PANIC_AFTER_EVENTS`, when set.
+fn test_panic(after: Option<u64>, written: u64) {
+    if let Some(n) = after
+        && written >= n
+    {
+        panic!("TRACER_TEST_PANIC_AFTER_EVENTS: test-only panic once {n} events are written");
+    }
+}
+
+/// `--progress-file`: the counts so far (rewritten only when one changed).
+fn report_progress(file: Option<&mut ProgressFile>, maps: &Maps, pipe: &Pipeline) -> Result<()> {
+    let Some(file) = file else { return Ok(()) };
+    file.update(Counts {
         drops: maps.counter(counter::MATCHED)?,
         read: pipe.emitted() + pipe.unreadable,
         lost: maps.counter(counter::LOST)?,
