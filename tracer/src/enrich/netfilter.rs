@@ -1,7 +1,7 @@
 //! "Which table, chain and rule dropped this packet?" The observer slot gives the namespace,
 //! family, hook and priority; the rulesets give the entries registered there; rule evaluation
 //! against the packet, narrowed by rule counters over the window, gives the rule.
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use crate::{
     model::netfilter::NetfilterInfo,
@@ -27,13 +27,27 @@ pub struct Timed {
     pub end: u64,
 }
 
+/// Snapshots kept per namespace (the latest and those before it): a drop read late, from a
+/// backlog behind slow listings, still finds a baseline taken before it happened.
+const HISTORY: usize = 4;
+
 struct NsState {
     netns: Netns,
-    prev: Timed,
-    /// The snapshot before `prev`: the baseline of drops that happened while `prev` was taken
-    /// (they may or may not be in its counters).
-    older: Option<Timed>,
+    /// Oldest first, never empty; the last is the latest.
+    history: VecDeque<Timed>,
     entries: Vec<Entry>,
+}
+
+impl NsState {
+    fn latest(&self) -> &Timed {
+        self.history.back().expect("a namespace always has its start-up snapshot")
+    }
+
+    /// The newest snapshot surely taken before a drop at `mono` (it ended before), else the
+    /// oldest kept: the baseline of that drop's window.
+    fn before(&self, mono: u64) -> &Timed {
+        self.history.iter().rev().find(|t| t.end < mono).unwrap_or_else(|| self.history.front().expect("never empty"))
+    }
 }
 
 pub struct Attributor {
@@ -59,7 +73,7 @@ impl Attributor {
             .into_iter()
             .map(|(netns, snap)| {
                 let entries = netfilter::entries(&snap);
-                (netns.inode, NsState { netns, prev: Timed { snap, start: 0, end: taken }, older: None, entries })
+                (netns.inode, NsState { netns, history: VecDeque::from([Timed { snap, start: 0, end: taken }]), entries })
             })
             .collect();
         Self { unobserved_drops: false, ns, slots }
@@ -98,10 +112,7 @@ impl Attributor {
     /// namespace taken after it) for counters, from the last snapshot surely taken before it.
     pub fn resolve_at(&self, slot: &Slot, p: &PacketInfo, mono: u64, now: &Snapshot) -> Option<NetfilterInfo> {
         let st = self.ns.get(&slot.netns)?;
-        let base = match &st.older {
-            Some(o) if st.prev.end >= mono => &o.snap,
-            _ => &st.prev.snap,
-        };
+        let base = &st.before(mono).snap;
         let cands = Self::candidates(st, slot, p, Some((base, now)));
         let any_hook = slot.hook == ANY_HOOK;
         if cands.is_empty() {
@@ -147,7 +158,7 @@ impl Attributor {
     fn candidates<'a>(st: &'a NsState, slot: &Slot, p: &PacketInfo, window: Option<(&Snapshot, &Snapshot)>) -> Vec<Cand<'a>> {
         let (base, now) = match window {
             Some((b, n)) => (b, Some(n)),
-            None => (&st.prev.snap, None),
+            None => (&st.latest().snap, None),
         };
         let snap = now.unwrap_or(base);
         let mut out = Vec::new();
@@ -208,23 +219,27 @@ impl Attributor {
 
     /// When the latest snapshot of a namespace was taken (`start`, `end`).
     pub fn taken(&self, inode: u32) -> Option<(u64, u64)> {
-        self.ns.get(&inode).map(|st| (st.prev.start, st.prev.end))
+        self.ns.get(&inode).map(|st| (st.latest().start, st.latest().end))
     }
 
     /// The latest snapshot of `inode` when it surely closes the window of a drop at `mono`
-    /// (it started after the drop, and the one before ended before it): drops read from a
+    /// (it started after the drop, and one kept before it ended before it): drops read from a
     /// backlog after a slow snapshot need no other.
     pub fn covering(&self, inode: u32, mono: u64) -> Option<&Snapshot> {
         let st = self.ns.get(&inode)?;
-        let older = st.older.as_ref()?;
-        (older.end < mono && mono < st.prev.start).then_some(&st.prev.snap)
+        let latest = st.latest();
+        let baseline = st.history.iter().rev().skip(1).any(|t| t.end < mono);
+        (baseline && mono < latest.start).then_some(&latest.snap)
     }
 
     /// Makes `now` the baseline of the next window of its namespace.
     pub fn advance(&mut self, inode: u32, now: Timed) {
         if let Some(st) = self.ns.get_mut(&inode) {
             st.entries = netfilter::entries(&now.snap);
-            st.older = Some(std::mem::replace(&mut st.prev, now));
+            st.history.push_back(now);
+            if st.history.len() > HISTORY {
+                st.history.pop_front();
+            }
         }
     }
 }
