@@ -331,6 +331,7 @@ fn bundle_archive_unpacks_and_every_file_parses() {
                 assert_eq!(ports.lines().collect::<Vec<_>>(), vec![port.to_string(); 3], "{rel}: the three dropped datagrams");
             }
             "text" => assert!(!text().is_empty(), "{rel} is empty"),
+            "html" => assert!(text().starts_with("<!DOCTYPE html>"), "{rel} is not an HTML page"),
             other => panic!("{rel}: unknown format {other}"),
         }
     }

@@ -24,6 +24,7 @@ pub enum Format {
     IptablesSave,
     Pcapng,
     Text,
+    Html,
 }
 
 #[derive(Debug, Serialize)]
@@ -166,6 +167,25 @@ impl Bundle {
         }
         let probes = json!({ "kfree_skb": drop_probe, "expression": args.expression.join(" ") });
         self.rec.write_json("bundle", "probes.json", "tracer capture", &probes);
+        self.write_manifest(&end)?;
+        // The page reads the finished bundle (MANIFEST included), then is listed in it; without
+        // it the bundle is still whole evidence.
+        match crate::report::write_into_bundle(&self.rec.dir) {
+            Ok(()) => {
+                let bytes = std::fs::metadata(self.rec.dir.join("report.html")).map_or(0, |m| m.len());
+                self.rec.entries.push(Entry { path: "report.html".into(), phase: "bundle".into(), source: "tracer report".into(), format: Format::Html, bytes });
+                self.write_manifest(&end)?;
+            }
+            Err(e) => eprintln!("tracer: warning: no report.html in the bundle: {e:#}"),
+        }
+        archive::pack(&self.rec.dir, &self.archive)?;
+        self.done = true;
+        Ok(self.archive.clone())
+    }
+}
+
+impl Bundle {
+    fn write_manifest(&self, end: &str) -> Result<()> {
         let manifest = json!({
             "bundle_version": 1,
             "tool": "tracer",
@@ -179,14 +199,7 @@ impl Bundle {
         });
         let mut bytes = serde_json::to_vec_pretty(&manifest)?;
         bytes.push(b'\n');
-        std::fs::write(self.rec.dir.join("MANIFEST.json"), bytes).context("cannot write MANIFEST.json")?;
-        // The page reads the finished bundle; without it the bundle is still whole evidence.
-        if let Err(e) = crate::report::write_into_bundle(&self.rec.dir) {
-            eprintln!("tracer: warning: no report.html in the bundle: {e:#}");
-        }
-        archive::pack(&self.rec.dir, &self.archive)?;
-        self.done = true;
-        Ok(self.archive.clone())
+        std::fs::write(self.rec.dir.join("MANIFEST.json"), bytes).context("cannot write MANIFEST.json")
     }
 }
 
