@@ -73,7 +73,7 @@ pub fn run(args: &Args) -> Result<()> {
     report_skips(&skips);
     cmd::step("test: time per suite:");
     for (name, secs, ok) in &times {
-        cmd::step(format!("test:   {name:<10} {secs:>5.0} s  {}", if *ok { "ok" } else { "FAILED" }));
+        cmd::step(format!("test:   {name:<14} {secs:>5.0} s  {}", if *ok { "ok" } else { "FAILED" }));
     }
     if !failed.is_empty() {
         bail!("integration tests failed in: {}", failed.join(", "));
