@@ -76,15 +76,35 @@ pub fn read_sysctl(name: &str, key: &str) -> Result<String> {
 
 /// An SNMP counter (`/proc/net/snmp`, e.g. `Udp`/`NoPorts`) of the named namespace.
 pub fn snmp(name: &str, group: &str, field: &str) -> Result<u64> {
-    let text = run(name, || Ok(std::fs::read_to_string("/proc/thread-self/net/snmp")?))?;
+    counter(name, "snmp", group, field)?.ok_or_else(|| anyhow!("no {group} {field} in /proc/net/snmp of netns {name}"))
+}
+
+/// A `/proc/net/netstat` counter (`TcpExt` and the like) in namespace `name`; 0 when this
+/// kernel does not have that field.
+pub fn netstat(name: &str, group: &str, field: &str) -> Result<u64> {
+    Ok(counter(name, "netstat", group, field)?.unwrap_or(0))
+}
+
+/// What a slow machine does to clean TCP connections of pods in `netns`, summed: segments
+/// retransmitted (`Tcp RetransSegs`) and segments rejected by PAWS as reordered
+/// (`TcpExt PAWSEstab`, `PAWSOldAck`). A copy of a retransmitted segment, a reply to it or a
+/// reordered ACK is a real drop; tests that expect none allow these, bounded by these counts.
+pub fn tcp_noise(netns: &[&str]) -> Result<(u64, u64)> {
+    let (mut retrans, mut paws) = (0, 0);
+    for ns in netns {
+        retrans += snmp(ns, "Tcp", "RetransSegs")?;
+        paws += netstat(ns, "TcpExt", "PAWSEstab")? + netstat(ns, "TcpExt", "PAWSOldAck")?;
+    }
+    Ok((retrans, paws))
+}
+
+/// `field` of `group` in `/proc/net/FILE` (header line, then values) of namespace `name`.
+fn counter(name: &str, file: &str, group: &str, field: &str) -> Result<Option<u64>> {
+    let path = format!("/proc/thread-self/net/{file}");
+    let text = run(name, || Ok(std::fs::read_to_string(&path)?))?;
     let mut lines = text.lines().filter(|l| l.starts_with(&format!("{group}:")));
-    let (Some(header), Some(values)) = (lines.next(), lines.next()) else {
-        bail!("no {group} line in /proc/net/snmp of netns {name}");
-    };
-    let idx = header
-        .split_whitespace()
-        .position(|h| h == field)
-        .ok_or_else(|| anyhow!("no {group} {field} in /proc/net/snmp"))?;
-    let v = values.split_whitespace().nth(idx).ok_or_else(|| anyhow!("short {group} line"))?;
-    Ok(v.parse()?)
+    let (Some(header), Some(values)) = (lines.next(), lines.next()) else { return Ok(None) };
+    let Some(idx) = header.split_whitespace().position(|h| h == field) else { return Ok(None) };
+    let v = values.split_whitespace().nth(idx).ok_or_else(|| anyhow!("short {group} line in /proc/net/{file}"))?;
+    Ok(Some(v.parse()?))
 }
