@@ -74,7 +74,7 @@ pub mod names {
     pub const TC_OBSERVER_PREFIX: &str = "tracer_tc_";
     /// Every map the kernel side declares (userspace reads some, cleans up after all);
     /// `tracer/tests/object.rs` checks the built object declares exactly these.
-    pub const MAPS: [&str; 18] = [
+    pub const MAPS: [&str; 19] = [
         EVENTS,
         COUNTERS,
         DROP_STATS,
@@ -92,6 +92,7 @@ pub mod names {
         PATH_TRACK,
         "PATH_SEQ",
         "PATH_RX_LAST",
+        "PATH_LIVE",
         "DEV_CACHE",
     ];
 }
@@ -135,7 +136,15 @@ pub struct Offsets {
     pub dev_nd_net: u32,
     pub net_ns_inum: u32,
     pub sk_net: u32,
+    /// The part of `struct sk_buff` holding every `skb_*` field above (start 8-aligned, length
+    /// ≤ `SKB_SPAN_MAX`): a probe copies it with one read instead of one read per field.
+    /// Length 0: the fields lie too far apart and are read one by one.
+    pub skb_span_start: u32,
+    pub skb_span_len: u32,
 }
+
+/// Longest `sk_buff` span a probe copies in one read (192 bytes on 6.1–6.18).
+pub const SKB_SPAN_MAX: usize = 256;
 
 /// Capture settings fixed at load time (read-only data, so the verifier prunes unused paths).
 #[repr(C)]
@@ -304,12 +313,15 @@ pub struct DropCache {
     pub count: u64,
 }
 
-/// Per-CPU state of the event rate limit: time budget (ns) and when it was last topped up.
+/// Per-CPU state of the event rate limit: time budget (ns), when it was last topped up, and
+/// the jiffy of that top-up (the clock is read at most once per tick: a flood does not pay
+/// for a clock read per drop).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EventBudget {
     pub budget_ns: u64,
     pub last_ns: u64,
+    pub last_jiffies: u64,
 }
 
 /// Key of the per-CPU `DROP_STATS` hash: exact per-(reason, location, interface, netfilter slot)

@@ -27,10 +27,12 @@ pub fn filters_need_bytes(cfg: &Config) -> bool {
     cfg.pod_filter != 0 || cfg.filter_active != 0
 }
 
-/// The device stage: namespace and interface filters. None when one rejects the packet.
+/// The device stage: copies the skb's fields (one read, `skb::load`), then the namespace and
+/// interface filters. None when one rejects the packet.
 #[inline(always)]
-pub fn device(skb: u64, cfg: &Config, o: &Offsets) -> Option<Seen> {
-    let (ifindex, ifname, netns) = skb::device(skb, o);
+pub fn device(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch) -> Option<Seen> {
+    skb::load(skb, o, s);
+    let (ifindex, ifname, netns) = skb::device(skb, o, s);
     if cfg.netns != 0 && netns != cfg.netns {
         return None;
     }
@@ -45,7 +47,7 @@ pub fn device(skb: u64, cfg: &Config, o: &Offsets) -> Option<Seen> {
 /// the pod and expression filters. False when one rejects the packet.
 #[inline(always)]
 pub fn bytes(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen: &mut Seen) -> bool {
-    if let Some(p) = skb::packet(skb, o) {
+    if let Some(p) = skb::packet(skb, o, s) {
         seen.wire_len = p.wire_len;
         seen.linktype = p.linktype;
         seen.protocol = p.protocol;
@@ -95,7 +97,7 @@ pub fn copy(s: *mut Scratch, seen: &mut Seen, want: u32) {
 #[inline(always)]
 pub fn event_bytes(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen: &mut Seen) {
     if seen.start == 0
-        && let Some(p) = skb::packet(skb, o)
+        && let Some(p) = skb::packet(skb, o, s)
     {
         seen.wire_len = p.wire_len;
         seen.linktype = p.linktype;
@@ -109,6 +111,6 @@ pub fn event_bytes(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen: &
 /// Both stages. None when a filter rejects the packet.
 #[inline(always)]
 pub fn select(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch) -> Option<Seen> {
-    let mut seen = device(skb, cfg, o)?;
+    let mut seen = device(skb, cfg, o, s)?;
     bytes(skb, cfg, o, s, &mut seen).then_some(seen)
 }

@@ -19,6 +19,8 @@ static OFFSETS: Offsets = Offsets {
     dev_nd_net: 0,
     net_ns_inum: 0,
     sk_net: 0,
+    skb_span_start: 0,
+    skb_span_len: 0,
 };
 
 #[unsafe(no_mangle)]

@@ -1,6 +1,9 @@
 //! What every probe does last: count (exact per-CPU counters, `DROP_STATS` behind a per-CPU
 //! cache), spend the event budget, fill the scratch record's header and send it to the ring.
-use aya_ebpf::bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP};
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP},
+    helpers::generated::bpf_jiffies64,
+};
 use tracer_common::{DropKey, EVENT_HEADER_LEN, MAX_CAPTURE, PacketEvent, counter};
 
 use crate::maps::{COUNTERS, DROP_CACHE, DROP_STATS, EVENT_BUDGET, EVENTS, Scratch};
@@ -60,7 +63,9 @@ pub fn count_drop(key: &DropKey) {
 }
 
 /// Spends one event from this CPU's budget (refilled with elapsed time, at most a second's
-/// worth); false when the rate limit holds the event back. `interval_ns == 0`: no limit.
+/// worth); false when the rate limit holds the event back. `interval_ns == 0`: no limit. The
+/// clock is read only when the jiffy changed since the last top-up: under a flood the refill
+/// comes once per tick, not a clock read per drop.
 #[inline(always)]
 pub fn take_event_token(interval_ns: u64) -> bool {
     if interval_ns == 0 {
@@ -69,11 +74,16 @@ pub fn take_event_token(interval_ns: u64) -> bool {
     let Some(b) = EVENT_BUDGET.get_ptr_mut(0) else { return true };
     // SAFETY: this CPU's slot.
     let b = unsafe { &mut *b };
-    // SAFETY: no preconditions.
-    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-    let refill = now.wrapping_sub(b.last_ns);
-    b.last_ns = now;
-    b.budget_ns = b.budget_ns.saturating_add(refill).min(1_000_000_000);
+    // SAFETY: no preconditions (inlined by the verifier: a load of `jiffies`).
+    let j = unsafe { bpf_jiffies64() };
+    if j != b.last_jiffies {
+        // SAFETY: no preconditions.
+        let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+        let refill = now.wrapping_sub(b.last_ns);
+        b.last_ns = now;
+        b.last_jiffies = j;
+        b.budget_ns = b.budget_ns.saturating_add(refill).min(1_000_000_000);
+    }
     if b.budget_ns < interval_ns {
         return false;
     }

@@ -32,7 +32,7 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
     let packet_id = if cfg.path != 0 { path::untrack(skb) } else { 0 };
     let o = config::offsets();
     let Some(s) = maps::scratch() else { return };
-    let Some(mut seen) = capture::device(skb, cfg, o) else {
+    let Some(mut seen) = capture::device(skb, cfg, o, s) else {
         end_path(s, skb, packet_id, location, reason, o);
         return;
     };
@@ -69,11 +69,12 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
     emit::output(s, snap);
 }
 
-/// A followed packet's last hop. Inlined: as a subprogram its frame would add to the probe's
-/// on the combined 512-byte stack Linux 6.1 allows.
+/// A followed packet's last hop (`capture::device` loaded the skb's fields). Inlined: as a
+/// subprogram its frame would add to the probe's on the combined 512-byte stack Linux 6.1
+/// allows.
 #[inline(always)]
 fn end_path(s: *mut maps::Scratch, skb: u64, packet_id: u64, location: u64, reason: u32, o: &tracer_common::Offsets) {
     if packet_id != 0 {
-        path::emit_hop(s, skb, packet_id, hook::DROP, location, reason, skb::device(skb, o), 0);
+        path::emit_hop(s, skb, packet_id, hook::DROP, location, reason, skb::device(skb, o, s), 0);
     }
 }

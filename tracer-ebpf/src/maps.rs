@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     CAPTURE_SLACK, CbpfInsn, DropCache, DropKey, EventBudget, IFNAMSIZ, IfacePattern, MAX_CAPTURE, MAX_FILTER_INSNS, MAX_IFACE_PATTERNS, NfRing, PacketEvent,
-    PodIfKey, TcRing, cbpf::Vm, counter,
+    PodIfKey, SKB_SPAN_MAX, TcRing, cbpf::Vm, counter,
 };
 
 /// The event being built on this CPU (too big for the 512-byte stack).
@@ -16,15 +16,17 @@ use tracer_common::{
 pub struct Scratch {
     pub hdr: PacketEvent,
     pub data: [u8; MAX_CAPTURE + CAPTURE_SLACK],
+    /// This run's copy of the skb's field span (`skb::load`); u64s keep it 8-aligned.
+    pub skb: [u64; SKB_SPAN_MAX / 8],
 }
 
-/// This CPU's last device: a burst of packets on one device (a flood) then costs two reads
-/// instead of five. Entries are trusted for `DEV_CACHE_NS` only, so a renamed device or one
-/// moved to another namespace is seen right after.
+/// This CPU's last device: a burst of packets on one device (a flood) then costs one read
+/// instead of four. Entries are trusted for `DEV_CACHE_JIFFIES` only, so a renamed device or
+/// one moved to another namespace is seen right after.
 #[repr(C)]
 pub struct DevCache {
     pub dev: u64,
-    pub at_ns: u64,
+    pub at_jiffies: u64,
     pub ifindex: u32,
     pub netns: u32,
     pub ifname: [u8; IFNAMSIZ],
@@ -85,6 +87,12 @@ pub static NF_RING: PerCpuArray<NfRing> = PerCpuArray::with_max_entries(1, 0);
 /// skb address → packet id, for packets being followed.
 #[map(name = "PATH_TRACK")]
 pub static PATH_TRACK: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
+
+/// At least the number of entries in `PATH_TRACK` (inserts added, successful removes
+/// subtracted; LRU evictions are not, so it can only be too high). 0: no lookup can hit, and
+/// the hooks skip the hash lookup for every packet nobody follows.
+#[map(name = "PATH_LIVE")]
+pub static PATH_LIVE: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Per-CPU sequence for packet ids (the CPU number goes in the top bits).
 #[map(name = "PATH_SEQ")]

@@ -11,7 +11,7 @@ use tracer_common::{IFNAMSIZ, hook, kind};
 
 use crate::{
     capture, config, emit,
-    maps::{PATH_RX_LAST, PATH_SEQ, PATH_TRACK, Scratch},
+    maps::{PATH_LIVE, PATH_RX_LAST, PATH_SEQ, PATH_TRACK, Scratch},
 };
 
 #[raw_tracepoint(tracepoint = "netif_receive_skb")]
@@ -26,7 +26,6 @@ pub fn path_netif_receive_skb(ctx: RawTracePointContext) -> i32 {
 }
 
 #[raw_tracepoint(tracepoint = "sk_data_ready")]
-#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
 pub fn path_sk_data_ready(ctx: RawTracePointContext) -> i32 {
     let sk = ctx.arg::<u64>(0);
     let Some(last) = PATH_RX_LAST.get_ptr_mut(0) else { return 0 };
@@ -37,7 +36,7 @@ pub fn path_sk_data_ready(ctx: RawTracePointContext) -> i32 {
     }
     // SAFETY: as above.
     unsafe { *last = [0, 0] };
-    let _ = PATH_TRACK.remove(&skb);
+    forget(skb);
     let Some(s) = crate::maps::scratch() else { return 0 };
     let netns = crate::skb::sk_netns(sk, config::offsets());
     emit_hop(s, skb, id, hook::DELIVER, 0, 0, (0, [0; IFNAMSIZ], netns), 0);
@@ -75,7 +74,6 @@ pub fn path_consume_skb(ctx: RawTracePointContext) -> i32 {
 /// A hook that may see a packet first: follow it if tracked, else apply the filters.
 /// Returns the packet id (0 when not followed).
 #[inline(always)]
-#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
 pub fn on_hook(skb: u64, h: u32, location: u64) -> u64 {
     let cfg = config::config();
     if cfg.path == 0 {
@@ -90,7 +88,7 @@ pub fn on_hook(skb: u64, h: u32, location: u64) -> u64 {
     let Some(mut seen) = capture::select(skb, cfg, o, s) else { return 0 };
     capture::event_bytes(skb, cfg, o, s, &mut seen);
     let id = next_id();
-    if PATH_TRACK.insert(&skb, &id, 0).is_err() {
+    if !track(skb, id) {
         return 0;
     }
     let snap = seen.cap.min(cfg.snaplen);
@@ -118,15 +116,15 @@ fn on_tracked(skb: u64, h: u32, location: u64, end: bool) {
 
 /// Emits a hop for a tracked skb; `end` forgets it. Returns its id (0 when not tracked).
 #[inline(always)]
-#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
 fn tracked_hop(skb: u64, h: u32, location: u64, end: bool) -> u64 {
-    // SAFETY: the value is copied out at once.
-    let Some(id) = (unsafe { PATH_TRACK.get(&skb) }).copied() else { return 0 };
+    let Some(id) = tracked(skb) else { return 0 };
     if end {
-        let _ = PATH_TRACK.remove(&skb);
+        forget(skb);
     }
     let Some(s) = crate::maps::scratch() else { return id };
-    emit_hop(s, skb, id, h, location, 0, crate::skb::device(skb, config::offsets()), 0);
+    let o = config::offsets();
+    crate::skb::load(skb, o, s);
+    emit_hop(s, skb, id, h, location, 0, crate::skb::device(skb, o, s), 0);
     id
 }
 
@@ -138,28 +136,71 @@ pub fn function_hop(skb: u64, ip: u64) {
 
 /// A tc observer passed by a followed packet (`code` says direction and position).
 #[inline(always)]
-#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
 pub fn tc_hop(skb: u64, code: u32) {
     if config::config().path == 0 {
         return;
     }
-    // SAFETY: the value is copied out at once.
-    let Some(id) = (unsafe { PATH_TRACK.get(&skb) }).copied() else { return };
+    let Some(id) = tracked(skb) else { return };
     let Some(s) = crate::maps::scratch() else { return };
-    let (ifindex, ifname, netns) = crate::skb::device(skb, config::offsets());
+    let o = config::offsets();
+    crate::skb::load(skb, o, s);
+    let (ifindex, ifname, netns) = crate::skb::device(skb, o, s);
     emit_hop(s, skb, id, hook::TC, 0, 0, (ifindex, ifname, netns), code);
 }
 
 /// The packet id of a tracked skb, forgetting it (its path ends); 0 when not tracked.
 #[inline(always)]
-#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
 pub fn untrack(skb: u64) -> u64 {
-    // SAFETY: the value is copied out at once.
-    let id = unsafe { PATH_TRACK.get(&skb) }.copied().unwrap_or(0);
+    let id = tracked(skb).unwrap_or(0);
     if id != 0 {
-        let _ = PATH_TRACK.remove(&skb);
+        forget(skb);
     }
     id
+}
+
+/// The packet id of `skb` when it is followed. No hash lookup while nothing is.
+#[inline(always)]
+#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
+fn tracked(skb: u64) -> Option<u64> {
+    let live = PATH_LIVE.get_ptr(0)?;
+    // SAFETY: a u64 in a map value, written only with atomic adds.
+    if unsafe { core::ptr::read_volatile(live) } == 0 {
+        return None;
+    }
+    // SAFETY: the value is copied out at once.
+    unsafe { PATH_TRACK.get(&skb) }.copied()
+}
+
+/// Starts following `skb`; false when the map refused it.
+#[inline(always)]
+#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
+fn track(skb: u64, id: u64) -> bool {
+    // Counted first: a hook on another CPU must not skip a lookup that would hit.
+    live_add(1);
+    if PATH_TRACK.insert(&skb, &id, 0).is_err() {
+        live_add(u64::MAX);
+        return false;
+    }
+    true
+}
+
+/// Stops following `skb` (only a remove that found it is subtracted).
+#[inline(always)]
+#[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
+fn forget(skb: u64) {
+    if PATH_TRACK.remove(&skb).is_ok() {
+        live_add(u64::MAX);
+    }
+}
+
+/// Adds `n` (wrapping: `u64::MAX` subtracts one) to `PATH_LIVE`, atomically: every CPU shares it.
+#[inline(always)]
+fn live_add(n: u64) {
+    if let Some(p) = PATH_LIVE.get_ptr_mut(0) {
+        // SAFETY: an aligned u64 in a map value that lives as long as the program. An atomic
+        // add (BPF_XADD) in asm: the BPF target has no `AtomicU64::fetch_add`.
+        unsafe { core::arch::asm!("lock *(u64 *)({p} + 0) += {n}", p = in(reg) p, n = in(reg) n, options(nostack)) };
+    }
 }
 
 /// A header-only path event; `dev` is (ifindex, name, netns), `tc_slot` the tc observer code.

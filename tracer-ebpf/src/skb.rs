@@ -1,7 +1,8 @@
 //! Reading kernel structs through offsets from BTF (no CO-RE in Rust eBPF).
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
+use tracer_common::{Offsets, SKB_SPAN_MAX};
 
-use crate::maps::{DEV_CACHE, DevCache};
+use crate::maps::{DEV_CACHE, DevCache, Scratch};
 
 /// Reads a `T` at `base + off`; a missing field (`u32::MAX`) or a failed read yields `None`.
 #[inline(always)]
@@ -28,62 +29,95 @@ pub struct Packet {
 const UNSET_HEADER: u16 = 0xffff;
 const ETH_HLEN: u16 = 14;
 
+/// How long a cached device is trusted: 12 ticks, 48 ms at Debian's HZ=250 (12–120 ms for
+/// HZ 1000–100). Jiffies, not the clock: `bpf_jiffies64` is inlined, a clock read is a call.
+const DEV_CACHE_JIFFIES: u64 = 12;
 
-const DEV_CACHE_NS: u64 = 50_000_000;
-
-/// The device and namespace of a packet: from `skb->dev`, else from `skb->sk`.
+/// Copies the skb's field span (`Offsets::skb_span_*`) into this CPU's scratch with one read;
+/// `field` then takes fields from there. Every probe run that reads skb fields calls it first.
 #[inline(always)]
-pub fn device(skb: u64, o: &tracer_common::Offsets) -> (u32, [u8; tracer_common::IFNAMSIZ], u32) {
-    let dev: u64 = read(skb, o.skb_dev).unwrap_or(0);
-    let mut ifindex = 0;
-    let mut ifname = [0u8; tracer_common::IFNAMSIZ];
-    let mut netns = 0;
-    if dev != 0 {
-        ifindex = read(dev, o.dev_ifindex).unwrap_or(0);
-        // SAFETY: no preconditions.
-        let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-        let cache = DEV_CACHE.get_ptr_mut(0);
-        if let Some(c) = cache {
-            // SAFETY: this CPU's slot; probes do not nest on one CPU.
-            let c = unsafe { &*c };
-            if c.dev == dev && c.ifindex == ifindex && now.wrapping_sub(c.at_ns) < DEV_CACHE_NS {
-                return (ifindex, c.ifname, c.netns);
-            }
-        }
-        ifname = read(dev, o.dev_name).unwrap_or(ifname);
-        let net: u64 = read(dev, o.dev_nd_net).unwrap_or(0);
-        netns = read(net, o.net_ns_inum).unwrap_or(0);
-        if let Some(c) = cache
-            && netns != 0
-        {
-            // SAFETY: as above.
-            unsafe { *c = DevCache { dev, at_ns: now, ifindex, netns, ifname } };
+pub fn load(skb: u64, o: &Offsets, s: *mut Scratch) {
+    if o.skb_span_len == 0 || skb == 0 {
+        return;
+    }
+    let n = ((o.skb_span_len - 1) & (SKB_SPAN_MAX as u32 - 1)) + 1;
+    // SAFETY: n ≤ SKB_SPAN_MAX fits the scratch span; the helper checks the address (and zeroes
+    // the copy when it fails: every field then reads as absent or 0).
+    unsafe { generated::bpf_probe_read_kernel((*s).skb.as_mut_ptr().cast(), n, (skb + u64::from(o.skb_span_start)) as *const _) };
+}
+
+/// An skb field at offset `off`: from the span `load` copied, or read on its own when the
+/// kernel's fields lie too far apart for one span.
+#[inline(always)]
+fn field<T: Copy>(skb: u64, o: &Offsets, s: *const Scratch, off: u32) -> Option<T> {
+    if o.skb_span_len == 0 {
+        return read(skb, off);
+    }
+    if off == u32::MAX {
+        return None;
+    }
+    let rel = off.wrapping_sub(o.skb_span_start) as usize;
+    if rel + size_of::<T>() > SKB_SPAN_MAX {
+        return None;
+    }
+    // SAFETY: in bounds of the span (checked above); kernel fields are naturally aligned and
+    // the span starts 8-aligned.
+    Some(unsafe { (*s).skb.as_ptr().cast::<u8>().add(rel).cast::<T>().read() })
+}
+
+/// The device and namespace of a packet: from `skb->dev`, else from `skb->sk`. `load` ran.
+/// A cache hit returns before any name buffer is zeroed (zeroing calls a byte-loop `memset`).
+#[inline(always)]
+pub fn device(skb: u64, o: &Offsets, s: *const Scratch) -> (u32, [u8; tracer_common::IFNAMSIZ], u32) {
+    let dev: u64 = field(skb, o, s, o.skb_dev).unwrap_or(0);
+    if dev == 0 {
+        return (0, [0; tracer_common::IFNAMSIZ], sk_netns(field(skb, o, s, o.skb_sk).unwrap_or(0), o));
+    }
+    let ifindex = read(dev, o.dev_ifindex).unwrap_or(0);
+    // SAFETY: no preconditions.
+    let now = unsafe { generated::bpf_jiffies64() };
+    let cache = DEV_CACHE.get_ptr_mut(0);
+    if let Some(c) = cache {
+        // SAFETY: this CPU's slot; probes do not nest on one CPU.
+        let c = unsafe { &*c };
+        if c.dev == dev && c.ifindex == ifindex && now.wrapping_sub(c.at_jiffies) < DEV_CACHE_JIFFIES {
+            return (ifindex, c.ifname, c.netns);
         }
     }
+    let ifname = read(dev, o.dev_name).unwrap_or([0; tracer_common::IFNAMSIZ]);
+    let net: u64 = read(dev, o.dev_nd_net).unwrap_or(0);
+    let netns = read(net, o.net_ns_inum).unwrap_or(0);
     if netns == 0 {
-        netns = sk_netns(read(skb, o.skb_sk).unwrap_or(0), o);
+        return (ifindex, ifname, sk_netns(field(skb, o, s, o.skb_sk).unwrap_or(0), o));
+    }
+    if let Some(c) = cache {
+        // SAFETY: as above.
+        unsafe { *c = DevCache { dev, at_jiffies: now, ifindex, netns, ifname } };
     }
     (ifindex, ifname, netns)
 }
 
 /// The namespace inode of a socket (0 when unreadable).
 #[inline(always)]
-pub fn sk_netns(sk: u64, o: &tracer_common::Offsets) -> u32 {
+pub fn sk_netns(sk: u64, o: &Offsets) -> u32 {
     let net: u64 = read(sk, o.sk_net).unwrap_or(0);
     read(net, o.net_ns_inum).unwrap_or(0)
 }
 
-/// Locates the packet bytes. A MAC header counts only when it sits exactly one Ethernet header
-/// before the network header (tunnels and raw-IP devices have none).
+/// Locates the packet bytes (`load` ran). A MAC header counts only when it sits exactly one
+/// Ethernet header before the network header (tunnels and raw-IP devices have none).
 #[inline(always)]
-pub fn packet(skb: u64, o: &tracer_common::Offsets) -> Option<Packet> {
-    let head: u64 = read(skb, o.skb_head)?;
-    let data: u64 = read(skb, o.skb_data)?;
-    let len: u32 = read(skb, o.skb_len)?;
-    let data_len: u32 = read(skb, o.skb_data_len).unwrap_or(0);
-    let mac: u16 = read(skb, o.skb_mac_header).unwrap_or(UNSET_HEADER);
-    let nh: u16 = read(skb, o.skb_network_header).unwrap_or(UNSET_HEADER);
-    let protocol: u16 = read(skb, o.skb_protocol).unwrap_or(0);
+pub fn packet(skb: u64, o: &Offsets, s: *const Scratch) -> Option<Packet> {
+    let head: u64 = field(skb, o, s, o.skb_head)?;
+    let data: u64 = field(skb, o, s, o.skb_data)?;
+    if head == 0 || data == 0 {
+        return None;
+    }
+    let len: u32 = field(skb, o, s, o.skb_len)?;
+    let data_len: u32 = field(skb, o, s, o.skb_data_len).unwrap_or(0);
+    let mac: u16 = field(skb, o, s, o.skb_mac_header).unwrap_or(UNSET_HEADER);
+    let nh: u16 = field(skb, o, s, o.skb_network_header).unwrap_or(UNSET_HEADER);
+    let protocol: u16 = field(skb, o, s, o.skb_protocol).unwrap_or(0);
     let (start, linktype) = if mac != UNSET_HEADER && nh != UNSET_HEADER && nh.wrapping_sub(mac) == ETH_HLEN {
         (head + u64::from(mac), tracer_common::linktype::ETHERNET)
     } else if nh != UNSET_HEADER {

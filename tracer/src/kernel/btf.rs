@@ -156,7 +156,7 @@ impl KernelBtf {
     pub fn offsets(&self) -> Result<Offsets> {
         let need = |s: &str, f: &str| self.member_offset(s, f);
         let opt = |s: &str, f: &str| self.member_offset(s, f).unwrap_or(u32::MAX);
-        Ok(Offsets {
+        let mut o = Offsets {
             skb_len: need("sk_buff", "len")?,
             skb_data_len: need("sk_buff", "data_len")?,
             skb_head: need("sk_buff", "head")?,
@@ -171,8 +171,33 @@ impl KernelBtf {
             dev_nd_net: opt("net_device", "nd_net.net"),
             net_ns_inum: opt("net", "ns.inum"),
             sk_net: opt("sock", "__sk_common.skc_net.net"),
-        })
+            skb_span_start: 0,
+            skb_span_len: 0,
+        };
+        (o.skb_span_start, o.skb_span_len) = skb_span(&o);
+        Ok(o)
     }
+}
+
+/// The 8-aligned part of `sk_buff` that holds every field the probes read (sizes as the
+/// fields' C types), or (0, 0) when it is longer than `SKB_SPAN_MAX`.
+fn skb_span(o: &Offsets) -> (u32, u32) {
+    let fields = [
+        (o.skb_len, 4),
+        (o.skb_data_len, 4),
+        (o.skb_head, 8),
+        (o.skb_data, 8),
+        (o.skb_mac_header, 2),
+        (o.skb_network_header, 2),
+        (o.skb_protocol, 2),
+        (o.skb_dev, 8),
+        (o.skb_sk, 8),
+    ];
+    let present = fields.iter().filter(|(off, _)| *off != u32::MAX);
+    let start = present.clone().map(|(off, _)| *off).min().unwrap_or(0) & !7;
+    let end = present.map(|(off, size)| off.saturating_add(*size)).max().unwrap_or(0);
+    let len = end.saturating_sub(start);
+    if len == 0 || len as usize > tracer_common::SKB_SPAN_MAX { (0, 0) } else { (start, len) }
 }
 
 #[cfg(test)]
@@ -188,6 +213,7 @@ mod tests {
         assert_eq!((o.skb_len, o.skb_head, o.skb_dev, o.dev_name, o.dev_ifindex), (112, 192, 16, 280, 224));
         assert_eq!(o.net_ns_inum, 136);
         assert_eq!(o.skb_sk, u32::MAX, "absent fields are marked, not errors");
+        assert_eq!((o.skb_span_start, o.skb_span_len), (16, 192), "dev at 16 to data's end at 208: one read");
         assert_eq!(b.member_offset("bpf_nf_ctx", "skb").unwrap(), 8);
         let reasons = b.enum_values("skb_drop_reason").unwrap();
         assert!(reasons.contains(&("SKB_DROP_REASON_NETFILTER_DROP".into(), 12)));
