@@ -1,0 +1,246 @@
+//! The watch loop: records from the ring reader into the pipeline (whose one sink is the
+//! flight recorder), every second the kernel totals into the metrics and the triggers,
+//! dumps when asked, the pod table following the CNI cache; at SIGTERM/SIGINT detach,
+//! write what dumps are pending, exit 0.
+use std::{
+    sync::{Arc, Mutex, atomic::AtomicBool},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result};
+use tokio::signal::unix::Signal;
+
+use super::{
+    args::WatchArgs,
+    counts::Counts,
+    dumps::{Dumps, Settings},
+    http::{self, DumpRequest, Shared},
+    metrics::Metrics,
+    recorder::Recorder,
+    rules::Rules,
+    trigger::{Rate, Spec},
+};
+use crate::{
+    cli::CaptureArgs,
+    enrich::netfilter::Attributor,
+    model::time::{Clock, mono_now},
+    netfilter::snapshot::Snapshot,
+    pipeline::{Namer, Pipeline},
+    pods::Pods,
+    probes::netfilter::Slot,
+    session::{Attached, Checked, Loaded, reader::Reader},
+    sinks::Sinks,
+};
+
+const TICK: Duration = Duration::from_millis(10);
+/// How often the kernel totals are read (the metrics' and triggers' resolution).
+const UPDATE: Duration = Duration::from_secs(1);
+/// How often the CNI cache is checked for new pods.
+const PODS: Duration = Duration::from_secs(2);
+
+pub struct Signals {
+    pub int: Signal,
+    pub term: Signal,
+    pub usr1: Signal,
+}
+
+pub struct Inputs {
+    pub args: WatchArgs,
+    pub cargs: CaptureArgs,
+    pub checked: Checked,
+    pub loaded: Loaded,
+    pub listener: Option<std::net::TcpListener>,
+    pub specs: Vec<Spec>,
+    pub token: Option<String>,
+}
+
+fn wall() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
+    let Inputs { args, cargs, checked, loaded, listener, specs, token } = inputs;
+    let Loaded { attached, mut maps, reasons, kallsyms } = loaded;
+    let Attached { ebpf, probe, path, netfilter, tc } = attached;
+    let (observers, attributor) = netfilter.map_or((None, None), |(o, a)| (Some(o), Some(a)));
+    let rules = match &observers {
+        Some(o) if !o.slots.is_empty() => Some(Rules::new(rule_attributor(&o.slots)).context("cannot start the ruleset snapshot thread")?),
+        _ => None,
+    };
+    let (tc_observers, tc_attributor) = tc;
+    let netfilter_drop = reasons.value("NETFILTER_DROP");
+    let enrich = crate::session::run::enricher(checked.pods, &reasons, attributor, tc_attributor);
+    let recorder = Recorder::new(args.keep, args.keep_bytes);
+    let mut sinks = Sinks::default();
+    sinks.push(Box::new(recorder.clone()));
+    let mut pipe = Pipeline::new(Namer::new(reasons, kallsyms, Clock::new()), enrich, sinks);
+    let reader = Reader::spawn(maps.events.take().context("the event ring is already taken")?).context("cannot start the ring reader thread")?;
+
+    let node = args.node();
+    let info = vec![
+        ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("kernel".into(), crate::session::run::kernel_release()),
+        ("probe".into(), probe.backend.to_string()),
+        ("node".into(), node.clone()),
+    ];
+    let metrics = Arc::new(Mutex::new(Metrics::new(args.max_series, info)));
+    let ready = Arc::new(AtomicBool::new(false));
+    let (dump_tx, mut dump_rx) = tokio::sync::mpsc::channel::<DumpRequest>(8);
+    if let Some(l) = listener {
+        http::spawn(l, Shared { metrics: metrics.clone(), ready: ready.clone(), dumps: dump_tx, token: token.map(Arc::from) })?;
+    }
+    let mut dumps = Dumps::new(Settings {
+        dir: args.dump_dir.clone(),
+        after: args.after,
+        interval: args.dump_interval,
+        keep: args.keep,
+        max: args.dump_max,
+        node,
+        probe: probe.backend.to_string(),
+        args: cargs,
+    });
+    let mut rates: Vec<Rate> = specs.into_iter().map(Rate::new).collect();
+    let mut counts = Counts::new(rules, netfilter_drop, args.keep + args.after + Duration::from_mins(1));
+    let mut pods = PodWatch::new(&pipe.enrich.pods, args.cni_cache_dir.as_deref());
+    {
+        let mut m = metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in &rates {
+            m.armed.insert(r.spec.name.clone(), 1);
+            m.dumps.insert(r.spec.name.clone(), 0);
+        }
+    }
+    ready.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(p) = &args.ready_file {
+        std::fs::write(p, b"ready\n").with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    log::info!("watching; metrics on {}", args.listen);
+
+    let mut tick = tokio::time::interval(TICK);
+    let mut last_update = Instant::now();
+    loop {
+        let manual = tokio::select! {
+            _ = tick.tick() => None,
+            _ = sig.int.recv() => break,
+            _ = sig.term.recv() => break,
+            _ = sig.usr1.recv() => Some(None),
+            Some(req) = dump_rx.recv() => Some(Some(req)),
+        };
+        match manual {
+            Some(None) => match dumps.request("signal", wall()) {
+                Ok(p) => eprintln!("tracer: SIGUSR1: dumping to {} in {}s", p.display(), args.after.as_secs()),
+                Err((_, why)) => eprintln!("tracer: SIGUSR1: no dump: {why}"),
+            },
+            Some(Some(req)) => {
+                let _ = req.reply.send(dumps.request("http", wall()));
+            }
+            None => {}
+        }
+        reader.take(|r| pipe.handle(r));
+        pipe.poll();
+        if last_update.elapsed() < UPDATE {
+            continue;
+        }
+        last_update = Instant::now();
+        pipe.flush();
+        let now = wall();
+        let mut m = metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let added = counts.update(&maps, &mut pipe, &mut m, now)?;
+        for rate in &mut rates {
+            let n: u64 = added.iter().filter(|(l, _)| rate.spec.matches(l)).map(|(_, n)| n).sum();
+            if rate.update(Instant::now(), n) && dumps.armed(&rate.spec.name) {
+                rate.reset();
+                match dumps.request(&rate.spec.name, now) {
+                    Ok(p) => eprintln!("tracer: trigger {:?} fired: dumping to {} in {}s", rate.spec.name, p.display(), args.after.as_secs()),
+                    Err((_, why)) => log::info!("trigger {:?}: {why}", rate.spec.name),
+                }
+            }
+            m.armed.insert(rate.spec.name.clone(), u64::from(dumps.armed(&rate.spec.name)));
+        }
+        {
+            let mut ring = recorder.lock();
+            ring.expire(now);
+            m.recorder_bytes = ring.bytes;
+            m.recorder_records = ring.records() as u64;
+            m.recorder_evicted = ring.evicted;
+        }
+        dumps.start_due(&recorder, &counts, now, false);
+        dumps.collect(&mut m, false);
+        drop(m);
+        pods.follow(&mut pipe.enrich.pods);
+    }
+    ready.store(false, std::sync::atomic::Ordering::Release);
+    // Detach first (observers, then the probe), then read what is left in the ring.
+    drop(observers);
+    drop(tc_observers);
+    drop(path);
+    drop(probe);
+    drop(ebpf);
+    reader.finish(|r| pipe.handle(r));
+    pipe.finish();
+    if dumps.busy() {
+        eprintln!("tracer: writing the dumps still pending before exiting");
+        let mut m = metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = wall();
+        counts.update(&maps, &mut pipe, &mut m, now)?;
+        while dumps.busy() {
+            dumps.start_due(&recorder, &counts, now, true);
+            dumps.collect(&mut m, true);
+        }
+    }
+    Ok(())
+}
+
+/// The rules' own attributor: the observers' slots over snapshots taken now.
+fn rule_attributor(slots: &[Slot]) -> Attributor {
+    let inodes: std::collections::BTreeSet<u32> = slots.iter().map(|s| s.netns).collect();
+    let spaces: Vec<_> = crate::netns::known().into_iter().filter(|n| inodes.contains(&n.inode)).collect();
+    let snapshots = spaces.into_iter().map(|ns| {
+        let snap = Snapshot::take(&ns.path);
+        (ns, snap)
+    });
+    let snapshots: Vec<_> = snapshots.collect();
+    Attributor::new(snapshots, slots.to_vec(), mono_now())
+}
+
+/// Follows the CNI cache: reloads the pod table when its files change.
+struct PodWatch {
+    dir: std::path::PathBuf,
+    stamp: Vec<(std::ffi::OsString, Option<SystemTime>)>,
+    last: Instant,
+}
+
+impl PodWatch {
+    fn new(pods: &Pods, dir: Option<&std::path::Path>) -> Self {
+        let dir = dir.map_or_else(|| if pods.dir.as_os_str().is_empty() { crate::cli::DEFAULT_CNI_CACHE_DIR.into() } else { pods.dir.clone() }, std::path::Path::to_path_buf);
+        let stamp = Self::stamp(&dir);
+        Self { dir, stamp, last: Instant::now() }
+    }
+
+    /// File names and modification times under the cache's `results/` (or the dir itself).
+    fn stamp(dir: &std::path::Path) -> Vec<(std::ffi::OsString, Option<SystemTime>)> {
+        let results = dir.join("results");
+        let d = if results.is_dir() { results } else { dir.to_path_buf() };
+        let mut v: Vec<_> = std::fs::read_dir(d).map(|r| r.flatten().map(|e| (e.file_name(), e.metadata().and_then(|m| m.modified()).ok())).collect()).unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn follow(&mut self, pods: &mut Pods) {
+        if self.last.elapsed() < PODS {
+            return;
+        }
+        self.last = Instant::now();
+        let stamp = Self::stamp(&self.dir);
+        if stamp == self.stamp {
+            return;
+        }
+        self.stamp = stamp;
+        match Pods::load(&self.dir) {
+            Ok(p) => {
+                log::info!("CNI cache changed: {} pods", p.pods.len());
+                *pods = p;
+            }
+            Err(e) => log::warn!("CNI cache changed but cannot be read: {e:#}; keeping the pods known so far"),
+        }
+    }
+}
