@@ -70,7 +70,8 @@ pub struct WatchArgs {
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
 
-    /// Create FILE once every probe is attached and the server listens (for scripts and tests).
+    /// Create FILE once every probe is attached and the server listens, holding the address
+    /// it listens on (for scripts and tests; `--listen 127.0.0.1:0` picks a free port).
     #[arg(long, value_name = "FILE", hide = true)]
     pub ready_file: Option<PathBuf>,
 

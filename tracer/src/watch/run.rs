@@ -86,6 +86,7 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     let metrics = Arc::new(Mutex::new(Metrics::new(args.max_series, info)));
     let ready = Arc::new(AtomicBool::new(false));
     let (dump_tx, mut dump_rx) = tokio::sync::mpsc::channel::<DumpRequest>(8);
+    let bound = listener.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(l) = listener {
         http::spawn(l, Shared { metrics: metrics.clone(), ready: ready.clone(), dumps: dump_tx, token: token.map(Arc::from) })?;
     }
@@ -111,7 +112,9 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     }
     ready.store(true, std::sync::atomic::Ordering::Release);
     if let Some(p) = &args.ready_file {
-        std::fs::write(p, b"ready\n").with_context(|| format!("cannot write {}", p.display()))?;
+        // The address actually bound (scripts and tests may ask for port 0).
+        let line = bound.map_or_else(|| "ready\n".to_string(), |a| format!("{a}\n"));
+        std::fs::write(p, line).with_context(|| format!("cannot write {}", p.display()))?;
     }
     log::info!("watching; metrics on {}", args.listen);
 
