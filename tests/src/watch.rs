@@ -1,6 +1,6 @@
 //! Runs `tracer watch`: start it (bounded wait for its ready file, which holds the address
 //! it listens on), read `/metrics` through a real exposition parser (Python's
-//! prometheus_client, Debian's python3-prometheus-client), ask for dumps, stop it.
+//! `prometheus_client`, Debian's python3-prometheus-client), ask for dumps, stop it.
 use std::{
     collections::BTreeMap,
     ffi::OsString,
@@ -17,7 +17,7 @@ use crate::{TempDir, cmd, tracer::READY_TIMEOUT, wait};
 /// Bound on one HTTP request to the tracer.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The parser run over every scrape: Prometheus text or OpenMetrics, samples out as JSON.
+/// The parser run over every scrape: Prometheus text or `OpenMetrics`, samples out as JSON.
 const PARSER: &str = r"
 import sys, json
 from prometheus_client.parser import text_string_to_metric_families as prom
@@ -40,6 +40,16 @@ pub struct Sample {
     pub value: f64,
 }
 
+impl Sample {
+    /// The value as a count (every metric of the tracer counts whole things).
+    #[must_use]
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "counts below 2^53, checked non-negative and whole")]
+    pub fn count(&self) -> u64 {
+        assert!(self.value >= 0.0 && self.value.fract() == 0.0, "{} is not a count: {}", self.name, self.value);
+        self.value as u64
+    }
+}
+
 /// A parsed scrape.
 #[derive(Debug, Clone)]
 pub struct Scrape(pub Vec<Sample>);
@@ -50,16 +60,16 @@ impl Scrape {
         self.0.iter().filter(move |s| s.name == name && with.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
     }
 
-    /// Sum of the samples `samples(name, with)`.
+    /// Sum of the samples `samples(name, with)` (counters and gauges of counts).
     #[must_use]
-    pub fn sum(&self, name: &str, with: &[(&str, &str)]) -> f64 {
-        self.samples(name, with).map(|s| s.value).sum()
+    pub fn sum(&self, name: &str, with: &[(&str, &str)]) -> u64 {
+        self.samples(name, with).map(Sample::count).sum()
     }
 
     /// Sum of `tracer_drops_total` over series whose `label` contains `needle`.
     #[must_use]
-    pub fn drops_where(&self, label: &str, needle: &str) -> f64 {
-        self.samples("tracer_drops_total", &[]).filter(|s| s.labels.get(label).is_some_and(|v| v.contains(needle))).map(|s| s.value).sum()
+    pub fn drops_where(&self, label: &str, needle: &str) -> u64 {
+        self.samples("tracer_drops_total", &[]).filter(|s| s.labels.get(label).is_some_and(|v| v.contains(needle))).map(Sample::count).sum()
     }
 }
 
@@ -212,7 +222,7 @@ impl RunningWatch {
         parse(&a.body, false)
     }
 
-    /// `GET /metrics` asking for OpenMetrics, parsed by the OpenMetrics parser.
+    /// `GET /metrics` asking for `OpenMetrics`, parsed by the `OpenMetrics` parser.
     pub fn openmetrics(&self) -> Result<Scrape> {
         let a = http("GET", &self.url("/metrics"), &["-H", "Accept: application/openmetrics-text; version=1.0.0"])?;
         if a.status != 200 {

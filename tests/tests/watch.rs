@@ -1,5 +1,5 @@
 //! `tracer watch` (issue 13) on real traffic: exact metrics (read through a real Prometheus
-//! and OpenMetrics parser), an intermittent netfilter fault dumped once per burst with the
+//! and `OpenMetrics` parser), an intermittent netfilter fault dumped once per burst with the
 //! rule's series equal to the rule's own counter, SIGUSR1 and POST /dump dumps, a pod that
 //! appears after start, --max-series folding, a dump on a full disk, bad input, and SIGTERM.
 //! Needs root. Every wait is on a count the tracer or the kernel reports, bounded.
@@ -19,10 +19,10 @@ fn watch() -> Watch {
 }
 
 fn armed(m: &Scrape, trigger: &str) -> bool {
-    m.sum("tracer_trigger_armed", &[("trigger", trigger)]) >= 1.0
+    m.sum("tracer_trigger_armed", &[("trigger", trigger)]) >= 1
 }
 
-fn dumps(m: &Scrape, trigger: &str) -> f64 {
+fn dumps(m: &Scrape, trigger: &str) -> u64 {
     m.sum("tracer_dumps_total", &[("trigger", trigger)])
 }
 
@@ -76,15 +76,15 @@ fn intermittent_rule_dumps_once_per_burst() {
         let fired = send_until(&w, &a, 7400, b.addr(7401), "the trigger fires", |m| !armed(m, "burst"));
         // …and on: the rule keeps dropping well past the rate while the trigger is held back.
         let at_fire = fired.drops_where("rule", &comment);
-        send_until(&w, &a, 7400, b.addr(7401), "more drops after the trigger", |m| m.drops_where("rule", &comment) >= at_fire + 100.0);
+        send_until(&w, &a, 7400, b.addr(7401), "more drops after the trigger", |m| m.drops_where("rule", &comment) >= at_fire + 100);
         // The rule's series catches up with the rule's own counter, exactly.
         let counter = rule_packets(&node, "FORWARD", &comment);
-        let m = w.until("the rule's series to equal its counter", TIMEOUT, |m| m.drops_where("rule", &comment) >= counter as f64).unwrap();
-        assert_eq!(m.drops_where("rule", &comment), counter as f64, "series vs counter of {comment}");
+        let m = w.until("the rule's series to equal its counter", TIMEOUT, |m| m.drops_where("rule", &comment) >= counter).unwrap();
+        assert_eq!(m.drops_where("rule", &comment), counter, "series vs counter of {comment}");
         cmd::run_in(node.netns(), "iptables", &[&["-w", "-D", "FORWARD"][..], &spec[..]].concat()).unwrap();
-        let m = w.until("the burst's dump", TIMEOUT, |m| dumps(m, "burst") >= f64::from(k)).unwrap();
-        assert_eq!(dumps(&m, "burst"), f64::from(k), "one dump per burst; stderr:\n{}", w.stderr());
-        assert_eq!(m.sum("tracer_dump_failures_total", &[]), 0.0);
+        let m = w.until("the burst's dump", TIMEOUT, |m| dumps(m, "burst") >= u64::from(k)).unwrap();
+        assert_eq!(dumps(&m, "burst"), u64::from(k), "one dump per burst; stderr:\n{}", w.stderr());
+        assert_eq!(m.sum("tracer_dump_failures_total", &[]), 0);
     }
     let files = w.dump_files().unwrap();
     assert_eq!(files.len(), 3, "{files:?}");
@@ -116,36 +116,36 @@ fn intermittent_rule_dumps_once_per_burst() {
 #[test]
 fn sigusr1_and_post_dump() {
     let node = Node::new(2).unwrap();
-    let (a, b) = (node.pod(0), node.pod(1));
-    let w = watch().args_for(&["--after", "1s"]).arg(format!("udp and dst port 7411 and host {}", b.ip)).start().unwrap();
+    let (client, server) = (node.pod(0), node.pod(1));
+    let w = watch().args_for(&["--after", "1s"]).arg(format!("udp and dst port 7411 and host {}", server.ip)).start().unwrap();
     assert_eq!(http("GET", &w.url("/healthz"), &[]).unwrap().status, 200);
     assert_eq!(http("GET", &w.url("/readyz"), &[]).unwrap().status, 200);
-    a.send_udp(7410, b.addr(7411), 30, b"x").unwrap();
-    let m = w.until("30 drops counted", TIMEOUT, |m| m.sum("tracer_drops_total", &[("reason", "NO_SOCKET")]) >= 30.0).unwrap();
-    assert_eq!(m.sum("tracer_drops_total", &[("reason", "NO_SOCKET")]), 30.0);
+    client.send_udp(7410, server.addr(7411), 30, b"x").unwrap();
+    let m = w.until("30 drops counted", TIMEOUT, |m| m.sum("tracer_drops_total", &[("reason", "NO_SOCKET")]) >= 30).unwrap();
+    assert_eq!(m.sum("tracer_drops_total", &[("reason", "NO_SOCKET")]), 30);
     assert!(m.samples("tracer_info", &[]).any(|s| s.labels.contains_key("node") && s.labels.contains_key("kernel") && s.labels.contains_key("probe")));
     let om = w.openmetrics().unwrap();
-    assert_eq!(om.sum("tracer_drops_total", &[("reason", "NO_SOCKET")]), 30.0);
+    assert_eq!(om.sum("tracer_drops_total", &[("reason", "NO_SOCKET")]), 30);
     assert!(om.samples("tracer_info", &[]).count() == 1);
-    let recorded = w.until("30 drops recorded", TIMEOUT, |m| m.sum("tracer_recorder_records", &[]) >= 30.0).unwrap();
-    assert!(recorded.sum("tracer_recorder_bytes", &[]) > 0.0);
+    let recorded = w.until("30 drops recorded", TIMEOUT, |m| m.sum("tracer_recorder_records", &[]) >= 30).unwrap();
+    assert!(recorded.sum("tracer_recorder_bytes", &[]) > 0);
 
     w.signal(libc::SIGUSR1);
-    w.until("the SIGUSR1 dump", TIMEOUT, |m| dumps(m, "signal") >= 1.0).unwrap();
+    w.until("the SIGUSR1 dump", TIMEOUT, |m| dumps(m, "signal") >= 1).unwrap();
     let post = http("POST", &w.url("/dump"), &[]).unwrap();
     assert_eq!(post.status, 202, "{}", post.body);
     let path = serde_json::from_str::<serde_json::Value>(&post.body).unwrap()["path"].as_str().unwrap().to_string();
     let again = http("POST", &w.url("/dump"), &[]).unwrap();
     assert_eq!(again.status, 429, "{}", again.body);
     assert_eq!(http("GET", &w.url("/dump"), &[]).unwrap().status, 405);
-    w.until("the POST dump", TIMEOUT, |m| dumps(m, "http") >= 1.0).unwrap();
+    w.until("the POST dump", TIMEOUT, |m| dumps(m, "http") >= 1).unwrap();
     assert!(std::path::Path::new(&path).is_file(), "{path}");
     let files = w.dump_files().unwrap();
     assert_eq!(files.len(), 2, "{files:?}");
-    for f in &files {
-        let d = unpack(f).unwrap();
+    for file in &files {
+        let d = unpack(file).unwrap();
         let ours = d.events.iter().filter(|e| e["dport"] == 7411 && e["reason"] == "NO_SOCKET").count();
-        assert_eq!(ours, 30, "{}", f.display());
+        assert_eq!(ours, 30, "{}", file.display());
         assert!(d.manifest["dump"]["trigger"] == "signal" || d.manifest["dump"]["trigger"] == "http");
     }
     // Nothing half-written is left.
@@ -185,7 +185,7 @@ fn pod_created_after_start_is_named() {
     let w = watch().arg("--cni-cache-dir").arg(cache.path()).arg(format!("udp and dst port 7421 and host {}", b.ip)).start().unwrap();
     let entry = cni_entry(b, "late-1");
     std::fs::write(cache.join("results").join("cilium-late-eth0"), serde_json::to_vec(&entry).unwrap()).unwrap();
-    let m = send_until(&w, a, 7420, b.addr(7421), "drops named with the new pod", |m| m.sum("tracer_drops_total", &[("pod", "default/late-1")]) > 0.0);
+    let m = send_until(&w, a, 7420, b.addr(7421), "drops named with the new pod", |m| m.sum("tracer_drops_total", &[("pod", "default/late-1")]) > 0);
     assert!(m.samples("tracer_drops_total", &[("pod", "default/late-1")]).all(|s| s.labels["reason"] == "NO_SOCKET"));
     let (status, stderr) = w.stop().unwrap();
     assert!(status.success(), "exit {status}; stderr:\n{stderr}");
@@ -201,9 +201,9 @@ fn max_series_folds_into_other() {
     for p in &node.pods()[1..] {
         a.send_udp(7430, p.addr(7431), 10, b"x").unwrap();
     }
-    let m = w.until("30 drops counted", TIMEOUT, |m| m.sum("tracer_drops_total", &[]) >= 30.0).unwrap();
-    assert_eq!(m.sum("tracer_drops_total", &[]), 30.0, "exact total");
-    assert!(m.sum("tracer_series_folded_total", &[]) >= 1.0);
+    let m = w.until("30 drops counted", TIMEOUT, |m| m.sum("tracer_drops_total", &[]) >= 30).unwrap();
+    assert_eq!(m.sum("tracer_drops_total", &[]), 30, "exact total");
+    assert!(m.sum("tracer_series_folded_total", &[]) >= 1);
     let series: Vec<_> = m.samples("tracer_drops_total", &[]).collect();
     let folded: Vec<_> = series.iter().filter(|s| s.labels["ifname"] == "other").collect();
     assert_eq!(folded.len(), 1, "{series:?}");
@@ -239,15 +239,15 @@ fn disk_full_fails_that_dump_only() {
     let w = watch().arg("--dump-dir").arg(full.0.path()).arg("--after").arg("1s").arg(format!("udp and dst port 7441 and host {}", b.ip)).start().unwrap();
     // Enough recorded drops that the dump cannot fit.
     a.send_udp(7440, b.addr(7441), 500, &[0x55; 200]).unwrap();
-    w.until("500 drops recorded", TIMEOUT, |m| m.sum("tracer_recorder_records", &[]) >= 500.0).unwrap();
+    w.until("500 drops recorded", TIMEOUT, |m| m.sum("tracer_recorder_records", &[]) >= 500).unwrap();
     w.signal(libc::SIGUSR1);
-    let m = w.until("the dump to fail", TIMEOUT, |m| m.sum("tracer_dump_failures_total", &[("trigger", "signal")]) >= 1.0).unwrap();
-    assert_eq!(dumps(&m, "signal"), 0.0);
+    let m = w.until("the dump to fail", TIMEOUT, |m| m.sum("tracer_dump_failures_total", &[("trigger", "signal")]) >= 1).unwrap();
+    assert_eq!(dumps(&m, "signal"), 0);
     assert!(w.stderr().lines().any(|l| l.starts_with("tracer: error: dump ") && l.contains("failed")), "{}", w.stderr());
     let left: Vec<_> = std::fs::read_dir(full.0.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "left in the dump dir: {left:?}");
     a.send_udp(7440, b.addr(7441), 7, b"x").unwrap();
-    w.until("drops counted after the failure", TIMEOUT, |m| m.sum("tracer_drops_total", &[]) >= 507.0).unwrap();
+    w.until("drops counted after the failure", TIMEOUT, |m| m.sum("tracer_drops_total", &[]) >= 507).unwrap();
     assert_eq!(http("GET", &w.url("/healthz"), &[]).unwrap().status, 200);
     let (status, stderr) = w.stop().unwrap();
     assert!(status.success(), "exit {status}; stderr:\n{stderr}");

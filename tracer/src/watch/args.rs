@@ -22,7 +22,6 @@ Metrics: tracer_drops_total{reason,location,ifname,netns,pod,rule}, tracer_lost_
 tracer_recorder_evicted_total, tracer_dumps_total{trigger}, tracer_info{version,kernel,probe,node}.";
 
 #[derive(Args, Debug, Clone)]
-#[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
 pub struct WatchArgs {
     /// Serve /metrics, /healthz, /readyz and POST /dump on ADDR:PORT; `none` serves nothing.
     #[arg(long, value_name = "ADDR:PORT|none", default_value = DEFAULT_LISTEN)]
@@ -34,7 +33,7 @@ pub struct WatchArgs {
     pub dump_token_file: Option<PathBuf>,
 
     /// At most N label sets per metric; past it new ones fold into `other` label values
-    /// (counted by tracer_series_folded_total).
+    /// (counted by `tracer_series_folded_total`).
     #[arg(long, default_value_t = 2000, value_name = "N")]
     pub max_series: usize,
 
@@ -66,7 +65,7 @@ pub struct WatchArgs {
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub dump_max: usize,
 
-    /// This node's name in tracer_info, dumps and MANIFEST [default: $NODE_NAME, else the host name].
+    /// This node's name in `tracer_info`, dumps and MANIFEST [default: `$NODE_NAME`, else the host name].
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
 

@@ -45,8 +45,8 @@ impl Counts {
     }
 
     /// Reads the kernel, updates `m`; returns the increases with their full (unfolded)
-    /// labels for the triggers.
-    pub fn update(&mut self, maps: &Maps, pipe: &mut Pipeline, m: &mut Metrics, wall: Duration) -> Result<Vec<(DropLabels, u64)>> {
+    /// labels and the time of the read that counted them, for the triggers.
+    pub fn update(&mut self, maps: &Maps, pipe: &mut Pipeline, m: &mut Metrics, wall: Duration) -> Result<Vec<(DropLabels, u64, u64)>> {
         let to = mono_now();
         let stats = maps.drop_stats()?;
         let mut added = Vec::new();
@@ -75,16 +75,16 @@ impl Counts {
                     m.nf_unattributed += n;
                 }
                 m.add_drops(labels.clone(), n);
-                added.push((labels, n));
+                added.push((labels, n, to));
             }
         }
         if let Some(rules) = &mut self.rules {
-            for (labels, n, attributed) in rules.poll() {
+            for (labels, n, attributed, at) in rules.poll() {
                 if !attributed {
                     m.nf_unattributed += n;
                 }
                 m.add_drops(labels.clone(), n);
-                added.push((labels, n));
+                added.push((labels, n, at));
             }
         }
         self.last_read = to;

@@ -79,9 +79,9 @@ pub fn prepare_dir(dir: &Path) -> Result<()> {
 }
 
 /// Writes one dump; on any failure nothing of it stays in the directory.
-pub fn write(job: Job, dir: &Path, keep: usize) -> Result<PathBuf> {
+pub fn write(job: &Job, dir: &Path, keep: usize) -> Result<PathBuf> {
     let partial = dir.join(format!("{PARTIAL}{}", job.name));
-    let result = write_partial(&job, dir, &partial);
+    let result = write_partial(job, dir, &partial);
     let _ = std::fs::remove_dir_all(&partial);
     let path = result?;
     prune(dir, keep);
@@ -145,7 +145,8 @@ fn write_partial(job: &Job, dir: &Path, partial: &Path) -> Result<PathBuf> {
 /// The window's tables (by reason, location, interface) from its recorded events: the
 /// kernel's per-key totals are cumulative, the window's exact total is `drops`.
 fn rows(records: &[DropRecord]) -> Vec<KernelRow> {
-    let mut m: std::collections::BTreeMap<(String, String, String, u32, u32, Option<String>), u64> = std::collections::BTreeMap::new();
+    type Key = (String, String, String, u32, u32, Option<String>);
+    let mut m: std::collections::BTreeMap<Key, u64> = std::collections::BTreeMap::new();
     for r in records {
         let e = &r.event;
         *m.entry((e.reason.clone(), e.location.clone(), e.ifname.clone(), e.ifindex, e.netns, e.pod_iface.clone())).or_default() += 1;

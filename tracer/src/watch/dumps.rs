@@ -110,7 +110,7 @@ impl Dumps {
             let (dir, max, tx) = (s.dir.clone(), s.max, self.done_tx.clone());
             let trigger = q.trigger;
             let spawned = std::thread::Builder::new().name("tracer-dump".into()).spawn(move || {
-                let r = dump::write(job, &dir, max);
+                let r = dump::write(&job, &dir, max);
                 let _ = tx.send((trigger, q.name, r));
             });
             match spawned {

@@ -1,7 +1,7 @@
 //! The metrics `tracer watch` serves: exact totals from the kernel's counters (never from
 //! events, which a flood rate-limits), their label sets bounded by `--max-series`, and the
 //! watcher's own state. Encoded by prometheus-client: the Prometheus text format (0.0.4) by
-//! default, OpenMetrics when the scraper asks for it.
+//! default, `OpenMetrics` when the scraper asks for it.
 use std::collections::{BTreeMap, HashSet};
 
 use prometheus_client::{
@@ -159,7 +159,7 @@ impl Metrics {
         r
     }
 
-    /// The Prometheus text exposition (0.0.4), or OpenMetrics.
+    /// The Prometheus text exposition (0.0.4), or `OpenMetrics`.
     pub fn encode(&self, openmetrics: bool) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         let r = self.registry();

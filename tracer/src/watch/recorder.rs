@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn bounded_by_bytes_and_age() {
         let one = footprint(&record(0, 1000));
-        let mut r = Ring::new(Duration::from_secs(60), one * 3);
+        let mut r = Ring::new(Duration::from_mins(1), one * 3);
         for t in 0..5 {
             r.push(record(t, 1000));
         }

@@ -91,8 +91,8 @@ impl Rules {
         }
     }
 
-    /// Counts whose window closed: (labels with the rule or "", count, attributed).
-    pub fn poll(&mut self) -> Vec<(DropLabels, u64, bool)> {
+    /// Counts whose window closed: (labels with the rule or "", count, attributed, read time).
+    pub fn poll(&mut self) -> Vec<(DropLabels, u64, bool, u64)> {
         let mut out = Vec::new();
         while let Ok((inode, timed)) = self.results.try_recv() {
             self.in_flight.remove(&inode);
@@ -116,12 +116,12 @@ impl Rules {
         }
         let (old, young): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending).into_iter().partition(|p| p.since.elapsed() > GIVE_UP);
         self.pending = young;
-        out.extend(old.into_iter().map(|p| (p.labels, p.n, false)));
+        out.extend(old.into_iter().map(|p| (p.labels, p.n, false, p.to)));
         out
     }
 
-    fn resolve(&self, p: Pending, now: &Snapshot) -> (DropLabels, u64, bool) {
-        let Some(slot) = self.attributor.slot(p.slot) else { return (p.labels, p.n, false) };
+    fn resolve(&self, p: Pending, now: &Snapshot) -> (DropLabels, u64, bool, u64) {
+        let Some(slot) = self.attributor.slot(p.slot) else { return (p.labels, p.n, false, p.to) };
         // Nothing is known of the packets: every rule that can drop at the hook is a
         // candidate, and only the rule counters of the window single one out.
         let info = self.attributor.resolve_at(slot, &PacketInfo::default(), p.from, now);
@@ -129,6 +129,6 @@ impl Rules {
         let attributed = rule.is_some();
         let mut labels = p.labels;
         labels.rule = rule.unwrap_or_default();
-        (labels, p.n, attributed)
+        (labels, p.n, attributed, p.to)
     }
 }

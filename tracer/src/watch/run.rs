@@ -27,7 +27,7 @@ use crate::{
     netfilter::snapshot::Snapshot,
     pipeline::{Namer, Pipeline},
     pods::Pods,
-    probes::netfilter::Slot,
+    probes::{loader::Maps, netfilter::Slot},
     session::{Attached, Checked, Loaded, reader::Reader},
     sinks::Sinks,
 };
@@ -90,7 +90,7 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     if let Some(l) = listener {
         http::spawn(l, Shared { metrics: metrics.clone(), ready: ready.clone(), dumps: dump_tx, token: token.map(Arc::from) })?;
     }
-    let mut dumps = Dumps::new(Settings {
+    let dumps = Dumps::new(Settings {
         dir: args.dump_dir.clone(),
         after: args.after,
         interval: args.dump_interval,
@@ -100,12 +100,17 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
         probe: probe.backend.to_string(),
         args: cargs,
     });
-    let mut rates: Vec<Rate> = specs.into_iter().map(Rate::new).collect();
-    let mut counts = Counts::new(rules, netfilter_drop, args.keep + args.after + Duration::from_mins(1));
-    let mut pods = PodWatch::new(&pipe.enrich.pods, args.cni_cache_dir.as_deref());
+    let mut w = Watcher {
+        rates: specs.into_iter().map(Rate::new).collect(),
+        counts: Counts::new(rules, netfilter_drop, args.keep + args.after + Duration::from_mins(1)),
+        pods: PodWatch::new(&pipe.enrich.pods, args.cni_cache_dir.as_deref()),
+        dumps,
+        recorder,
+        metrics,
+    };
     {
-        let mut m = metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for r in &rates {
+        let mut m = w.metrics();
+        for r in &w.rates {
             m.armed.insert(r.spec.name.clone(), 1);
             m.dumps.insert(r.spec.name.clone(), 0);
         }
@@ -121,55 +126,24 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     let mut tick = tokio::time::interval(TICK);
     let mut last_update = Instant::now();
     loop {
-        let manual = tokio::select! {
-            _ = tick.tick() => None,
+        tokio::select! {
+            _ = tick.tick() => {}
             _ = sig.int.recv() => break,
             _ = sig.term.recv() => break,
-            _ = sig.usr1.recv() => Some(None),
-            Some(req) = dump_rx.recv() => Some(Some(req)),
-        };
-        match manual {
-            Some(None) => match dumps.request("signal", wall()) {
+            _ = sig.usr1.recv() => match w.dumps.request("signal", wall()) {
                 Ok(p) => eprintln!("tracer: SIGUSR1: dumping to {} in {}s", p.display(), args.after.as_secs()),
                 Err((_, why)) => eprintln!("tracer: SIGUSR1: no dump: {why}"),
             },
-            Some(Some(req)) => {
-                let _ = req.reply.send(dumps.request("http", wall()));
+            Some(req) = dump_rx.recv() => {
+                let _ = req.reply.send(w.dumps.request("http", wall()));
             }
-            None => {}
         }
         reader.take(|r| pipe.handle(r));
         pipe.poll();
-        if last_update.elapsed() < UPDATE {
-            continue;
+        if last_update.elapsed() >= UPDATE {
+            last_update = Instant::now();
+            w.second(&maps, &mut pipe)?;
         }
-        last_update = Instant::now();
-        pipe.flush();
-        let now = wall();
-        let mut m = metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let added = counts.update(&maps, &mut pipe, &mut m, now)?;
-        for rate in &mut rates {
-            let n: u64 = added.iter().filter(|(l, _)| rate.spec.matches(l)).map(|(_, n)| n).sum();
-            if rate.update(Instant::now(), n) && dumps.armed(&rate.spec.name) {
-                rate.reset();
-                match dumps.request(&rate.spec.name, now) {
-                    Ok(p) => eprintln!("tracer: trigger {:?} fired: dumping to {} in {}s", rate.spec.name, p.display(), args.after.as_secs()),
-                    Err((_, why)) => log::info!("trigger {:?}: {why}", rate.spec.name),
-                }
-            }
-            m.armed.insert(rate.spec.name.clone(), u64::from(dumps.armed(&rate.spec.name)));
-        }
-        {
-            let mut ring = recorder.lock();
-            ring.expire(now);
-            m.recorder_bytes = ring.bytes;
-            m.recorder_records = ring.records() as u64;
-            m.recorder_evicted = ring.evicted;
-        }
-        dumps.start_due(&recorder, &counts, now, false);
-        dumps.collect(&mut m, false);
-        drop(m);
-        pods.follow(&mut pipe.enrich.pods);
     }
     ready.store(false, std::sync::atomic::Ordering::Release);
     // Detach first (observers, then the probe), then read what is left in the ring.
@@ -180,17 +154,85 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     drop(ebpf);
     reader.finish(|r| pipe.handle(r));
     pipe.finish();
-    if dumps.busy() {
+    w.finish(&maps, &mut pipe)
+}
+
+/// The loop's state besides the pipeline.
+struct Watcher {
+    rates: Vec<Rate>,
+    counts: Counts,
+    pods: PodWatch,
+    dumps: Dumps,
+    recorder: Recorder,
+    metrics: Arc<Mutex<Metrics>>,
+}
+
+impl Watcher {
+    fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
+        self.metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every second: kernel totals into the metrics and triggers, recorder bounds, dumps,
+    /// the CNI cache.
+    fn second(&mut self, maps: &Maps, pipe: &mut Pipeline) -> Result<()> {
+        pipe.flush();
+        let now = wall();
+        let metrics = self.metrics.clone();
+        let mut m = metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let added = self.counts.update(maps, pipe, &mut m, now)?;
+        let read = mono_now();
+        for rate in &mut self.rates {
+            let name = rate.spec.name.clone();
+            if !self.dumps.armed(&name) {
+                // Held back by --dump-interval: what is counted meanwhile never fires it.
+                rate.reset_at(read);
+                m.armed.insert(name, 0);
+                continue;
+            }
+            for (l, n, at) in &added {
+                if rate.spec.matches(l) {
+                    rate.add(*at, *n);
+                }
+            }
+            if rate.reached() {
+                rate.reset_at(read);
+                match self.dumps.request(&name, now) {
+                    Ok(p) => eprintln!("tracer: trigger {name:?} fired: dumping to {} in {}s", p.display(), self.dumps.settings.after.as_secs()),
+                    Err((_, why)) => log::info!("trigger {name:?}: {why}"),
+                }
+            }
+            m.armed.insert(name.clone(), u64::from(self.dumps.armed(&name)));
+        }
+        {
+            let mut ring = self.recorder.lock();
+            ring.expire(now);
+            m.recorder_bytes = ring.bytes;
+            m.recorder_records = ring.records() as u64;
+            m.recorder_evicted = ring.evicted;
+        }
+        self.dumps.start_due(&self.recorder, &self.counts, now, false);
+        self.dumps.collect(&mut m, false);
+        drop(m);
+        self.pods.follow(&mut pipe.enrich.pods);
+        Ok(())
+    }
+
+    /// The run ended: the dumps still pending are written now, with what was recorded.
+    fn finish(&mut self, maps: &Maps, pipe: &mut Pipeline) -> Result<()> {
+        if !self.dumps.busy() {
+            return Ok(());
+        }
         eprintln!("tracer: writing the dumps still pending before exiting");
+        let metrics = self.metrics.clone();
         let mut m = metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = wall();
-        counts.update(&maps, &mut pipe, &mut m, now)?;
-        while dumps.busy() {
-            dumps.start_due(&recorder, &counts, now, true);
-            dumps.collect(&mut m, true);
+        self.counts.update(maps, pipe, &mut m, now)?;
+        while self.dumps.busy() {
+            self.dumps.start_due(&self.recorder, &self.counts, now, true);
+            self.dumps.collect(&mut m, true);
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The rules' own attributor: the observers' slots over snapshots taken now.

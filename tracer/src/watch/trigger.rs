@@ -9,7 +9,7 @@
 //! over the last `duration` (default 1s), counted from the exact kernel totals the metrics
 //! hold (so a rate-limited flood still fires). `rule~` is a substring of the rule as the
 //! capture prints it (`-A FORWARD … -j DROP` for iptables).
-use std::{collections::VecDeque, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 
@@ -124,37 +124,45 @@ impl Spec {
     }
 }
 
-/// A trigger's recent counts, one bucket per metrics update.
+/// A trigger's recent counts, by the kernel read that counted them (`CLOCK_MONOTONIC` ns).
+/// Counts can arrive late (a netfilter rule is named once a ruleset snapshot closes its
+/// window), so the window ends at the newest read seen, not at the present, and counts read
+/// before the trigger was (re)armed never count.
 pub struct Rate {
     pub spec: Spec,
-    buckets: VecDeque<(std::time::Instant, u64)>,
+    buckets: Vec<(u64, u64)>,
+    since: u64,
 }
 
 impl Rate {
     pub fn new(spec: Spec) -> Self {
-        Self { spec, buckets: VecDeque::new() }
+        Self { spec, buckets: Vec::new(), since: 0 }
     }
 
-    /// Adds the matching drops counted since the last update; true when the rate over the
-    /// window is reached (the window must be covered by updates, so start-up cannot fire).
-    pub fn update(&mut self, now: std::time::Instant, added: u64) -> bool {
-        self.buckets.push_back((now, added));
-        let from = now.checked_sub(self.spec.window);
-        while let (Some(&(t, _)), Some(from)) = (self.buckets.front(), from) {
-            if t > from {
-                break;
-            }
-            self.buckets.pop_front();
+    /// `n` matching drops counted by the read at `at`.
+    pub fn add(&mut self, at: u64, n: u64) {
+        if at >= self.since && n > 0 {
+            self.buckets.push((at, n));
         }
+    }
+
+    /// Whether the drops of the window ending at the newest read reach the rate.
+    pub fn reached(&mut self) -> bool {
+        let Some(newest) = self.buckets.iter().map(|&(t, _)| t).max() else { return false };
+        let window = u64::try_from(self.spec.window.as_nanos()).unwrap_or(u64::MAX);
+        // Reads come about every second: a window of W seconds holds W reads.
+        let from = newest.saturating_sub(window.saturating_sub(window / 10));
+        self.buckets.retain(|&(t, _)| t >= from);
         let total: u64 = self.buckets.iter().map(|&(_, n)| n).sum();
         #[expect(clippy::cast_precision_loss, reason = "drop counts far below 2^52")]
         let reached = total as f64 >= self.spec.rate * self.spec.window.as_secs_f64();
         reached
     }
 
-    /// Forgets the counts (after firing): the next dump needs a new burst.
-    pub fn reset(&mut self) {
+    /// Forgets what was counted up to `now` (the trigger fired, or is held back).
+    pub fn reset_at(&mut self, now: u64) {
         self.buckets.clear();
+        self.since = now;
     }
 }
 
@@ -197,12 +205,23 @@ mod tests {
 
     #[test]
     fn rate_over_the_window() {
+        const S: u64 = 1_000_000_000;
         let mut r = Rate::new(parse("X at 10/s for 2s").unwrap());
-        let t0 = std::time::Instant::now();
-        assert!(!r.update(t0, 5));
-        assert!(!r.update(t0 + Duration::from_secs(1), 10));
-        assert!(r.update(t0 + Duration::from_millis(1500), 5));
-        // The first bucket left the window.
-        assert!(!r.update(t0 + Duration::from_secs(4), 1));
+        r.add(S, 5);
+        assert!(!r.reached());
+        r.add(2 * S, 10);
+        assert!(!r.reached());
+        // Late counts of an earlier read still count while in the window.
+        r.add(S + S / 2, 5);
+        assert!(r.reached());
+        // The first reads left the window.
+        r.add(4 * S, 1);
+        assert!(!r.reached());
+        // Reads before a reset never count again.
+        r.reset_at(5 * S);
+        r.add(4 * S, 100);
+        assert!(!r.reached());
+        r.add(5 * S, 20);
+        assert!(r.reached());
     }
 }
