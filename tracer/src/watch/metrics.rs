@@ -190,7 +190,7 @@ mod tests {
         m.add_drops(labels("A", "x"), 1);
         assert_eq!(m.folded, 1);
         let all: Vec<(String, u64)> = m.drop_series().map(|(l, v)| (l.ifname.clone(), *v)).collect();
-        assert_eq!(all, vec![("other".into(), 6), ("x".into(), 2), ("y".into(), 2)]);
+        assert_eq!(all, vec![("x".into(), 2), ("y".into(), 2), ("other".into(), 6)]);
     }
 
     #[test]
