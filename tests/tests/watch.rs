@@ -66,6 +66,7 @@ fn intermittent_rule_dumps_once_per_burst() {
         .start()
         .unwrap();
     let ip = b.ip.to_string();
+    let mut dropped = 0;
     for k in 1..=3u32 {
         let comment = format!("watch-burst-{k}");
         let spec = ["-d", ip.as_str(), "-p", "udp", "--dport", "7401", "-m", "comment", "--comment", comment.as_str(), "-j", "DROP"];
@@ -81,6 +82,9 @@ fn intermittent_rule_dumps_once_per_burst() {
         let counter = rule_packets(&node, "FORWARD", &comment);
         let m = w.until("the rule's series to equal its counter", TIMEOUT, |m| m.drops_where("rule", &comment) >= counter).unwrap();
         assert_eq!(m.drops_where("rule", &comment), counter, "series vs counter of {comment}");
+        // Every drop so far is in the recorder (attributed: its window closed) before the rule goes.
+        dropped += counter;
+        w.until("the burst's drops recorded", TIMEOUT, |m| m.sum("tracer_recorder_records", &[]) >= dropped).unwrap();
         cmd::run_in(node.netns(), "iptables", &[&["-w", "-D", "FORWARD"][..], &spec[..]].concat()).unwrap();
         let m = w.until("the burst's dump", TIMEOUT, |m| dumps(m, "burst") >= u64::from(k)).unwrap();
         assert_eq!(dumps(&m, "burst"), u64::from(k), "one dump per burst; stderr:\n{}", w.stderr());

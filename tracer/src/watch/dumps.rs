@@ -19,6 +19,9 @@ use crate::cli::CaptureArgs;
 
 /// Dumps written at the same time at most; more wait for a writer.
 const MAX_WRITERS: usize = 2;
+/// How long past its due time a dump waits for drops of its window that still wait for
+/// their netfilter rule.
+const HELD_GRACE: Duration = Duration::from_secs(30);
 /// Dumps accepted but not yet written at most.
 const MAX_QUEUED: usize = 16;
 
@@ -81,12 +84,18 @@ impl Dumps {
         Ok(path)
     }
 
-    /// Starts the dumps that are due (all of them when `now_all`, at the end of the run).
-    pub fn start_due(&mut self, recorder: &Recorder, counts: &Counts, wall: Duration, now_all: bool) {
+    /// Starts the dumps that are due and whose drops have all reached the recorder: `held` is
+    /// the time of the oldest drop still waiting for its netfilter rule (None: none
+    /// waits). `force`: the run ended, every queued dump starts now.
+    pub fn start_due(&mut self, recorder: &Recorder, counts: &Counts, wall: Duration, held: Option<Duration>, force: bool) {
         let now = Instant::now();
         let mut i = 0;
         while i < self.queued.len() {
-            if self.writers >= MAX_WRITERS || !(now_all || self.queued[i].due <= now) {
+            let q = &self.queued[i];
+            let window_end = q.fired + self.settings.after;
+            // A drop of the window still waits for its rule: wait too, boundedly.
+            let complete = held.is_none_or(|h| h > window_end) || now >= q.due + HELD_GRACE;
+            if self.writers >= MAX_WRITERS || !(force || (q.due <= now && complete)) {
                 i += 1;
                 continue;
             }

@@ -69,7 +69,8 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     };
     let (tc_observers, tc_attributor) = tc;
     let netfilter_drop = reasons.value("NETFILTER_DROP");
-    let enrich = crate::session::run::enricher(checked.pods, &reasons, attributor, tc_attributor);
+    let mut enrich = crate::session::run::enricher(checked.pods, &reasons, attributor, tc_attributor);
+    enrich.window_only = true;
     let recorder = Recorder::new(args.keep, args.keep_bytes);
     let mut sinks = Sinks::default();
     sinks.push(Box::new(recorder.clone()));
@@ -210,7 +211,7 @@ impl Watcher {
             m.recorder_records = ring.records() as u64;
             m.recorder_evicted = ring.evicted;
         }
-        self.dumps.start_due(&self.recorder, &self.counts, now, false);
+        self.dumps.start_due(&self.recorder, &self.counts, now, pipe.enrich.oldest_held(), false);
         self.dumps.collect(&mut m, false);
         drop(m);
         self.pods.follow(&mut pipe.enrich.pods);
@@ -228,7 +229,7 @@ impl Watcher {
         let now = wall();
         self.counts.update(maps, pipe, &mut m, now)?;
         while self.dumps.busy() {
-            self.dumps.start_due(&self.recorder, &self.counts, now, true);
+            self.dumps.start_due(&self.recorder, &self.counts, now, None, true);
             self.dumps.collect(&mut m, true);
         }
         Ok(())
