@@ -10,16 +10,22 @@ use crate::cli::CaptureArgs;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 pub const DEFAULT_DUMP_DIR: &str = "/var/lib/tracer/dumps";
 
-pub const AFTER_HELP: &str = "Runs until SIGTERM/SIGINT (exit 0, nothing left attached). SIGUSR1 or `curl -X POST http://127.0.0.1:9477/dump`\n\
-dumps the flight recorder now. Triggers (--trigger, repeatable):\n\
-  [NAME:] CONDITION... at [>=]RATE/s [for DURATION]\n\
-  CONDITION: REASON (e.g. NETFILTER_DROP), reason=REASON, rule~TEXT (substring of the rule as printed,\n\
-  iptables rules start with `-A CHAIN`), pod=NAMESPACE/NAME, iface=NAME\n\
-Examples:\n\
-  tracer watch --trigger 'NETFILTER_DROP at >=50/s for 5s'\n\
-  tracer watch --trigger 'fw: rule~KUBE-FIREWALL at 10/s' --trigger 'pod=default/web-0 at 1/s for 30s'\n\
-Metrics: tracer_drops_total{reason,location,ifname,netns,pod,rule}, tracer_lost_events_total, tracer_recorder_bytes,\n\
-tracer_recorder_evicted_total, tracer_dumps_total{trigger}, tracer_info{version,kernel,probe,node}.";
+pub const AFTER_HELP: &str = concat!(
+    "Runs until SIGTERM/SIGINT (exit 0, nothing left attached). SIGUSR1 or\n",
+    "`curl -X POST http://127.0.0.1:9477/dump` dumps the flight recorder now.\n",
+    "\n",
+    "Triggers (--trigger, repeatable):  [NAME:] CONDITION... at [>=]RATE/s [for DURATION]\n",
+    "  CONDITION: REASON (e.g. NETFILTER_DROP), reason=REASON, rule~TEXT (a substring of the rule as\n",
+    "  printed; iptables rules start with `-A CHAIN`), pod=NAMESPACE/NAME, iface=NAME.\n",
+    "  It fires when the matching drops (exact kernel counts) average RATE/s over DURATION (default 1s).\n",
+    "Examples:\n",
+    "  tracer watch --trigger 'NETFILTER_DROP at >=50/s for 5s'\n",
+    "  tracer watch --trigger 'fw: rule~KUBE-FIREWALL at 10/s' --trigger 'pod=default/web-0 at 1/s for 30s'\n",
+    "\n",
+    "Metrics: tracer_drops_total{reason,location,ifname,netns,pod,rule}, tracer_lost_events_total,\n",
+    "tracer_recorder_bytes, tracer_recorder_evicted_total, tracer_dumps_total{trigger},\n",
+    "tracer_info{version,kernel,probe,node} (see README, \"Leave it running\")."
+);
 
 #[derive(Args, Debug, Clone)]
 pub struct WatchArgs {
