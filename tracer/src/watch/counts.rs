@@ -90,6 +90,7 @@ impl Counts {
         self.last_read = to;
         m.lost_events = maps.counter(counter::LOST)? + pipe.unreadable;
         m.rate_limited = maps.counter(counter::RATE_LIMITED)?;
+        m.stats_full = maps.counter(counter::STATS_FULL)?;
         let totals = WindowTotals { drops: maps.counter(counter::MATCHED)?, rate_limited: m.rate_limited, seen: maps.counter(counter::SEEN)? };
         self.samples.push_back(Sample { at: wall, totals });
         while self.samples.front().is_some_and(|s| wall.saturating_sub(s.at) > self.horizon) {

@@ -48,6 +48,8 @@ pub struct Metrics {
     /// 1 while a trigger may fire (not held back by `--dump-interval`).
     pub armed: BTreeMap<String, u64>,
     pub nf_unattributed: u64,
+    /// Drops the kernel counted in no key (its per-key table was full).
+    pub stats_full: u64,
     pub info: Vec<(String, String)>,
 }
 
@@ -70,6 +72,7 @@ impl Metrics {
             dump_failures: BTreeMap::new(),
             armed: BTreeMap::new(),
             nf_unattributed: 0,
+            stats_full: 0,
             info,
         }
     }
@@ -135,6 +138,11 @@ impl Metrics {
             "tracer_netfilter_unattributed_drops",
             "Netfilter drops whose rule could not be named exactly (counted with rule=\"\" in tracer_drops_total)",
             counter(self.nf_unattributed),
+        );
+        r.register(
+            "tracer_drops_unkeyed",
+            "Drops the kernel counted but could not key (its per-key table was full): tracer_drops_total undercounts by this much",
+            counter(self.stats_full),
         );
         for (name, help, map, is_gauge) in [
             ("tracer_dumps", "Dumps written, per trigger", &self.dumps, false),
