@@ -6,7 +6,7 @@
 use std::{net::SocketAddrV4, time::Duration};
 
 use integration_tests::{
-    Feature, Node, TempDir, Tracer, cmd, require,
+    Feature, Node, TempDir, Tracer, cmd, require, wait,
     watch::{RunningWatch, Scrape, Watch, http, unpack},
 };
 use serde_json::json;
@@ -285,7 +285,7 @@ fn bad_input_exits_before_attaching() {
         assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
         assert!(lines[0].starts_with("tracer: error: ") && lines[0].contains(says), "{args:?}: {stderr}");
     }
-    assert_eq!(our_programs(), before, "a program was left loaded");
+    assert!(our_programs() <= before, "a program was loaded");
 }
 
 /// SIGTERM: exit 0 and every probe detached.
@@ -296,7 +296,8 @@ fn sigterm_exits_zero_and_detaches() {
     assert!(our_programs() > before);
     let (status, stderr) = w.stop().unwrap();
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
-    assert_eq!(our_programs(), before, "programs left attached");
+    // The kernel frees a closed program after an RCU grace period: wait for it, boundedly.
+    wait::until("our programs to be freed", TIMEOUT, Duration::from_millis(100), || Ok((our_programs() <= before).then_some(()))).unwrap();
 }
 
 trait ArgsFor {
