@@ -310,3 +310,21 @@ impl ArgsFor for Watch {
         args.iter().fold(self, |w, a| w.arg(*a))
     }
 }
+
+/// With `--dump-token-file`, POST /dump needs the token, even from this host.
+#[test]
+fn dump_token_is_required_when_given() {
+    let dir = TempDir::new("wt-token").unwrap();
+    let token = "0123456789abcdef-watch-test";
+    std::fs::write(dir.join("token"), format!("{token}\n")).unwrap();
+    let w = watch().arg("--dump-token-file").arg(dir.join("token")).arg("--after").arg("1s").start().unwrap();
+    let denied = http("POST", &w.url("/dump"), &[]).unwrap();
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    let wrong = http("POST", &w.url("/dump"), &["-H", "Authorization: Bearer not-the-token-at-all"]).unwrap();
+    assert_eq!(wrong.status, 403, "{}", wrong.body);
+    let ok = http("POST", &w.url("/dump"), &["-H", &format!("Authorization: Bearer {token}")]).unwrap();
+    assert_eq!(ok.status, 202, "{}", ok.body);
+    w.until("the dump", TIMEOUT, |m| dumps(m, "http") >= 1).unwrap();
+    let (status, stderr) = w.stop().unwrap();
+    assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+}

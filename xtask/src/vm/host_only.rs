@@ -43,6 +43,7 @@ pub const HOST_ONLY: &[(&str, &str, &str)] = &[
     ("watch", "max_series_folds_into_other", "needs curl and python3-prometheus-client (not in the guests)"),
     ("watch", "disk_full_fails_that_dump_only", "userspace dump writing; needs curl and python3-prometheus-client"),
     ("watch", "bad_input_exits_before_attaching", "refused before anything is loaded"),
+    ("watch", "dump_token_is_required_when_given", "HTTP in userspace; needs curl and python3-prometheus-client"),
     ("watch", "sigterm_exits_zero_and_detaches", "needs curl (not in the guests); robust's sigterm test covers the kernel side"),
 ];
 
