@@ -31,6 +31,7 @@ pub mod tempdir;
 pub mod tracer;
 pub mod traffic;
 pub mod wait;
+pub mod watch;
 
 pub use kernel::{Feature, require, skip, unchecked};
 pub use node::{IptRule, Node, NodeOptions, Pod};

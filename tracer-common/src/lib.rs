@@ -180,6 +180,10 @@ pub struct Config {
     /// 1 when the loader replaced the filter placeholder with the expression compiled to eBPF
     /// (else the classic-BPF interpreter runs it).
     pub filter_ebpf: u32,
+    /// 1 (`tracer watch`): a `NETFILTER_DROP`'s observer slot is looked up for every counted
+    /// drop and kept in its `DROP_STATS` key, so per-rule totals stay exact when events are
+    /// rate limited; 0: only drops that become events look it up (`nf_slot` 0 in the key).
+    pub stats_nf_slot: u32,
     /// Minimum spacing of drop events per CPU, in ns (1e9 / events per second); 0 = no limit.
     pub event_interval_ns: u64,
 }

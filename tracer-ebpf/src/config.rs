@@ -40,6 +40,7 @@ static CONFIG: Config = Config {
     path: 0,
     copy_len: 0,
     filter_ebpf: 0,
+    stats_nf_slot: 0,
     event_interval_ns: 0,
 };
 

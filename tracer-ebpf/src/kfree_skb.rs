@@ -45,16 +45,18 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
     emit::count(counter::MATCHED);
     // The exact totals: per (reason, location, interface), and per tc program (the tc slot is
     // part of the key). Netfilter rules are attributed from events, so the netfilter slot is
-    // looked up only for a drop that becomes one.
+    // looked up only for a drop that becomes one, except for `tracer watch` (`stats_nf_slot`),
+    // whose per-rule metrics come from these totals.
     let tc_slot = if reason == cfg.reason_tc_ingress || reason == cfg.reason_tc_egress { tc::last_code(skb, seen.ifindex) } else { 0 };
-    emit::count_drop(&DropKey { location, reason, ifindex: seen.ifindex, netns: seen.netns, ifname: seen.ifname, nf_slot: 0, tc_slot, _pad: 0 });
+    let key_nf_slot = if cfg.stats_nf_slot != 0 && reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };
+    emit::count_drop(&DropKey { location, reason, ifindex: seen.ifindex, netns: seen.netns, ifname: seen.ifname, nf_slot: key_nf_slot, tc_slot, _pad: 0 });
     // Under a flood events are rate limited (the totals above stay exact); a followed
     // packet's end always goes out.
     if packet_id == 0 && !emit::take_event_token(cfg.event_interval_ns) {
         emit::count(counter::RATE_LIMITED);
         return;
     }
-    let nf_slot = if reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };
+    let nf_slot = if key_nf_slot != 0 { key_nf_slot } else if reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };
     capture::event_bytes(skb, cfg, o, s, &mut seen);
     let snap = seen.cap.min(cfg.snaplen);
     // SAFETY: s is this CPU's scratch value.

@@ -25,6 +25,10 @@ pub enum Command {
         after_help = "EXPRESSION is a tcpdump/pcap-filter expression (see pcap-filter(7)), e.g.\n  tracer capture --duration 30s --pcap drops.pcapng --json drops.jsonl 'udp and dst port 53'\n  tracer capture --iface 'lxc*' host 10.0.1.23\nIt is evaluated in the kernel, so the totals are exact for the packets that match it."
     )]
     Capture(CaptureArgs),
+    /// Leave it running: exact drop metrics over HTTP, the last minutes of drops kept in memory,
+    /// and a bundle dumped when a trigger fires (needs root).
+    #[command(after_help = crate::watch::args::AFTER_HELP)]
+    Watch(crate::watch::args::WatchArgs),
     /// Check this node for state that breaks pod networking (read-only).
     #[command(
         after_help = "Checks the kernel (BTF, drop reasons, usable BPF hooks), iptables (Cilium's and kube-proxy's\nchains still hooked, FORWARD, legacy vs nft), Cilium's pinned maps (stale endpoints, ipcache)\nand the host (forwarding, rp_filter, conntrack, neighbours, leftover lxc/netns).\nExit status: 0 healthy, 1 findings, 2 could not check."

@@ -17,3 +17,4 @@ pub mod probes;
 pub mod report;
 pub mod session;
 pub mod sinks;
+pub mod watch;

@@ -1,7 +1,7 @@
 //! `tracer`: where a Kubernetes pod's packets die on a node.
 
 use clap::Parser as _;
-use tracer::{cli, doctor, report, session};
+use tracer::{cli, doctor, report, session, watch};
 
 fn main() -> std::process::ExitCode {
     install_panic_hook();
@@ -17,6 +17,7 @@ fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let result = match cli.command {
         cli::Command::Capture(args) => run_async(session::capture(args)),
+        cli::Command::Watch(args) => run_async(watch::run(args)),
         cli::Command::Doctor(args) => return std::process::ExitCode::from(doctor::run(&args)),
         cli::Command::Report(args) => report::run(&args),
     };

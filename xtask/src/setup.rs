@@ -37,6 +37,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "procps",
     "busybox-static",
     "kmod",
+    // `tracer watch` tests parse /metrics with a real exposition parser (Prometheus text and
+    // OpenMetrics: prometheus_client.parser / .openmetrics.parser), run by /usr/bin/python3.
+    "python3-prometheus-client",
+    "curl",
     // `tracer report` tests render the page in a real headless browser.
     "chromium",
 ];

@@ -85,6 +85,8 @@ pub struct Bundle {
     start: String,
     /// The capture outputs that were defaulted into the bundle (not to be copied again).
     defaulted: Vec<PathBuf>,
+    /// More MANIFEST.json fields (a `tracer watch` dump: its trigger, window and node).
+    extra: serde_json::Map<String, Value>,
 }
 
 fn now() -> String {
@@ -128,7 +130,13 @@ impl Bundle {
             done: false,
             start: now(),
             defaulted,
+            extra: serde_json::Map::new(),
         }))
+    }
+
+    /// Adds a field to MANIFEST.json (the standard fields win).
+    pub fn manifest_field(&mut self, key: &str, value: Value) {
+        self.extra.insert(key.into(), value);
     }
 
     pub fn dir(&self) -> &Path {
@@ -197,6 +205,12 @@ impl Bundle {
             "files": self.rec.entries,
             "skipped": self.rec.skipped,
         });
+        let mut manifest = manifest;
+        if let Value::Object(m) = &mut manifest {
+            for (k, v) in &self.extra {
+                m.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
         let mut bytes = serde_json::to_vec_pretty(&manifest)?;
         bytes.push(b'\n');
         std::fs::write(self.rec.dir.join("MANIFEST.json"), bytes).context("cannot write MANIFEST.json")

@@ -66,11 +66,15 @@ pub struct Enricher {
     /// Netfilter attribution and its windows, when observers are attached (or counters serve).
     pub nf: Option<(Attributor, Windows)>,
     pub codes: ReasonCodes,
+    /// Name a netfilter rule only from a snapshot taken after the drop (`tracer watch`: the
+    /// rulesets change while it runs, so the latest snapshot may lack the rule, or hold a
+    /// since-deleted one that matches too).
+    pub window_only: bool,
 }
 
 impl Enricher {
     pub fn new(pods: Pods, codes: ReasonCodes) -> Self {
-        Self { pods, tc: None, nf: None, codes }
+        Self { pods, tc: None, nf: None, codes, window_only: false }
     }
 
     /// Direction of a `TC_INGRESS` (false) / `TC_EGRESS` (true) reason; None for other reasons.
@@ -106,7 +110,9 @@ impl Enricher {
         };
         let Some(slot) = slot.filter(|s| nf.knows(s.netns)) else { return Some(r) };
         let packet = packet_info(&r.event, slot.hook);
-        if let Some(info) = nf.try_exact_at(&slot, &packet) {
+        if !self.window_only
+            && let Some(info) = nf.try_exact_at(&slot, &packet)
+        {
             r.event.netfilter = Some(info);
             return Some(r);
         }
@@ -129,6 +135,11 @@ impl Enricher {
             done.extend(windows.poll(nf, true));
         }
         done
+    }
+
+    /// Time of the oldest drop still waiting for its netfilter window.
+    pub fn oldest_held(&self) -> Option<std::time::Duration> {
+        self.nf.as_ref().and_then(|(_, w)| w.oldest_held())
     }
 
     /// True when held drops reached their bound (the caller polls at once).

@@ -80,6 +80,11 @@ impl Windows {
         self.held.push(h);
     }
 
+    /// Time (since the Unix epoch) of the oldest drop waiting for its window.
+    pub fn oldest_held(&self) -> Option<std::time::Duration> {
+        self.held.iter().map(|h| h.record.ts).min()
+    }
+
     pub fn is_full(&self) -> bool {
         self.held.len() >= MAX_HELD
     }

@@ -102,6 +102,7 @@ pub struct Iface {
 }
 
 /// A drop as every sink receives it.
+#[derive(Clone)]
 pub struct DropRecord {
     pub event: DropEvent,
     pub iface: Iface,

@@ -7,9 +7,9 @@ use anyhow::{Context as _, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 use tracer_common::{Config, MAX_CAPTURE};
 
-mod reader;
-mod run;
-mod start;
+pub mod reader;
+pub mod run;
+pub mod start;
 
 use crate::{
     cli::CaptureArgs,
@@ -21,12 +21,36 @@ use crate::{
 };
 
 /// Everything attached in the kernel; dropping it detaches (tc observer filters included).
-struct Attached {
-    ebpf: aya::Ebpf,
-    probe: probes::kfree_skb::DropProbe,
-    path: Option<probes::path::PathProbes>,
-    netfilter: Option<(Observers, Attributor)>,
-    tc: (Option<probes::tc::Observers>, TcAttributor),
+pub struct Attached {
+    pub ebpf: aya::Ebpf,
+    pub probe: probes::kfree_skb::DropProbe,
+    pub path: Option<probes::path::PathProbes>,
+    pub netfilter: Option<(Observers, Attributor)>,
+    pub tc: (Option<probes::tc::Observers>, TcAttributor),
+}
+
+/// What `capture` and `watch` check before anything is attached.
+pub struct Checked {
+    pub compiled: filter::expr::CompiledFilter,
+    pub ifaces: Vec<tracer_common::IfacePattern>,
+    pub netns: u32,
+    pub pods: crate::pods::Pods,
+    pub selection: probes::loader::PodSelection,
+}
+
+/// The probes attached, with what naming their records needs.
+pub struct Loaded {
+    pub attached: Attached,
+    pub maps: probes::loader::Maps,
+    pub reasons: Reasons,
+    pub kallsyms: Kallsyms,
+}
+
+/// How the kernel side counts beyond what `capture` needs.
+#[derive(Clone, Copy, Default)]
+pub struct KernelOptions {
+    /// Keep the netfilter observer slot in `DROP_STATS` keys (exact per-rule totals).
+    pub stats_nf_slot: bool,
 }
 
 pub async fn capture(mut args: CaptureArgs) -> Result<()> {
@@ -35,6 +59,29 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     let signals = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
     // Before the output checks: it points unnamed outputs into the bundle directory.
     let mut bundle = crate::bundle::Bundle::prepare(&mut args)?;
+    let checked = check(&args)?;
+    check_outputs(&args)?;
+    if let Some(b) = &mut bundle {
+        b.start();
+    }
+    let Loaded { attached, maps, reasons, kallsyms } = attach(&args, &checked, KernelOptions::default())?;
+
+    let mut created = Created::default();
+    let inputs = run::Inputs { args: &args, compiled: &checked.compiled, reasons, kallsyms, pods: checked.pods, bundle: bundle.take() };
+    let result = run::run(inputs, attached, maps, signals, &mut created).await;
+    if result.is_err() {
+        created.remove_all();
+    }
+    let failures = result?;
+    if !failures.is_empty() {
+        bail!("{} output(s) stopped early ({}); the summary counts their missing drops in lost_events; the other outputs are complete", failures.len(), failures.join("; "));
+    }
+    Ok(())
+}
+
+/// The capture options every run checks before attaching: expression, interfaces, namespace,
+/// snaplen, pods.
+pub fn check(args: &CaptureArgs) -> Result<Checked> {
     let expression = args.expression.join(" ");
     let compiled = filter::expr::compile(&expression)?;
     let ifaces = filter::iface::parse_all(&args.ifaces)?;
@@ -43,10 +90,15 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     if args.snaplen == 0 || args.snaplen as usize > MAX_CAPTURE {
         bail!("--snaplen must be between 1 and {MAX_CAPTURE}");
     }
-    check_outputs(&args)?;
-    let pods = start::load_pods(&args)?;
+    let pods = start::load_pods(args)?;
     let selection = start::select_pods(&pods, &args.pods)?;
+    Ok(Checked { compiled, ifaces, netns, pods, selection })
+}
 
+/// Loads the programs and attaches every probe and observer.
+pub fn attach(args: &CaptureArgs, c: &Checked, opts: KernelOptions) -> Result<Loaded> {
+    let Checked { compiled, ifaces, netns, selection, .. } = c;
+    let (compiled, netns) = (compiled, *netns);
     // Struct offsets and reasons from the kernel's BTF (mapped, not parsed: see btf.rs), read
     // here and freed before aya parses its own copy.
     mem("start");
@@ -72,19 +124,17 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
         reason_tc_egress: reasons.value("TC_EGRESS").unwrap_or(u32::MAX),
         pod_filter: u32::from(!args.pods.is_empty()),
         path: u32::from(args.path),
-        copy_len: filter_window(&compiled, !args.pods.is_empty()),
+        copy_len: filter_window(compiled, !args.pods.is_empty()),
         filter_ebpf: u32::from(compiled.is_active() && compiled.ebpf.is_some()),
+        stats_nf_slot: u32::from(opts.stats_nf_slot && !args.no_netfilter),
         event_interval_ns: 1_000_000_000u64.checked_div(args.max_event_rate).map_or(0, |ns| ns.max(1)),
     };
 
-    if let Some(b) = &mut bundle {
-        b.start();
-    }
-    let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &compiled, &ifaces, &selection)?;
+    let (mut ebpf, maps) = probes::loader::load(&offsets, &config, compiled, ifaces, selection)?;
     trim_heap();
     mem("loaded");
     let netfilter = if args.no_netfilter { None } else { start::start_netfilter(nf_ctx_skb, &ebpf, netns, args.path.then_some(maps.fds))? };
-    let tc = start::start_tc(&mut ebpf, netns, &ifaces, args.no_tc, args.path);
+    let tc = start::start_tc(&mut ebpf, netns, ifaces, args.no_tc, args.path);
     mem("observers");
     // aya's parse of the kernel BTF (the tp_btf/fentry attach targets) is ~16 MB of heap:
     // made after the load (the loader's own copy is gone then, see loader.rs) and dropped
@@ -96,19 +146,7 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     trim_heap();
     log::info!("drop probe attached with {}", probe.backend);
     mem("attached");
-
-    let mut created = Created::default();
-    let attached = Attached { ebpf, probe, path, netfilter, tc };
-    let inputs = run::Inputs { args: &args, compiled: &compiled, reasons, kallsyms, pods, bundle: bundle.take() };
-    let result = run::run(inputs, attached, maps, signals, &mut created).await;
-    if result.is_err() {
-        created.remove_all();
-    }
-    let failures = result?;
-    if !failures.is_empty() {
-        bail!("{} output(s) stopped early ({}); the summary counts their missing drops in lost_events; the other outputs are complete", failures.len(), failures.join("; "));
-    }
-    Ok(())
+    Ok(Loaded { attached: Attached { ebpf, probe, path, netfilter, tc }, maps, reasons, kallsyms })
 }
 
 /// Output paths: creatable (checked without leaving anything), and at most one on stdout.
@@ -128,7 +166,7 @@ fn check_outputs(args: &CaptureArgs) -> Result<()> {
     Ok(())
 }
 
-fn require_root() -> Result<()> {
+pub fn require_root() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("tracer capture must run as root (it loads eBPF programs): run it with sudo");

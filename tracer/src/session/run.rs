@@ -66,6 +66,15 @@ fn sinks(args: &CaptureArgs, bundle: Option<crate::bundle::Bundle>, created: &mu
     Ok(sinks)
 }
 
+/// Enrichment over the probes: pods, the netfilter attributor with its windows, tc programs.
+pub fn enricher(pods: Pods, reasons: &Reasons, nf: Option<crate::enrich::netfilter::Attributor>, tc: crate::enrich::tc::TcAttributor) -> Enricher {
+    let codes = ReasonCodes { netfilter_drop: reasons.value("NETFILTER_DROP"), tc_ingress: reasons.value("TC_INGRESS"), tc_egress: reasons.value("TC_EGRESS") };
+    let mut enrich = Enricher::new(pods, codes);
+    enrich.nf = nf.map(|a| (a, Windows::new(std::sync::Arc::new(super::start::ProbeNode))));
+    enrich.tc = Some(tc);
+    enrich
+}
+
 /// Ok carries the outputs that stopped early (their files are kept, cut at a whole record).
 pub async fn run(
     inputs: Inputs<'_>,
@@ -76,12 +85,9 @@ pub async fn run(
 ) -> Result<Vec<String>> {
     let Inputs { args, compiled, reasons, kallsyms, pods, bundle } = inputs;
     let Attached { ebpf, probe, path, netfilter, tc } = attached;
-    let codes = ReasonCodes { netfilter_drop: reasons.value("NETFILTER_DROP"), tc_ingress: reasons.value("TC_INGRESS"), tc_egress: reasons.value("TC_EGRESS") };
-    let mut enrich = Enricher::new(pods, codes);
     let (observers, attributor) = netfilter.map_or((None, None), |(o, a)| (Some(o), Some(a)));
-    enrich.nf = attributor.map(|a| (a, Windows::new(std::sync::Arc::new(super::start::ProbeNode))));
     let (tc_observers, tc_attributor) = tc;
-    enrich.tc = Some(tc_attributor);
+    let enrich = enricher(pods, &reasons, attributor, tc_attributor);
     let mut pipe = Pipeline::new(Namer::new(reasons, kallsyms, Clock::new()), enrich, sinks(args, bundle, created)?);
     let path_backend = path.as_ref().map(|p| (p.backend, p.functions, p.note.clone()));
     if path.is_some() {
@@ -178,7 +184,7 @@ pub async fn run(
     Ok(failures)
 }
 
-fn kernel_rows(maps: &Maps, pipe: &mut Pipeline) -> Result<Vec<KernelRow>> {
+pub fn kernel_rows(maps: &Maps, pipe: &mut Pipeline) -> Result<Vec<KernelRow>> {
     let stats = maps.drop_stats()?;
     Ok(stats
         .into_iter()
@@ -224,7 +230,7 @@ fn test_panic(after: Option<u64>, written: u64) {
 }
 
 /// `--progress-file`: the counts so far (rewritten only when one changed).
-fn report_progress(file: Option<&mut ProgressFile>, maps: &Maps, pipe: &Pipeline) -> Result<()> {
+pub fn report_progress(file: Option<&mut ProgressFile>, maps: &Maps, pipe: &Pipeline) -> Result<()> {
     let Some(file) = file else { return Ok(()) };
     file.update(Counts {
         drops: maps.counter(counter::MATCHED)?,
@@ -235,6 +241,6 @@ fn report_progress(file: Option<&mut ProgressFile>, maps: &Maps, pipe: &Pipeline
     })
 }
 
-fn kernel_release() -> String {
+pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
 }

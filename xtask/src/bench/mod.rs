@@ -320,23 +320,30 @@ fn plan(args: &Args, tracer: &Path, bpftrace: bool) -> Result<Plan> {
         Arm {
             key: "drop",
             label: "tracer capture (drop mode, netfilter observers)",
-            peer: Some(Kind::Tracer { netfilter: true, path: false }),
+            peer: Some(Kind::Tracer { netfilter: true, path: false, watch: false }),
             phases: both.clone(),
             unavailable: None,
         },
         Arm {
             key: "drop_nonf",
             label: "tracer capture --no-netfilter",
-            peer: Some(Kind::Tracer { netfilter: false, path: false }),
+            peer: Some(Kind::Tracer { netfilter: false, path: false, watch: false }),
             phases: if q { vec![Phase::Throughput] } else { both.clone() },
             unavailable: None,
         },
         Arm {
             key: "path",
             label: "tracer capture --path",
-            peer: Some(Kind::Tracer { netfilter: true, path: true }),
+            peer: Some(Kind::Tracer { netfilter: true, path: true, watch: false }),
             phases: vec![Phase::Throughput],
             unavailable: (!has_path).then(|| "not available: this tracer has no --path".into()),
+        },
+        Arm {
+            key: "watch",
+            label: "tracer watch (metrics, flight recorder 64 MiB)",
+            peer: Some(Kind::Tracer { netfilter: true, path: false, watch: true }),
+            phases: both.clone(),
+            unavailable: (!peer::tracer_has_watch(tracer)?).then(|| "not available: this tracer has no watch".into()),
         },
         Arm {
             key: "bpftrace",

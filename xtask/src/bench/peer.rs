@@ -31,7 +31,8 @@ const MOUNT_TRACEFS: &str = "mount -t tracefs nodev /sys/kernel/tracing";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    Tracer { netfilter: bool, path: bool },
+    /// `watch`: `tracer watch` (metrics, flight recorder) instead of `tracer capture`.
+    Tracer { netfilter: bool, path: bool, watch: bool },
     Bpftrace,
 }
 
@@ -96,6 +97,12 @@ impl Stopped {
     }
 }
 
+/// `tracer --help` lists the `watch` command (issue 13).
+pub fn tracer_has_watch(bin: &Path) -> Result<bool> {
+    let help = proc::output(&bin.to_string_lossy(), &["--help"], Duration::from_secs(30))?;
+    Ok(help.lines().any(|l| l.trim_start().starts_with("watch ")))
+}
+
 /// `tracer capture --help` lists `--path` (the flag lands with another change).
 pub fn tracer_has_path(bin: &Path) -> Result<bool> {
     let help = proc::output(&bin.to_string_lossy(), &["capture", "--help"], Duration::from_secs(30))?;
@@ -127,7 +134,8 @@ pub fn start(kind: Kind, s: &Start) -> Result<Running> {
         None => Command::new(program),
     };
     match kind {
-        Kind::Tracer { netfilter, path } => start_tracer(kind, c, s, netfilter, path),
+        Kind::Tracer { watch: true, .. } => start_watch(kind, c, s),
+        Kind::Tracer { netfilter, path, .. } => start_tracer(kind, c, s, netfilter, path),
         Kind::Bpftrace => start_bpftrace(c, s.dir),
     }
 }
@@ -146,12 +154,25 @@ fn start_tracer(kind: Kind, mut c: Command, s: &Start, netfilter: bool, path: bo
         c.arg("--path");
     }
     c.arg(expression);
+    wait_ready(kind, c, dir, outputs, &ready)
+}
+
+/// `tracer watch` on a free port, dumps in its directory; the flight recorder at its default
+/// bound (64 MiB: the RSS check is against it).
+fn start_watch(kind: Kind, mut c: Command, s: &Start) -> Result<Running> {
+    let ready = s.dir.join("ready");
+    c.args(["watch", "--listen", "127.0.0.1:0", "--keep-bytes", "64MiB"]).arg("--ready-file").arg(&ready).arg("--dump-dir").arg(s.dir.join("dumps"));
+    c.arg(s.expression);
+    wait_ready(kind, c, s.dir, Outputs::Summary, &ready)
+}
+
+fn wait_ready(kind: Kind, mut c: Command, dir: &Path, outputs: Outputs, ready: &Path) -> Result<Running> {
     let start = Instant::now();
     let mut p = Proc::spawn(&mut c)?;
     loop {
         // Not just "exists": the tracer's start-up check of its output paths creates and removes
         // an empty file at that path before anything is attached; the real one says "ready".
-        if std::fs::metadata(&ready).is_ok_and(|m| m.len() > 0) {
+        if std::fs::metadata(ready).is_ok_and(|m| m.len() > 0) {
             break;
         }
         if let Some(e) = p.poll_exit()? {
@@ -183,6 +204,8 @@ impl Running {
 
     /// SIGINT, bounded wait, then the outputs read back (and removed).
     pub fn stop(mut self) -> Result<Stopped> {
+        // `tracer watch` writes no summary: its exact count is what /metrics says at the end.
+        let watched = matches!(self.kind, Kind::Tracer { watch: true, .. }).then(|| watch_drops(&self.dir)).transpose()?;
         let hwm = self.proc.vm_hwm_kib().unwrap_or(0);
         let cost = bpfstats::of_process(self.proc.pid());
         let bpf = (cost.probes.run_cnt + cost.observers.run_cnt > 0).then_some(cost);
@@ -198,6 +221,7 @@ impl Running {
         let mut out = Stopped { ready_s: self.ready_s, stop_s, rss_kib: hwm.max(exit.maxrss_kib), cpu_s: exit.cpu_s, bpf, bpf_programs, ..Stopped::default() };
         match self.kind {
             Kind::Bpftrace => out.by_reason = parse_bpftrace_map(&stdout),
+            Kind::Tracer { watch: true, .. } => out.summary = watched.map(|d| json!({ "drops": d })),
             Kind::Tracer { .. } => {
                 let s = self.dir.join("summary.json");
                 let text = std::fs::read_to_string(&s).with_context(|| format!("the tracer wrote no {}", s.display()))?;
@@ -217,6 +241,34 @@ impl Drop for Running {
         // Outputs of a flood are large; nothing is kept but what `stop` read.
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `tracer_drops_total{reason="NETFILTER_DROP"}` summed from `/metrics` (the address is in the
+/// ready file) once two scrapes a second apart agree: the metrics follow the kernel's totals
+/// every second, and the load has ended.
+fn watch_drops(dir: &Path) -> Result<u64> {
+    let addr = std::fs::read_to_string(dir.join("ready"))?.trim().to_string();
+    let scrape = || -> Result<u64> {
+        let out = Command::new("curl").args(["-sS", "--max-time", "10"]).arg(format!("http://{addr}/metrics")).output().context("cannot run curl")?;
+        if !out.status.success() {
+            bail!("curl {addr}/metrics: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("tracer_drops_total{") && l.contains("reason=\"NETFILTER_DROP\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum())
+    };
+    let mut last = scrape()?;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(1100));
+        let now = scrape()?;
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
+    bail!("tracer watch's count did not settle within 30 s (last {last})")
 }
 
 fn tail(s: &str) -> String {

@@ -1,0 +1,134 @@
+//! The `rule` label of `tracer_drops_total`, exact or empty. In watch mode the kernel keeps
+//! each `NETFILTER_DROP`'s observer slot in its `DROP_STATS` key (`Config::stats_nf_slot`), so
+//! the count per slot is exact whatever the event rate limit let through. A slot's count
+//! moved between two reads of the kernel totals is given to a rule only when that is certain:
+//! among the rules that can drop at the slot's hook (rule evaluation with nothing known of the
+//! packets), exactly one rule's own counter moved between a ruleset snapshot taken before
+//! the first read and one taken after the second (the attributor's "exact", "counters" and
+//! "window" cases). Otherwise the drops count with `rule=""` and in
+//! `tracer_netfilter_unattributed_drops_total`: a rule that appeared and vanished between two
+//! snapshots, two rules dropping in the same second at the same hook, nft rules without
+//! `counter`.
+use std::{
+    collections::HashSet,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    enrich::netfilter::{Attributor, Timed},
+    model::time::mono_now,
+    netfilter::{packet::PacketInfo, snapshot::Snapshot},
+    netns::Netns,
+};
+
+use super::metrics::DropLabels;
+
+/// Counts waiting for the snapshot that closes their window.
+struct Pending {
+    labels: DropLabels,
+    slot: u32,
+    netns: u32,
+    n: u64,
+    /// `CLOCK_MONOTONIC` of the reads the count moved between.
+    from: u64,
+    to: u64,
+    since: Instant,
+}
+
+/// A pending count is given up (rule "") when no snapshot closed its window this long.
+const GIVE_UP: Duration = Duration::from_mins(2);
+/// Pending counts kept at most (one per key and read; past it they count unattributed).
+const MAX_PENDING: usize = 10_000;
+
+pub struct Rules {
+    attributor: Attributor,
+    pending: Vec<Pending>,
+    requests: mpsc::Sender<Netns>,
+    results: mpsc::Receiver<(u32, Timed)>,
+    in_flight: HashSet<u32>,
+}
+
+impl Rules {
+    /// `attributor`: the slots of the attached observers over start-up snapshots. Snapshots
+    /// are taken on a thread of their own (`iptables-save`/`nft` may be slow).
+    pub fn new(attributor: Attributor) -> std::io::Result<Self> {
+        let (requests, rx) = mpsc::channel::<Netns>();
+        let (tx, results) = mpsc::channel();
+        std::thread::Builder::new().name("tracer-rules".into()).spawn(move || {
+            for ns in rx {
+                let start = mono_now();
+                let snap = Snapshot::take(&ns.path);
+                let end = mono_now();
+                if tx.send((ns.inode, Timed { snap, start, end })).is_err() {
+                    break;
+                }
+            }
+        })?;
+        Ok(Self { attributor, pending: Vec::new(), requests, results, in_flight: HashSet::new() })
+    }
+
+    /// `n` drops at observer `slot` between the reads at `from` and `to`; they come back from
+    /// [`Rules::poll`] with their rule once a snapshot after `to` is taken.
+    pub fn add(&mut self, labels: DropLabels, slot: u32, netns: u32, n: u64, (from, to): (u64, u64)) -> Option<(DropLabels, u64)> {
+        let known = self.attributor.slot(slot).is_some_and(|s| s.netns == netns) && self.attributor.knows(netns);
+        if !known || self.pending.len() >= MAX_PENDING {
+            return Some((labels, n));
+        }
+        self.pending.push(Pending { labels, slot, netns, n, from, to, since: Instant::now() });
+        self.request(netns);
+        None
+    }
+
+    fn request(&mut self, netns: u32) {
+        if self.in_flight.contains(&netns) {
+            return;
+        }
+        if let Some(ns) = self.attributor.netns(netns).cloned()
+            && self.requests.send(ns).is_ok()
+        {
+            self.in_flight.insert(netns);
+        }
+    }
+
+    /// Counts whose window closed: (labels with the rule or "", count, attributed, read time).
+    pub fn poll(&mut self) -> Vec<(DropLabels, u64, bool, u64)> {
+        let mut out = Vec::new();
+        while let Ok((inode, timed)) = self.results.try_recv() {
+            self.in_flight.remove(&inode);
+            let mut again = false;
+            let mut keep = Vec::with_capacity(self.pending.len());
+            for p in std::mem::take(&mut self.pending) {
+                if p.netns != inode {
+                    keep.push(p);
+                } else if p.to < timed.start {
+                    out.push(self.resolve(p, &timed.snap));
+                } else {
+                    again = true;
+                    keep.push(p);
+                }
+            }
+            self.pending = keep;
+            self.attributor.advance(inode, timed);
+            if again {
+                self.request(inode);
+            }
+        }
+        let (old, young): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending).into_iter().partition(|p| p.since.elapsed() > GIVE_UP);
+        self.pending = young;
+        out.extend(old.into_iter().map(|p| (p.labels, p.n, false, p.to)));
+        out
+    }
+
+    fn resolve(&self, p: Pending, now: &Snapshot) -> (DropLabels, u64, bool, u64) {
+        let Some(slot) = self.attributor.slot(p.slot) else { return (p.labels, p.n, false, p.to) };
+        // Nothing is known of the packets: every rule that can drop at the hook is a
+        // candidate, and only the rule counters of the window single one out.
+        let info = self.attributor.resolve_at(slot, &PacketInfo::default(), p.from, now);
+        let rule = info.filter(|i| matches!(i.attribution.as_str(), "exact" | "counters" | "window")).and_then(|i| i.rule);
+        let attributed = rule.is_some();
+        let mut labels = p.labels;
+        labels.rule = rule.unwrap_or_default();
+        (labels, p.n, attributed, p.to)
+    }
+}
