@@ -82,6 +82,13 @@ pub async fn run(
     enrich.nf = attributor.map(|a| (a, Windows::new(std::sync::Arc::new(super::start::ProbeNode))));
     let (tc_observers, tc_attributor) = tc;
     enrich.tc = Some(tc_attributor);
+    enrich.cilium = match crate::enrich::cilium::CiliumAttributor::new(&args.cilium_bpffs) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tracer: warning: {e}");
+            None
+        }
+    };
     let mut pipe = Pipeline::new(Namer::new(reasons, kallsyms, Clock::new()), enrich, sinks(args, bundle, created)?);
     let path_backend = path.as_ref().map(|p| (p.backend, p.functions, p.note.clone()));
     if path.is_some() {
