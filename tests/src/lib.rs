@@ -20,6 +20,7 @@
     reason = "test support: every error names the tool, kernel call or wait that failed"
 )]
 
+pub mod cilium_fixture;
 pub mod cmd;
 pub mod kernel;
 pub mod netns;
@@ -32,6 +33,7 @@ pub mod tracer;
 pub mod traffic;
 pub mod wait;
 
+pub use cilium_fixture::{CiliumFixture, CiliumLayout, CiliumOptions};
 pub use kernel::{Feature, require, skip, unchecked};
 pub use node::{IptRule, Node, NodeOptions, Pod};
 pub use tc_fixture::{Attach, Direction, FixtureStats, ProgInfo, TcFixture, TcFixtureOptions, fixture_bin};

@@ -40,6 +40,8 @@ const REFRESH: Duration = Duration::from_millis(500);
 const ENDPOINTS_TTL: Duration = Duration::from_secs(2);
 /// Held drops at most, before the run loop waits for the snapshot in flight.
 const MAX_HELD: usize = 4096;
+/// Drop times kept at most (a window with more calls its counts "window", not "metrics").
+const MAX_SEEN: usize = 1 << 20;
 /// The program counts the drop a little before the kernel frees the packet: a baseline must
 /// have ended this long before the drop's time.
 const MARGIN_NS: u64 = 1_000_000;
@@ -71,6 +73,9 @@ pub struct CiliumAttributor {
     pinned: Pinned,
     history: VecDeque<Timed>,
     held: Vec<Held>,
+    /// Times of the drops by Cilium programs this capture saw, oldest first (back to the
+    /// oldest snapshot kept): how many a window holds.
+    seen: VecDeque<u64>,
     requests: Sender<u64>,
     answers: Receiver<Answer>,
     in_flight: Option<u64>,
@@ -111,6 +116,7 @@ impl CiliumAttributor {
             pinned,
             history: VecDeque::from([first]),
             held: Vec::new(),
+            seen: VecDeque::new(),
             requests,
             answers,
             in_flight: None,
@@ -130,6 +136,7 @@ impl CiliumAttributor {
     /// Waits for its window; comes back from [`Self::poll`].
     pub fn hold(&mut self, record: DropRecord, mono: u64) {
         self.held.push(Held { record, mono });
+        self.seen.push_back(mono);
         if self.in_flight.is_none() {
             self.request();
         }
@@ -207,23 +214,23 @@ impl CiliumAttributor {
         let (ready, still): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held).into_iter().partition(|h| h.mono < now.start);
         self.held = still;
         self.policies.clear();
-        // Drops sharing a baseline share a window: together they account for its deltas.
-        let base_of = |mono: u64, history: &VecDeque<Timed>| history.iter().rposition(|t| t.end + MARGIN_NS < mono).unwrap_or(0);
-        let mut in_window: HashMap<usize, u64> = HashMap::new();
-        for h in &ready {
-            *in_window.entry(base_of(h.mono, &self.history)).or_default() += 1;
-        }
         let mut done = Vec::with_capacity(ready.len());
         for mut h in ready {
-            let b = base_of(h.mono, &self.history);
-            let moved = moved(&self.history[b].counters, &now.counters);
-            let info = self.info(&h.record, &moved, in_window[&b]);
+            let base = &self.history[self.history.iter().rposition(|t| t.end + MARGIN_NS < h.mono).unwrap_or(0)];
+            // The drops this capture saw in the window: what its deltas must account for.
+            let seen = self.seen.iter().filter(|&&m| m > base.end && m < now.start).count() as u64;
+            let moved = moved(&base.counters, &now.counters);
+            let info = self.info(&h.record, &moved, seen);
             h.record.event.cilium = Some(info);
             done.push(h.record);
         }
         self.history.push_back(now);
         if self.history.len() > HISTORY {
             self.history.pop_front();
+        }
+        let oldest = self.history.front().map_or(0, |t| t.end);
+        while self.seen.front().is_some_and(|&m| m <= oldest) || self.seen.len() > MAX_SEEN {
+            self.seen.pop_front();
         }
         done
     }
