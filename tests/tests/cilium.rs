@@ -161,10 +161,24 @@ fn policy_denied_by_a_deny_entry_cilium_1_16() {
         assert_eq!(c["policy"]["entry"], json!({"identity": 0, "protocol": UDP, "dport": 42_001, "deny": true}), "{e}");
         assert_eq!(c["policy"]["map"], "cilium_policy_01234", "{e}");
     }
-    // A flow the policy allows is not dropped and moves no drop counter.
     let s = done.summary().unwrap();
     assert_eq!(s["by_cilium_reason"][0]["code"], 181, "{s}");
+    doctor_names_enforcement_and_policy_drops(&node, &fix);
     fix.stop().unwrap();
+}
+
+/// `tracer doctor`: the endpoint's enforcement and entries, and the policy drops counted.
+fn doctor_names_enforcement_and_policy_drops(node: &Node, fix: &CiliumFixture) {
+    let out = std::process::Command::new(&tracer().bin).arg("doctor").arg("--json").arg("--netns").arg(node.netns_path()).arg("--bpffs").arg(fix.bpffs()).output().unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let check = r["checks"].as_array().unwrap().iter().find(|c| c["check"] == "cilium.policy").unwrap_or_else(|| panic!("{r:#}"));
+    assert_eq!(check["status"], "findings", "{r:#}");
+    let detail = check["detail"].as_str().unwrap();
+    let ep = format!("endpoint {ENDPOINT_ID} ({}, identity {CLIENT_IDENTITY}): ingress enforced (0 entries), egress enforced (2 entries) in cilium_policy_01234", node.pod(0).ip);
+    assert!(detail.starts_with("Cilium 1.16-1.17 layout; 1 endpoints: ") && detail.contains(&ep), "{detail}");
+    let f = r["findings"].as_array().unwrap().iter().find(|f| f["id"] == "cilium.policy-denied-drops").unwrap_or_else(|| panic!("{r:#}"));
+    assert!(f["summary"].as_str().unwrap().starts_with("Cilium's policy dropped 15 packets since the agent started (15 Cilium drops in all)"), "{f}");
+    assert_eq!(f["evidence"], json!([format!("15 × Policy denied by denylist (181) at bpf_lxc.c:{LINE_POLICY_DENY} egress")]), "{f}");
 }
 
 #[test]
