@@ -122,7 +122,7 @@ fn parse_endpoint(s: &str) -> Result<(u16, Ipv4Addr, u32)> {
 fn setup_and_hold(args: &Args, ebpf: &mut Ebpf, added_qdisc: &mut bool) -> Result<()> {
     let globals = args.bpffs.join("tc/globals");
     std::fs::create_dir_all(&globals)?;
-    let (ep_id, ep_ip, ep_identity) = parse_endpoint(&args.endpoint)?;
+    let (endpoint_id, pod_ip, identity) = parse_endpoint(&args.endpoint)?;
     let ifname = CString::new(args.iface.as_str())?;
     // SAFETY: a NUL-terminated name.
     let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
@@ -133,18 +133,18 @@ fn setup_and_hold(args: &Args, ebpf: &mut Ebpf, added_qdisc: &mut bool) -> Resul
     {
         let mut lxc: HashMap<_, [u8; 20], [u8; 48]> = HashMap::try_from(ebpf.map_mut("cilium_lxc").context("cilium_lxc")?)?;
         let mut k = [0u8; 20];
-        k[..4].copy_from_slice(&ep_ip.octets());
+        k[..4].copy_from_slice(&pod_ip.octets());
         k[16] = 1;
         let mut v = [0u8; 48];
         v[..4].copy_from_slice(&ifindex.to_ne_bytes());
-        v[6..8].copy_from_slice(&ep_id.to_ne_bytes());
-        v[32..36].copy_from_slice(&ep_identity.to_ne_bytes());
+        v[6..8].copy_from_slice(&endpoint_id.to_ne_bytes());
+        v[32..36].copy_from_slice(&identity.to_ne_bytes());
         lxc.insert(k, v, 0)?;
     }
     // ipcache: the pod itself, then what the test adds.
     {
         let mut ipc: LpmTrie<_, [u8; 20], [u8; 12]> = LpmTrie::try_from(ebpf.map_mut("cilium_ipcache").context("cilium_ipcache")?)?;
-        let mut entries = vec![(ep_ip, 32u32, ep_identity)];
+        let mut entries = vec![(pod_ip, 32u32, identity)];
         for e in &args.ipcache {
             let (net, id) = e.split_once('=').with_context(|| format!("--ipcache wants IP/PREFIX=IDENTITY, not {e:?}"))?;
             let (ip, len) = net.split_once('/').unwrap_or((net, "32"));
@@ -194,7 +194,7 @@ fn setup_and_hold(args: &Args, ebpf: &mut Ebpf, added_qdisc: &mut bool) -> Resul
         (metrics, "cilium_metrics".to_string()),
         ("cilium_lxc", "cilium_lxc".into()),
         ("cilium_ipcache", "cilium_ipcache".into()),
-        (policy_name, format!("cilium_policy_{ep_id:05}")),
+        (policy_name, format!("cilium_policy_{endpoint_id:05}")),
     ];
     for (map, pin) in pins {
         ebpf.map(map).with_context(|| format!("no map {map}"))?.pin(globals.join(&pin)).with_context(|| format!("pinning {pin}"))?;

@@ -51,7 +51,7 @@ pub fn drop_comment(ev: &DropEvent) -> String {
     comment
 }
 
-/// "Policy denied (133) at bpf_lxc.c:1412 egress": one metrics key, as every output names it.
+/// "Policy denied (133) at `bpf_lxc.c:1412` egress": one metrics key, as every output names it.
 pub fn cilium_reason(r: &CiliumReason) -> String {
     let dir = r.direction.map(|d| format!(" {d}")).unwrap_or_default();
     format!("{} ({}) at {}:{}{dir}", r.reason, r.code, r.file, r.line)
@@ -67,8 +67,8 @@ pub fn cilium_reason_of(c: &CiliumInfo) -> String {
     }
 }
 
-/// A `cilium` section in one line: "Cilium: Policy denied (133) at bpf_lxc.c:1412 egress;
-/// endpoint 1234 lxc1 (pod ns/web); identity 3000 > 4000; policy cilium_policy_01234: no allow
+/// A `cilium` section in one line: "Cilium: Policy denied (133) at `bpf_lxc.c:1412` egress;
+/// endpoint 1234 lxc1 (pod ns/web); identity 3000 > 4000; policy `cilium_policy_01234`: no allow
 /// entry for identity 4000 6/8080 egress; Cilium 1.16-1.17, metrics".
 pub fn cilium_text(c: &CiliumInfo) -> String {
     let mut o = format!("Cilium: {}", cilium_reason_of(c));

@@ -77,18 +77,11 @@ pub async fn run(
     let Inputs { args, compiled, reasons, kallsyms, pods, bundle } = inputs;
     let Attached { ebpf, probe, path, netfilter, tc } = attached;
     let codes = ReasonCodes { netfilter_drop: reasons.value("NETFILTER_DROP"), tc_ingress: reasons.value("TC_INGRESS"), tc_egress: reasons.value("TC_EGRESS") };
-    let mut enrich = Enricher::new(pods, codes);
+    let mut enrich = Enricher { cilium: cilium_attributor(&args.cilium_bpffs), ..Enricher::new(pods, codes) };
     let (observers, attributor) = netfilter.map_or((None, None), |(o, a)| (Some(o), Some(a)));
     enrich.nf = attributor.map(|a| (a, Windows::new(std::sync::Arc::new(super::start::ProbeNode))));
     let (tc_observers, tc_attributor) = tc;
     enrich.tc = Some(tc_attributor);
-    enrich.cilium = match crate::enrich::cilium::CiliumAttributor::new(&args.cilium_bpffs) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tracer: warning: {e}");
-            None
-        }
-    };
     let mut pipe = Pipeline::new(Namer::new(reasons, kallsyms, Clock::new()), enrich, sinks(args, bundle, created)?);
     let path_backend = path.as_ref().map(|p| (p.backend, p.functions, p.note.clone()));
     if path.is_some() {
@@ -244,4 +237,12 @@ fn report_progress(file: Option<&mut ProgressFile>, maps: &Maps, pipe: &Pipeline
 
 fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Cilium's reasons when its maps are pinned under `bpffs`; an unknown layout is one warning.
+fn cilium_attributor(bpffs: &std::path::Path) -> Option<crate::enrich::cilium::CiliumAttributor> {
+    crate::enrich::cilium::CiliumAttributor::new(bpffs).unwrap_or_else(|e| {
+        eprintln!("tracer: warning: {e}");
+        None
+    })
 }

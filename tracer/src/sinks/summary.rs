@@ -69,7 +69,7 @@ pub struct RuleCount {
 /// Drops by a Cilium program per Cilium reason (from attributed events).
 #[derive(Debug, Serialize)]
 pub struct CiliumReasonCount {
-    /// "Policy denied (133) at bpf_lxc.c:1412 egress", "ambiguous: … | …", or that none moved.
+    /// "Policy denied (133) at `bpf_lxc.c:1412` egress", "ambiguous: … | …", or that none moved.
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<u8>,

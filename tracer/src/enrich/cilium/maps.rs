@@ -151,12 +151,15 @@ pub fn identity(p: &Pinned, ip: IpAddr) -> Option<u32> {
     Some(u32::from_ne_bytes(value))
 }
 
+/// A policy map's pin name and entries.
+pub type Policy = (String, Vec<(PolicyKey, PolicyValue)>);
+
 /// A pinned policy map's entries (key, value), at most `MAX` of them.
-pub fn policy_entries(p: &Pinned, endpoint: u16) -> Result<(String, Vec<(PolicyKey, PolicyValue)>), String> {
+pub fn policy_entries(pinned: &Pinned, endpoint: u16) -> Result<Policy, String> {
     const MAX: usize = 1_048_576;
-    let g = p.generation;
+    let g = pinned.generation;
     let name = g.policy_pin(endpoint);
-    let path = p.globals.join(&name);
+    let path = pinned.globals.join(&name);
     let data = MapData::from_pin(&path).map_err(|e| format!("cannot open pinned map {}: {e}", path.display()))?;
     let info = data.info().map_err(|e| format!("{}: {e}", path.display()))?;
     if layout::policy_generation(&name, info.map_type().ok(), info.key_size(), info.value_size()) != Some(g) {
@@ -166,22 +169,22 @@ pub fn policy_entries(p: &Pinned, endpoint: u16) -> Result<(String, Vec<(PolicyK
     let mut out = Vec::new();
     match g {
         Generation::V1_14 => {
-            let m: BpfHash<MapData, [u8; 8], [u8; 24]> = BpfHash::try_from(Map::HashMap(data)).map_err(|e| format!("{}: {e}", path.display()))?;
-            for item in m.iter().take(MAX) {
+            let map: BpfHash<MapData, [u8; 8], [u8; 24]> = BpfHash::try_from(Map::HashMap(data)).map_err(|e| format!("{}: {e}", path.display()))?;
+            for item in map.iter().take(MAX) {
                 let (k, v) = item.map_err(err)?;
                 out.push((PolicyKey::from_hash_key(&k), PolicyValue::decode(g, &v)));
             }
         }
         Generation::V1_16 => {
-            let m: LpmTrie<MapData, [u8; 8], [u8; 24]> = LpmTrie::try_from(Map::LpmTrie(data)).map_err(|e| format!("{}: {e}", path.display()))?;
-            for item in m.iter().take(MAX) {
+            let map: LpmTrie<MapData, [u8; 8], [u8; 24]> = LpmTrie::try_from(Map::LpmTrie(data)).map_err(|e| format!("{}: {e}", path.display()))?;
+            for item in map.iter().take(MAX) {
                 let (k, v) = item.map_err(err)?;
                 out.push((PolicyKey::from_lpm(k.prefix_len(), &k.data()), PolicyValue::decode(g, &v)));
             }
         }
         Generation::V1_18 => {
-            let m: LpmTrie<MapData, [u8; 8], [u8; 12]> = LpmTrie::try_from(Map::LpmTrie(data)).map_err(|e| format!("{}: {e}", path.display()))?;
-            for item in m.iter().take(MAX) {
+            let map: LpmTrie<MapData, [u8; 8], [u8; 12]> = LpmTrie::try_from(Map::LpmTrie(data)).map_err(|e| format!("{}: {e}", path.display()))?;
+            for item in map.iter().take(MAX) {
                 let (k, v) = item.map_err(err)?;
                 out.push((PolicyKey::from_lpm(k.prefix_len(), &k.data()), PolicyValue::decode(g, &v)));
             }

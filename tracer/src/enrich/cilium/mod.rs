@@ -18,7 +18,7 @@ use std::{
 };
 
 use self::{
-    layout::{MetricsKey, PolicyKey, PolicyValue},
+    layout::{MetricsKey, PolicyKey},
     maps::{Counters, Pinned},
 };
 use crate::{
@@ -84,7 +84,7 @@ pub struct CiliumAttributor {
     endpoints: Vec<Endpoint>,
     endpoints_read: Option<Instant>,
     /// Policy maps read for the current window (endpoint → name, entries).
-    policies: HashMap<u16, Option<(String, Vec<(PolicyKey, PolicyValue)>)>>,
+    policies: HashMap<u16, Option<maps::Policy>>,
     /// Set once: why a read failed (one warning, not one per drop).
     pub warned: Option<String>,
 }
@@ -299,7 +299,7 @@ impl CiliumAttributor {
         }
     }
 
-    fn policy(&mut self, endpoint: u16) -> Option<&(String, Vec<(PolicyKey, PolicyValue)>)> {
+    fn policy(&mut self, endpoint: u16) -> Option<&maps::Policy> {
         if !self.policies.contains_key(&endpoint) {
             let read = match maps::policy_entries(&self.pinned, endpoint) {
                 Ok(p) => Some(p),

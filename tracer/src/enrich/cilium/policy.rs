@@ -11,7 +11,7 @@ fn port_mask(v: &PolicyValue) -> u16 {
     }
 }
 
-fn matches(k: &PolicyKey, v: &PolicyValue, want: &PolicyKey) -> bool {
+fn matches(k: PolicyKey, v: &PolicyValue, want: PolicyKey) -> bool {
     let identity = k.identity == 0 || k.identity == want.identity;
     let any_l4 = k.protocol == 0 && k.dport == 0;
     let l4 = any_l4 || (k.protocol == want.protocol && (k.dport == 0 || k.dport == want.dport & port_mask(v)));
@@ -19,14 +19,14 @@ fn matches(k: &PolicyKey, v: &PolicyValue, want: &PolicyKey) -> bool {
 }
 
 /// More specific first: an exact identity, then a protocol, then a (longer) port match.
-fn specificity(k: &PolicyKey, v: &PolicyValue) -> (bool, bool, u32) {
+fn specificity(k: PolicyKey, v: &PolicyValue) -> (bool, bool, u32) {
     let port_bits = if k.dport == 0 { 0 } else { v.l4_prefix.unwrap_or(LPM_L4_BITS) };
     (k.identity != 0, k.protocol != 0, port_bits)
 }
 
 pub fn decide(map: String, entries: &[(PolicyKey, PolicyValue)], want: PolicyKey) -> PolicyInfo {
-    let hits: Vec<&(PolicyKey, PolicyValue)> = entries.iter().filter(|(k, v)| matches(k, v, &want)).collect();
-    let best = |deny: bool| hits.iter().filter(|(_, v)| v.deny == deny).max_by_key(|(k, v)| specificity(k, v)).copied();
+    let hits: Vec<&(PolicyKey, PolicyValue)> = entries.iter().filter(|(k, v)| matches(*k, v, want)).collect();
+    let best = |deny: bool| hits.iter().filter(|(_, v)| v.deny == deny).max_by_key(|(k, v)| specificity(*k, v)).copied();
     let (decision, entry) = match (best(true), best(false)) {
         (Some(d), _) => ("deny entry", Some(d)),
         (None, Some(a)) => ("allow entry", Some(a)),
