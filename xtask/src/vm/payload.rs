@@ -1,6 +1,7 @@
 //! What every guest runs, built once per `vm-test`: the release `tracer`, the integration test
 //! executables (from cargo's JSON messages), the `tc-fixture`, `cilium-fixture` and
-//! `kernel-probe` helpers. Copies without debug info go to `target/vm/bin/` (smaller initramfs, faster to unpack under TCG).
+//! `kernel-probe` helpers. Copies without debug info go to `target/vm/bin/` (smaller
+//! initramfs, faster to unpack under TCG).
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow, bail};
