@@ -22,6 +22,7 @@
 
 pub mod cilium_fixture;
 pub mod cmd;
+pub mod cni;
 pub mod kernel;
 pub mod netns;
 pub mod node;

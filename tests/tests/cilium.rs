@@ -30,28 +30,7 @@ fn fixture_bin() -> std::path::PathBuf {
 
 /// A libcni cache naming the node's pods `default/web-N` (so events carry pods).
 fn cni_cache(node: &Node) -> TempDir {
-    let dir = TempDir::new("cl-cni").unwrap();
-    let results = dir.join("results");
-    std::fs::create_dir(&results).unwrap();
-    for p in node.pods() {
-        let cid = format!("{:064x}", 0xc111_0000_u64 + p.index as u64);
-        let entry = json!({
-            "kind": "cniCacheV1",
-            "containerId": cid,
-            "config": "eyJjbmlWZXJzaW9uIjoiMS4wLjAiLCJuYW1lIjoiY2lsaXVtIiwidHlwZSI6ImNpbGl1bS1jbmkifQ==",
-            "ifName": "eth0",
-            "networkName": "cilium",
-            "netns": p.netns_path().display().to_string(),
-            "cniArgs": [["K8S_POD_NAMESPACE", "default"], ["K8S_POD_NAME", format!("web-{}", p.index)]],
-            "result": {
-                "cniVersion": "1.0.0",
-                "interfaces": [{"name": p.lxc}, {"name": "eth0", "sandbox": p.netns_path().display().to_string()}],
-                "ips": [{"address": format!("{}/32", p.ip), "interface": 1}]
-            }
-        });
-        std::fs::write(results.join(format!("cilium-{cid}-eth0")), entry.to_string()).unwrap();
-    }
-    dir
+    integration_tests::cni::cni_cache(node, true).unwrap()
 }
 
 /// The client pod (endpoint 1234, identity 3000) may send UDP only to `allowed_port` of the
