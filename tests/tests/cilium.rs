@@ -88,7 +88,7 @@ fn check_common(done: &Finished, client: &Pod, n: u64, version: &str) {
 }
 
 #[test]
-fn policy_denied_for_lack_of_an_allow_entry_cilium_1_14() {
+fn cilium_1_14_policy_denied_for_lack_of_an_allow_entry() {
     let node = node();
     let cache = cni_cache(&node);
     let fix = datapath(&node, CiliumLayout::V1_14, 40_000, None, 0);
@@ -126,7 +126,7 @@ fn policy_denied_for_lack_of_an_allow_entry_cilium_1_14() {
 }
 
 #[test]
-fn policy_denied_by_a_deny_entry_cilium_1_16() {
+fn cilium_1_16_policy_denied_by_a_deny_entry() {
     let node = node();
     let cache = cni_cache(&node);
     let fix = datapath(&node, CiliumLayout::V1_16, 40_000, Some(42_001), 0);
@@ -161,7 +161,7 @@ fn doctor_names_enforcement_and_policy_drops(node: &Node, fix: &CiliumFixture) {
 }
 
 #[test]
-fn two_reasons_in_one_window_are_ambiguous() {
+fn cilium_two_reasons_in_one_window_are_ambiguous() {
     let node = node();
     let cache = cni_cache(&node);
     let fix = datapath(&node, CiliumLayout::V1_16, 40_000, None, 43_001);
@@ -179,7 +179,7 @@ fn two_reasons_in_one_window_are_ambiguous() {
 }
 
 #[test]
-fn unknown_metrics_layout_is_refused_in_one_line() {
+fn cilium_unknown_metrics_layout_is_refused_in_one_line() {
     let node = node();
     let cache = cni_cache(&node);
     let fix = datapath(&node, CiliumLayout::BadMetrics, 40_000, None, 0);
@@ -196,7 +196,7 @@ fn unknown_metrics_layout_is_refused_in_one_line() {
 }
 
 #[test]
-fn nothing_is_left_mounted_or_pinned() {
+fn cilium_fixture_leaves_nothing_mounted_or_pinned() {
     let node = node();
     let fix = datapath(&node, CiliumLayout::V1_14, 40_000, None, 0);
     let dir = fix.bpffs().to_path_buf();
