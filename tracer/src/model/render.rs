@@ -166,6 +166,29 @@ mod tests {
         assert_eq!(packet_comment(&r), "packet 9 path: netif_receive_skb@lxca > kfree_skb@lxca; fate: dropped: NETFILTER_DROP at nft_do_chain+0x46f");
     }
 
+    #[test]
+    fn cilium_section_in_one_line() {
+        use crate::model::cilium::{CiliumEndpoint, CiliumInfo, CiliumReason, Identities};
+        let r = |code, reason: &str, line, packets| CiliumReason { reason: reason.into(), code, direction: Some("egress"), file: "bpf_lxc.c".into(), line, packets };
+        let mut c = CiliumInfo {
+            drop: Some(r(133, "Policy denied", 1412, None)),
+            endpoint: Some(CiliumEndpoint { id: 7, ifname: "lxc1".into(), pod: Some("default/web-0".into()) }),
+            identity: Some(Identities { src: Some(3000), dst: Some(2), src_labels: None, dst_labels: Some("reserved:world".into()) }),
+            policy: None,
+            version: "1.16-1.17",
+            attribution: "metrics",
+            candidates: Vec::new(),
+            hint: None,
+        };
+        assert_eq!(cilium_text(&c), "Cilium: Policy denied (133) at bpf_lxc.c:1412 egress; endpoint 7 lxc1 (pod default/web-0); identity 3000 > 2 reserved:world; Cilium 1.16-1.17, metrics");
+        c.drop = None;
+        c.attribution = "ambiguous";
+        c.candidates = vec![r(133, "Policy denied", 1412, Some(1)), r(151, "Stale or unroutable IP", 1024, Some(1))];
+        assert_eq!(cilium_reason_of(&c), "ambiguous: Policy denied (133) at bpf_lxc.c:1412 egress | Stale or unroutable IP (151) at bpf_lxc.c:1024 egress");
+        c.candidates.clear();
+        assert_eq!(cilium_reason_of(&c), "no Cilium drop counter moved");
+    }
+
     fn udp() -> Vec<u8> {
         let mut v = Vec::new();
         etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(5, 53).write(&mut v, b"hi").unwrap();
