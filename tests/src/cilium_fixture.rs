@@ -22,6 +22,8 @@ pub enum CiliumLayout {
     V1_14,
     /// Cilium 1.16–1.17 (LPM trie policy maps).
     V1_16,
+    /// Cilium 1.18+ (`cilium_policy_v2_*`, `cilium_ipcache_v2`).
+    V1_18,
     /// A metrics map of no Cilium release (the tracer must refuse it).
     BadMetrics,
 }
@@ -67,6 +69,7 @@ impl CiliumFixture {
         c.arg("--layout").arg(match o.layout {
             CiliumLayout::V1_14 => "1.14",
             CiliumLayout::V1_16 => "1.16",
+            CiliumLayout::V1_18 => "1.18",
             CiliumLayout::BadMetrics => "bad-metrics",
         });
         let (id, ip, identity) = o.endpoint;

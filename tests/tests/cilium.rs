@@ -127,23 +127,35 @@ fn cilium_1_14_policy_denied_for_lack_of_an_allow_entry() {
 
 #[test]
 fn cilium_1_16_policy_denied_by_a_deny_entry() {
+    let (node, fix) = denied_by_a_deny_entry(CiliumLayout::V1_16, "1.16-1.17", "cilium_policy_01234");
+    doctor_names_enforcement_and_policy_drops(&node, &fix);
+    fix.stop().unwrap();
+}
+
+#[test]
+fn cilium_1_18_policy_denied_by_a_deny_entry() {
+    let (_node, fix) = denied_by_a_deny_entry(CiliumLayout::V1_18, "1.18+", "cilium_policy_v2_01234");
+    assert!(fix.bpffs().join("tc/globals/cilium_ipcache_v2").exists() && !fix.bpffs().join("tc/globals/cilium_ipcache").exists());
+    fix.stop().unwrap();
+}
+
+fn denied_by_a_deny_entry(layout: CiliumLayout, version: &str, map: &str) -> (Node, CiliumFixture) {
     let node = node();
     let cache = cni_cache(&node);
-    let fix = datapath(&node, CiliumLayout::V1_16, 40_000, Some(42_001), 0);
+    let fix = datapath(&node, layout, 40_000, Some(42_001), 0);
     let done = capture(&node, &fix, &cache, 42_001, 15);
-    check_common(&done, node.pod(0), 15, "1.16-1.17");
+    check_common(&done, node.pod(0), 15, version);
     for e in &done.events {
         let c = &e["cilium"];
         assert_eq!((&c["reason"], &c["code"], &c["line"], &c["file"]), (&json!("Policy denied by denylist"), &json!(181), &json!(LINE_POLICY_DENY), &json!("bpf_lxc.c")), "{e}");
         assert_eq!(c["attribution"], "metrics", "{e}");
         assert_eq!(c["policy"]["decision"], "deny entry", "{e}");
         assert_eq!(c["policy"]["entry"], json!({"identity": 0, "protocol": UDP, "dport": 42_001, "deny": true}), "{e}");
-        assert_eq!(c["policy"]["map"], "cilium_policy_01234", "{e}");
+        assert_eq!(c["policy"]["map"], map, "{e}");
     }
     let s = done.summary().unwrap();
     assert_eq!(s["by_cilium_reason"][0]["code"], 181, "{s}");
-    doctor_names_enforcement_and_policy_drops(&node, &fix);
-    fix.stop().unwrap();
+    (node, fix)
 }
 
 /// `tracer doctor`: the endpoint's enforcement and entries, and the policy drops counted.

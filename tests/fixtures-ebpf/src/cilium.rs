@@ -62,6 +62,14 @@ static POLICY_HASH: HashMap<[u8; 8], [u8; 24]> = HashMap::with_max_entries(64, 0
 #[map(name = "POLICY_LPM")]
 static POLICY_LPM: LpmTrie<[u8; 8], [u8; 24]> = LpmTrie::with_max_entries(64, BPF_F_NO_PREALLOC);
 
+/// Cilium 1.18+: `cilium_ipcache_v2` (value 24 B) and `cilium_policy_v2_*` (value 12 B, the
+/// counters moved out), pinned under those names by the fixture.
+#[map(name = "IPCACHE_V2")]
+static IPCACHE_V2: LpmTrie<[u8; 20], [u8; 24]> = LpmTrie::with_max_entries(64, BPF_F_NO_PREALLOC);
+
+#[map(name = "POLICY_V2")]
+static POLICY_V2: LpmTrie<[u8; 8], [u8; 12]> = LpmTrie::with_max_entries(64, BPF_F_NO_PREALLOC);
+
 #[map(name = "CONFIG")]
 static CONFIG: Array<u32> = Array::with_max_entries(2, 0);
 
@@ -114,12 +122,16 @@ fn verdict(ctx: &TcContext) -> Result<Option<u8>, i64> {
     ip_key[5] = dst[1];
     ip_key[6] = dst[2];
     ip_key[7] = dst[3];
-    let identity = match IPCACHE.get(Key::new(64, ip_key)) {
-        Some(v) => u32::from_ne_bytes([v[0], v[1], v[2], v[3]]),
-        None => WORLD_ID,
-    };
-    let found = match CONFIG.get(0) {
-        Some(1) => lookup_hash(identity, proto, port),
+    let generation = CONFIG.get(0).copied().unwrap_or(0);
+    let identity = if generation == 3 {
+        IPCACHE_V2.get(Key::new(64, ip_key)).map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
+    } else {
+        IPCACHE.get(Key::new(64, ip_key)).map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
+    }
+    .unwrap_or(WORLD_ID);
+    let found = match generation {
+        1 => lookup_hash(identity, proto, port),
+        3 => lookup_lpm_v2(identity, proto, port),
         _ => lookup_lpm(identity, proto, port),
     };
     Ok(match found {
@@ -150,6 +162,18 @@ fn lookup_lpm(identity: u32, proto: u8, port: u16) -> Option<bool> {
     let id = identity.to_ne_bytes();
     let l3 = POLICY_LPM.get(Key::new(64, [id[0], id[1], id[2], id[3], 1, proto, p[0], p[1]]));
     let l4 = POLICY_LPM.get(Key::new(64, [0, 0, 0, 0, 1, proto, p[0], p[1]]));
+    match (l3, l4) {
+        (None, None) => None,
+        (a, b) => Some(a.is_some_and(|v| v[2] & 1 != 0) || b.is_some_and(|v| v[2] & 1 != 0)),
+    }
+}
+
+/// 1.18+: the same lookups in the 12-byte-value map.
+fn lookup_lpm_v2(identity: u32, proto: u8, port: u16) -> Option<bool> {
+    let p = port.to_be_bytes();
+    let id = identity.to_ne_bytes();
+    let l3 = POLICY_V2.get(Key::new(64, [id[0], id[1], id[2], id[3], 1, proto, p[0], p[1]]));
+    let l4 = POLICY_V2.get(Key::new(64, [0, 0, 0, 0, 1, proto, p[0], p[1]]));
     match (l3, l4) {
         (None, None) => None,
         (a, b) => Some(a.is_some_and(|v| v[2] & 1 != 0) || b.is_some_and(|v| v[2] & 1 != 0)),

@@ -1,7 +1,7 @@
 //! `cilium-fixture`: a Cilium-like datapath on one pod's lxc, for the tracer's Cilium tests.
 //! Mounts a private bpffs on `--bpffs DIR` (never the host's /sys/fs/bpf), pins under
 //! `DIR/tc/globals` Cilium's maps in the byte layout of `--layout` (`1.14`: Cilium 1.14–1.15,
-//! `1.16`: 1.16–1.17, `bad-metrics`: a metrics map of no release), fills the endpoint map, the
+//! `1.16`: 1.16–1.17, `1.18`: 1.18+, `bad-metrics`: a metrics map of no release), fills the endpoint map, the
 //! ipcache and the endpoint's policy map, attaches `cil_from_container` (fixtures-ebpf
 //! `cilium-ebpf`) to the interface's tc ingress, writes `--ready-file`, and holds until stdin
 //! closes (the test dropped its handle, or died). On exit it detaches, unmounts the bpffs (the pins go with it)
@@ -32,6 +32,8 @@ enum Layout {
     V1_14,
     #[value(name = "1.16")]
     V1_16,
+    #[value(name = "1.18")]
+    V1_18,
     #[value(name = "bad-metrics")]
     BadMetrics,
 }
@@ -142,8 +144,8 @@ fn setup_and_hold(args: &Args, ebpf: &mut Ebpf, added_qdisc: &mut bool) -> Resul
         lxc.insert(k, v, 0)?;
     }
     // ipcache: the pod itself, then what the test adds.
+    let v18 = args.layout == Layout::V1_18;
     {
-        let mut ipc: LpmTrie<_, [u8; 20], [u8; 12]> = LpmTrie::try_from(ebpf.map_mut("cilium_ipcache").context("cilium_ipcache")?)?;
         let mut entries = vec![(pod_ip, 32u32, identity)];
         for e in &args.ipcache {
             let (net, id) = e.split_once('=').with_context(|| format!("--ipcache wants IP/PREFIX=IDENTITY, not {e:?}"))?;
@@ -154,12 +156,59 @@ fn setup_and_hold(args: &Args, ebpf: &mut Ebpf, added_qdisc: &mut bool) -> Resul
             let mut k = [0u8; 20];
             k[3] = 1;
             k[4..8].copy_from_slice(&ip.octets());
-            let mut v = [0u8; 12];
-            v[..4].copy_from_slice(&u32::to_ne_bytes(id));
-            ipc.insert(&Key::new(32 + len, k), v, 0)?;
+            let key = Key::new(32 + len, k);
+            if v18 {
+                let mut ipc: LpmTrie<_, [u8; 20], [u8; 24]> = LpmTrie::try_from(ebpf.map_mut("IPCACHE_V2").context("IPCACHE_V2")?)?;
+                let mut v = [0u8; 24];
+                v[..4].copy_from_slice(&u32::to_ne_bytes(id));
+                ipc.insert(&key, v, 0)?;
+            } else {
+                let mut ipc: LpmTrie<_, [u8; 20], [u8; 12]> = LpmTrie::try_from(ebpf.map_mut("cilium_ipcache").context("cilium_ipcache")?)?;
+                let mut v = [0u8; 12];
+                v[..4].copy_from_slice(&u32::to_ne_bytes(id));
+                ipc.insert(&key, v, 0)?;
+            }
         }
     }
-    let policy_name = if args.layout == Layout::V1_14 { "POLICY_HASH" } else { "POLICY_LPM" };
+    let policy_name = match args.layout {
+        Layout::V1_14 => "POLICY_HASH",
+        Layout::V1_18 => "POLICY_V2",
+        _ => "POLICY_LPM",
+    };
+    fill_policy(args, ebpf, policy_name)?;
+    {
+        let mut config: Array<_, u32> = Array::try_from(ebpf.map_mut("CONFIG").context("CONFIG")?)?;
+        config.set(
+            0,
+            match args.layout {
+                Layout::V1_14 => 1,
+                Layout::V1_18 => 3,
+                _ => 2,
+            },
+            0,
+        )?;
+        config.set(1, u32::from(args.also_unroutable_port), 0)?;
+    }
+    // Pin under Cilium's names, as the agent does.
+    let metrics = if args.layout == Layout::BadMetrics { "METRICS_BAD" } else { "cilium_metrics" };
+    let pins = [
+        (metrics, "cilium_metrics".to_string()),
+        ("cilium_lxc", "cilium_lxc".into()),
+        if v18 { ("IPCACHE_V2", "cilium_ipcache_v2".into()) } else { ("cilium_ipcache", "cilium_ipcache".into()) },
+        (policy_name, if v18 { format!("cilium_policy_v2_{endpoint_id:05}") } else { format!("cilium_policy_{endpoint_id:05}") }),
+    ];
+    for (map, pin) in pins {
+        ebpf.map(map).with_context(|| format!("no map {map}"))?.pin(globals.join(&pin)).with_context(|| format!("pinning {pin}"))?;
+    }
+    attach(args, ebpf, added_qdisc)?;
+    std::fs::write(&args.ready_file, b"ready\n")?;
+    hold();
+    Ok(())
+}
+
+/// The endpoint's egress policy entries, in the map of `args.layout`.
+fn fill_policy(args: &Args, ebpf: &mut Ebpf, policy_name: &str) -> Result<()> {
+    let v18 = args.layout == Layout::V1_18;
     for p in &args.policy {
         let v: Vec<&str> = p.split(':').collect();
         let [verdict, identity, proto, port] = v.as_slice() else { bail!("--policy wants allow|deny:IDENTITY:PROTO:PORT, not {p:?}") };
@@ -179,29 +228,19 @@ fn setup_and_hold(args: &Args, ebpf: &mut Ebpf, added_qdisc: &mut bool) -> Resul
                 _ => 24,
             };
             value[2] |= u8::try_from(l4)? << 3;
-            let mut m: LpmTrie<_, [u8; 8], [u8; 24]> = LpmTrie::try_from(ebpf.map_mut(policy_name).context("policy map")?)?;
-            m.insert(&Key::new(40 + l4, [id[0], id[1], id[2], id[3], 1, proto, pb[0], pb[1]]), value, 0)?;
+            let key = Key::new(40 + l4, [id[0], id[1], id[2], id[3], 1, proto, pb[0], pb[1]]);
+            if v18 {
+                // 1.18+: the same first 8 bytes, no counters (cookie at 8).
+                let mut m: LpmTrie<_, [u8; 8], [u8; 12]> = LpmTrie::try_from(ebpf.map_mut(policy_name).context("policy map")?)?;
+                let mut short = [0u8; 12];
+                short[..8].copy_from_slice(&value[..8]);
+                m.insert(&key, short, 0)?;
+            } else {
+                let mut m: LpmTrie<_, [u8; 8], [u8; 24]> = LpmTrie::try_from(ebpf.map_mut(policy_name).context("policy map")?)?;
+                m.insert(&key, value, 0)?;
+            }
         }
     }
-    {
-        let mut config: Array<_, u32> = Array::try_from(ebpf.map_mut("CONFIG").context("CONFIG")?)?;
-        config.set(0, if args.layout == Layout::V1_14 { 1 } else { 2 }, 0)?;
-        config.set(1, u32::from(args.also_unroutable_port), 0)?;
-    }
-    // Pin under Cilium's names, as the agent does.
-    let metrics = if args.layout == Layout::BadMetrics { "METRICS_BAD" } else { "cilium_metrics" };
-    let pins = [
-        (metrics, "cilium_metrics".to_string()),
-        ("cilium_lxc", "cilium_lxc".into()),
-        ("cilium_ipcache", "cilium_ipcache".into()),
-        (policy_name, format!("cilium_policy_{endpoint_id:05}")),
-    ];
-    for (map, pin) in pins {
-        ebpf.map(map).with_context(|| format!("no map {map}"))?.pin(globals.join(&pin)).with_context(|| format!("pinning {pin}"))?;
-    }
-    attach(args, ebpf, added_qdisc)?;
-    std::fs::write(&args.ready_file, b"ready\n")?;
-    hold();
     Ok(())
 }
 
