@@ -131,8 +131,8 @@ fn verdict(ctx: &TcContext) -> Result<Option<u8>, i64> {
     .unwrap_or(WORLD_ID);
     let found = match generation {
         1 => lookup_hash(identity, proto, port),
-        3 => lookup_lpm_v2(identity, proto, port),
-        _ => lookup_lpm(identity, proto, port),
+        3 => lookup_lpm(&POLICY_V2, identity, proto, port),
+        _ => lookup_lpm(&POLICY_LPM, identity, proto, port),
     };
     Ok(match found {
         Some(true) => Some(DROP_POLICY_DENY),
@@ -156,24 +156,13 @@ fn lookup_hash(identity: u32, proto: u8, port: u16) -> Option<bool> {
     None
 }
 
-/// 1.16–1.17: the identity's entry and the any-identity entry; a deny of either wins.
-fn lookup_lpm(identity: u32, proto: u8, port: u16) -> Option<bool> {
+/// 1.16+: the identity's entry and the any-identity entry; a deny of either wins. `N`: the
+/// value size (24 B up to 1.17, 12 B from 1.18; the flags byte is at 2 in both).
+fn lookup_lpm<const N: usize>(map: &LpmTrie<[u8; 8], [u8; N]>, identity: u32, proto: u8, port: u16) -> Option<bool> {
     let p = port.to_be_bytes();
     let id = identity.to_ne_bytes();
-    let l3 = POLICY_LPM.get(Key::new(64, [id[0], id[1], id[2], id[3], 1, proto, p[0], p[1]]));
-    let l4 = POLICY_LPM.get(Key::new(64, [0, 0, 0, 0, 1, proto, p[0], p[1]]));
-    match (l3, l4) {
-        (None, None) => None,
-        (a, b) => Some(a.is_some_and(|v| v[2] & 1 != 0) || b.is_some_and(|v| v[2] & 1 != 0)),
-    }
-}
-
-/// 1.18+: the same lookups in the 12-byte-value map.
-fn lookup_lpm_v2(identity: u32, proto: u8, port: u16) -> Option<bool> {
-    let p = port.to_be_bytes();
-    let id = identity.to_ne_bytes();
-    let l3 = POLICY_V2.get(Key::new(64, [id[0], id[1], id[2], id[3], 1, proto, p[0], p[1]]));
-    let l4 = POLICY_V2.get(Key::new(64, [0, 0, 0, 0, 1, proto, p[0], p[1]]));
+    let l3 = map.get(Key::new(64, [id[0], id[1], id[2], id[3], 1, proto, p[0], p[1]]));
+    let l4 = map.get(Key::new(64, [0, 0, 0, 0, 1, proto, p[0], p[1]]));
     match (l3, l4) {
         (None, None) => None,
         (a, b) => Some(a.is_some_and(|v| v[2] & 1 != 0) || b.is_some_and(|v| v[2] & 1 != 0)),
