@@ -94,3 +94,25 @@ fn show<S: AsRef<OsStr>>(program: &str, args: &[S]) -> String {
     }
     s
 }
+
+/// Waits (bounded) for a helper process told to stop (its stdin closed) to exit; fails when
+/// it exited badly or wrote anything to stderr. Killed when it does not exit in time.
+pub fn finish_helper(mut child: std::process::Child, name: &str, timeout: Duration) -> Result<()> {
+    let status = crate::wait::until(&format!("{name} to exit"), timeout, Duration::from_millis(10), || Ok(child.try_wait()?));
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    if !status.success() || !stderr.trim().is_empty() {
+        bail!("{name} exited with {status}: {}", stderr.trim());
+    }
+    Ok(())
+}

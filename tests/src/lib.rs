@@ -20,7 +20,9 @@
     reason = "test support: every error names the tool, kernel call or wait that failed"
 )]
 
+pub mod cilium_fixture;
 pub mod cmd;
+pub mod cni;
 pub mod kernel;
 pub mod netns;
 pub mod node;
@@ -33,6 +35,7 @@ pub mod traffic;
 pub mod wait;
 pub mod watch;
 
+pub use cilium_fixture::{CiliumFixture, CiliumLayout, CiliumOptions};
 pub use kernel::{Feature, require, skip, unchecked};
 pub use node::{IptRule, Node, NodeOptions, Pod};
 pub use tc_fixture::{Attach, Direction, FixtureStats, ProgInfo, TcFixture, TcFixtureOptions, fixture_bin};

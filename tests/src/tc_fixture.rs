@@ -257,25 +257,8 @@ impl TcFixture {
 
     fn finish(&mut self) -> Result<()> {
         drop(self.stdin.take());
-        let Some(mut child) = self.child.take() else { return Ok(()) };
-        let status = wait::until("tc-fixture to exit", TIMEOUT, Duration::from_millis(10), || Ok(child.try_wait()?));
-        let status = match status {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
-            }
-        };
-        let mut stderr = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read as _;
-            let _ = e.read_to_string(&mut stderr);
-        }
-        if !status.success() || !stderr.trim().is_empty() {
-            bail!("tc-fixture exited with {status}: {}", stderr.trim());
-        }
-        Ok(())
+        let Some(child) = self.child.take() else { return Ok(()) };
+        crate::cmd::finish_helper(child, "tc-fixture", TIMEOUT)
     }
 }
 

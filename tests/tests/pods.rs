@@ -6,7 +6,7 @@
 use std::{path::Path, time::Duration};
 
 use integration_tests::{Attach, Direction, Feature, Finished, Node, NodeOptions, Pod, TcFixture, TcFixtureOptions, TempDir, Tracer, function, require, wait};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Bound on waiting for the kernel's own counters: only reached when something is wrong.
 const TIMEOUT: Duration = Duration::from_mins(1);
@@ -23,63 +23,19 @@ fn fixture_bin() -> std::path::PathBuf {
     integration_tests::fixture_bin(env!("CARGO_BIN_EXE_tc-fixture"))
 }
 
-fn mac(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
 
 /// The Kubernetes name the test gives pod `i`.
 fn pod_name(i: usize) -> String {
     format!("default/web-{i}")
 }
 
-/// A libcni cache directory (`DIR/results/<network>-<containerID>-<ifName>`) with one
-/// `cniCacheV1` entry per pod, as containerd writes them for Cilium pods.
+/// A libcni cache naming the node's pods (see `integration_tests::cni::cni_cache`).
 fn cni_cache(node: &Node) -> TempDir {
     cni_cache_with(node, true)
 }
 
-/// Same; without `host_side` the result lists only the pod's own interface (as some plugins
-/// write it), so the tracer must find the lxc as the veth peer.
 fn cni_cache_with(node: &Node, host_side: bool) -> TempDir {
-    let dir = TempDir::new("pd-cni").unwrap();
-    let results = dir.join("results");
-    std::fs::create_dir(&results).unwrap();
-    for p in node.pods() {
-        let cid = format!("{:064x}", 0xc0ff_ee00_u64 + p.index as u64);
-        let sandbox = p.netns_path().display().to_string();
-        let entry = json!({
-            "kind": "cniCacheV1",
-            "containerId": cid,
-            // base64 of {"cniVersion":"1.0.0","name":"cilium","type":"cilium-cni"}
-            "config": "eyJjbmlWZXJzaW9uIjoiMS4wLjAiLCJuYW1lIjoiY2lsaXVtIiwidHlwZSI6ImNpbGl1bS1jbmkifQ==",
-            "ifName": "eth0",
-            "networkName": "cilium",
-            "netns": sandbox,
-            "cniArgs": [
-                ["K8S_POD_INFRA_CONTAINER_ID", cid],
-                ["K8S_POD_UID", format!("uid-{}", p.index)],
-                ["IgnoreUnknown", "1"],
-                ["K8S_POD_NAMESPACE", "default"],
-                ["K8S_POD_NAME", format!("web-{}", p.index)],
-            ],
-            "result": {
-                "cniVersion": "1.0.0",
-                "interfaces": [
-                    {"name": p.lxc, "mac": mac(p.lxc_mac)},
-                    {"name": p.eth, "mac": mac(p.eth_mac), "sandbox": sandbox},
-                ],
-                "ips": [{"address": format!("{}/32", p.ip), "interface": 1}],
-                "routes": [{"dst": "0.0.0.0/0"}],
-            },
-        });
-        let mut entry = entry;
-        if !host_side {
-            entry["result"]["interfaces"].as_array_mut().unwrap().remove(0);
-            entry["result"]["ips"][0]["interface"] = json!(0);
-        }
-        std::fs::write(results.join(format!("cilium-{cid}-eth0")), serde_json::to_vec(&entry).unwrap()).unwrap();
-    }
-    dir
+    integration_tests::cni::cni_cache(node, host_side).unwrap()
 }
 
 /// `bpftool prog show id N`: the kernel's view of a program (name as bpftool prints it).

@@ -75,6 +75,24 @@ impl Rules {
     }
 }
 
+/// Drops by Cilium programs per Cilium reason (as the one renderer names it), from events.
+#[derive(Default)]
+pub struct CiliumReasons {
+    counts: HashMap<(String, Option<u8>), u64>,
+}
+
+impl CiliumReasons {
+    pub fn add(&mut self, c: &crate::model::cilium::CiliumInfo) {
+        let key = (crate::model::render::cilium_reason_of(c), c.drop.as_ref().map(|d| d.code));
+        *self.counts.entry(key).or_default() += 1;
+    }
+
+    /// ((reason text, code), count), largest first.
+    pub fn sorted(&self) -> Vec<((String, Option<u8>), u64)> {
+        sorted_counts(self.counts.iter().map(|(k, v)| (k.clone(), *v)))
+    }
+}
+
 /// Drops per pod, from events: each drop counts once for every pod involved (as source,
 /// destination, or owner of the interface).
 #[derive(Default)]

@@ -169,6 +169,12 @@ pub struct CaptureArgs {
     #[arg(help_heading = "Probes", long)]
     pub no_tc: bool,
 
+    /// The bpffs where Cilium pins its maps (read under DIR/tc/globals): drops by Cilium's
+    /// programs (`cil_*`) then carry Cilium's own reason, source line, endpoint, identities and
+    /// policy entry. Read-only; nothing is done when no Cilium map is pinned there.
+    #[arg(help_heading = "Kubernetes", long, value_name = "DIR", default_value = DEFAULT_BPFFS)]
+    pub cilium_bpffs: PathBuf,
+
     /// Only drops of this pod (NAMESPACE/NAME): in its network namespace, on its host-side
     /// interface (lxc…), or to/from its IPs. Repeatable. Pods are read from the CNI cache.
     #[arg(help_heading = "Kubernetes", long = "pod", value_name = "NAMESPACE/NAME")]

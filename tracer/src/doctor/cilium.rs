@@ -69,7 +69,7 @@ pub fn load(bpffs: &Path) -> Result<CiliumState, String> {
 }
 
 /// Opens a pinned map and checks it is exactly the layout we decode; anything else is refused.
-fn open(path: &Path, l: Layout) -> Result<MapData, String> {
+pub fn open(path: &Path, l: Layout) -> Result<MapData, String> {
     let data = MapData::from_pin(path).map_err(|e| format!("cannot open pinned map {}: {e}", path.display()))?;
     let info = data.info().map_err(|e| format!("cannot read map info of {}: {e}", path.display()))?;
     let ty = info.map_type().ok();
@@ -90,7 +90,7 @@ fn open(path: &Path, l: Layout) -> Result<MapData, String> {
     Ok(data)
 }
 
-fn read_endpoints(path: &Path, undecodable: &mut usize) -> Result<Vec<Endpoint>, String> {
+pub fn read_endpoints(path: &Path, undecodable: &mut usize) -> Result<Vec<Endpoint>, String> {
     let data = open(path, layout::LXC)?;
     let map: aya::maps::HashMap<MapData, [u8; layout::ENDPOINT_KEY_SIZE], [u8; layout::ENDPOINT_INFO_SIZE]> =
         aya::maps::HashMap::try_from(Map::HashMap(data)).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -3,6 +3,7 @@
 //! 2 could not check.
 pub mod cilium;
 pub mod cilium_layout;
+pub mod cilium_policy;
 pub mod cni;
 pub mod host;
 pub mod kernel;
@@ -100,21 +101,25 @@ fn node_checks(report: &mut Report, args: &DoctorArgs, pod_cidrs: &[Cidr]) {
             };
             report.record("cilium.endpoints", outcome);
             report.record("cilium.ipcache", cilium::check_ipcache(st, cni.as_ref(), pod_cidrs));
+            report.record("cilium.policy", cilium_policy::check_policy(&args.bpffs));
         }
         Ok(st) => {
             let why = format!("no pinned Cilium maps under {}", st.globals.display());
             report.record("cilium.endpoints", Outcome::Skipped(why.clone()));
-            report.record("cilium.ipcache", Outcome::Skipped(why));
+            report.record("cilium.ipcache", Outcome::Skipped(why.clone()));
+            report.record("cilium.policy", Outcome::Skipped(why));
         }
         // The default location not being a bpffs just means no Cilium state to check; a path
         // the user named is expected to be one.
         Err(e) if args.bpffs == Path::new(crate::cli::DEFAULT_BPFFS) => {
             report.record("cilium.endpoints", Outcome::Skipped(e.clone()));
             report.record("cilium.ipcache", Outcome::Skipped(e.clone()));
+            report.record("cilium.policy", Outcome::Skipped(e.clone()));
         }
         Err(e) => {
             report.record("cilium.endpoints", Outcome::Error(e.clone()));
             report.record("cilium.ipcache", Outcome::Error(e.clone()));
+            report.record("cilium.policy", Outcome::Error(e.clone()));
         }
     }
 

@@ -1,7 +1,8 @@
-//! "Who dropped it": pods (CNI cache), the tc program (tc.rs) and the netfilter rule
-//! (netfilter.rs, window.rs) of a drop. Enrichment asks the node through [`Node`], which the
+//! "Who dropped it": pods (CNI cache), the tc program (tc.rs), the netfilter rule
+//! (netfilter.rs, window.rs) and Cilium's own reason (cilium/) of a drop. Enrichment asks the node through [`Node`], which the
 //! session implements over the probes and the tests over fixtures; what needs the node for
 //! long (ruleset listings) runs on a worker (window.rs).
+pub mod cilium;
 pub mod netfilter;
 pub mod tc;
 pub mod window;
@@ -9,6 +10,7 @@ pub mod window;
 use tracer_common::PacketEvent;
 
 use self::{
+    cilium::CiliumAttributor,
     netfilter::Attributor,
     tc::TcAttributor,
     window::{Held, Windows},
@@ -65,6 +67,8 @@ pub struct Enricher {
     pub tc: Option<TcAttributor>,
     /// Netfilter attribution and its windows, when observers are attached (or counters serve).
     pub nf: Option<(Attributor, Windows)>,
+    /// Cilium's reason for drops by `cil_*` programs, when its maps are pinned.
+    pub cilium: Option<CiliumAttributor>,
     pub codes: ReasonCodes,
     /// Name a netfilter rule only from a snapshot taken after the drop (`tracer watch`: the
     /// rulesets change while it runs, so the latest snapshot may lack the rule, or hold a
@@ -74,7 +78,7 @@ pub struct Enricher {
 
 impl Enricher {
     pub fn new(pods: Pods, codes: ReasonCodes) -> Self {
-        Self { pods, tc: None, nf: None, codes, window_only: false }
+        Self { pods, tc: None, nf: None, cilium: None, codes, window_only: false }
     }
 
     /// Direction of a `TC_INGRESS` (false) / `TC_EGRESS` (true) reason; None for other reasons.
@@ -96,7 +100,14 @@ impl Enricher {
         ev.src_pod = ev.headers.src.and_then(|a| self.pods.by_ip(a)).map(|p| p.key.clone());
         ev.dst_pod = ev.headers.dst.and_then(|a| self.pods.by_ip(a)).map(|p| p.key.clone());
         ev.pod_iface = self.pods.by_iface(h.netns, h.ifindex).map(|p| p.key.clone());
+        let by_cilium = ev.tc.as_ref().is_some_and(cilium::is_cilium);
         r.iface.pod.clone_from(&ev.pod_iface);
+        if let Some(c) = &mut self.cilium
+            && by_cilium
+        {
+            c.hold(r, h.ts_ns);
+            return None;
+        }
         let Some((nf, windows)) = &mut self.nf else { return Some(r) };
         // Where the packet died: the observer slot it passed last (a stale ring entry from
         // another namespace is not this packet's history), else, on kernels without observers,
@@ -127,9 +138,17 @@ impl Enricher {
     /// Held drops whose window closed. `wait`: when too many wait, block until the snapshot
     /// in flight is back (the ring reader runs on regardless).
     pub fn poll(&mut self) -> Vec<DropRecord> {
-        let Some((nf, windows)) = &mut self.nf else { return Vec::new() };
+        let mut done = Vec::new();
+        if let Some(c) = &mut self.cilium {
+            let full = c.is_full();
+            done = c.poll(full);
+            if full && c.is_full() {
+                done.extend(c.poll(true));
+            }
+        }
+        let Some((nf, windows)) = &mut self.nf else { return done };
         let full = windows.is_full();
-        let mut done = windows.poll(nf, full);
+        done.extend(windows.poll(nf, full));
         if full && windows.is_full() {
             // Every held drop came after the snapshot that was in flight: wait for the next.
             done.extend(windows.poll(nf, true));
@@ -144,13 +163,16 @@ impl Enricher {
 
     /// True when held drops reached their bound (the caller polls at once).
     pub fn must_poll(&self) -> bool {
-        self.nf.as_ref().is_some_and(|(_, w)| w.is_full())
+        self.nf.as_ref().is_some_and(|(_, w)| w.is_full()) || self.cilium.as_ref().is_some_and(CiliumAttributor::is_full)
     }
 
     /// Every held drop, attributed (the capture ends).
     pub fn finish(&mut self) -> Vec<DropRecord> {
-        let Some((nf, windows)) = &mut self.nf else { return Vec::new() };
-        windows.finish(nf)
+        let mut done = self.cilium.as_mut().map(CiliumAttributor::finish).unwrap_or_default();
+        if let Some((nf, windows)) = &mut self.nf {
+            done.extend(windows.finish(nf));
+        }
+        done
     }
 
     /// Pod and tc program of a row of the kernel's exact statistics.
@@ -169,14 +191,7 @@ impl Enricher {
 fn packet_info(ev: &DropEvent, hook: u32) -> PacketInfo {
     let h = &ev.headers;
     let dev = (!ev.ifname.is_empty()).then(|| ev.ifname.clone());
-    let proto = h.proto.as_ref().map(|p| match p {
-        Proto::Name("icmp") => 1,
-        Proto::Name("tcp") => 6,
-        Proto::Name("udp") => 17,
-        Proto::Name("icmpv6") => 58,
-        Proto::Name(_) => 0,
-        Proto::Number(n) => *n,
-    });
+    let proto = h.proto.as_ref().map(Proto::number);
     PacketInfo {
         src: h.src,
         dst: h.dst,

@@ -6,6 +6,7 @@ use serde::Serialize;
 use tracer_common::PacketEvent;
 
 use super::{
+    cilium::CiliumInfo,
     headers::{Headers, parse_headers},
     netfilter::NetfilterInfo,
     tc::TcInfo,
@@ -49,6 +50,9 @@ pub struct DropEvent {
     /// Which tc/BPF program shot it (`TC_INGRESS`/`TC_EGRESS` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tc: Option<TcInfo>,
+    /// Cilium's own reason, endpoint, identities and policy entry (drops by `cil_*` programs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cilium: Option<CiliumInfo>,
     /// Pods ("namespace/name") owning the source and destination addresses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub src_pod: Option<String>,
@@ -82,6 +86,7 @@ impl DropEvent {
             reason_code: h.reason,
             netfilter: None,
             tc: None,
+            cilium: None,
             src_pod: None,
             dst_pod: None,
             pod_iface: None,

@@ -24,6 +24,18 @@ impl Proto {
             n => Self::Number(n),
         }
     }
+
+    /// The IP protocol number (0 for a name no packet carries).
+    pub fn number(&self) -> u8 {
+        match self {
+            Self::Name("icmp") => 1,
+            Self::Name("tcp") => 6,
+            Self::Name("udp") => 17,
+            Self::Name("icmpv6") => 58,
+            Self::Name(_) => 0,
+            Self::Number(n) => *n,
+        }
+    }
 }
 
 impl std::fmt::Display for Proto {

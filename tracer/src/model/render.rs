@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{
+    cilium::{CiliumInfo, CiliumReason},
     drop::DropEvent,
     headers::Headers,
     path::PacketRecord,
@@ -20,8 +21,9 @@ pub fn drop_line(e: &DropEvent) -> String {
     let what = e.headers.summary();
     let pod = e.pod_iface.as_deref().map(|p| format!(" (pod {p})")).unwrap_or_default();
     let by = e.tc.as_ref().map(|t| format!(" by {}", t.who())).unwrap_or_default();
+    let cilium = e.cilium.as_ref().map(|c| format!(" [{}]", cilium_text(c))).unwrap_or_default();
     let clock = e.time.get(11..).unwrap_or(&e.time);
-    format!("{clock} {}{pod} {} at {}: {what} len {}{by}", device(&e.ifname), e.reason, e.location, e.len)
+    format!("{clock} {}{pod} {} at {}: {what} len {}{by}{cilium}", device(&e.ifname), e.reason, e.location, e.len)
 }
 
 /// The pcapng comment of a dropped packet: `drop reason=… location=… iface=… netns=…` and
@@ -38,12 +40,62 @@ pub fn drop_comment(ev: &DropEvent) -> String {
         }
         let _ = write!(comment, " {}\"", tc.verdict);
     }
+    if let Some(c) = &ev.cilium {
+        let _ = write!(comment, " cilium=\"{}\"", cilium_text(c));
+    }
     for (k, v) in [("pod_iface", &ev.pod_iface), ("src_pod", &ev.src_pod), ("dst_pod", &ev.dst_pod)] {
         if let Some(v) = v {
             let _ = write!(comment, " {k}={v}");
         }
     }
     comment
+}
+
+/// "Policy denied (133) at `bpf_lxc.c:1412` egress": one metrics key, as every output names it.
+pub fn cilium_reason(r: &CiliumReason) -> String {
+    let dir = r.direction.map(|d| format!(" {d}")).unwrap_or_default();
+    format!("{} ({}) at {}:{}{dir}", r.reason, r.code, r.file, r.line)
+}
+
+/// The reason part of a `cilium` section: the reason, or the candidates of an ambiguous
+/// window, or that no drop counter moved (the summary's and the table's key).
+pub fn cilium_reason_of(c: &CiliumInfo) -> String {
+    match (&c.drop, c.candidates.as_slice()) {
+        (Some(r), _) => cilium_reason(r),
+        (None, []) => "no Cilium drop counter moved".into(),
+        (None, many) => format!("ambiguous: {}", many.iter().map(cilium_reason).collect::<Vec<_>>().join(" | ")),
+    }
+}
+
+/// A `cilium` section in one line: "Cilium: Policy denied (133) at `bpf_lxc.c:1412` egress;
+/// endpoint 1234 lxc1 (pod ns/web); identity 3000 > 4000; policy `cilium_policy_01234`: no allow
+/// entry for identity 4000 6/8080 egress; Cilium 1.16-1.17, metrics".
+pub fn cilium_text(c: &CiliumInfo) -> String {
+    let mut o = format!("Cilium: {}", cilium_reason_of(c));
+    if let Some(e) = &c.endpoint {
+        let pod = e.pod.as_deref().map(|p| format!(" (pod {p})")).unwrap_or_default();
+        let _ = write!(o, "; endpoint {} {}{pod}", e.id, e.ifname);
+    }
+    if let Some(i) = &c.identity {
+        let id = |v: Option<u32>, l: &Option<String>| {
+            let l = l.as_deref().map(|l| format!(" {l}")).unwrap_or_default();
+            v.map_or_else(|| "?".to_string(), |v| format!("{v}{l}"))
+        };
+        let _ = write!(o, "; identity {} > {}", id(i.src, &i.src_labels), id(i.dst, &i.dst_labels));
+    }
+    if let Some(p) = &c.policy {
+        let _ = write!(o, "; policy {}: {}", p.map, p.decision);
+        match &p.entry {
+            Some(e) => {
+                let _ = write!(o, " (identity {} {}/{} {})", e.identity, e.protocol, e.dport, p.direction);
+            }
+            None => {
+                let _ = write!(o, " for identity {} {}/{} {}", p.identity, p.protocol, p.dport, p.direction);
+            }
+        }
+    }
+    let _ = write!(o, "; Cilium {}, {}", c.version, c.attribution);
+    o
 }
 
 /// "dropped by BPF program `cil_from_container` on lxc5c0a11 (pod default/web-0), ingress"
@@ -112,6 +164,29 @@ mod tests {
         assert!(t.contains("+3.2us  kfree_skb"), "{t}");
         assert!(t.ends_with("=> dropped: NETFILTER_DROP at nft_do_chain+0x46f\n"), "{t}");
         assert_eq!(packet_comment(&r), "packet 9 path: netif_receive_skb@lxca > kfree_skb@lxca; fate: dropped: NETFILTER_DROP at nft_do_chain+0x46f");
+    }
+
+    #[test]
+    fn cilium_section_in_one_line() {
+        use crate::model::cilium::{CiliumEndpoint, CiliumInfo, CiliumReason, Identities};
+        let r = |code, reason: &str, line, packets| CiliumReason { reason: reason.into(), code, direction: Some("egress"), file: "bpf_lxc.c".into(), line, packets };
+        let mut c = CiliumInfo {
+            drop: Some(r(133, "Policy denied", 1412, None)),
+            endpoint: Some(CiliumEndpoint { id: 7, ifname: "lxc1".into(), pod: Some("default/web-0".into()) }),
+            identity: Some(Identities { src: Some(3000), dst: Some(2), src_labels: None, dst_labels: Some("reserved:world".into()) }),
+            policy: None,
+            version: "1.16-1.17",
+            attribution: "metrics",
+            candidates: Vec::new(),
+            hint: None,
+        };
+        assert_eq!(cilium_text(&c), "Cilium: Policy denied (133) at bpf_lxc.c:1412 egress; endpoint 7 lxc1 (pod default/web-0); identity 3000 > 2 reserved:world; Cilium 1.16-1.17, metrics");
+        c.drop = None;
+        c.attribution = "ambiguous";
+        c.candidates = vec![r(133, "Policy denied", 1412, Some(1)), r(151, "Stale or unroutable IP", 1024, Some(1))];
+        assert_eq!(cilium_reason_of(&c), "ambiguous: Policy denied (133) at bpf_lxc.c:1412 egress | Stale or unroutable IP (151) at bpf_lxc.c:1024 egress");
+        c.candidates.clear();
+        assert_eq!(cilium_reason_of(&c), "no Cilium drop counter moved");
     }
 
     fn udp() -> Vec<u8> {

@@ -87,7 +87,8 @@ pub async fn run(
     let Attached { ebpf, probe, path, netfilter, tc } = attached;
     let (observers, attributor) = netfilter.map_or((None, None), |(o, a)| (Some(o), Some(a)));
     let (tc_observers, tc_attributor) = tc;
-    let enrich = enricher(pods, &reasons, attributor, tc_attributor);
+    let mut enrich = enricher(pods, &reasons, attributor, tc_attributor);
+    enrich.cilium = cilium_attributor(&args.cilium_bpffs);
     let mut pipe = Pipeline::new(Namer::new(reasons, kallsyms, Clock::new()), enrich, sinks(args, bundle, created)?);
     let path_backend = path.as_ref().map(|p| (p.backend, p.functions, p.note.clone()));
     if path.is_some() {
@@ -243,4 +244,12 @@ pub fn report_progress(file: Option<&mut ProgressFile>, maps: &Maps, pipe: &Pipe
 
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Cilium's reasons when its maps are pinned under `bpffs`; an unknown layout is one warning.
+pub fn cilium_attributor(bpffs: &std::path::Path) -> Option<crate::enrich::cilium::CiliumAttributor> {
+    crate::enrich::cilium::CiliumAttributor::new(bpffs).unwrap_or_else(|e| {
+        eprintln!("tracer: warning: {e}");
+        None
+    })
 }

@@ -66,6 +66,16 @@ pub struct RuleCount {
     pub count: u64,
 }
 
+/// Drops by a Cilium program per Cilium reason (from attributed events).
+#[derive(Debug, Serialize)]
+pub struct CiliumReasonCount {
+    /// "Policy denied (133) at `bpf_lxc.c:1412` egress", "ambiguous: … | …", or that none moved.
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<u8>,
+    pub count: u64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Summary {
     /// Exact number of drops that matched every filter (in-kernel counter).
@@ -83,6 +93,8 @@ pub struct Summary {
     pub by_program: Vec<ProgramCount>,
     /// Drops per pod (from events; a drop counts for each pod involved).
     pub by_pod: Vec<aggregate::PodCount>,
+    /// Drops by Cilium programs per Cilium reason (from events).
+    pub by_cilium_reason: Vec<CiliumReasonCount>,
     /// Events written to the outputs (= drops − `lost_events`).
     pub events: u64,
     /// Drops seen before any filter (every reason, every interface).
@@ -156,7 +168,17 @@ pub struct Meta {
     pub end: String,
 }
 
-pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, rules: &aggregate::Rules, pods: &aggregate::PodCounts, meta: Meta) -> Summary {
+/// What the summary tallies from drop events.
+#[derive(Default)]
+pub struct Tallies {
+    pub flows: Flows,
+    pub rules: Rules,
+    pub by_pod: PodCounts,
+    pub cilium: aggregate::CiliumReasons,
+}
+
+pub fn build(totals: &Totals, rows: &[KernelRow], t: &Tallies, meta: Meta) -> Summary {
+    let Tallies { flows, rules, by_pod: pods, cilium } = t;
     let mut programs: Vec<ProgramCount> = Vec::new();
     for r in rows {
         let Some(tc) = &r.tc else { continue };
@@ -206,6 +228,7 @@ pub fn build(totals: &Totals, rows: &[KernelRow], flows: &aggregate::Flows, rule
             .collect(),
         by_program: programs,
         by_pod: pods.sorted(),
+        by_cilium_reason: cilium.sorted().into_iter().map(|((reason, code), count)| CiliumReasonCount { reason, code, count }).collect(),
         events: totals.events,
         seen_drops: totals.seen_drops,
         probe_misses: totals.probe_misses,
@@ -232,14 +255,12 @@ pub struct RunEnd {
 /// writes `--summary FILE` (all or nothing) and the tables on stderr.
 pub struct SummarySink {
     pub path: Option<std::path::PathBuf>,
-    pub flows: Flows,
-    pub rules: Rules,
-    pub by_pod: PodCounts,
+    pub tallies: Tallies,
 }
 
 impl SummarySink {
     pub fn new(path: Option<std::path::PathBuf>) -> Self {
-        Self { path, flows: Flows::default(), rules: Rules::default(), by_pod: PodCounts::default() }
+        Self { path, tallies: Tallies::default() }
     }
 }
 
@@ -249,16 +270,20 @@ impl super::Sink for SummarySink {
     }
 
     fn drop_event(&mut self, d: &DropRecord) -> anyhow::Result<()> {
-        self.flows.add(&d.event);
-        self.by_pod.add(&d.event);
+        let t = &mut self.tallies;
+        t.flows.add(&d.event);
+        t.by_pod.add(&d.event);
         if let Some(nf) = &d.event.netfilter {
-            self.rules.add(nf);
+            t.rules.add(nf);
+        }
+        if let Some(c) = &d.event.cilium {
+            t.cilium.add(c);
         }
         Ok(())
     }
 
     fn finish(&mut self, end: &RunEnd) -> anyhow::Result<()> {
-        let s = build(&end.totals, &end.rows, &self.flows, &self.rules, &self.by_pod, end.meta.clone());
+        let s = build(&end.totals, &end.rows, &self.tallies, end.meta.clone());
         if let Some(p) = &self.path {
             let mut bytes = serde_json::to_vec_pretty(&s)?;
             bytes.push(b'\n');

@@ -48,6 +48,9 @@ pub fn render(s: &Summary) -> String {
             s.by_rule.iter().map(|r| (format!("{} {} {}: {}", r.backend, r.table, r.chain, r.rule), r.count)),
         );
     }
+    if !s.by_cilium_reason.is_empty() {
+        section(&mut o, "CILIUM REASON", s.by_cilium_reason.iter().map(|r| (r.reason.clone(), r.count)));
+    }
     section(
         &mut o,
         "FLOW",

@@ -112,6 +112,11 @@ pub struct WatchArgs {
     #[arg(long, value_name = "DIR")]
     pub cni_cache_dir: Option<PathBuf>,
 
+    /// The bpffs where Cilium pins its maps (as `capture --cilium-bpffs`): drops by Cilium's
+    /// programs carry Cilium's own reason in dumps.
+    #[arg(long, value_name = "DIR", default_value = crate::cli::DEFAULT_BPFFS)]
+    pub cilium_bpffs: PathBuf,
+
     /// Accepted for symmetry with capture; unused.
     #[arg(long, hide = true)]
     pub quiet: bool,
@@ -139,6 +144,7 @@ impl WatchArgs {
             no_tc: self.no_tc,
             pods: self.pods.clone(),
             cni_cache_dir: self.cni_cache_dir.clone(),
+            cilium_bpffs: self.cilium_bpffs.clone(),
             path: false,
             all: false,
             backend: crate::probes::path::BackendChoice::Auto,

@@ -132,7 +132,7 @@ fn write_partial(job: &Job, dir: &Path, partial: &Path) -> Result<PathBuf> {
         start: rfc3339(job.from),
         end: rfc3339(job.to),
     };
-    let s = summary::build(&totals, &rows(&job.records), &tally.flows, &tally.rules, &tally.by_pod, meta);
+    let s = summary::build(&totals, &rows(&job.records), &tally.tallies, meta);
     let mut bytes = serde_json::to_vec_pretty(&s)?;
     bytes.push(b'\n');
     crate::sinks::write_atomic(summary_path, &bytes)?;

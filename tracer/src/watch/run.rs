@@ -71,6 +71,7 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     let netfilter_drop = reasons.value("NETFILTER_DROP");
     let mut enrich = crate::session::run::enricher(checked.pods, &reasons, attributor, tc_attributor);
     enrich.window_only = true;
+    enrich.cilium = crate::session::run::cilium_attributor(&args.cilium_bpffs);
     let recorder = Recorder::new(args.keep, args.keep_bytes);
     let mut sinks = Sinks::default();
     sinks.push(Box::new(recorder.clone()));

@@ -11,6 +11,8 @@ const INIT: &str = include_str!("init.sh");
 
 /// Where the guest has the tc fixture (exported as `TC_FIXTURE_BIN` to the tests).
 const GUEST_FIXTURE: &str = "/usr/bin/tc-fixture";
+/// Where the guest has the Cilium-like datapath (`CILIUM_FIXTURE_BIN`).
+const GUEST_CILIUM_FIXTURE: &str = "/usr/bin/cilium-fixture";
 
 /// Host programs and where the guest has them (found on the host's PATH, symlinks followed).
 const TOOLS: &[(&str, &str)] = &[
@@ -142,6 +144,7 @@ pub fn tree(o: &Options<'_>) -> Result<(Tree, usize)> {
     // At a fixed path named by TC_FIXTURE_BIN: the build's path (compiled into the tests) may
     // lie under /tmp, which the guest mounts a tmpfs over.
     t.elf(GUEST_FIXTURE, &pl.fixture)?;
+    t.elf(GUEST_CILIUM_FIXTURE, &pl.cilium_fixture)?;
     for b in &pl.tests {
         t.elf(&format!("/vmtest/{}", b.name), &b.stripped)?;
         // One libtest argument a line; test names have no spaces.
@@ -154,13 +157,14 @@ pub fn tree(o: &Options<'_>) -> Result<(Tree, usize)> {
 
     let names: Vec<&str> = pl.tests.iter().map(|b| b.name.as_str()).collect();
     let env = format!(
-        "VMTEST_MODULES={}\nVMTEST_BINARIES={}\nVMTEST_FILTER={}\nVMTEST_REPEAT={}\nVMTEST_RETRIES={}\nexport TC_FIXTURE_BIN={}\n",
+        "VMTEST_MODULES={}\nVMTEST_BINARIES={}\nVMTEST_FILTER={}\nVMTEST_REPEAT={}\nVMTEST_RETRIES={}\nexport TC_FIXTURE_BIN={}\nexport CILIUM_FIXTURE_BIN={}\n",
         quote(&modules::BOOT.join(" ")),
         quote(&names.join(" ")),
         quote(o.filter.unwrap_or_default()),
         o.repeat,
         o.retries,
         quote(GUEST_FIXTURE),
+        quote(GUEST_CILIUM_FIXTURE),
     );
     t.data("/etc/vmtest/env", env, 0o644);
     Ok((t, count))

@@ -1,6 +1,7 @@
 //! What every guest runs, built once per `vm-test`: the release `tracer`, the integration test
-//! executables (from cargo's JSON messages), the `tc-fixture` and `kernel-probe` helpers. Copies
-//! without debug info go to `target/vm/bin/` (smaller initramfs, faster to unpack under TCG).
+//! executables (from cargo's JSON messages), the `tc-fixture`, `cilium-fixture` and
+//! `kernel-probe` helpers. Copies without debug info go to `target/vm/bin/` (smaller
+//! initramfs, faster to unpack under TCG).
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -23,6 +24,8 @@ pub struct Payload {
     pub tests: Vec<TestBin>,
     /// The fixture (the tests find it through `TC_FIXTURE_BIN` in the guest).
     pub fixture: PathBuf,
+    /// The Cilium-like datapath (`CILIUM_FIXTURE_BIN` in the guest).
+    pub cilium_fixture: PathBuf,
     pub probe: PathBuf,
 }
 
@@ -46,7 +49,7 @@ pub fn build(work: &Path, tracer: &Path) -> Result<Payload> {
     .context("building the integration tests failed")?;
     let text = std::fs::read_to_string(&json_path)?;
     let mut tests = Vec::new();
-    let (mut fixture, mut probe) = (None, None);
+    let (mut fixture, mut cilium_fixture, mut probe) = (None, None, None);
     for msg in text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -82,6 +85,8 @@ pub fn build(work: &Path, tracer: &Path) -> Result<Payload> {
             });
         } else if target == "tc-fixture" {
             fixture = Some(PathBuf::from(exe));
+        } else if target == "cilium-fixture" {
+            cilium_fixture = Some(PathBuf::from(exe));
         } else if target == "kernel-probe" {
             probe = Some(PathBuf::from(exe));
         }
@@ -96,9 +101,12 @@ pub fn build(work: &Path, tracer: &Path) -> Result<Payload> {
     tests.sort_by_key(|t| (t.name.contains('-'), t.name.clone()));
     let fixture = fixture.ok_or_else(|| anyhow!("cargo built no tc-fixture"))?;
     let probe = probe.ok_or_else(|| anyhow!("cargo built no kernel-probe"))?;
+    let cilium_fixture =
+        cilium_fixture.ok_or_else(|| anyhow!("cargo built no cilium-fixture"))?;
     Ok(Payload {
         tracer: strip(tracer, &bin.join("tracer"))?,
         fixture: strip(&fixture, &bin.join("tc-fixture"))?,
+        cilium_fixture: strip(&cilium_fixture, &bin.join("cilium-fixture"))?,
         probe: strip(&probe, &bin.join("kernel-probe"))?,
         tests,
     })
