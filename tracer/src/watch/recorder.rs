@@ -125,6 +125,7 @@ mod tests {
             reason_code: 0,
             netfilter: None,
             tc: None,
+            cilium: None,
             src_pod: None,
             dst_pod: None,
             pod_iface: None,
