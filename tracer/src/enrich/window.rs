@@ -50,6 +50,11 @@ pub struct Windows {
     /// The request in flight (at most one).
     in_flight: Option<u64>,
     next_id: u64,
+    /// Least time between the end of one snapshot and the next request (0: back to back).
+    /// A storm of held drops otherwise lists every ruleset continuously.
+    min_gap_ns: u64,
+    /// When the last snapshot ended (`CLOCK_MONOTONIC` ns).
+    last_end: u64,
 }
 
 impl Windows {
@@ -73,7 +78,14 @@ impl Windows {
                 }
             })
             .map_or_else(|e| log::warn!("no ruleset worker thread: {e}"), drop);
-        Self { requests, answers, held: Vec::new(), in_flight: None, next_id: 1 }
+        Self { requests, answers, held: Vec::new(), in_flight: None, next_id: 1, min_gap_ns: 0, last_end: 0 }
+    }
+
+    /// Snapshots at most once per `gap` while drops keep coming (sooner only when `MAX_HELD`
+    /// drops wait): `tracer watch`, whose every netfilter drop waits for a window, would
+    /// otherwise run `iptables-save`/`nft` without pause during a storm.
+    pub fn set_min_gap(&mut self, gap: std::time::Duration) {
+        self.min_gap_ns = u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX);
     }
 
     pub fn hold(&mut self, h: Held) {
@@ -109,9 +121,11 @@ impl Windows {
             if Some(a.id) == self.in_flight {
                 self.in_flight = None;
             }
+            self.last_end = a.end;
             done = self.resolve(nf, a);
         }
-        if self.in_flight.is_none() && !self.held.is_empty() {
+        let paced = wait || self.is_full() || mono_now().saturating_sub(self.last_end) >= self.min_gap_ns;
+        if self.in_flight.is_none() && !self.held.is_empty() && paced {
             self.request(nf);
         }
         done

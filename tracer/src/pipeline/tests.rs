@@ -203,6 +203,30 @@ fn a_counter_attributed_drop_waits_for_its_window() {
     assert_eq!(*node.calls.lock().unwrap(), 1, "one snapshot closes the window of all three");
 }
 
+/// `tracer watch` paces its snapshots: drops arriving in a burst while the gap runs wait for
+/// one snapshot after it instead of a listing each; the end of the capture still closes every
+/// window.
+#[test]
+fn snapshots_are_paced_by_the_minimum_gap() {
+    let (mut p, seen) = pipeline(u64::MAX);
+    let node = Arc::new(Rules { moved: 2, calls: Mutex::new(0) });
+    with_netfilter(&mut p, &node);
+    if let Some((_, w)) = p.enrich.nf.as_mut() {
+        w.set_min_gap(std::time::Duration::from_secs(3600));
+    }
+    for _ in 0..50 {
+        p.handle(&wire(kind::DROP, NETFILTER_DROP, 9999, 0, 0));
+        p.poll();
+    }
+    // The first poll found no snapshot taken yet (its gap counts from boot): at most that one.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    p.poll();
+    assert!(*node.calls.lock().unwrap() <= 1, "{} listings within the gap", node.calls.lock().unwrap());
+    p.finish();
+    assert_eq!(seen.lock().unwrap().drops.len(), 50, "the end closes every window whatever the gap");
+    assert!(*node.calls.lock().unwrap() <= 3);
+}
+
 #[test]
 fn held_drops_are_bounded() {
     let (mut p, seen) = pipeline(u64::MAX);

@@ -58,6 +58,10 @@ fn wall() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
+/// Least time between two ruleset snapshots for held drops: a watch names rules a second
+/// late rather than listing every ruleset continuously during a storm.
+const SNAPSHOT_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     let Inputs { args, cargs, checked, loaded, listener, specs, token } = inputs;
     let Loaded { attached, mut maps, reasons, kallsyms } = loaded;
@@ -71,6 +75,9 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     let netfilter_drop = reasons.value("NETFILTER_DROP");
     let mut enrich = crate::session::run::enricher(checked.pods, &reasons, attributor, tc_attributor);
     enrich.window_only = true;
+    if let Some((_, windows)) = enrich.nf.as_mut() {
+        windows.set_min_gap(SNAPSHOT_GAP);
+    }
     enrich.cilium = crate::session::run::cilium_attributor(&args.cilium_bpffs);
     let recorder = Recorder::new(args.keep, args.keep_bytes);
     let mut sinks = Sinks::default();
