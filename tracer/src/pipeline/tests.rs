@@ -212,7 +212,7 @@ fn snapshots_are_paced_by_the_minimum_gap() {
     let node = Arc::new(Rules { moved: 2, calls: Mutex::new(0) });
     with_netfilter(&mut p, &node);
     if let Some((_, w)) = p.enrich.nf.as_mut() {
-        w.set_min_gap(std::time::Duration::from_secs(3600));
+        w.set_min_gap(std::time::Duration::from_hours(1));
     }
     for _ in 0..50 {
         p.handle(&wire(kind::DROP, NETFILTER_DROP, 9999, 0, 0));
