@@ -124,8 +124,8 @@ impl Windows {
             self.last_end = a.end;
             done = self.resolve(nf, a);
         }
-        let paced = wait || self.is_full() || mono_now().saturating_sub(self.last_end) >= self.min_gap_ns;
-        if self.in_flight.is_none() && !self.held.is_empty() && paced {
+        // The clock is read only when a request could go out.
+        if self.in_flight.is_none() && !self.held.is_empty() && (wait || self.is_full() || mono_now().saturating_sub(self.last_end) >= self.min_gap_ns) {
             self.request(nf);
         }
         done
