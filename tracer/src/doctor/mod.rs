@@ -2,7 +2,6 @@
 //! single "drop" to show for it (the seed's incidents 1 and 2). Exit 0 healthy, 1 findings,
 //! 2 could not check.
 pub mod cilium;
-pub mod cilium_layout;
 pub mod cilium_policy;
 pub mod cni;
 pub mod host;

@@ -23,7 +23,7 @@ use crate::{
     netfilter::{packet::PacketInfo, snapshot::Snapshot},
     netns::Netns,
     pods::Pods,
-    probes::tc::Hook,
+    model::hooks::Hook,
 };
 
 /// What enrichment asks of the node.

@@ -13,7 +13,7 @@ use crate::{
         snapshot::Snapshot,
     },
     netns::Netns,
-    probes::netfilter::Slot,
+    model::hooks::Slot,
 };
 
 /// `Slot::hook` of a drop no observer saw: every hook is a candidate.

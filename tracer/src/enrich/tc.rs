@@ -12,7 +12,7 @@ use super::{Node, Offline};
 use crate::{
     model::tc::TcInfo,
     netns::Netns,
-    probes::tc::{Attach, Hook, Program},
+    model::hooks::{Attach, Hook, Program},
 };
 
 type Key = (u32, u32, bool);
@@ -167,7 +167,7 @@ fn fill(info: &mut TcInfo, p: &Program) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probes::tc::sys::ProgInfo;
+    use crate::kernel::bpf::ProgInfo;
 
     fn hook() -> Hook {
         let p = |id, name: &str| Program { attach: Attach::Tcx, info: Some(ProgInfo { id, name: name.into(), tag: "ab".into() }) };

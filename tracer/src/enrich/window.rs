@@ -18,7 +18,7 @@ use crate::{
     model::{drop::DropRecord, time::mono_now},
     netfilter::{packet::PacketInfo, snapshot::Snapshot},
     netns::Netns,
-    probes::netfilter::Slot,
+    model::hooks::Slot,
 };
 
 /// Drops waiting for attribution are bounded: past this, the loop waits for the snapshot in

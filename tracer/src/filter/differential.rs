@@ -267,17 +267,11 @@ mod kernel {
 
     use tracer_common::{CAPTURE_SLACK, MAX_CAPTURE};
 
-    use crate::kernel::bpfsys::{self, Insn};
+    use crate::kernel::bpf::{self, Insn};
 
     /// caplen, wirelen, link type, padding; then the packet bytes.
     const HDR: usize = 16;
     const VALUE: usize = HDR + MAX_CAPTURE + CAPTURE_SLACK;
-
-    fn sys(cmd: libc::c_long, attr: &mut [u64]) -> std::io::Result<i64> {
-        // SAFETY: `attr` is a zero-padded `union bpf_attr` prefix of the given size.
-        let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), std::mem::size_of_val(attr)) };
-        if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r) }
-    }
 
     pub struct Array(OwnedFd);
 
@@ -285,7 +279,7 @@ mod kernel {
         pub fn new() -> std::io::Result<Self> {
             // map_type 2 (array), key 4, value VALUE, 1 entry.
             let mut attr = [2 | (4 << 32), VALUE as u64 | (1 << 32), 0, 0, 0, 0, 0, 0];
-            let fd = sys(0, &mut attr)?;
+            let fd = bpf::syscall(0, &mut attr)?;
             // SAFETY: a new fd from the kernel.
             Ok(Self(unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).unwrap()) }))
         }
@@ -318,8 +312,8 @@ mod kernel {
             i(0x95, 0, 0, 0, 0),
         ];
         p.extend_from_slice(code);
-        let spec = bpfsys::ProgSpec { prog_type: bpfsys::PROG_SCHED_CLS, ..Default::default() };
-        bpfsys::load(&spec, "filter_test", &p, 16 << 20).map_err(|e| format!("{e}\n{}", e.log))
+        let spec = bpf::ProgSpec { prog_type: bpf::PROG_SCHED_CLS, ..Default::default() };
+        bpf::load(&spec, "filter_test", &p, 16 << 20).map_err(|e| format!("{e}\n{}", e.log))
     }
 
     pub fn run(map: &Array, prog: &OwnedFd, packet: &[u8], wirelen: u32, linktype: u8) -> std::io::Result<u32> {
@@ -331,14 +325,14 @@ mod kernel {
         value[HDR..HDR + cap].copy_from_slice(&packet[..cap]);
         let key = 0u32;
         let mut attr = [u64::try_from(map.fd()).unwrap(), std::ptr::from_ref(&key) as u64, value.as_ptr() as u64, 0, 0, 0];
-        sys(2, &mut attr)?;
+        bpf::syscall(2, &mut attr)?;
         // A tc program needs an Ethernet-sized input; the packet itself is in the map.
         let dummy = [0u8; 64];
         let mut attr = [0u64; 10];
         attr[0] = u64::try_from(prog.as_raw_fd()).unwrap();
         attr[1] = dummy.len() as u64;
         attr[2] = dummy.as_ptr() as u64;
-        sys(10, &mut attr)?;
+        bpf::syscall(10, &mut attr)?;
         Ok((attr[0] >> 32) as u32)
     }
 }

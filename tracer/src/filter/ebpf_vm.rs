@@ -3,7 +3,7 @@
 //! (the same code loaded and run by the real verifier and kernel) is in translate.rs's tests.
 use tracer_common::{CAPTURE_SLACK, MAX_CAPTURE};
 
-use crate::kernel::bpfsys::Insn;
+use crate::kernel::bpf::Insn;
 
 /// Runs `code` as the filter placeholder would: `packet` truncated to the capture window,
 /// `wirelen`, `linktype`. None when the code does something the translator never emits

@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow, bail};
 use pcap::{Capture, Linktype};
 use tracer_common::{CbpfInsn, FILTER_PLACEHOLDER_INSNS, MAX_FILTER_INSNS};
 
-use crate::kernel::bpfsys::Insn;
+use crate::kernel::bpf::Insn;
 
 /// libpcap's `DLT_RAW` (Linux value): packets that begin with an IPv4 or IPv6 header.
 const DLT_RAW: Linktype = Linktype(12);

@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result, bail};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
-use crate::kernel::bpfsys::Insn;
+use crate::kernel::bpf::Insn;
 
 /// Part of the placeholder's (mangled) symbol name.
 const PLACEHOLDER: &str = "tracer_filter_placeholder";

@@ -16,7 +16,7 @@
 use anyhow::{Result, bail};
 use tracer_common::{CbpfInsn, MAX_CAPTURE, linktype};
 
-use crate::kernel::bpfsys::Insn;
+use crate::kernel::bpf::Insn;
 
 const A: u8 = 6;
 const X: u8 = 7;

@@ -12,7 +12,7 @@ use std::{ffi::CString, fmt, os::fd::OwnedFd, path::Path};
 use serde::Serialize;
 
 use super::{
-    bpfsys::{self, Insn, ProgSpec},
+    bpf::{self, Insn, ProgSpec},
     btf::KernelBtf,
 };
 
@@ -152,47 +152,47 @@ enum Failure {
 
 /// Loads `r0 = ret; exit` as the program `spec` describes.
 fn load(spec: ProgSpec, ret: i32) -> Result<OwnedFd, Failure> {
-    bpfsys::load(&spec, "tracer_probe", &Insn::returning(ret), 4096).map_err(|e| Failure::No(format!("load refused: {e}")))
+    bpf::load(&spec, "tracer_probe", &Insn::returning(ret), 4096).map_err(|e| Failure::No(format!("load refused: {e}")))
 }
 
 fn attached<T>(r: std::io::Result<T>, what: &str) -> Result<String, Failure> {
-    r.map(|_| what.to_string()).map_err(|e| Failure::No(format!("loaded, but attach refused: {}", bpfsys::errno_text(&e))))
+    r.map(|_| what.to_string()).map_err(|e| Failure::No(format!("loaded, but attach refused: {}", bpf::errno_text(&e))))
 }
 
 fn probe_one(hook: Hook, inputs: &Inputs, sandbox: &Sandbox) -> Result<String, Failure> {
     let v = inputs.kern_version;
     match hook {
         Hook::Tracepoint => {
-            let prog = load(ProgSpec { prog_type: bpfsys::PROG_TRACEPOINT, kern_version: v, ..ProgSpec::default() }, 0)?;
+            let prog = load(ProgSpec { prog_type: bpf::PROG_TRACEPOINT, kern_version: v, ..ProgSpec::default() }, 0)?;
             let id = sandbox.tracepoint_id(TP_CATEGORY, TP_NAME).map_err(Failure::Untested)?;
-            attached(bpfsys::attach_perf_tracepoint(&prog, id), "attached to skb:kfree_skb (perf event)")
+            attached(bpf::attach_perf_tracepoint(&prog, id), "attached to skb:kfree_skb (perf event)")
         }
         Hook::TpBtf => {
             let id = inputs.tp_btf_id.ok_or_else(|| Failure::No(format!("no btf_trace_{TP_NAME} in kernel BTF")))?;
             let prog = load(ProgSpec {
-                prog_type: bpfsys::PROG_TRACING,
-                expected_attach_type: bpfsys::ATTACH_TRACE_RAW_TP,
+                prog_type: bpf::PROG_TRACING,
+                expected_attach_type: bpf::ATTACH_TRACE_RAW_TP,
                 attach_btf_id: id,
                 kern_version: v,
             }, 0)?;
-            attached(bpfsys::raw_tracepoint_open(&prog, None), "attached to kfree_skb (BTF-typed)")
+            attached(bpf::raw_tracepoint_open(&prog, None), "attached to kfree_skb (BTF-typed)")
         }
         Hook::RawTp => {
-            let prog = load(ProgSpec { prog_type: bpfsys::PROG_RAW_TRACEPOINT, kern_version: v, ..ProgSpec::default() }, 0)?;
-            attached(bpfsys::raw_tracepoint_open(&prog, Some(c"kfree_skb")), "attached to kfree_skb")
+            let prog = load(ProgSpec { prog_type: bpf::PROG_RAW_TRACEPOINT, kern_version: v, ..ProgSpec::default() }, 0)?;
+            attached(bpf::raw_tracepoint_open(&prog, Some(c"kfree_skb")), "attached to kfree_skb")
         }
         Hook::Kprobe => {
             let (func, _) = inputs.func.clone().ok_or_else(|| Failure::Untested("no known skb-free function in BTF to probe".into()))?;
-            let prog = load(ProgSpec { prog_type: bpfsys::PROG_KPROBE, kern_version: v, ..ProgSpec::default() }, 0)?;
+            let prog = load(ProgSpec { prog_type: bpf::PROG_KPROBE, kern_version: v, ..ProgSpec::default() }, 0)?;
             let pmu = inputs.kprobe_pmu.clone().map_err(|e| Failure::No(format!("loaded, but {e}")))?;
             let name = CString::new(func.clone()).map_err(|e| Failure::Untested(e.to_string()))?;
-            attached(bpfsys::attach_perf_kprobe(&prog, pmu, &name), &format!("attached to {func}"))
+            attached(bpf::attach_perf_kprobe(&prog, pmu, &name), &format!("attached to {func}"))
         }
         Hook::Fentry => {
             let (func, id) = inputs.func.clone().ok_or_else(|| Failure::No("no known skb-free function in kernel BTF".into()))?;
             let prog = load(ProgSpec {
-                prog_type: bpfsys::PROG_TRACING,
-                expected_attach_type: bpfsys::ATTACH_TRACE_FENTRY,
+                prog_type: bpf::PROG_TRACING,
+                expected_attach_type: bpf::ATTACH_TRACE_FENTRY,
                 attach_btf_id: id,
                 kern_version: v,
             }, 0)
@@ -200,21 +200,21 @@ fn probe_one(hook: Hook, inputs: &Inputs, sandbox: &Sandbox) -> Result<String, F
                 Failure::No(d) => Failure::No(format!("{d} (target {func})")),
                 other @ Failure::Untested(_) => other,
             })?;
-            attached(bpfsys::raw_tracepoint_open(&prog, None), &format!("attached to {func}"))
+            attached(bpf::raw_tracepoint_open(&prog, None), &format!("attached to {func}"))
         }
         Hook::Tcx => {
             sandbox.require_netns()?;
-            let prog = load(ProgSpec { prog_type: bpfsys::PROG_SCHED_CLS, ..ProgSpec::default() }, TCX_NEXT)?;
-            attached(bpfsys::link_tcx(&prog, LOOPBACK_IFINDEX, bpfsys::ATTACH_TCX_INGRESS), "link attached to lo ingress in a private netns")
+            let prog = load(ProgSpec { prog_type: bpf::PROG_SCHED_CLS, ..ProgSpec::default() }, TCX_NEXT)?;
+            attached(bpf::link_tcx(&prog, LOOPBACK_IFINDEX, false, None), "link attached to lo ingress in a private netns")
         }
         Hook::Netfilter => {
             sandbox.require_netns()?;
             let prog = load(ProgSpec {
-                prog_type: bpfsys::PROG_NETFILTER,
-                expected_attach_type: bpfsys::ATTACH_NETFILTER,
+                prog_type: bpf::PROG_NETFILTER,
+                expected_attach_type: bpf::ATTACH_NETFILTER,
                 ..ProgSpec::default()
             }, NF_ACCEPT)?;
-            attached(bpfsys::link_netfilter(&prog, NFPROTO_IPV4, NF_INET_LOCAL_IN, 1), "link attached to IPv4 LOCAL_IN in a private netns")
+            attached(bpf::link_netfilter(&prog, NFPROTO_IPV4, NF_INET_LOCAL_IN, 1), "link attached to IPv4 LOCAL_IN in a private netns")
         }
     }
 }
@@ -240,7 +240,7 @@ impl Sandbox {
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0 {
             return Self { netns: Ok(()), mountns: false };
         }
-        Self { netns: Err(format!("cannot create a private network namespace to attach in: {}", bpfsys::errno_text(&both))), mountns: false }
+        Self { netns: Err(format!("cannot create a private network namespace to attach in: {}", bpf::errno_text(&both))), mountns: false }
     }
 
     fn require_netns(&self) -> Result<(), Failure> {
@@ -265,7 +265,7 @@ impl Sandbox {
         // SAFETY: mount(2) with NUL-terminated strings; the mount lives in this thread's private
         // mount namespace and disappears with it.
         if unsafe { libc::mount(c"nodev".as_ptr(), c_target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) } != 0 {
-            return Err(format!("loaded; attach not tested: cannot mount tracefs: {}", bpfsys::errno_text(&std::io::Error::last_os_error())));
+            return Err(format!("loaded; attach not tested: cannot mount tracefs: {}", bpf::errno_text(&std::io::Error::last_os_error())));
         }
         read(target).ok_or_else(|| format!("loaded; attach not tested: tracefs has no {category}:{name} tracepoint"))
     }

@@ -1,6 +1,6 @@
 //! What the running kernel tells us: struct layouts (BTF), drop-reason names, symbols and which
 //! program types it accepts.
-pub mod bpfsys;
+pub mod bpf;
 pub mod btf;
 pub mod features;
 pub mod kallsyms;

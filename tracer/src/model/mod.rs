@@ -3,6 +3,7 @@
 pub mod cilium;
 pub mod drop;
 pub mod headers;
+pub mod hooks;
 pub mod netfilter;
 pub mod path;
 pub mod render;

@@ -24,7 +24,7 @@ use crate::{
     netns::Netns,
     path::tracker::PathTracker,
     pods::Pods,
-    probes::{netfilter::Slot, tc::Hook},
+    model::hooks::{Hook, Slot},
     sinks::{Sink, Sinks},
 };
 

@@ -48,29 +48,3 @@ pub fn brief(e: aya::programs::ProgramError) -> anyhow::Error {
         other => anyhow::Error::new(other),
     }
 }
-
-/// Times the kernel skipped a program because it was already running on that CPU (a drop
-/// inside a drop probe's run, e.g. from an interrupt): those drops were not counted.
-pub fn recursion_misses(prog: &aya::programs::ProgramFd) -> anyhow::Result<u64> {
-    use std::os::fd::{AsFd as _, AsRawFd as _};
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    // SAFETY: bpf_prog_info is plain integers; all-zero is its documented initial state.
-    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
-    let mut attr = InfoAttr {
-        bpf_fd: u32::try_from(prog.as_fd().as_raw_fd())?,
-        info_len: u32::try_from(size_of_val(&info))?,
-        info: std::ptr::from_mut(&mut info) as u64,
-    };
-    // SAFETY: attr points at a zeroed bpf_prog_info of the size we pass.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, std::ptr::from_mut(&mut attr), size_of::<InfoAttr>()) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    Ok(info.recursion_misses)
-}

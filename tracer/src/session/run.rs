@@ -18,7 +18,7 @@ use crate::{
     },
     pipeline::{Namer, Pipeline},
     pods::Pods,
-    probes::{self, loader::Maps},
+    probes::loader::Maps,
     sinks::{
         Created, Sinks,
         bundle::BundleSink,
@@ -135,7 +135,7 @@ pub async fn run(
     drop(tc_observers);
     drop(path);
     drop(probe);
-    let probe_misses = ebpf.program(program).and_then(|p| p.fd().ok()).map(probes::recursion_misses).transpose()?.unwrap_or(0);
+    let probe_misses = ebpf.program(program).and_then(|p| p.fd().ok()).map(|fd| crate::kernel::bpf::recursion_misses(&fd)).transpose()?.unwrap_or(0);
     drop(ebpf);
     reader.finish(|r| pipe.handle(r));
     pipe.finish();

@@ -12,7 +12,8 @@ use crate::{
     netfilter::snapshot::Snapshot,
     netns::Netns,
     pods::Pods,
-    probes::{self, loader::PodSelection, netfilter::Observers, tc::Hook},
+    model::hooks::Hook,
+    probes::{self, loader::PodSelection, netfilter::Observers},
 };
 
 /// The probes and the node, as enrichment sees them.
@@ -20,7 +21,7 @@ pub struct ProbeNode;
 
 impl Node for ProbeNode {
     fn prog_exists(&self, id: u32) -> bool {
-        probes::tc::sys::prog_exists(id)
+        crate::kernel::bpf::prog_exists(id)
     }
 
     fn tc_hook(&self, ns: &Netns, ifindex: u32, egress: bool) -> Option<Hook> {

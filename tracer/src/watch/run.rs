@@ -27,7 +27,8 @@ use crate::{
     netfilter::snapshot::Snapshot,
     pipeline::{Namer, Pipeline},
     pods::Pods,
-    probes::{loader::Maps, netfilter::Slot},
+    model::hooks::Slot,
+    probes::loader::Maps,
     session::{Attached, Checked, Loaded, reader::Reader},
     sinks::Sinks,
 };

@@ -1,6 +1,6 @@
 //! Byte layouts of the pinned Cilium maps the drop enrichment reads, per release (written from
 //! Cilium's headers and Go map definitions; our decoder, their facts). The endpoint map and
-//! the ipcache are decoded by `doctor::cilium_layout` (shared).
+//! the ipcache are decoded by `endpoints.rs` (the doctor reads those too).
 //!
 //! - `cilium_metrics` (all of 1.14–1.18, per-CPU hash, `bpf/lib/common.h`): key
 //!   `struct metrics_key` 8 B: `reason` u8 at 0, `dir:2` in byte 1, `line` u16 at 2,

@@ -13,10 +13,10 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 
-use super::layout::{self, Generation, MetricsKey, PolicyKey, PolicyValue};
-use crate::doctor::{
-    cilium as doctor,
-    cilium_layout::{self as shared, Endpoint, Layout},
+use super::{
+    endpoints::{self as shared, Endpoint, Layout},
+    layout::{self, Generation, MetricsKey, PolicyKey, PolicyValue},
+    read,
 };
 
 pub const GLOBALS: &str = "tc/globals";
@@ -72,7 +72,7 @@ pub fn detect(bpffs: &Path) -> Result<Option<Pinned>, String> {
     }
     let ipcache = [shared::IPCACHE_V2, shared::IPCACHE_V1].into_iter().map(|l| (globals.join(l.pin_name), l)).find(|(p, _)| p.exists());
     if let Some((p, l)) = &ipcache {
-        doctor::open(p, *l).map_err(|e| format!("{e}: Cilium reasons are not reported"))?;
+        read::open(p, *l).map_err(|e| format!("{e}: Cilium reasons are not reported"))?;
     }
     let from_ipcache = match &ipcache {
         Some((_, l)) if l.pin_name == shared::IPCACHE_V2.pin_name => Some(Generation::V1_18),
@@ -81,7 +81,7 @@ pub fn detect(bpffs: &Path) -> Result<Option<Pinned>, String> {
     let generation = generation.or(from_ipcache).unwrap_or(Generation::V1_16);
     let lxc = globals.join(shared::LXC.pin_name);
     if lxc.exists() {
-        doctor::open(&lxc, shared::LXC).map_err(|e| format!("{e}: Cilium reasons are not reported"))?;
+        read::open(&lxc, shared::LXC).map_err(|e| format!("{e}: Cilium reasons are not reported"))?;
     }
     Ok(Some(Pinned { globals, generation, ipcache }))
 }
@@ -120,13 +120,13 @@ pub fn read_metrics(m: &Metrics) -> Result<Counters, String> {
 pub fn endpoints(p: &Pinned) -> Vec<Endpoint> {
     let path = p.globals.join(shared::LXC.pin_name);
     let mut skipped = 0;
-    if path.exists() { doctor::read_endpoints(&path, &mut skipped).unwrap_or_default() } else { Vec::new() }
+    if path.exists() { read::read_endpoints(&path, &mut skipped).unwrap_or_default() } else { Vec::new() }
 }
 
 /// The identity the ipcache gives an address (longest prefix), when pinned and known.
 pub fn identity(p: &Pinned, ip: IpAddr) -> Option<u32> {
     let (path, l) = p.ipcache.as_ref()?;
-    let data = doctor::open(path, *l).ok()?;
+    let data = read::open(path, *l).ok()?;
     let mut key = [0u8; shared::IPCACHE_KEY_DATA_SIZE];
     let bits = match ip {
         IpAddr::V4(a) => {

@@ -4,9 +4,11 @@
 //! that ended before the drop, closed by the first one that started after it), the endpoint
 //! and identities from `cilium_lxc` and the ipcache, and for a policy drop the entry of the
 //! endpoint's policy map that decided. Read-only; `cilium_events` is never opened.
+pub mod endpoints;
 pub mod layout;
 pub mod maps;
 pub mod policy;
+pub mod read;
 pub mod tables;
 
 use std::{
@@ -18,11 +20,11 @@ use std::{
 };
 
 use self::{
+    endpoints::Endpoint,
     layout::{MetricsKey, PolicyKey},
     maps::{Counters, Pinned},
 };
 use crate::{
-    doctor::cilium_layout::Endpoint,
     model::{
         cilium::{CiliumEndpoint, CiliumInfo, CiliumReason, Identities},
         drop::DropRecord,

@@ -3,7 +3,7 @@
 //! per-CPU `NF_RING` and always returns `NF_ACCEPT`: it never changes a verdict.
 use tracer_common::{EVENT_HEADER_LEN, NF_RING_LEN, NfRing, PacketEvent, counter, hook, kind};
 
-use crate::kernel::bpfsys::Insn;
+use crate::kernel::bpf::Insn;
 
 const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
     Insn::new(code, dst, src, off, imm)

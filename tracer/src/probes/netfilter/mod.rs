@@ -8,23 +8,11 @@ use std::{collections::BTreeSet, os::fd::OwnedFd};
 use anyhow::{Result, anyhow};
 
 use crate::{
-    kernel::bpfsys::{self, ProgSpec},
+    kernel::bpf::{self, ProgSpec},
+    model::hooks::Slot,
     netfilter::Entry,
     netns::Netns,
 };
-
-/// Where observer `slot` sits: before the entries registered at `priority`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Slot {
-    pub netns: u32,
-    pub pf: u32,
-    pub hook: u32,
-    /// Priority of the entries this observer precedes.
-    pub priority: i32,
-    /// Lowest priority the observer may take: the previous entry's (registering after it at
-    /// an equal priority still runs after it). The observer tries `priority - 1` first.
-    pub lowest: i32,
-}
 
 /// How many priorities below an entry an observer tries when another BPF netfilter program
 /// (another tracer run, say) already holds one: the kernel refuses two at the same priority.
@@ -105,8 +93,8 @@ pub fn attach(plans: Vec<(Netns, Vec<Slot>)>, ctx_skb_off: i16, maps: asm::Maps)
 
 /// Loads the observer program of slot `id`.
 fn load_observer(id: u32, ctx_skb_off: i16, maps: asm::Maps) -> Result<OwnedFd> {
-    let spec = ProgSpec { prog_type: bpfsys::PROG_NETFILTER, expected_attach_type: bpfsys::ATTACH_NETFILTER, ..ProgSpec::default() };
-    bpfsys::load(&spec, "tracer_nf_obs", &asm::observer(id, ctx_skb_off, maps), 64 * 1024).map_err(|e| {
+    let spec = ProgSpec { prog_type: bpf::PROG_NETFILTER, expected_attach_type: bpf::ATTACH_NETFILTER, ..ProgSpec::default() };
+    bpf::load(&spec, "tracer_nf_obs", &asm::observer(id, ctx_skb_off, maps), 64 * 1024).map_err(|e| {
         log::debug!("netfilter observer verifier log:\n{}", e.log);
         anyhow!("cannot load a BPF netfilter program: {} (verifier: {})", e.errno, e.verifier)
     })
@@ -120,7 +108,7 @@ fn link_below(prog: &OwnedFd, s: &Slot) -> std::io::Result<OwnedFd> {
         if prio < s.lowest || prio == i32::MIN {
             break;
         }
-        match bpfsys::link_netfilter(prog, s.pf, s.hook, prio) {
+        match bpf::link_netfilter(prog, s.pf, s.hook, prio) {
             Ok(fd) => return Ok(fd),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last = e,
             Err(e) => return Err(e),

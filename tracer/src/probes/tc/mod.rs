@@ -9,7 +9,6 @@
 //! outlive a killed process: they are named `tracer_tc pid=N`, removed on exit, and filters of
 //! a dead earlier run are removed at start.
 pub mod plan;
-pub mod sys;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -17,14 +16,21 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use aya::{Ebpf, programs::SchedClassifier};
+use aya::{
+    Ebpf,
+    programs::{ProgramError, SchedClassifier, TcAttachType},
+};
 use tracer_common::{IfacePattern, names, tc};
 
 use crate::{
-    kernel::rtnl::{CLSACT_EGRESS, CLSACT_INGRESS, Filter, Rtnl},
+    kernel::{
+        bpf::{self, ProgInfo},
+        rtnl::{CLSACT_EGRESS, CLSACT_INGRESS, Filter, Rtnl},
+    },
+    model::hooks::Hook,
     netns::Netns,
 };
-pub use plan::{Attach, Hook, Placement, Program};
+use plan::Placement;
 
 /// Which hooks get observers.
 #[derive(Debug, Default, Clone)]
@@ -43,9 +49,9 @@ pub struct RawHook {
     pub ifname: String,
     pub egress: bool,
     /// tcx programs in run order (ours excluded).
-    pub tcx: Vec<sys::ProgInfo>,
+    pub tcx: Vec<ProgInfo>,
     /// clsact filters in run order (ours excluded), with program info for `cls_bpf` ones.
-    pub filters: Vec<(Filter, Option<sys::ProgInfo>)>,
+    pub filters: Vec<(Filter, Option<ProgInfo>)>,
     /// Observe it even without programs (`--path` follows packets through pods' `lxc…`).
     pub observe_empty: bool,
 }
@@ -76,7 +82,7 @@ fn is_leftover(name: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).map_or(true, |c| !c.trim().starts_with("tracer"))
 }
 
-fn ours(info: Option<&sys::ProgInfo>, f: Option<&Filter>) -> bool {
+fn ours(info: Option<&ProgInfo>, f: Option<&Filter>) -> bool {
     let by_prog = info.is_some_and(|i| i.name.starts_with(names::TC_OBSERVER_PREFIX));
     let by_filter = f.and_then(|f| f.bpf.as_ref()).and_then(|b| b.name.as_deref()).is_some_and(|n| n.starts_with(names::TC_OBSERVER_PREFIX.trim_end_matches('_')));
     by_prog || by_filter
@@ -87,13 +93,13 @@ fn discover_here(only_ifindex: Option<u32>, path: bool) -> Result<Found> {
     let mut rtnl = Rtnl::open().context("cannot open a netlink socket")?;
     let links = rtnl.links().context("cannot list interfaces")?;
     let clsact: BTreeSet<u32> = rtnl.qdiscs().context("cannot list qdiscs")?.into_iter().filter(|q| q.kind == "clsact").map(|q| q.ifindex).collect();
-    let mut infos: HashMap<u32, Option<sys::ProgInfo>> = HashMap::new();
-    let mut info = |id: u32| infos.entry(id).or_insert_with(|| sys::prog_info(id).ok()).clone();
+    let mut infos: HashMap<u32, Option<ProgInfo>> = HashMap::new();
+    let mut info = |id: u32| infos.entry(id).or_insert_with(|| bpf::prog_info(id).ok()).clone();
     let mut hooks = Vec::new();
     let mut leftovers = Vec::new();
     for l in links.iter().filter(|l| only_ifindex.is_none_or(|i| i == l.ifindex)) {
         for egress in [false, true] {
-            let tcx: Vec<sys::ProgInfo> = sys::query_tcx(l.ifindex, egress)
+            let tcx: Vec<ProgInfo> = query_tcx(&l.name, egress)
                 .with_context(|| format!("cannot query tcx programs of {}", l.name))?
                 .into_iter()
                 .filter_map(&mut info)
@@ -121,6 +127,17 @@ fn discover_here(only_ifindex: Option<u32>, path: bool) -> Result<Found> {
         }
     }
     Ok(Found { rtnl, hooks, leftovers })
+}
+
+/// Program ids on the tcx hook of interface `ifname` (in this thread's namespace), in the
+/// order they run. A kernel without tcx (< 6.6) answers EINVAL: no programs there.
+fn query_tcx(ifname: &str, egress: bool) -> std::io::Result<Vec<u32>> {
+    match SchedClassifier::query_tcx(ifname, if egress { TcAttachType::Egress } else { TcAttachType::Ingress }) {
+        Ok((_, programs)) => Ok(programs.iter().map(aya::programs::ProgramInfo::id).collect()),
+        Err(ProgramError::SyscallError(e)) if matches!(e.io_error.raw_os_error(), Some(libc::EINVAL | libc::ENOENT | libc::EOPNOTSUPP)) => Ok(Vec::new()),
+        Err(ProgramError::SyscallError(e)) => Err(e.io_error),
+        Err(e) => Err(std::io::Error::other(e)),
+    }
 }
 
 /// The programs on one hook right now (for drops on hooks that got no observers).
@@ -246,7 +263,7 @@ pub fn attach(ebpf: &mut Ebpf, spaces: &[Netns], scope: &Scope) -> Result<Observ
                         Placement::TcxBefore { prog_id, .. } => Some(prog_id),
                         _ => None,
                     };
-                    (ifindex, egress, p.position(), sys::link_tcx(&prog, ifindex, egress, before))
+                    (ifindex, egress, p.position(), bpf::link_tcx(&prog, ifindex, egress, before))
                 })
                 .collect::<Vec<_>>()
         })?;

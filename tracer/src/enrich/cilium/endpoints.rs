@@ -1,5 +1,5 @@
-//! Byte layouts of the Cilium maps the doctor reads, written from Cilium's own headers (our
-//! decoder, their facts). Sources, cilium/cilium at the release branch points:
+//! Byte layouts of Cilium's endpoint and ipcache maps (the doctor and the drop attribution read
+//! them), written from Cilium's own headers (our decoder, their facts). Sources, cilium/cilium at the release branch points:
 //! v1.14 = v1.14.0-rc.0 (08239f5927), v1.15 = branch point before "Prepare for v1.16
 //! development cycle" (9b016904f8^), v1.16 = v1.16.0-rc.0 (14c2b3d051); also checked against
 //! v1.17 (b833f3e00b^) and v1.18 (3abf4c111c^).
