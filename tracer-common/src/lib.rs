@@ -239,7 +239,7 @@ pub mod hook {
     pub const DROP: u32 = 6;
     /// A kernel function (kprobe/fentry back ends): `location` is its address.
     pub const FUNCTION: u32 = 7;
-    /// tc observer at a pod interface: `tc_slot` says direction and position.
+    /// tc observer at a pod interface: `tc_code` says direction and position (`tc::decode`).
     pub const TC: u32 = 8;
     /// Queued to a socket (`sock:sk_data_ready` right after the packet's receive on that
     /// CPU): ends the path, delivered.
@@ -296,7 +296,7 @@ pub struct PacketEvent {
     pub nf_slot: u32,
     /// tc observer the packet passed last at its hook before a `TC_INGRESS`/`TC_EGRESS` drop
     /// (`tc::code`; 0 = none): tells which program on the hook shot it.
-    pub tc_slot: u32,
+    pub tc_code: u32,
     /// With `--path`: the packet's id, assigned when it first matched (0 = not tracked).
     pub packet_id: u64,
     /// `hook::*` for `kind::PATH` events.
@@ -340,8 +340,8 @@ pub struct DropKey {
     pub ifname: [u8; IFNAMSIZ],
     /// Netfilter observer slot (see `PacketEvent::nf_slot`).
     pub nf_slot: u32,
-    /// tc observer code (see `PacketEvent::tc_slot`).
-    pub tc_slot: u32,
+    /// tc observer code (see `PacketEvent::tc_code`).
+    pub tc_code: u32,
     /// Explicit padding: hash keys compare every byte, so none may be left uninitialised.
     #[expect(clippy::pub_underscore_fields, reason = "explicit #[repr(C)] padding, zeroed by both sides")]
     pub _pad: u32,

@@ -47,9 +47,9 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
     // part of the key). Netfilter rules are attributed from events, so the netfilter slot is
     // looked up only for a drop that becomes one, except for `tracer watch` (`stats_nf_slot`),
     // whose per-rule metrics come from these totals.
-    let tc_slot = if reason == cfg.reason_tc_ingress || reason == cfg.reason_tc_egress { tc::last_code(skb, seen.ifindex) } else { 0 };
+    let tc_code = if reason == cfg.reason_tc_ingress || reason == cfg.reason_tc_egress { tc::last_code(skb, seen.ifindex) } else { 0 };
     let key_nf_slot = if cfg.stats_nf_slot != 0 && reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };
-    emit::count_drop(&DropKey { location, reason, ifindex: seen.ifindex, netns: seen.netns, ifname: seen.ifname, nf_slot: key_nf_slot, tc_slot, _pad: 0 });
+    emit::count_drop(&DropKey { location, reason, ifindex: seen.ifindex, netns: seen.netns, ifname: seen.ifname, nf_slot: key_nf_slot, tc_code, _pad: 0 });
     // Under a flood events are rate limited (the totals above stay exact); a followed
     // packet's end always goes out.
     if packet_id == 0 && !emit::take_event_token(cfg.event_interval_ns) {
@@ -64,7 +64,7 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
         let h = &mut (*s).hdr;
         emit::fill(h, skb, location, reason, &seen, snap, kind::DROP);
         h.nf_slot = nf_slot;
-        h.tc_slot = tc_slot;
+        h.tc_code = tc_code;
         h.packet_id = packet_id;
         h.hook = 0;
     }

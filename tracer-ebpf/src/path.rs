@@ -97,7 +97,7 @@ pub fn on_hook(skb: u64, h: u32, location: u64) -> u64 {
         let hdr = &mut (*s).hdr;
         emit::fill(hdr, skb, location, 0, &seen, snap, kind::PATH);
         hdr.nf_slot = 0;
-        hdr.tc_slot = 0;
+        hdr.tc_code = 0;
         hdr.packet_id = id;
         hdr.hook = h;
     }
@@ -203,10 +203,10 @@ fn live_add(n: u64) {
     }
 }
 
-/// A header-only path event; `dev` is (ifindex, name, netns), `tc_slot` the tc observer code.
+/// A header-only path event; `dev` is (ifindex, name, netns), `tc_code` the tc observer code.
 #[expect(clippy::too_many_arguments, reason = "the event's fields")]
 #[inline(always)]
-pub fn emit_hop(s: *mut Scratch, skb: u64, id: u64, h: u32, location: u64, reason: u32, dev: (u32, [u8; IFNAMSIZ], u32), tc_slot: u32) {
+pub fn emit_hop(s: *mut Scratch, skb: u64, id: u64, h: u32, location: u64, reason: u32, dev: (u32, [u8; IFNAMSIZ], u32), tc_code: u32) {
     let (ifindex, ifname, netns) = dev;
     // SAFETY: this CPU's scratch.
     unsafe {
@@ -224,7 +224,7 @@ pub fn emit_hop(s: *mut Scratch, skb: u64, id: u64, h: u32, location: u64, reaso
         hdr.kind = kind::PATH;
         hdr.ifname = ifname;
         hdr.nf_slot = 0;
-        hdr.tc_slot = tc_slot;
+        hdr.tc_code = tc_code;
         hdr.packet_id = id;
         hdr.hook = h;
     }

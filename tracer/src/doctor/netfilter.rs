@@ -15,7 +15,7 @@ use crate::netfilter::{
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum IptablesVariant {
     Nft,
     Legacy,
 }
@@ -28,7 +28,7 @@ pub enum Family {
 
 #[derive(Debug, Clone)]
 pub struct Dump {
-    pub backend: Backend,
+    pub backend: IptablesVariant,
     pub family: Family,
     pub ruleset: Save,
 }
@@ -36,8 +36,8 @@ pub struct Dump {
 impl fmt::Display for Dump {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = match self.backend {
-            Backend::Nft => "nft",
-            Backend::Legacy => "legacy",
+            IptablesVariant::Nft => "nft",
+            IptablesVariant::Legacy => "legacy",
         };
         let t = match self.family {
             Family::V4 => "iptables",
@@ -58,10 +58,10 @@ pub struct Netfilter {
 pub fn collect() -> Netfilter {
     let mut nf = Netfilter::default();
     let wanted = [
-        (Backend::Nft, Family::V4, "iptables-nft-save", "iptables-save"),
-        (Backend::Nft, Family::V6, "ip6tables-nft-save", "ip6tables-save"),
-        (Backend::Legacy, Family::V4, "iptables-legacy-save", "iptables-save"),
-        (Backend::Legacy, Family::V6, "ip6tables-legacy-save", "ip6tables-save"),
+        (IptablesVariant::Nft, Family::V4, "iptables-nft-save", "iptables-save"),
+        (IptablesVariant::Nft, Family::V6, "ip6tables-nft-save", "ip6tables-save"),
+        (IptablesVariant::Legacy, Family::V4, "iptables-legacy-save", "iptables-save"),
+        (IptablesVariant::Legacy, Family::V6, "ip6tables-legacy-save", "ip6tables-save"),
     ];
     for (backend, family, tool, generic) in wanted {
         match node::run(tool, &[]) {
@@ -70,7 +70,7 @@ pub fn collect() -> Netfilter {
                 // Older distributions ship only the generic tool: use it for the back end it is.
                 if let Ok(Some(text)) = node::run(generic, &[]) {
                     let is_nft = text.lines().next().is_some_and(|l| l.contains("nf_tables"));
-                    if is_nft == (backend == Backend::Nft) && !nf.dumps.iter().any(|d| d.backend == backend && d.family == family) {
+                    if is_nft == (backend == IptablesVariant::Nft) && !nf.dumps.iter().any(|d| d.backend == backend && d.family == family) {
                         nf.dumps.push(Dump { backend, family, ruleset: Save::parse(&text) });
                     }
                 }
@@ -249,8 +249,8 @@ pub fn check_backends(nf: &Netfilter) -> Outcome {
     if let Some(o) = nf.unusable() {
         return o;
     }
-    let used = |b: Backend| nf.dumps.iter().filter(|d| d.backend == b && !d.ruleset.is_pristine()).collect::<Vec<_>>();
-    let (nft, legacy) = (used(Backend::Nft), used(Backend::Legacy));
+    let used = |b: IptablesVariant| nf.dumps.iter().filter(|d| d.backend == b && !d.ruleset.is_pristine()).collect::<Vec<_>>();
+    let (nft, legacy) = (used(IptablesVariant::Nft), used(IptablesVariant::Legacy));
     let findings = if !nft.is_empty() && !legacy.is_empty() {
         let evidence = nft
             .iter()

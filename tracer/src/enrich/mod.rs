@@ -95,7 +95,7 @@ impl Enricher {
     pub fn drop(&mut self, mut r: DropRecord, h: &PacketEvent) -> Option<DropRecord> {
         let ev = &mut r.event;
         if let (Some(egress), Some(tc)) = (self.tc_direction(h.reason), &mut self.tc) {
-            ev.tc = Some(tc.resolve(h.netns, h.ifindex, &ev.ifname, egress, h.tc_slot));
+            ev.tc = Some(tc.resolve(h.netns, h.ifindex, &ev.ifname, egress, h.tc_code));
         }
         ev.src_pod = ev.headers.src.and_then(|a| self.pods.by_ip(a)).map(|p| p.key.clone());
         ev.dst_pod = ev.headers.dst.and_then(|a| self.pods.by_ip(a)).map(|p| p.key.clone());
@@ -179,7 +179,7 @@ impl Enricher {
     pub fn row_owner(&mut self, k: &tracer_common::DropKey, ifname: &str) -> (Option<String>, Option<crate::model::tc::TcInfo>) {
         let pod = self.pods.by_iface(k.netns, k.ifindex).map(|p| p.key.clone());
         let tc = match (self.tc_direction(k.reason), &mut self.tc) {
-            (Some(egress), Some(tc)) => Some(tc.resolve(k.netns, k.ifindex, ifname, egress, k.tc_slot)),
+            (Some(egress), Some(tc)) => Some(tc.resolve(k.netns, k.ifindex, ifname, egress, k.tc_code)),
             _ => None,
         };
         (pod, tc)

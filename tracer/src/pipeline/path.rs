@@ -52,7 +52,7 @@ impl Pipeline {
         match h.hook {
             hook::FUNCTION => (location.split('+').next().unwrap_or_default().to_string(), h.netns),
             hook::TC => {
-                let (egress, _) = tracer_common::tc::decode(h.tc_slot);
+                let (egress, _) = tracer_common::tc::decode(h.tc_code);
                 (format!("tc {}", if egress { "egress" } else { "ingress" }), h.netns)
             }
             hook::NETFILTER => match self.enrich.nf.as_ref().and_then(|(nf, _)| nf.slot(h.nf_slot)) {

@@ -108,7 +108,7 @@ fn wire(kind: u8, reason: u32, dport: u16, packet_id: u64, hook: u32) -> Vec<u8>
         kind,
         ifname,
         nf_slot: 1,
-        tc_slot: 0,
+        tc_code: 0,
         packet_id,
         hook,
         _pad: 0,

@@ -6,14 +6,14 @@ use aya::{
 };
 use tracer_common::names;
 
-use super::Backend;
+use super::TpKind;
 
 const TRACEPOINT: &str = "kfree_skb";
 
 /// The attached probe. Dropping it detaches; the program stays loaded (in `Ebpf`) so its
 /// statistics can still be read.
 pub struct DropProbe {
-    pub backend: Backend,
+    pub backend: TpKind,
     link: Link,
 }
 
@@ -34,12 +34,12 @@ impl DropProbe {
 
 pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<DropProbe> {
     let tp_btf_err = match try_tp_btf(ebpf, btf) {
-        Ok(link) => return Ok(DropProbe { backend: Backend::TpBtf, link: Link::Btf(link) }),
+        Ok(link) => return Ok(DropProbe { backend: TpKind::TpBtf, link: Link::Btf(link) }),
         Err(e) => e,
     };
     log::debug!("tp_btf kfree_skb unavailable ({tp_btf_err:#}); trying raw_tp");
     match try_raw_tp(ebpf) {
-        Ok(link) => Ok(DropProbe { backend: Backend::RawTp, link: Link::Raw(link) }),
+        Ok(link) => Ok(DropProbe { backend: TpKind::RawTp, link: Link::Raw(link) }),
         Err(raw_err) => Err(anyhow!(
             "cannot attach to the skb:kfree_skb tracepoint (tp_btf: {tp_btf_err:#}; raw_tp: {raw_err:#}); this kernel must allow BPF tracing programs (Linux ≥ 5.17 with BTF)"
         )),

@@ -10,14 +10,14 @@ use std::fmt;
 
 /// How a probe is attached. Chosen by trying, never from the kernel version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum TpKind {
     /// BTF-typed tracepoint (`tp_btf`, kernel ≥ 5.5 with BTF).
     TpBtf,
     /// Raw tracepoint (`raw_tp`).
     RawTp,
 }
 
-impl fmt::Display for Backend {
+impl fmt::Display for TpKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::TpBtf => "tp_btf",

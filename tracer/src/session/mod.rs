@@ -16,7 +16,7 @@ use crate::{
     enrich::{netfilter::Attributor, tc::TcAttributor},
     filter,
     kernel::{btf::KernelBtf, kallsyms::Kallsyms, reasons::Reasons},
-    probes::{self, netfilter::Observers},
+    probes::{self, netfilter::NfObservers},
     sinks::{self, Created},
 };
 
@@ -25,8 +25,8 @@ pub struct Attached {
     pub ebpf: aya::Ebpf,
     pub probe: probes::kfree_skb::DropProbe,
     pub path: Option<probes::path::PathProbes>,
-    pub netfilter: Option<(Observers, Attributor)>,
-    pub tc: (Option<probes::tc::Observers>, TcAttributor),
+    pub netfilter: Option<(NfObservers, Attributor)>,
+    pub tc: (Option<probes::tc::TcObservers>, TcAttributor),
 }
 
 /// What `capture` and `watch` check before anything is attached.

@@ -13,7 +13,7 @@ use crate::{
     netns::Netns,
     pods::Pods,
     model::hooks::Hook,
-    probes::{self, loader::PodSelection, netfilter::Observers},
+    probes::{self, loader::PodSelection, netfilter::NfObservers},
 };
 
 /// The probes and the node, as enrichment sees them.
@@ -35,7 +35,7 @@ impl Node for ProbeNode {
 
 /// entry they register. Without BPF netfilter links (< 6.4) there are no observers and drops are
 /// attributed by the rule counters alone.
-pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(Observers, Attributor)>> {
+pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(NfObservers, Attributor)>> {
     let mut spaces = crate::netns::known();
     if only != 0 {
         spaces.retain(|n| n.inode == only);
@@ -57,7 +57,7 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
         log::info!("this kernel has no BPF netfilter programs (Linux < 6.4): netfilter drops are attributed by rule counters only");
         let mut attributor = Attributor::new(snapshots, Vec::new(), mono_now());
         attributor.unobserved_drops = true;
-        return Ok(Some((Observers::default(), attributor)));
+        return Ok(Some((NfObservers::default(), attributor)));
     };
     let maps = probes::netfilter::asm::Maps {
         ring: probes::loader::fd(ebpf, tracer_common::names::NF_RING)?,
@@ -80,7 +80,7 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
 /// Places tc observers on every hook in scope that runs BPF programs (after removing leftovers
 /// of a killed earlier run). Without observers (`--no-tc`, or the kernel refused them), tc drops
 /// are still attributed from the programs on their hook when a drop is seen there.
-pub fn start_tc(ebpf: &mut aya::Ebpf, netns: u32, ifaces: &[tracer_common::IfacePattern], off: bool, path: bool) -> (Option<probes::tc::Observers>, TcAttributor) {
+pub fn start_tc(ebpf: &mut aya::Ebpf, netns: u32, ifaces: &[tracer_common::IfacePattern], off: bool, path: bool) -> (Option<probes::tc::TcObservers>, TcAttributor) {
     let spaces = crate::netns::known();
     if off {
         return (None, TcAttributor::new(Vec::new(), spaces).with_node(Arc::new(ProbeNode)));

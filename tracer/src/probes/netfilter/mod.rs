@@ -20,7 +20,7 @@ const MAX_TRIES: i32 = 32;
 
 /// Observers attached in every namespace; dropping it detaches them (the links are fds).
 #[derive(Default)]
-pub struct Observers {
+pub struct NfObservers {
     /// `slots[i]` describes slot id `i + 1` (0 means "no observer seen").
     pub slots: Vec<Slot>,
     links: Vec<OwnedFd>,
@@ -28,7 +28,7 @@ pub struct Observers {
     pub failures: Vec<String>,
 }
 
-impl Observers {
+impl NfObservers {
     pub fn links(&self) -> usize {
         self.links.len()
     }
@@ -56,8 +56,8 @@ pub fn plan(netns: u32, entries: &[Entry]) -> Vec<Slot> {
 }
 
 /// Loads one observer per slot and links each in its namespace.
-pub fn attach(plans: Vec<(Netns, Vec<Slot>)>, ctx_skb_off: i16, maps: asm::Maps) -> Result<Observers> {
-    let mut obs = Observers::default();
+pub fn attach(plans: Vec<(Netns, Vec<Slot>)>, ctx_skb_off: i16, maps: asm::Maps) -> Result<NfObservers> {
+    let mut obs = NfObservers::default();
     for (ns, slots) in plans {
         let first_id = u32::try_from(obs.slots.len())? + 1;
         let mut progs = Vec::with_capacity(slots.len());

@@ -158,7 +158,7 @@ struct OurFilter {
 
 /// Observers attached on every hook in scope; dropping it removes them.
 #[derive(Default)]
-pub struct Observers {
+pub struct TcObservers {
     pub hooks: Vec<Hook>,
     links: Vec<OwnedFd>,
     filters: Vec<OurFilter>,
@@ -167,13 +167,13 @@ pub struct Observers {
     pub cleaned: usize,
 }
 
-impl Observers {
+impl TcObservers {
     pub fn count(&self) -> usize {
         self.links.len() + self.filters.len()
     }
 }
 
-impl Drop for Observers {
+impl Drop for TcObservers {
     fn drop(&mut self) {
         for f in self.filters.drain(..) {
             let r = self.sockets[f.socket].del_filter(f.ifindex, f.parent, f.prio, f.protocol, f.handle, "bpf");
@@ -189,8 +189,8 @@ impl Drop for Observers {
 
 /// Removes leftovers of dead runs in every namespace, then places observers on every hook in
 /// `scope` that runs BPF programs.
-pub fn attach(ebpf: &mut Ebpf, spaces: &[Netns], scope: &Scope) -> Result<Observers> {
-    let mut obs = Observers::default();
+pub fn attach(ebpf: &mut Ebpf, spaces: &[Netns], scope: &Scope) -> Result<TcObservers> {
+    let mut obs = TcObservers::default();
     let mut found = Vec::new();
     for ns in spaces {
         let path = scope.path;
