@@ -6,6 +6,7 @@ pub mod cilium;
 pub mod netfilter;
 pub mod tc;
 pub mod window;
+pub mod worker;
 
 use tracer_common::PacketEvent;
 
@@ -25,6 +26,10 @@ use crate::{
     pods::Pods,
     model::hooks::Hook,
 };
+
+/// Drops waiting for the tc worker at most, before the loop waits for its answer: each
+/// waits ~100 µs (one bpf call or netlink dump) unless the node is struggling.
+const MAX_TC_HELD: usize = 4096;
 
 /// What enrichment asks of the node.
 pub trait Node: Send + Sync {
@@ -65,6 +70,8 @@ pub struct ReasonCodes {
 pub struct Enricher {
     pub pods: Pods,
     pub tc: Option<TcAttributor>,
+    /// Drops waiting for the tc worker's answer (with their wire header, for what follows).
+    tc_held: Vec<(DropRecord, PacketEvent)>,
     /// Netfilter attribution and its windows, when observers are attached (or counters serve).
     pub nf: Option<(Attributor, Windows)>,
     /// Cilium's reason for drops by `cil_*` programs, when its maps are pinned.
@@ -78,7 +85,7 @@ pub struct Enricher {
 
 impl Enricher {
     pub fn new(pods: Pods, codes: ReasonCodes) -> Self {
-        Self { pods, tc: None, nf: None, cilium: None, codes, window_only: false }
+        Self { pods, tc: None, tc_held: Vec::new(), nf: None, cilium: None, codes, window_only: false }
     }
 
     /// Direction of a `TC_INGRESS` (false) / `TC_EGRESS` (true) reason; None for other reasons.
@@ -91,12 +98,24 @@ impl Enricher {
     }
 
     /// Pods and tc program of a drop; its netfilter rule when evaluation alone names it. The
-    /// drops whose rule needs the counters of their window come back later from [`Self::poll`].
+    /// drops whose tc program needs the node's answer, or whose rule needs the counters of
+    /// their window, come back later from [`Self::poll`].
     pub fn drop(&mut self, mut r: DropRecord, h: &PacketEvent) -> Option<DropRecord> {
-        let ev = &mut r.event;
         if let (Some(egress), Some(tc)) = (self.tc_direction(h.reason), &mut self.tc) {
-            ev.tc = Some(tc.resolve(h.netns, h.ifindex, &ev.ifname, egress, h.tc_code));
+            match tc.resolve((h.netns, h.ifindex, h.ts_ns), &r.event.ifname, egress, h.tc_code) {
+                Some(info) => r.event.tc = Some(info),
+                None => {
+                    self.tc_held.push((r, *h));
+                    return None;
+                }
+            }
         }
+        self.after_tc(r, h)
+    }
+
+    /// Pods, Cilium's reason and the netfilter rule, once the tc program is known.
+    fn after_tc(&mut self, mut r: DropRecord, h: &PacketEvent) -> Option<DropRecord> {
+        let ev = &mut r.event;
         ev.src_pod = ev.headers.src.and_then(|a| self.pods.by_ip(a)).map(|p| p.key.clone());
         ev.dst_pod = ev.headers.dst.and_then(|a| self.pods.by_ip(a)).map(|p| p.key.clone());
         ev.pod_iface = self.pods.by_iface(h.netns, h.ifindex).map(|p| p.key.clone());
@@ -138,7 +157,7 @@ impl Enricher {
     /// Held drops whose window closed. `wait`: when too many wait, block until the snapshot
     /// in flight is back (the ring reader runs on regardless).
     pub fn poll(&mut self) -> Vec<DropRecord> {
-        let mut done = Vec::new();
+        let mut done = self.poll_tc(false);
         if let Some(c) = &mut self.cilium {
             let full = c.is_full();
             done = c.poll(full);
@@ -156,30 +175,58 @@ impl Enricher {
         done
     }
 
-    /// Time of the oldest drop still waiting for its netfilter window.
+    /// Drops whose tc answer came in, on through the rest of enrichment; `finish`: wait for
+    /// the worker (the capture ends).
+    fn poll_tc(&mut self, finish: bool) -> Vec<DropRecord> {
+        let mut done = Vec::new();
+        let Some(tc) = &mut self.tc else { return done };
+        if self.tc_held.is_empty() {
+            return done;
+        }
+        tc.absorb(self.tc_held.len() >= MAX_TC_HELD);
+        for (mut r, h) in std::mem::take(&mut self.tc_held) {
+            let Some(tc) = &mut self.tc else { break };
+            let egress = self.codes.tc_egress == Some(h.reason);
+            let at = (h.netns, h.ifindex, h.ts_ns);
+            let info = if finish { Some(tc.resolve_now(at, &r.event.ifname, egress, h.tc_code)) } else { tc.resolve(at, &r.event.ifname, egress, h.tc_code) };
+            match info {
+                Some(info) => {
+                    r.event.tc = Some(info);
+                    done.extend(self.after_tc(r, &h));
+                }
+                None => self.tc_held.push((r, h)),
+            }
+        }
+        done
+    }
+
+    /// Time of the oldest drop still waiting for its netfilter window or tc answer.
     pub fn oldest_held(&self) -> Option<std::time::Duration> {
-        self.nf.as_ref().and_then(|(_, w)| w.oldest_held())
+        let tc = self.tc_held.iter().map(|(r, _)| r.ts).min();
+        self.nf.as_ref().and_then(|(_, w)| w.oldest_held()).into_iter().chain(tc).min()
     }
 
     /// True when held drops reached their bound (the caller polls at once).
     pub fn must_poll(&self) -> bool {
-        self.nf.as_ref().is_some_and(|(_, w)| w.is_full()) || self.cilium.as_ref().is_some_and(CiliumAttributor::is_full)
+        self.tc_held.len() >= MAX_TC_HELD || self.nf.as_ref().is_some_and(|(_, w)| w.is_full()) || self.cilium.as_ref().is_some_and(CiliumAttributor::is_full)
     }
 
     /// Every held drop, attributed (the capture ends).
     pub fn finish(&mut self) -> Vec<DropRecord> {
-        let mut done = self.cilium.as_mut().map(CiliumAttributor::finish).unwrap_or_default();
+        // Drops the tc worker held may go on to wait for Cilium's or netfilter's windows.
+        let mut done = self.poll_tc(true);
+        done.extend(self.cilium.as_mut().map(CiliumAttributor::finish).unwrap_or_default());
         if let Some((nf, windows)) = &mut self.nf {
             done.extend(windows.finish(nf));
         }
         done
     }
 
-    /// Pod and tc program of a row of the kernel's exact statistics.
+    /// Pod and tc program of a row of the kernel's exact statistics (at the end of a capture).
     pub fn row_owner(&mut self, k: &tracer_common::DropKey, ifname: &str) -> (Option<String>, Option<crate::model::tc::TcInfo>) {
         let pod = self.pods.by_iface(k.netns, k.ifindex).map(|p| p.key.clone());
         let tc = match (self.tc_direction(k.reason), &mut self.tc) {
-            (Some(egress), Some(tc)) => Some(tc.resolve(k.netns, k.ifindex, ifname, egress, k.tc_code)),
+            (Some(egress), Some(tc)) => Some(tc.resolve_now((k.netns, k.ifindex, crate::model::time::mono_now()), ifname, egress, k.tc_code)),
             _ => None,
         };
         (pod, tc)

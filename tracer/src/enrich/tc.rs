@@ -2,33 +2,56 @@
 //! namespace, `TC_INGRESS`/`TC_EGRESS`) and the last tc observer the packet passed; the observer
 //! plan gives the program(s) right after it. Hooks without observers (programs attached after
 //! the start) are looked up when a drop is first seen there.
+//!
+//! "Is that program still loaded" and "what is on this hook now" are asked on a worker thread
+//! (bpf and netlink calls, a thread in the pod's namespace): a drop whose answer is not in
+//! yet waits in the enricher and comes back from its poll.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::Arc,
-    time::{Duration, Instant},
 };
 
-use super::{Node, Offline};
+use super::{Node, worker::Worker};
 use crate::{
-    model::tc::TcInfo,
+    model::{
+        hooks::{Attach, Hook, Program},
+        tc::TcInfo,
+    },
     netns::Netns,
-    model::hooks::{Attach, Hook, Program},
 };
 
 type Key = (u32, u32, bool);
 
-/// How long a program's "still loaded" answer is trusted.
-const RECHECK: Duration = Duration::from_millis(100);
+/// How long before a drop an answer about its program or hook may have been taken (answers
+/// taken after the drop always serve).
+const RECHECK_NS: u64 = 100_000_000;
+
+/// What the worker is asked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Ask {
+    Alive(u32),
+    Hook(Key),
+}
+
+enum Reply {
+    Alive(u32, bool),
+    Hook(Key, Option<Hook>),
+}
+
+/// Where a drop happened: (netns inode, ifindex, `CLOCK_MONOTONIC` ns).
+pub type At = (u32, u32, u64);
 
 pub struct TcAttributor {
     observed: HashMap<Key, Hook>,
-    alive: HashMap<u32, (Instant, bool)>,
-    /// Check that a program is still loaded before naming it (off in unit tests).
-    verify: bool,
-    looked_up: HashMap<Key, (Instant, Option<Hook>)>,
+    /// Answers: (when the work started, `CLOCK_MONOTONIC` ns; the answer).
+    alive: HashMap<u32, (u64, bool)>,
+    looked_up: HashMap<Key, (u64, Option<Hook>)>,
+    /// Asked and not answered yet.
+    asked: HashSet<Ask>,
     spaces: HashMap<u32, Netns>,
-    /// Where "is it still loaded" and "what is on this hook now" are asked.
-    node: Arc<dyn Node>,
+    /// Where "is it still loaded" and "what is on this hook now" are asked; `None`: nothing is
+    /// looked up (programs are taken as loaded, hooks without observers as unknown).
+    worker: Option<Worker<(Ask, Option<Netns>), Reply>>,
 }
 
 impl TcAttributor {
@@ -36,37 +59,68 @@ impl TcAttributor {
         Self {
             observed: hooks.into_iter().map(|h| ((h.netns, h.ifindex, h.egress), h)).collect(),
             alive: HashMap::new(),
-            verify: true,
             looked_up: HashMap::new(),
+            asked: HashSet::new(),
             spaces: spaces.into_iter().map(|n| (n.inode, n)).collect(),
-            node: Arc::new(Offline),
+            worker: None,
         }
     }
 
-    /// Asks `node` about programs and hooks (without it, nothing is looked up).
+    /// Asks `node` about programs and hooks, on a worker thread.
     #[must_use]
     pub fn with_node(mut self, node: Arc<dyn Node>) -> Self {
-        self.node = node;
+        self.worker = Some(Worker::spawn("tracer-tc", move |(ask, ns): (Ask, Option<Netns>)| match ask {
+            Ask::Alive(id) => Reply::Alive(id, node.prog_exists(id)),
+            Ask::Hook(key) => Reply::Hook(key, ns.and_then(|ns| node.tc_hook(&ns, key.1, key.2))),
+        }));
         self
     }
 
-    /// Attribution of a `TC_INGRESS` (`egress` false) or `TC_EGRESS` drop on (`netns`, `ifindex`)
-    /// whose last observer code was `code` (0 = none seen).
-    pub fn resolve(&mut self, netns: u32, ifindex: u32, ifname: &str, egress: bool, code: u32) -> TcInfo {
-        let mut info = TcInfo {
-            ifname: ifname.to_string(),
-            direction: if egress { "egress" } else { "ingress" },
-            attach: None,
-            prog: None,
-            prog_id: None,
-            prog_tag: None,
-            verdict: "SHOT",
-            prio: None,
-            handle: None,
-            attribution: "unknown",
-            candidates: Vec::new(),
-            hint: None,
-        };
+    /// Takes in the worker's answers; `wait`: block for one first (when any is pending).
+    pub fn absorb(&mut self, wait: bool) {
+        let Some(w) = &mut self.worker else { return };
+        let mut wait = wait;
+        while let Some(a) = w.answer(wait) {
+            wait = false;
+            match a.value {
+                Reply::Alive(id, yes) => {
+                    self.asked.remove(&Ask::Alive(id));
+                    self.alive.insert(id, (a.start, yes));
+                }
+                Reply::Hook(key, hook) => {
+                    self.asked.remove(&Ask::Hook(key));
+                    self.looked_up.insert(key, (a.start, hook));
+                }
+            }
+        }
+        if !w.busy() {
+            // Everything asked was answered, or the worker died and never will: ask afresh.
+            self.asked.clear();
+        }
+    }
+
+    /// Attribution of a `TC_INGRESS` (`egress` false) or `TC_EGRESS` drop `at` whose last
+    /// observer code was `code` (0 = none seen). `None`: the worker was asked what it needs;
+    /// call again after [`Self::absorb`].
+    pub fn resolve(&mut self, at: At, ifname: &str, egress: bool, code: u32) -> Option<TcInfo> {
+        self.attribute(at, ifname, egress, code, false)
+    }
+
+    /// The same, waiting (boundedly) for the worker: the capture ends, or the totals table.
+    /// What it still has not answered counts as unknown (programs taken as loaded).
+    pub fn resolve_now(&mut self, at: At, ifname: &str, egress: bool, code: u32) -> TcInfo {
+        // Each round takes in at least one answer, or the worker has none left to give.
+        for _ in 0..4 {
+            if let Some(info) = self.attribute(at, ifname, egress, code, false) {
+                return info;
+            }
+            self.absorb(true);
+        }
+        self.attribute(at, ifname, egress, code, true).unwrap_or_else(|| unknown(ifname, egress))
+    }
+
+    fn attribute(&mut self, (netns, ifindex, mono): At, ifname: &str, egress: bool, code: u32, now: bool) -> Option<TcInfo> {
+        let mut info = unknown(ifname, egress);
         let key = (netns, ifindex, egress);
         // Programs known at the start that the packet provably passed (observer after them).
         let mut passed: Vec<u32> = Vec::new();
@@ -77,10 +131,10 @@ impl TcAttributor {
                 let before: Vec<u32> = h.gaps.iter().take(position as usize).flatten().filter_map(|&i| h.programs[i].info.as_ref().map(|p| p.id)).collect();
                 match gap.as_slice() {
                     [index] => {
-                        if let Some(p) = self.current(key, *index) {
+                        if let Some(p) = self.current(key, *index, mono, now)? {
                             fill(&mut info, &p);
                             info.attribution = "observer";
-                            return info;
+                            return Some(info);
                         }
                     }
                     [] => passed = before.into_iter().chain(h.unobserved.iter().filter_map(|&i| h.programs[i].info.as_ref().map(|p| p.id))).collect(),
@@ -88,16 +142,16 @@ impl TcAttributor {
                         info.attribution = "ambiguous";
                         info.candidates = many.iter().filter_map(|&i| h.programs.get(i)).map(Program::describe).collect();
                         info.hint = Some("these programs share one cls_bpf priority, where no observer fits between them".into());
-                        return info;
+                        return Some(info);
                     }
                 }
             }
         }
         // No usable observer result (programs changed since the start, or none observed): the
         // hook's programs now, less those the packet is known to have passed.
-        let Some(mut h) = self.lookup(key).cloned() else {
+        let Some(mut h) = self.lookup(key, mono, now)? else {
             info.hint = Some("no BPF program is on this hook any more".into());
-            return info;
+            return Some(info);
         };
         h.programs.retain(|p| p.info.as_ref().is_none_or(|i| !passed.contains(&i.id)));
         match h.programs.as_slice() {
@@ -112,36 +166,69 @@ impl TcAttributor {
                 info.hint = Some("the programs on this hook changed after the start or could not be observed; rerun the capture to place observers".into());
             }
         }
-        info
+        Some(info)
     }
 
     /// Program `index` of an observed hook, while it is still loaded. A program replaced or
     /// removed during the capture means the hook changed under the observers (e.g. its qdisc
-    /// was recreated, or the program reloaded): their answer is then not trusted.
-    fn current(&mut self, key: Key, index: usize) -> Option<Program> {
-        let p = self.observed.get(&key)?.programs.get(index)?.clone();
-        let Some(id) = p.info.as_ref().map(|i| i.id).filter(|_| self.verify) else { return Some(p) };
-        let now = Instant::now();
-        let alive = match self.alive.get(&id) {
-            Some((t, a)) if now.duration_since(*t) < RECHECK => *a,
+    /// was recreated, or the program reloaded): their answer is then not trusted. `None`: the
+    /// worker was asked; `now`: do not ask (taken as loaded).
+    fn current(&mut self, key: Key, index: usize, mono: u64, now: bool) -> Option<Option<Program>> {
+        let Some(p) = self.observed.get(&key).and_then(|h| h.programs.get(index)).cloned() else { return Some(None) };
+        let Some(id) = p.info.as_ref().map(|i| i.id).filter(|_| self.worker.is_some()) else { return Some(Some(p)) };
+        match self.alive.get(&id) {
+            Some((t, alive)) if t.saturating_add(RECHECK_NS) >= mono => Some(alive.then_some(p)),
+            _ if now => Some(Some(p)),
             _ => {
-                let a = self.node.prog_exists(id);
-                self.alive.insert(id, (now, a));
-                a
+                self.ask(Ask::Alive(id), None);
+                None
             }
-        };
-        alive.then_some(p)
+        }
     }
 
-    /// The hook's programs now (asked again when the last answer is older than `RECHECK`).
-    fn lookup(&mut self, key: Key) -> Option<&Hook> {
-        let now = Instant::now();
-        let stale = self.looked_up.get(&key).is_none_or(|(t, _)| now.duration_since(*t) >= RECHECK);
-        if stale {
-            let hook = self.spaces.get(&key.0).and_then(|ns| self.node.tc_hook(ns, key.1, key.2));
-            self.looked_up.insert(key, (now, hook));
+    /// The hook's programs now. `None`: the worker was asked; `now`: do not ask (unknown).
+    fn lookup(&mut self, key: Key, mono: u64, now: bool) -> Option<Option<Hook>> {
+        if self.worker.is_none() {
+            return Some(None);
         }
-        self.looked_up.get(&key).and_then(|(_, h)| h.as_ref())
+        match self.looked_up.get(&key) {
+            Some((t, hook)) if t.saturating_add(RECHECK_NS) >= mono => Some(hook.clone()),
+            _ if now => Some(None),
+            _ => {
+                let ns = self.spaces.get(&key.0).cloned();
+                self.ask(Ask::Hook(key), ns);
+                None
+            }
+        }
+    }
+
+    fn ask(&mut self, ask: Ask, ns: Option<Netns>) {
+        if self.asked.contains(&ask) {
+            return;
+        }
+        if let Some(w) = &mut self.worker
+            && w.ask((ask.clone(), ns)).is_some()
+        {
+            self.asked.insert(ask);
+        }
+    }
+}
+
+/// A shot nobody is named for (yet).
+fn unknown(ifname: &str, egress: bool) -> TcInfo {
+    TcInfo {
+        ifname: ifname.to_string(),
+        direction: if egress { "egress" } else { "ingress" },
+        attach: None,
+        prog: None,
+        prog_id: None,
+        prog_tag: None,
+        verdict: "SHOT",
+        prio: None,
+        handle: None,
+        attribution: "unknown",
+        candidates: Vec::new(),
+        hint: None,
     }
 }
 
@@ -185,14 +272,57 @@ mod tests {
     #[test]
     fn observer_code_names_the_program_after_it() {
         let mut a = TcAttributor::new(vec![hook()], vec![]);
-        a.verify = false;
-        let i = a.resolve(1, 5, "lxc1", false, tracer_common::tc::code(false, 1));
+        let i = a.resolve((1, 5, 0), "lxc1", false, tracer_common::tc::code(false, 1)).unwrap();
         assert_eq!((i.prog.as_deref(), i.prog_id, i.attach, i.attribution), (Some("cil_from_container"), Some(11), Some("tcx"), "observer"));
-        let i = a.resolve(1, 5, "lxc1", false, tracer_common::tc::code(false, 2));
+        let i = a.resolve((1, 5, 0), "lxc1", false, tracer_common::tc::code(false, 2)).unwrap();
         assert_eq!((i.prog, i.attribution), (None, "unknown"));
         // A code of the other direction is not this hook's (and with no namespace to ask, the
         // hook's programs now are unknown).
-        let i = a.resolve(1, 5, "lxc1", false, tracer_common::tc::code(true, 1));
+        let i = a.resolve((1, 5, 0), "lxc1", false, tracer_common::tc::code(true, 1)).unwrap();
         assert_eq!((i.prog, i.attribution), (None, "unknown"));
+    }
+
+    /// Program 11 was unloaded and another put alone on the hook; the node answers that after
+    /// a pause, as a slow netlink dump would.
+    struct Changed;
+
+    impl Node for Changed {
+        fn prog_exists(&self, id: u32) -> bool {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            id != 11
+        }
+
+        fn tc_hook(&self, ns: &Netns, ifindex: u32, egress: bool) -> Option<Hook> {
+            let mut h = hook();
+            (h.netns, h.ifindex, h.egress) = (ns.inode, ifindex, egress);
+            h.programs = vec![Program { attach: Attach::Tcx, info: Some(ProgInfo { id: 12, name: "new_prog".into(), tag: "cd".into() }) }];
+            Some(h)
+        }
+
+        fn rulesets(&self, _ns: &Netns) -> crate::netfilter::snapshot::Snapshot {
+            crate::netfilter::snapshot::Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn node_answers_come_from_the_worker_and_are_reused() {
+        let ns = Netns { inode: 1, path: "/proc/self/ns/net".into(), name: "host".into() };
+        let mut a = TcAttributor::new(vec![hook()], vec![ns]).with_node(Arc::new(Changed));
+        let code = tracer_common::tc::code(false, 1);
+        // First the program's liveness is asked (the drop waits), then the hook's programs.
+        assert!(a.resolve((1, 5, 1), "lxc1", false, code).is_none());
+        a.absorb(true);
+        assert!(a.resolve((1, 5, 1), "lxc1", false, code).is_none());
+        a.absorb(true);
+        let i = a.resolve((1, 5, 1), "lxc1", false, code).unwrap();
+        assert_eq!((i.prog.as_deref(), i.prog_id, i.attribution), (Some("new_prog"), Some(12), "only_program"));
+        // A drop soon after the answers uses them without asking again.
+        let t = crate::model::time::mono_now();
+        assert!(a.resolve((1, 5, t), "lxc1", false, code).is_some());
+        assert!(!a.worker.as_ref().unwrap().busy());
+        // resolve_now waits for the worker itself.
+        let ns = Netns { inode: 1, path: "/proc/self/ns/net".into(), name: "host".into() };
+        let mut b = TcAttributor::new(vec![hook()], vec![ns]).with_node(Arc::new(Changed));
+        assert_eq!(b.resolve_now((1, 5, 1), "lxc1", false, code).attribution, "only_program");
     }
 }

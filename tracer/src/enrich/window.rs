@@ -4,15 +4,13 @@
 //! ring reader behind it, never wait for them (except when `MAX_HELD` drops wait, see below).
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{
-        Arc,
-        mpsc::{Receiver, Sender, TryRecvError, channel},
-    },
+    sync::Arc,
 };
 
 use super::{
     Node,
     netfilter::{Attributor, Timed},
+    worker::{Answer, Worker},
 };
 use crate::{
     model::{drop::DropRecord, time::mono_now},
@@ -35,21 +33,13 @@ pub struct Held {
     pub mono: u64,
 }
 
-/// Snapshots of the namespaces asked for, and when they were taken.
-struct Answer {
-    id: u64,
-    snaps: HashMap<u32, Snapshot>,
-    start: u64,
-    end: u64,
-}
+/// Snapshots of the namespaces asked for, by namespace inode.
+type Snaps = HashMap<u32, Snapshot>;
 
 pub struct Windows {
-    requests: Sender<(u64, Vec<(u32, Netns)>)>,
-    answers: Receiver<Answer>,
+    /// Lists rulesets; at most one request in flight.
+    worker: Worker<Vec<(u32, Netns)>, Snaps>,
     held: Vec<Held>,
-    /// The request in flight (at most one).
-    in_flight: Option<u64>,
-    next_id: u64,
     /// Least time between the end of one snapshot and the next request (0: back to back).
     /// A storm of held drops otherwise lists every ruleset continuously.
     min_gap_ns: u64,
@@ -60,25 +50,14 @@ pub struct Windows {
 impl Windows {
     /// Starts the snapshot worker; it ends when this is dropped.
     pub fn new(node: Arc<dyn Node>) -> Self {
-        let (requests, rx) = channel::<(u64, Vec<(u32, Netns)>)>();
-        let (tx, answers) = channel();
-        std::thread::Builder::new()
-            .name("tracer-rulesets".into())
-            .spawn(move || {
-                for (id, spaces) in rx {
-                    let start = mono_now();
-                    let snaps = std::thread::scope(|s| {
-                        let node = &node;
-                        let handles: Vec<_> = spaces.iter().map(|(inode, ns)| s.spawn(move || (*inode, node.rulesets(ns)))).collect();
-                        handles.into_iter().filter_map(|h| h.join().ok()).collect()
-                    });
-                    if tx.send(Answer { id, snaps, start, end: mono_now() }).is_err() {
-                        break;
-                    }
-                }
+        let worker = Worker::spawn("tracer-rulesets", move |spaces: Vec<(u32, Netns)>| {
+            std::thread::scope(|s| {
+                let node = &node;
+                let handles: Vec<_> = spaces.iter().map(|(inode, ns)| s.spawn(move || (*inode, node.rulesets(ns)))).collect();
+                handles.into_iter().filter_map(|h| h.join().ok()).collect()
             })
-            .map_or_else(|e| log::warn!("no ruleset worker thread: {e}"), drop);
-        Self { requests, answers, held: Vec::new(), in_flight: None, next_id: 1, min_gap_ns: 0, last_end: 0 }
+        });
+        Self { worker, held: Vec::new(), min_gap_ns: 0, last_end: 0 }
     }
 
     /// Snapshots at most once per `gap` while drops keep coming (sooner only when `MAX_HELD`
@@ -104,28 +83,13 @@ impl Windows {
     /// Drops whose window closed since the last call, attributed; asks for the next snapshot
     /// when drops wait and none is in flight. `wait`: block for the snapshot in flight.
     pub fn poll(&mut self, nf: &mut Attributor, wait: bool) -> Vec<DropRecord> {
-        let answer = match self.in_flight {
-            None => None,
-            Some(_) if wait => self.answers.recv().ok(),
-            Some(_) => match self.answers.try_recv() {
-                Ok(a) => Some(a),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => {
-                    self.in_flight = None;
-                    None
-                }
-            },
-        };
         let mut done = Vec::new();
-        if let Some(a) = answer {
-            if Some(a.id) == self.in_flight {
-                self.in_flight = None;
-            }
+        if let Some(a) = self.worker.answer(wait) {
             self.last_end = a.end;
             done = self.resolve(nf, a);
         }
         // The clock is read only when a request could go out.
-        if self.in_flight.is_none() && !self.held.is_empty() && (wait || self.is_full() || mono_now().saturating_sub(self.last_end) >= self.min_gap_ns) {
+        if !self.worker.busy() && !self.held.is_empty() && (wait || self.is_full() || mono_now().saturating_sub(self.last_end) >= self.min_gap_ns) {
             self.request(nf);
         }
         done
@@ -134,10 +98,10 @@ impl Windows {
     /// Every drop still waiting, attributed (the capture ends; no more drops come).
     pub fn finish(&mut self, nf: &mut Attributor) -> Vec<DropRecord> {
         let mut done = Vec::new();
-        while self.in_flight.is_some() || !self.held.is_empty() {
-            if self.in_flight.is_none() {
+        while self.worker.busy() || !self.held.is_empty() {
+            if !self.worker.busy() {
                 self.request(nf);
-                if self.in_flight.is_none() {
+                if !self.worker.busy() {
                     // No worker: emit them unattributed rather than never.
                     done.extend(self.held.drain(..).map(|h| h.record));
                     break;
@@ -150,20 +114,16 @@ impl Windows {
 
     fn request(&mut self, nf: &Attributor) {
         let spaces: BTreeMap<u32, Netns> = self.held.iter().filter_map(|h| nf.netns(h.slot.netns).map(|n| (h.slot.netns, n.clone()))).collect();
-        let id = self.next_id;
-        self.next_id += 1;
-        if self.requests.send((id, spaces.into_iter().collect())).is_ok() {
-            self.in_flight = Some(id);
-        }
+        self.worker.ask(spaces.into_iter().collect());
     }
 
     /// Attributes the drops surely in `a`'s counters (before it started); those during it wait
     /// for the next snapshot (their baseline is then the one before `a`).
-    fn resolve(&mut self, nf: &mut Attributor, a: Answer) -> Vec<DropRecord> {
+    fn resolve(&mut self, nf: &mut Attributor, a: Answer<Snaps>) -> Vec<DropRecord> {
         let mut done = Vec::new();
         let mut still = Vec::new();
         for mut h in std::mem::take(&mut self.held) {
-            match a.snaps.get(&h.slot.netns) {
+            match a.value.get(&h.slot.netns) {
                 Some(now) if h.mono < a.start => {
                     h.record.event.netfilter = nf.resolve_at(&h.slot, &h.packet, h.mono, now);
                     done.push(h.record);
@@ -172,7 +132,7 @@ impl Windows {
             }
         }
         self.held = still;
-        for (inode, snap) in a.snaps {
+        for (inode, snap) in a.value {
             nf.advance(inode, Timed { snap, start: a.start, end: a.end });
         }
         done

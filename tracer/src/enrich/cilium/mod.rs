@@ -15,10 +15,10 @@ use std::{
     collections::{HashMap, VecDeque},
     net::IpAddr,
     path::Path,
-    sync::mpsc::{Receiver, Sender, TryRecvError},
     time::{Duration, Instant},
 };
 
+use super::worker::{Answer, Worker};
 use self::{
     endpoints::Endpoint,
     layout::{MetricsKey, PolicyKey},
@@ -59,13 +59,6 @@ struct Timed {
     end: u64,
 }
 
-struct Answer {
-    id: u64,
-    start: u64,
-    end: u64,
-    counters: Result<Counters, String>,
-}
-
 struct Held {
     record: DropRecord,
     mono: u64,
@@ -78,10 +71,8 @@ pub struct CiliumAttributor {
     /// Times of the drops by Cilium programs this capture saw, oldest first (back to the
     /// oldest snapshot kept): how many a window holds.
     seen: VecDeque<u64>,
-    requests: Sender<u64>,
-    answers: Receiver<Answer>,
-    in_flight: Option<u64>,
-    next_id: u64,
+    /// Reads the metrics map; at most one request in flight.
+    worker: Worker<(), Result<Counters, String>>,
     last_snapshot: Instant,
     endpoints: Vec<Endpoint>,
     endpoints_read: Option<Instant>,
@@ -100,29 +91,13 @@ impl CiliumAttributor {
         let start = mono_now();
         let counters = maps::read_metrics(&metrics)?;
         let first = Timed { counters, start, end: mono_now() };
-        let (requests, rx) = std::sync::mpsc::channel::<u64>();
-        let (tx, answers) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("cilium-metrics".into())
-            .spawn(move || {
-                for id in rx {
-                    let start = mono_now();
-                    let counters = maps::read_metrics(&metrics);
-                    if tx.send(Answer { id, start, end: mono_now(), counters }).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| format!("cannot start the cilium metrics thread: {e}"))?;
+        let worker = Worker::spawn("cilium-metrics", move |()| maps::read_metrics(&metrics));
         Ok(Some(Self {
             pinned,
             history: VecDeque::from([first]),
             held: Vec::new(),
             seen: VecDeque::new(),
-            requests,
-            answers,
-            in_flight: None,
-            next_id: 1,
+            worker,
             last_snapshot: Instant::now(),
             endpoints: Vec::new(),
             endpoints_read: None,
@@ -139,7 +114,7 @@ impl CiliumAttributor {
     pub fn hold(&mut self, record: DropRecord, mono: u64) {
         self.held.push(Held { record, mono });
         self.seen.push_back(mono);
-        if self.in_flight.is_none() {
+        if !self.worker.busy() {
             self.request();
         }
     }
@@ -149,36 +124,18 @@ impl CiliumAttributor {
     }
 
     fn request(&mut self) {
-        let id = self.next_id;
-        self.next_id += 1;
-        if self.requests.send(id).is_ok() {
-            self.in_flight = Some(id);
+        if self.worker.ask(()).is_some() {
             self.last_snapshot = Instant::now();
         }
     }
 
     /// Held drops whose window closed; `wait`: block for the snapshot in flight.
     pub fn poll(&mut self, wait: bool) -> Vec<DropRecord> {
-        let answer = match self.in_flight {
-            None => None,
-            Some(_) if wait => self.answers.recv().ok(),
-            Some(_) => match self.answers.try_recv() {
-                Ok(a) => Some(a),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => {
-                    self.in_flight = None;
-                    None
-                }
-            },
-        };
         let mut done = Vec::new();
-        if let Some(a) = answer {
-            if Some(a.id) == self.in_flight {
-                self.in_flight = None;
-            }
+        if let Some(a) = self.worker.answer(wait) {
             done = self.resolve(a);
         }
-        if self.in_flight.is_none() && (!self.held.is_empty() || self.last_snapshot.elapsed() >= REFRESH) {
+        if !self.worker.busy() && (!self.held.is_empty() || self.last_snapshot.elapsed() >= REFRESH) {
             self.request();
         }
         done
@@ -192,10 +149,10 @@ impl CiliumAttributor {
             if self.held.is_empty() {
                 break;
             }
-            if self.in_flight.is_none() {
+            if !self.worker.busy() {
                 self.request();
             }
-            if self.in_flight.is_none() {
+            if !self.worker.busy() {
                 break;
             }
             done.extend(self.poll(true));
@@ -204,8 +161,8 @@ impl CiliumAttributor {
         done
     }
 
-    fn resolve(&mut self, a: Answer) -> Vec<DropRecord> {
-        let counters = match a.counters {
+    fn resolve(&mut self, a: Answer<Result<Counters, String>>) -> Vec<DropRecord> {
+        let counters = match a.value {
             Ok(c) => c,
             Err(e) => {
                 self.warned.get_or_insert(e);
