@@ -2,6 +2,7 @@
 //! binary does, so fuzz targets and tests can reach the parsers directly.
 pub mod aggregate;
 pub mod bundle;
+pub mod args;
 pub mod cli;
 pub mod doctor;
 pub mod enrich;

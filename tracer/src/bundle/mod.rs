@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::{cli::CaptureArgs, model::time::rfc3339};
+use crate::{args::CaptureArgs, model::time::rfc3339};
 
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -84,7 +84,7 @@ pub fn take(rec: &mut Recorder, phase: &'static str) {
         Err(e) => rec.skip(format!("{phase}/conntrack/stat.txt"), format!("cannot read {stat}: {e}")),
     }
     rec.write_json(phase, "sysctls.json", "/proc/sys", &sysctls());
-    match doctor::collect(&crate::cli::DoctorArgs::default()) {
+    match doctor::collect(&crate::args::DoctorArgs::default()) {
         Ok(report) => rec.write(phase, "doctor.json", "tracer doctor --json", Format::Json, report.to_json().as_bytes()),
         Err(e) => rec.skip(format!("{phase}/doctor.json"), format!("{e:#}")),
     }

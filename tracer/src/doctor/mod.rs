@@ -14,7 +14,7 @@ use std::{net::IpAddr, path::Path};
 
 use anyhow::{Result, anyhow};
 
-use crate::{cli::DoctorArgs, netfilter::packet::Cidr};
+use crate::{args::DoctorArgs, netfilter::packet::Cidr};
 use report::{Outcome, Report, Scope};
 
 /// Runs every check and prints the report; returns the exit code.
@@ -110,7 +110,7 @@ fn node_checks(report: &mut Report, args: &DoctorArgs, pod_cidrs: &[Cidr]) {
         }
         // The default location not being a bpffs just means no Cilium state to check; a path
         // the user named is expected to be one.
-        Err(e) if args.bpffs == Path::new(crate::cli::DEFAULT_BPFFS) => {
+        Err(e) if args.bpffs == Path::new(crate::args::DEFAULT_BPFFS) => {
             report.record("cilium.endpoints", Outcome::Skipped(e.clone()));
             report.record("cilium.ipcache", Outcome::Skipped(e.clone()));
             report.record("cilium.policy", Outcome::Skipped(e.clone()));

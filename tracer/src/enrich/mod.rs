@@ -20,11 +20,11 @@ use crate::{
     model::{
         drop::{DropEvent, DropRecord},
         headers::Proto,
+        hooks::Hook,
     },
     netfilter::{packet::PacketInfo, snapshot::Snapshot},
     netns::Netns,
     pods::Pods,
-    model::hooks::Hook,
 };
 
 /// Drops waiting for the tc worker at most, before the loop waits for its answer: each
@@ -102,13 +102,11 @@ impl Enricher {
     /// their window, come back later from [`Self::poll`].
     pub fn drop(&mut self, mut r: DropRecord, h: &PacketEvent) -> Option<DropRecord> {
         if let (Some(egress), Some(tc)) = (self.tc_direction(h.reason), &mut self.tc) {
-            match tc.resolve((h.netns, h.ifindex, h.ts_ns), &r.event.ifname, egress, h.tc_code) {
-                Some(info) => r.event.tc = Some(info),
-                None => {
-                    self.tc_held.push((r, *h));
-                    return None;
-                }
-            }
+            let Some(info) = tc.resolve((h.netns, h.ifindex, h.ts_ns), &r.event.ifname, egress, h.tc_code) else {
+                self.tc_held.push((r, *h));
+                return None;
+            };
+            r.event.tc = Some(info);
         }
         self.after_tc(r, h)
     }

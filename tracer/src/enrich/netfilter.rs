@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::{
-    model::netfilter::NetfilterInfo,
+    model::{hooks::Slot, netfilter::NetfilterInfo},
     netfilter::{
         self, Backend, Entry,
         eval::{self, Candidate},
@@ -13,7 +13,6 @@ use crate::{
         snapshot::Snapshot,
     },
     netns::Netns,
-    model::hooks::Slot,
 };
 
 /// `Slot::hook` of a drop no observer saw: every hook is a candidate.

@@ -33,6 +33,12 @@ enum Ask {
     Hook(Key),
 }
 
+/// An answer the attributor holds, or the worker was just asked for it.
+enum Cached<T> {
+    Known(T),
+    Asked,
+}
+
 enum Reply {
     Alive(u32, bool),
     Hook(Key, Option<Hook>),
@@ -131,7 +137,8 @@ impl TcAttributor {
                 let before: Vec<u32> = h.gaps.iter().take(position as usize).flatten().filter_map(|&i| h.programs[i].info.as_ref().map(|p| p.id)).collect();
                 match gap.as_slice() {
                     [index] => {
-                        if let Some(p) = self.current(key, *index, mono, now)? {
+                        let Cached::Known(current) = self.current(key, *index, mono, now) else { return None };
+                        if let Some(p) = current {
                             fill(&mut info, &p);
                             info.attribution = "observer";
                             return Some(info);
@@ -149,7 +156,8 @@ impl TcAttributor {
         }
         // No usable observer result (programs changed since the start, or none observed): the
         // hook's programs now, less those the packet is known to have passed.
-        let Some(mut h) = self.lookup(key, mono, now)? else {
+        let Cached::Known(hook) = self.lookup(key, mono, now) else { return None };
+        let Some(mut h) = hook else {
             info.hint = Some("no BPF program is on this hook any more".into());
             return Some(info);
         };
@@ -171,33 +179,33 @@ impl TcAttributor {
 
     /// Program `index` of an observed hook, while it is still loaded. A program replaced or
     /// removed during the capture means the hook changed under the observers (e.g. its qdisc
-    /// was recreated, or the program reloaded): their answer is then not trusted. `None`: the
+    /// was recreated, or the program reloaded): their answer is then not trusted. `Asked`: the
     /// worker was asked; `now`: do not ask (taken as loaded).
-    fn current(&mut self, key: Key, index: usize, mono: u64, now: bool) -> Option<Option<Program>> {
-        let Some(p) = self.observed.get(&key).and_then(|h| h.programs.get(index)).cloned() else { return Some(None) };
-        let Some(id) = p.info.as_ref().map(|i| i.id).filter(|_| self.worker.is_some()) else { return Some(Some(p)) };
+    fn current(&mut self, key: Key, index: usize, mono: u64, now: bool) -> Cached<Option<Program>> {
+        let Some(p) = self.observed.get(&key).and_then(|h| h.programs.get(index)).cloned() else { return Cached::Known(None) };
+        let Some(id) = p.info.as_ref().map(|i| i.id).filter(|_| self.worker.is_some()) else { return Cached::Known(Some(p)) };
         match self.alive.get(&id) {
-            Some((t, alive)) if t.saturating_add(RECHECK_NS) >= mono => Some(alive.then_some(p)),
-            _ if now => Some(Some(p)),
+            Some((t, alive)) if t.saturating_add(RECHECK_NS) >= mono => Cached::Known(alive.then_some(p)),
+            _ if now => Cached::Known(Some(p)),
             _ => {
                 self.ask(Ask::Alive(id), None);
-                None
+                Cached::Asked
             }
         }
     }
 
-    /// The hook's programs now. `None`: the worker was asked; `now`: do not ask (unknown).
-    fn lookup(&mut self, key: Key, mono: u64, now: bool) -> Option<Option<Hook>> {
+    /// The hook's programs now. `Asked`: the worker was asked; `now`: do not ask (unknown).
+    fn lookup(&mut self, key: Key, mono: u64, now: bool) -> Cached<Option<Hook>> {
         if self.worker.is_none() {
-            return Some(None);
+            return Cached::Known(None);
         }
         match self.looked_up.get(&key) {
-            Some((t, hook)) if t.saturating_add(RECHECK_NS) >= mono => Some(hook.clone()),
-            _ if now => Some(None),
+            Some((t, hook)) if t.saturating_add(RECHECK_NS) >= mono => Cached::Known(hook.clone()),
+            _ if now => Cached::Known(None),
             _ => {
                 let ns = self.spaces.get(&key.0).cloned();
                 self.ask(Ask::Hook(key), ns);
-                None
+                Cached::Asked
             }
         }
     }

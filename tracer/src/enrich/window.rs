@@ -13,10 +13,9 @@ use super::{
     worker::{Answer, Worker},
 };
 use crate::{
-    model::{drop::DropRecord, time::mono_now},
+    model::{drop::DropRecord, hooks::Slot, time::mono_now},
     netfilter::{packet::PacketInfo, snapshot::Snapshot},
     netns::Netns,
-    model::hooks::Slot,
 };
 
 /// Drops waiting for attribution are bounded: past this, the loop waits for the snapshot in

@@ -17,6 +17,7 @@ use crate::{
     kernel::{kallsyms::Kallsyms, reasons::Reasons},
     model::{
         drop::{DropEvent, DropRecord},
+        hooks::{Hook, Slot},
         path::{Finished, HopRecord},
         time::{Clock, mono_now},
     },
@@ -24,7 +25,6 @@ use crate::{
     netns::Netns,
     path::tracker::PathTracker,
     pods::Pods,
-    model::hooks::{Hook, Slot},
     sinks::{Sink, Sinks},
 };
 
@@ -254,4 +254,42 @@ fn a_followed_packet_ends_where_it_is_dropped() {
     assert_eq!(s.hops, 2);
     assert_eq!(s.fates, vec!["dropped: NO_SOCKET at nft_do_chain+0x46".to_string(), "last seen at netif_receive_skb on lxc1".to_string()]);
     assert_eq!((s.drops[0].packet_id, s.in_pcap[0]), (Some(42), true), "with --all the dropped packet is in the pcapng with its path");
+}
+
+/// A node whose tc hook listing is slow (a busy netlink socket): lxc1 ingress runs one program.
+struct SlowTc;
+
+impl Node for SlowTc {
+    fn prog_exists(&self, _id: u32) -> bool {
+        true
+    }
+
+    fn tc_hook(&self, ns: &Netns, ifindex: u32, egress: bool) -> Option<Hook> {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let info = crate::kernel::bpf::ProgInfo { id: 77, name: "cil_from_container".into(), tag: "ab".into() };
+        let programs = vec![crate::model::hooks::Program { attach: crate::model::hooks::Attach::Tcx, info: Some(info) }];
+        Some(Hook { netns: ns.inode, ifindex, ifname: "lxc1".into(), egress, programs, gaps: Vec::new(), unobserved: vec![0] })
+    }
+
+    fn rulesets(&self, _ns: &Netns) -> Snapshot {
+        Snapshot::default()
+    }
+}
+
+#[test]
+fn a_tc_drop_waits_for_the_tc_worker_not_the_loop() {
+    const TC_INGRESS: u32 = 40;
+    let (mut p, seen) = pipeline(u64::MAX);
+    p.enrich.codes.tc_ingress = Some(TC_INGRESS);
+    let ns = Netns { inode: NETNS, path: PathBuf::from("/proc/self/ns/net"), name: "host".into() };
+    p.enrich.tc = Some(crate::enrich::tc::TcAttributor::new(Vec::new(), vec![ns]).with_node(Arc::new(SlowTc)));
+    p.handle(&wire(kind::DROP, TC_INGRESS, 53, 0, 0));
+    p.handle(&wire(kind::DROP, NO_SOCKET, 53, 0, 0));
+    // The hook listing runs on the worker: the loop went on, and the next drop went out first.
+    assert_eq!(seen.lock().unwrap().drops.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(), vec!["NO_SOCKET"]);
+    assert!(p.enrich.oldest_held().is_some());
+    p.finish();
+    let s = seen.lock().unwrap();
+    let tc = s.drops[1].tc.as_ref().expect("the tc section");
+    assert_eq!((tc.prog.as_deref(), tc.prog_id, tc.attribution), (Some("cil_from_container"), Some(77), "only_program"));
 }

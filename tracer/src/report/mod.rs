@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use self::model::{Node, Report};
-use crate::cli::ReportArgs;
+use crate::args::ReportArgs;
 
 /// Reads one INPUT into a node.
 pub fn load(path: &Path) -> Result<Node> {

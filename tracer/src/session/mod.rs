@@ -12,7 +12,7 @@ pub mod run;
 pub mod start;
 
 use crate::{
-    cli::CaptureArgs,
+    args::CaptureArgs,
     enrich::{netfilter::Attributor, tc::TcAttributor},
     filter,
     kernel::{btf::KernelBtf, kallsyms::Kallsyms, reasons::Reasons},

@@ -8,7 +8,7 @@ use tracer_common::counter;
 use super::{Attached, reader::Reader};
 use crate::{
     aggregate::KernelRow,
-    cli::CaptureArgs,
+    args::CaptureArgs,
     enrich::{Enricher, ReasonCodes, window::Windows},
     filter::expr::CompiledFilter,
     kernel::{kallsyms::Kallsyms, reasons::Reasons},

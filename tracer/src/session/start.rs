@@ -6,13 +6,12 @@ use std::{path::Path, sync::Arc};
 use anyhow::{Result, bail};
 
 use crate::{
-    cli::CaptureArgs,
+    args::CaptureArgs,
     enrich::{Node, netfilter::Attributor, tc::TcAttributor},
-    model::time::mono_now,
+    model::{hooks::Hook, time::mono_now},
     netfilter::snapshot::Snapshot,
     netns::Netns,
     pods::Pods,
-    model::hooks::Hook,
     probes::{self, loader::PodSelection, netfilter::NfObservers},
 };
 
@@ -107,8 +106,8 @@ pub fn start_tc(ebpf: &mut aya::Ebpf, netns: u32, ifaces: &[tracer_common::Iface
 pub fn load_pods(args: &CaptureArgs) -> Result<Pods> {
     match &args.cni_cache_dir {
         Some(dir) => Pods::load(dir),
-        None if !args.pods.is_empty() => Pods::load(Path::new(crate::cli::DEFAULT_CNI_CACHE_DIR)),
-        None => Ok(Pods::load(Path::new(crate::cli::DEFAULT_CNI_CACHE_DIR)).unwrap_or_else(|e| {
+        None if !args.pods.is_empty() => Pods::load(Path::new(crate::args::DEFAULT_CNI_CACHE_DIR)),
+        None => Ok(Pods::load(Path::new(crate::args::DEFAULT_CNI_CACHE_DIR)).unwrap_or_else(|e| {
             log::info!("no pod names: {e:#}");
             Pods::default()
         })),

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::summary::RunEnd;
-use crate::{bundle::Bundle, cli::CaptureArgs};
+use crate::{args::CaptureArgs, bundle::Bundle};
 
 pub struct BundleSink {
     bundle: Option<Bundle>,

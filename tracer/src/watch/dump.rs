@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::{
     aggregate::KernelRow,
-    cli::CaptureArgs,
+    args::CaptureArgs,
     model::{drop::DropRecord, time::rfc3339},
     sinks::{
         Sink as _, Sinks,

@@ -15,7 +15,7 @@ use super::{
     metrics::Metrics,
     recorder::Recorder,
 };
-use crate::cli::CaptureArgs;
+use crate::args::CaptureArgs;
 
 /// Dumps written at the same time at most; more wait for a writer.
 const MAX_WRITERS: usize = 2;

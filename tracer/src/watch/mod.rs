@@ -3,7 +3,6 @@
 //! HTTP), a flight recorder of the newest drops, and dumps (bundles of the recorder's window)
 //! on SIGUSR1, `POST /dump` and triggers. Everything the user can get wrong is checked before
 //! anything is attached.
-pub mod args;
 mod counts;
 mod dump;
 mod dumps;
@@ -17,8 +16,10 @@ pub mod trigger;
 use anyhow::{Context as _, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
-use self::args::WatchArgs;
-use crate::session::{self, KernelOptions};
+use crate::{
+    args::WatchArgs,
+    session::{self, KernelOptions},
+};
 
 pub async fn run(args: WatchArgs) -> Result<()> {
     // SAFETY: geteuid has no preconditions.

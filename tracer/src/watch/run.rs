@@ -11,7 +11,6 @@ use anyhow::{Context as _, Result};
 use tokio::signal::unix::Signal;
 
 use super::{
-    args::WatchArgs,
     counts::Counts,
     dumps::{Dumps, Settings},
     http::{self, DumpRequest, Shared},
@@ -21,13 +20,15 @@ use super::{
     trigger::{Rate, Spec},
 };
 use crate::{
-    cli::CaptureArgs,
+    args::{CaptureArgs, WatchArgs},
     enrich::netfilter::Attributor,
-    model::time::{Clock, mono_now},
+    model::{
+        hooks::Slot,
+        time::{Clock, mono_now},
+    },
     netfilter::snapshot::Snapshot,
     pipeline::{Namer, Pipeline},
     pods::Pods,
-    model::hooks::Slot,
     probes::loader::Maps,
     session::{Attached, Checked, Loaded, reader::Reader},
     sinks::Sinks,
@@ -266,7 +267,7 @@ struct PodWatch {
 
 impl PodWatch {
     fn new(pods: &Pods, dir: Option<&std::path::Path>) -> Self {
-        let dir = dir.map_or_else(|| if pods.dir.as_os_str().is_empty() { crate::cli::DEFAULT_CNI_CACHE_DIR.into() } else { pods.dir.clone() }, std::path::Path::to_path_buf);
+        let dir = dir.map_or_else(|| if pods.dir.as_os_str().is_empty() { crate::args::DEFAULT_CNI_CACHE_DIR.into() } else { pods.dir.clone() }, std::path::Path::to_path_buf);
         let stamp = Self::stamp(&dir);
         Self { dir, stamp, last: Instant::now() }
     }

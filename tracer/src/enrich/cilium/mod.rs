@@ -18,13 +18,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::worker::{Answer, Worker};
 use self::{
     endpoints::Endpoint,
     layout::{MetricsKey, PolicyKey},
     maps::{Counters, Pinned},
 };
 use crate::{
+    enrich::worker::{Answer, Worker},
     model::{
         cilium::{CiliumEndpoint, CiliumInfo, CiliumReason, Identities},
         drop::DropRecord,

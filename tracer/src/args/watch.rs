@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use crate::cli::CaptureArgs;
+use crate::args::CaptureArgs;
 
 /// Where `/metrics` listens unless told otherwise: this node only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
@@ -116,7 +116,7 @@ pub struct WatchArgs {
 
     /// The bpffs where Cilium pins its maps (as `capture --cilium-bpffs`): drops by Cilium's
     /// programs carry Cilium's own reason in dumps.
-    #[arg(long, value_name = "DIR", default_value = crate::cli::DEFAULT_BPFFS)]
+    #[arg(long, value_name = "DIR", default_value = super::DEFAULT_BPFFS)]
     pub cilium_bpffs: PathBuf,
 
     /// Accepted for symmetry with capture; unused.
