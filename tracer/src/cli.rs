@@ -60,6 +60,18 @@ pub struct ReportArgs {
     pub title: Option<String>,
 }
 
+/// A node's name as every command records it: `--node-name`, else `$NODE_NAME` (the downward
+/// API sets it in a pod), else the host name.
+pub fn node_name(flag: Option<&str>) -> String {
+    if let Some(n) = flag.filter(|n| !n.is_empty()) {
+        return n.to_string();
+    }
+    if let Some(n) = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()) {
+        return n;
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
 /// libcni's cache directory (its `results/` holds one file per pod sandbox), for capture and
 /// doctor alike.
@@ -209,6 +221,11 @@ pub struct CaptureArgs {
     /// Do not print a line per drop on stdout.
     #[arg(help_heading = "Outputs", short, long)]
     pub quiet: bool,
+
+    /// This node's name in every output (summary, JSON Lines, pcapng, bundle), for `tracer
+    /// merge` [default: `$NODE_NAME`, else the host name].
+    #[arg(help_heading = "Outputs", long, value_name = "NAME")]
+    pub node_name: Option<String>,
 
     /// tcpdump/pcap-filter expression selecting the packets to report.
     #[arg(help_heading = "Filters", value_name = "EXPRESSION", trailing_var_arg = true)]
