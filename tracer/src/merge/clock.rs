@@ -51,11 +51,8 @@ pub fn packet_key(ethernet: bool, data: &[u8]) -> Option<Key> {
         Some(TransportSlice::Udp(u)) => (u.source_port(), u.destination_port(), 0),
         _ => (0, 0, 0),
     };
-    // An IPv4 id of 0 (DF datagrams of unconnected sockets) and no TCP sequence: every packet
-    // of the flow looks the same, no key.
-    if ip_id == 0 && seq == 0 {
-        return None;
-    }
+    // An IPv4 id of 0 (DF datagrams of unconnected sockets) without a TCP sequence makes every
+    // packet of a flow look the same: such keys repeat, and repeated keys are never paired.
     Some(Key::Bytes { src, dst, proto, sport, dport, ip_id, seq })
 }
 
@@ -161,8 +158,8 @@ mod tests {
     fn packet_keys_from_bytes() {
         let mut v = Vec::new();
         etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(1234, 53).write(&mut v, b"q").unwrap();
-        // etherparse writes id 0: no key (every datagram of the flow would look the same).
-        assert_eq!(packet_key(true, &v), None);
+        assert!(packet_key(true, &v).is_some());
+        assert_eq!(packet_key(true, &v[..20]), None, "no IP header, no key");
         v[14 + 4] = 0x12;
         v[14 + 5] = 0x34;
         let Some(Key::Bytes { ip_id, sport, dport, proto, .. }) = packet_key(true, &v) else { panic!("no key") };
