@@ -107,7 +107,6 @@ fn assert_recorded(done: &Finished, bundle: &Path, name: &str) {
 }
 
 #[test]
-#[expect(clippy::too_many_lines, reason = "one scenario end to end: two captures, one merge, every output checked")]
 fn two_nodes_one_story() {
     let node_a = node();
     let mut node_b = node();

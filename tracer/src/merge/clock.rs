@@ -94,15 +94,14 @@ fn deltas(sightings: &[Sighting]) -> BTreeMap<(usize, usize), (i128, usize)> {
 
 /// Estimates for every pair of nodes with matched packets, from `sightings`.
 pub fn estimate(names: &[String], sightings: &[Sighting], matched_by: &'static str) -> Vec<Offset> {
-    let d = deltas(sightings);
+    let mins = deltas(sightings);
     let mut out = Vec::new();
     for a in 0..names.len() {
         for b in a + 1..names.len() {
-            let (fwd, rev) = (d.get(&(a, b)), d.get(&(b, a)));
-            let (offset_ns, bound, matches) = match (fwd, rev) {
-                (Some(&(f, n)), Some(&(r, m))) => ((f - r) / 2, "midpoint", n + m),
-                (Some(&(f, n)), None) => (f, "upper bound", n),
-                (None, Some(&(r, m))) => (-r, "lower bound", m),
+            let (offset_ns, bound, matches) = match (mins.get(&(a, b)), mins.get(&(b, a))) {
+                (Some(&(fwd, fwd_n)), Some(&(rev, rev_n))) => ((fwd - rev) / 2, "midpoint", fwd_n + rev_n),
+                (Some(&(fwd, fwd_n)), None) => (fwd, "upper bound", fwd_n),
+                (None, Some(&(rev, rev_n))) => (-rev, "lower bound", rev_n),
                 (None, None) => continue,
             };
             out.push(Offset { node: names[b].clone(), relative_to: names[a].clone(), offset_ns, bound, matches, matched_by });

@@ -64,11 +64,15 @@ pub struct CrossFlow {
     pub dropped: Vec<Dropped>,
 }
 
+/// Texts (fates, reasons, rules) with how often each was seen.
+type Counts = BTreeMap<String, u64>;
+
 #[derive(Default)]
 struct Tally {
-    /// node → (count, value → count)
-    seen: BTreeMap<usize, (u64, BTreeMap<String, u64>)>,
-    dropped: BTreeMap<usize, (u64, BTreeMap<String, u64>, BTreeMap<String, u64>)>,
+    /// node → (packets, fates)
+    seen: BTreeMap<usize, (u64, Counts)>,
+    /// node → (drops, reasons, rules)
+    dropped: BTreeMap<usize, (u64, Counts, Counts)>,
 }
 
 fn by_count(m: &BTreeMap<String, u64>) -> Vec<String> {
@@ -119,7 +123,7 @@ mod tests {
 
     use super::*;
 
-    fn rec(v: Value) -> Map<String, Value> {
+    fn rec(v: &Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
     }
 
@@ -135,11 +139,11 @@ mod tests {
         d["reason"] = json!("NETFILTER_DROP");
         d["netfilter"] = json!({"rule": "-A FORWARD -j DROP"});
         // Same node only: not cross-node.
-        let mut other = rec(d.clone());
+        let mut other = rec(&d);
         other.insert("dport".into(), json!(54));
-        let mut other_p = rec(p.clone());
+        let mut other_p = rec(&p);
         other_p.insert("dport".into(), json!(54));
-        let (p, d) = (rec(p), rec(d));
+        let (p, d) = (rec(&p), rec(&d));
         let records = vec![(0, &p), (0, &p), (1, &d), (1, &d), (1, &d), (1, &other), (1, &other_p)];
         let got = cross_node(&names, records);
         assert_eq!(got.len(), 1, "{got:?}");
@@ -152,8 +156,8 @@ mod tests {
     #[test]
     fn a_flow_seen_and_dropped_on_the_same_node_is_not_cross_node() {
         let names = vec!["a".to_string()];
-        let p = rec(json!({"type": "packet", "proto": "tcp", "src": "::1", "dst": "::2", "sport": 1, "dport": 2}));
-        let d = rec(json!({"type": "drop", "proto": "tcp", "src": "::1", "dst": "::2", "sport": 1, "dport": 2}));
+        let p = rec(&json!({"type": "packet", "proto": "tcp", "src": "::1", "dst": "::2", "sport": 1, "dport": 2}));
+        let d = rec(&json!({"type": "drop", "proto": "tcp", "src": "::1", "dst": "::2", "sport": 1, "dport": 2}));
         assert!(cross_node(&names, vec![(0, &p), (0, &d)]).is_empty());
         assert_eq!(FiveTuple::of(&p).unwrap().text(), "tcp [::1]:1 > [::2]:2");
     }

@@ -84,10 +84,10 @@ fn check_version(input: &Input) -> Result<()> {
     let shown = input.path.display();
     let manifest: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| anyhow::anyhow!("{shown}: MANIFEST.json is not JSON ({e}); copy the bundle again"))?;
     match manifest["bundle_version"].as_u64() {
-        Some(BUNDLE_VERSION) => Ok(()),
+        // Without one (written by hand, or by a tool that does not version it): read as the one
+        // layout known.
+        Some(BUNDLE_VERSION) | None => Ok(()),
         Some(v) => bail!("{shown}: bundle version {v}, this tracer ({}) reads version {BUNDLE_VERSION}; read it with the tracer that wrote it (its MANIFEST.json names tool_version)", env!("CARGO_PKG_VERSION")),
-        // Written by hand or by a tool that does not version it: read as the one layout known.
-        None => Ok(()),
     }
 }
 
