@@ -13,7 +13,10 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{Finished, Node, NodeOptions, RunningCapture, TempDir, Tracer, cmd, pcap};
+use integration_tests::{
+    Finished, Node, NodeOptions, RunningCapture, TempDir, Tracer, cmd, pcap,
+    watch::{Watch, unpack},
+};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_mins(2);
@@ -202,6 +205,55 @@ fn two_nodes_one_story() {
     assert_eq!(lines.iter().filter(|l| l["type"] == "drop" && l["node"] == "node-b").count(), TO_B);
     let t: Vec<&str> = lines.iter().filter_map(|l| l["time"].as_str()).collect();
     assert!(t.windows(2).all(|w| w[0] <= w[1]), "time order");
+}
+
+/// The other two input forms: a `tracer watch` dump (SIGUSR1) of one node and a plain capture
+/// directory (`--json`/`--summary`/`--pcap` under their default names) of another.
+#[test]
+fn watch_dump_and_capture_directory() {
+    const PORT_W: u16 = 47_311;
+    let (node_w, node_c) = (node(), node());
+    let (pw, pc) = (node_w.pod(0).clone(), node_c.pod(0).clone());
+    let w = Watch::new(&bin()).arg("--node-name").arg("node-w").arg("--after").arg("1s").arg(format!("udp and dst port {PORT_W} and host {}", pw.ip)).start().unwrap();
+    // Nothing listens on the port: NO_SOCKET in the pod.
+    assert_eq!(node_w.send_udp(47_312, pw.addr(PORT_W), 5, b"w").unwrap(), 5);
+    w.until("5 drops recorded", TIMEOUT, |m| m.sum("tracer_recorder_records", &[]) >= 5).unwrap();
+    w.signal(libc::SIGUSR1);
+    w.until("the SIGUSR1 dump", TIMEOUT, |m| m.sum("tracer_dumps_total", &[("trigger", "signal")]) >= 1).unwrap();
+    let dumps = w.dump_files().unwrap();
+    assert_eq!(dumps.len(), 1, "{dumps:?}");
+    let dump = unpack(&dumps[0]).unwrap();
+    assert_eq!(dump.manifest["node"], "node-w");
+    assert!(dump.events.iter().all(|e| e["node"] == "node-w"), "a dump's records name the node too");
+
+    let run = tracer().capture().arg("--node-name").arg("node-c").expression(format!("udp and dst port {PORT_W} and host {}", pc.ip)).start().unwrap();
+    assert_eq!(node_c.send_udp(47_313, pc.addr(PORT_W), 3, b"c").unwrap(), 3);
+    let done = run.stop_after(3).unwrap().ok().unwrap();
+
+    let out = TempDir::new("merge-out").unwrap();
+    let merged = out.join("merged");
+    let (ok, stdout, stderr) = merge(&[&dumps[0], done.dir.path()], &merged);
+    let (status, werr) = w.stop().unwrap();
+    assert!(status.success(), "{werr}");
+    assert!(ok, "{stderr}");
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(merged.join("summary.json")).unwrap()).unwrap();
+    let dump_drops = dump.manifest["dump"]["drops"].as_u64().unwrap();
+    assert!(dump_drops >= 5, "the dump's window holds the 5 drops: {}", dump.manifest["dump"]);
+    assert_eq!(s["nodes"][0]["node"], "node-w");
+    assert_eq!(s["nodes"][0]["drops"], dump_drops);
+    assert_eq!(s["nodes"][1]["node"], "node-c");
+    assert_eq!(s["nodes"][1]["drops"], 3);
+    assert_eq!(s["total"]["drops"], dump_drops + 3);
+    assert_eq!(s["cross_node_flows"].as_array().map(Vec::len), Some(0), "no flow crosses these nodes");
+    assert_eq!(s["clock_offsets"]["not_estimated"], serde_json::json!(["node-w", "node-c"]));
+    assert!(stdout.contains("node-w: not estimated"), "{stdout}");
+    let lines = jsonl(&merged.join("drops.jsonl"));
+    assert_eq!(lines.len(), dump.events.len() + done.events.len());
+    assert_eq!(lines.iter().filter(|l| l["node"] == "node-w").count(), dump.events.len());
+    assert_eq!(lines.iter().filter(|l| l["node"] == "node-c").count(), done.events.len());
+    let rows = pcap::tshark_fields(&merged.join("drops.pcapng"), &["frame.interface_name"]).unwrap();
+    assert_eq!(rows.iter().filter(|r| r[0] == format!("node-c/{}", pc.eth)).count(), 3, "{rows:?}");
+    assert_eq!(rows.iter().filter(|r| r[0].starts_with("node-w/")).count(), dump.events.len(), "{rows:?}");
 }
 
 /// A broken archive, a bundle of an unknown version, two inputs of one node, a non-empty output

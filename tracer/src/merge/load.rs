@@ -69,6 +69,9 @@ pub fn load(path: &Path) -> Result<NodeData> {
         Some(b) => Some(serde_json::from_slice::<Value>(b).map_err(|e| anyhow::anyhow!("{}: summary.json is not JSON ({e}); copy the input again", path.display()))?),
         None => None,
     };
+    if summary.as_ref().is_some_and(|s| s.get("merge_version").is_some()) {
+        anyhow::bail!("{}: already the output of tracer merge; merge the original inputs instead", path.display());
+    }
     let recorded = input
         .json("MANIFEST.json")
         .and_then(|m| m["node"].as_str().map(str::to_string))
