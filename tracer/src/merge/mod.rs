@@ -147,3 +147,6 @@ pub fn run(args: &MergeArgs) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
