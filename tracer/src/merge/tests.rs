@@ -52,13 +52,13 @@ fn capture(dir: &std::path::Path, node: Option<&str>, lines: &[String], drops: u
 
 #[test]
 fn merges_two_nodes_with_a_cross_node_flow() {
-    let d = Dir::new("two");
-    let (a, b, out) = (d.0.join("in/node-x"), d.0.join("in/old-node"), d.0.join("out"));
-    // node-x follows the packet leaving at t; the old node drops it 50 µs later on its clock.
-    let t = 1_700_000_000_000_000_000u64;
-    capture(&a, Some("node-x"), &[format!(r#"{{"type":"packet","time":"2023-11-14T22:13:20Z",{FLOW},"fate":"sent out eth1 (netns 1)","node":"node-x"}}"#)], 0, &[(t, "packet 1 path: …; fate: sent out eth1")]);
-    capture(&b, None, &[format!(r#"{{"type":"drop","time":"2023-11-14T22:13:20.00005Z",{FLOW},"reason":"NETFILTER_DROP"}}"#)], 1, &[(t + 50_000, "drop reason=NETFILTER_DROP")]);
-    run(&MergeArgs { inputs: vec![a.clone(), b.clone()], output: out.clone() }).unwrap();
+    let tmp = Dir::new("two");
+    let (in_x, in_old, out) = (tmp.0.join("in/node-x"), tmp.0.join("in/old-node"), tmp.0.join("out"));
+    // node-x follows the packet leaving at t0; the old node drops it 50 µs later on its clock.
+    let t0 = 1_700_000_000_000_000_000u64;
+    capture(&in_x, Some("node-x"), &[format!(r#"{{"type":"packet","time":"2023-11-14T22:13:20Z",{FLOW},"fate":"sent out eth1 (netns 1)","node":"node-x"}}"#)], 0, &[(t0, "packet 1 path: …; fate: sent out eth1")]);
+    capture(&in_old, None, &[format!(r#"{{"type":"drop","time":"2023-11-14T22:13:20.00005Z",{FLOW},"reason":"NETFILTER_DROP"}}"#)], 1, &[(t0 + 50_000, "drop reason=NETFILTER_DROP")]);
+    run(&MergeArgs { inputs: vec![in_x.clone(), in_old.clone()], output: out.clone() }).unwrap();
     let s: Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["total"]["drops"], 1);
     assert_eq!((s["nodes"][0]["node"].as_str(), s["nodes"][0]["node_from"].as_str()), (Some("node-x"), Some("recorded")));
@@ -66,32 +66,32 @@ fn merges_two_nodes_with_a_cross_node_flow() {
     assert_eq!(s["nodes"][1]["node_from"], super::load::NAME_FROM_DIR);
     assert_eq!(s["cross_node_flows"][0]["seen"][0]["node"], "node-x");
     assert_eq!(s["cross_node_flows"][0]["dropped"][0]["node"], "old-node");
-    let e = &s["clock_offsets"]["estimates"][0];
-    assert_eq!((e["offset_ns"].as_i64(), e["matches"].as_u64(), e["matched_by"].as_str()), (Some(50_000), Some(1), Some("packet bytes")), "{e}");
+    let est = &s["clock_offsets"]["estimates"][0];
+    assert_eq!((est["offset_ns"].as_i64(), est["matches"].as_u64(), est["matched_by"].as_str()), (Some(50_000), Some(1), Some("packet bytes")), "{est}");
     let lines: Vec<Value> = std::fs::read_to_string(out.join("drops.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.iter().map(|l| l["node"].as_str().unwrap()).collect::<Vec<_>>(), ["node-x", "old-node"]);
-    let mut r = PcapNgReader::new(std::fs::File::open(out.join("drops.pcapng")).unwrap()).unwrap();
+    let mut reader = PcapNgReader::new(std::fs::File::open(out.join("drops.pcapng")).unwrap()).unwrap();
     let mut names = Vec::new();
     let mut times = Vec::new();
-    while let Some(block) = r.next_block() {
+    while let Some(block) = reader.next_block() {
         match block.unwrap() {
-            Block::InterfaceDescription(i) => names.push(format!("{:?}", i.options[0])),
-            Block::EnhancedPacket(p) => times.push(p.timestamp),
+            Block::InterfaceDescription(idb) => names.push(format!("{:?}", idb.options[0])),
+            Block::EnhancedPacket(epb) => times.push(epb.timestamp),
             _ => {}
         }
     }
     assert_eq!(names, [r#"IfName("node-x/eth1")"#, r#"IfName("old-node/eth1")"#]);
-    assert_eq!(times, [Duration::from_nanos(t), Duration::from_nanos(t + 50_000)]);
+    assert_eq!(times, [Duration::from_nanos(t0), Duration::from_nanos(t0 + 50_000)]);
 
     // The output directory now holds files: refused, and left as it was.
-    let e = run(&MergeArgs { inputs: vec![a.clone()], output: out.clone() }).unwrap_err().to_string();
+    let e = run(&MergeArgs { inputs: vec![in_x.clone()], output: out.clone() }).unwrap_err().to_string();
     assert!(e.contains("not empty"), "{e}");
     // Two inputs of one node.
-    let e = run(&MergeArgs { inputs: vec![a.clone(), a], output: d.0.join("out2") }).unwrap_err().to_string();
-    assert!(e.contains("--node-name") && !d.0.join("out2").exists(), "{e}");
+    let e = run(&MergeArgs { inputs: vec![in_x.clone(), in_x], output: tmp.0.join("out2") }).unwrap_err().to_string();
+    assert!(e.contains("--node-name") && !tmp.0.join("out2").exists(), "{e}");
     // An earlier merge's output is not an input.
-    let e = run(&MergeArgs { inputs: vec![out], output: d.0.join("out3") }).unwrap_err().to_string();
-    assert!(e.contains("already the output of tracer merge") && !d.0.join("out3").exists(), "{e}");
-    let left: Vec<_> = std::fs::read_dir(&d.0).unwrap().flatten().map(|e| e.file_name()).collect();
+    let e = run(&MergeArgs { inputs: vec![out], output: tmp.0.join("out3") }).unwrap_err().to_string();
+    assert!(e.contains("already the output of tracer merge") && !tmp.0.join("out3").exists(), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&tmp.0).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(left.len(), 2, "no partial directory left: {left:?}");
 }
