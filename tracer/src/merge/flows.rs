@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::report::event::Event;
+
 /// proto, source, destination, ports as the records write them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct FiveTuple {
@@ -28,11 +30,7 @@ impl FiveTuple {
     }
 
     pub fn text(&self) -> String {
-        let ep = |a: &str, p: Option<u16>| match p {
-            Some(p) if a.contains(':') => format!("[{a}]:{p}"),
-            Some(p) => format!("{a}:{p}"),
-            None => a.to_string(),
-        };
+        let ep = |a: &str, p| Event::endpoint(Some(a), p).unwrap_or_default();
         format!("{} {} > {}", self.proto, ep(&self.src, self.sport), ep(&self.dst, self.dport))
     }
 }
