@@ -4,7 +4,7 @@ use std::{borrow::Cow, io::Read, path::Path};
 
 use anyhow::{Context as _, Result, bail};
 use pcap_file::{
-    DataLink,
+    DataLink, Endianness,
     pcapng::{
         Block, PcapNgReader, PcapNgWriter,
         blocks::{
@@ -90,6 +90,7 @@ pub fn write(path: &Path, nodes: &[NodeData]) -> Result<u64> {
             SectionHeaderOption::UserApplication(Cow::Owned(format!("tracer {} merge", env!("CARGO_PKG_VERSION")))),
             SectionHeaderOption::Comment(Cow::Owned(format!("merged from nodes: {}", names.join(", ")))),
         ],
+        endianness: Endianness::native(),
         ..SectionHeaderBlock::default()
     };
     let file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;

@@ -4,7 +4,7 @@ use std::{borrow::Cow, collections::HashMap, path::Path, time::Duration};
 
 use anyhow::{Context as _, Result};
 use pcap_file::{
-    DataLink,
+    DataLink, Endianness,
     pcapng::{
         PcapNgWriter,
         blocks::{
@@ -116,7 +116,8 @@ pub fn section_header(node: Option<&str>) -> SectionHeaderBlock<'static> {
         options.push(SectionHeaderOption::Hardware(Cow::Owned(format!("node {n}"))));
         options.push(SectionHeaderOption::Comment(Cow::Owned(format!("node={n}"))));
     }
-    SectionHeaderBlock { options, ..SectionHeaderBlock::default() }
+    // Native byte order, as PcapNgWriter::new writes (the default section header is big endian).
+    SectionHeaderBlock { endianness: Endianness::native(), options, ..SectionHeaderBlock::default() }
 }
 
 /// The pcapng as an output: drops with their comment; with `--all`, every followed packet
