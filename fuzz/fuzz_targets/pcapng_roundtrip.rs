@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let path = std::env::temp_dir().join(format!("tracer-fuzz-pcapng-{}", std::process::id()));
     let mut want = Vec::new();
     {
-        let Ok(mut w) = Pcapng::create(&path, 256) else { return };
+        let Ok(mut w) = Pcapng::create(&path, 256, Some("fuzz")) else { return };
         // Records: [iface 0..3][linktype bit][ts 4][len 1][data len][comment len 1][comment].
         let mut rest = data;
         while let [iface, lt, t0, t1, t2, t3, n, tail @ ..] = rest {

@@ -67,7 +67,8 @@ fn render_checked(page: &Path, must: &[&str]) -> Option<String> {
 }
 
 /// A capture run inside the node namespace (so its bundle snapshots that namespace's ruleset
-/// and routes, as on a real node), stopped with SIGINT.
+/// and routes, as on a real node), stopped with SIGINT. The bundle's name is the node's
+/// (`--node-name`: the report names a node as its capture recorded it).
 struct NodeCapture {
     child: Child,
     dir: TempDir,
@@ -81,7 +82,7 @@ impl NodeCapture {
             .arg(format!("--net={}", node.netns_path().display()))
             .arg("--")
             .arg(tracer_bin())
-            .args(["capture", "--quiet", "--bundle"])
+            .args(["capture", "--quiet", "--node-name", name, "--bundle"])
             .arg(dir.join(name))
             .arg("--ready-file")
             .arg(&ready)

@@ -2,7 +2,7 @@
 //! names are a contract: scripts and the tests use them.
 use clap::{Parser, Subcommand};
 
-use crate::args::{CaptureArgs, DoctorArgs, ReportArgs, WatchArgs};
+use crate::args::{CaptureArgs, DoctorArgs, MergeArgs, ReportArgs, WatchArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,4 +40,10 @@ pub enum Command {
         after_help = "INPUT is a capture directory (drops.jsonl and/or summary.json, as --json/--summary wrote them),\na bundle directory (capture --bundle DIR) or its DIR.tar.zst. Several INPUTs: one report over\nseveral nodes. Works offline; the page holds no URL of any kind."
     )]
     Report(ReportArgs),
+    /// Merge captures, bundles and watch dumps of several nodes: one summary, pcapng and JSON
+    /// Lines, cross-node flows and clock offsets.
+    #[command(
+        after_help = "INPUT is a capture directory (drops.jsonl/summary.json/drops.pcapng, as --json/--summary/--pcap wrote them),\na bundle directory (capture --bundle DIR), its DIR.tar.zst, or a `tracer watch` dump (.tar.zst), one per node.\nDIR gets summary.json (per-node and total rows, cross-node flows, clock offsets), drops.pcapng\n(interfaces named node/ifname) and drops.jsonl (a `node` on every record); the table goes to stdout.\nThe node's name is the one the input recorded (--node-name), else the input's directory name."
+    )]
+    Merge(MergeArgs),
 }

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod enrich;
 pub mod filter;
 pub mod kernel;
+pub mod merge;
 pub mod model;
 pub mod netfilter;
 pub mod netns;

@@ -106,6 +106,11 @@ pub struct CaptureArgs {
     #[arg(help_heading = "Outputs", short, long)]
     pub quiet: bool,
 
+    /// This node's name in every output (summary, JSON Lines, pcapng, bundle), for `tracer
+    /// merge` [default: `$NODE_NAME`, else the host name].
+    #[arg(help_heading = "Outputs", long, value_name = "NAME")]
+    pub node_name: Option<String>,
+
     /// tcpdump/pcap-filter expression selecting the packets to report.
     #[arg(help_heading = "Filters", value_name = "EXPRESSION", trailing_var_arg = true)]
     pub expression: Vec<String>,

@@ -3,11 +3,13 @@
 //! command, so no module imports the one above it. Flag names are a contract.
 pub mod capture;
 pub mod doctor;
+pub mod merge;
 pub mod report;
 pub mod watch;
 
 pub use capture::CaptureArgs;
 pub use doctor::DoctorArgs;
+pub use merge::MergeArgs;
 pub use report::ReportArgs;
 pub use watch::WatchArgs;
 
@@ -16,3 +18,15 @@ pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
 /// doctor alike.
 pub const DEFAULT_CNI_CACHE_DIR: &str = crate::pods::DEFAULT_CACHE_DIR;
 pub const DEFAULT_NETNS_DIR: &str = "/var/run/netns";
+
+/// A node's name as every command records it: `--node-name`, else `$NODE_NAME` (the downward
+/// API sets it in a pod), else the host name.
+pub fn node_name(flag: Option<&str>) -> String {
+    if let Some(n) = flag.filter(|n| !n.is_empty()) {
+        return n.to_string();
+    }
+    if let Some(n) = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()) {
+        return n;
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}

@@ -152,19 +152,14 @@ impl WatchArgs {
             backend: crate::probes::path::BackendChoice::Auto,
             max_event_rate: self.max_event_rate,
             quiet: true,
+            node_name: Some(self.node()),
             expression: self.expression.clone(),
         }
     }
 
     /// `--node-name`, else `$NODE_NAME`, else the host name.
     pub fn node(&self) -> String {
-        if let Some(n) = self.node_name.clone().filter(|n| !n.is_empty()) {
-            return n;
-        }
-        if let Some(n) = std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()) {
-            return n;
-        }
-        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+        super::node_name(self.node_name.as_deref())
     }
 }
 

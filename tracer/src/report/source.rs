@@ -5,8 +5,10 @@
 //!   `MANIFEST.json`, `capture/`, `start/`, `end/`, `versions.json`, `probes.json`;
 //! - a bundle archive `DIR.tar.zst` (read in memory, nothing is unpacked to disk).
 //!
-//! Events are streamed (a capture of a million drops is never held whole); the other files are
-//! small and kept in memory by their path inside the bundle.
+//! Events are streamed (a capture of a million drops is never held whole), and so is the pcapng
+//! for a reader that asks for it (`tracer merge`); the other files are small and kept in memory
+//! by their path inside the bundle. A bundle of a layout version this tracer does not know is
+//! refused (`tracer report` and `tracer merge` read through here alike).
 use std::{
     collections::BTreeMap,
     fs::File,
@@ -20,6 +22,15 @@ use anyhow::{Context as _, Result, bail};
 const MAX_FILE: u64 = 64 << 20;
 /// The events of one input.
 pub const EVENTS: &str = "capture/drops.jsonl";
+/// The packets of one input.
+pub const PCAPNG: &str = "capture/drops.pcapng";
+/// The bundle layout (`MANIFEST.json` `bundle_version`) this tracer reads.
+pub const BUNDLE_VERSION: u64 = 1;
+
+/// Called with the JSON Lines stream of an input.
+pub type OnEvents<'a> = &'a mut dyn FnMut(&mut dyn BufRead) -> Result<()>;
+/// Called with the pcapng stream of an input.
+pub type OnPcap<'a> = &'a mut dyn FnMut(&mut dyn Read) -> Result<()>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -48,16 +59,36 @@ impl Input {
 }
 
 /// Opens INPUT and calls `on_events` with the JSON Lines stream (when there is one).
-pub fn read(path: &Path, on_events: &mut dyn FnMut(&mut dyn BufRead) -> Result<()>) -> Result<Input> {
+pub fn read(path: &Path, on_events: OnEvents<'_>) -> Result<Input> {
+    read_streams(path, on_events, None)
+}
+
+/// [`read`], and `on_pcap` with the pcapng stream (when there is one).
+pub fn read_streams(path: &Path, on_events: OnEvents<'_>, on_pcap: Option<OnPcap<'_>>) -> Result<Input> {
     let shown = path.display();
     let meta = std::fs::metadata(path).with_context(|| format!("{shown}: cannot read it; give a capture directory, a bundle directory or a bundle .tar.zst"))?;
-    if meta.is_dir() {
-        return read_dir(path, on_events);
+    let input = if meta.is_dir() {
+        read_dir(path, on_events, on_pcap)?
+    } else if path.to_string_lossy().ends_with(".tar.zst") {
+        read_archive(path, on_events, on_pcap).map_err(|e| anyhow::anyhow!("{shown}: damaged or incomplete archive ({e:#}); copy it again or give the bundle directory"))?
+    } else {
+        bail!("{shown}: not a capture directory, bundle directory or .tar.zst bundle; give the directory holding drops.jsonl/summary.json, or the bundle")
+    };
+    check_version(&input)?;
+    Ok(input)
+}
+
+/// A bundle says its layout version; one this tracer does not know is refused, not misread.
+fn check_version(input: &Input) -> Result<()> {
+    let Some(bytes) = input.files.get("MANIFEST.json") else { return Ok(()) };
+    let shown = input.path.display();
+    let manifest: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| anyhow::anyhow!("{shown}: MANIFEST.json is not JSON ({e}); copy the bundle again"))?;
+    match manifest["bundle_version"].as_u64() {
+        // Without one (written by hand, or by a tool that does not version it): read as the one
+        // layout known.
+        Some(BUNDLE_VERSION) | None => Ok(()),
+        Some(v) => bail!("{shown}: bundle version {v}, this tracer ({}) reads version {BUNDLE_VERSION}; read it with the tracer that wrote it (its MANIFEST.json names tool_version)", env!("CARGO_PKG_VERSION")),
     }
-    if path.to_string_lossy().ends_with(".tar.zst") {
-        return read_archive(path, on_events).map_err(|e| anyhow::anyhow!("{shown}: damaged or incomplete archive ({e:#}); copy it again or give the bundle directory"));
-    }
-    bail!("{shown}: not a capture directory, bundle directory or .tar.zst bundle; give the directory holding drops.jsonl/summary.json, or the bundle")
 }
 
 fn name_of(path: &Path) -> String {
@@ -65,25 +96,33 @@ fn name_of(path: &Path) -> String {
     n.strip_suffix(".tar.zst").map(str::to_string).unwrap_or(n)
 }
 
-fn read_dir(dir: &Path, on_events: &mut dyn FnMut(&mut dyn BufRead) -> Result<()>) -> Result<Input> {
+fn read_dir(dir: &Path, on_events: OnEvents<'_>, on_pcap: Option<OnPcap<'_>>) -> Result<Input> {
     let mut input = Input { path: dir.to_path_buf(), kind: Kind::Bundle, name: name_of(&dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())), files: BTreeMap::new() };
     if dir.join("MANIFEST.json").is_file() || dir.join("capture").is_dir() {
         collect(dir, "", &mut input.files)?;
-        input.files.remove("capture/drops.pcapng");
+        input.files.remove(PCAPNG);
         events_file(&dir.join(EVENTS), on_events)?;
+        pcap_file(&dir.join(PCAPNG), on_pcap)?;
     } else if dir.join("drops.jsonl").is_file() || dir.join("summary.json").is_file() {
         input.kind = Kind::Capture;
         if let Some(b) = small(&dir.join("summary.json"))? {
             input.files.insert("capture/summary.json".into(), b);
         }
         events_file(&dir.join("drops.jsonl"), on_events)?;
+        pcap_file(&dir.join("drops.pcapng"), on_pcap)?;
     } else {
         bail!("{}: holds neither drops.jsonl/summary.json (a capture's --json/--summary outputs under those names) nor MANIFEST.json (a bundle)", dir.display());
     }
     Ok(input)
 }
 
-fn events_file(p: &Path, on_events: &mut dyn FnMut(&mut dyn BufRead) -> Result<()>) -> Result<()> {
+fn pcap_file(p: &Path, on_pcap: Option<OnPcap<'_>>) -> Result<()> {
+    let Some(on_pcap) = on_pcap.filter(|_| p.is_file()) else { return Ok(()) };
+    let f = File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
+    on_pcap(&mut BufReader::with_capacity(1 << 20, f))
+}
+
+fn events_file(p: &Path, on_events: OnEvents<'_>) -> Result<()> {
     if !p.is_file() {
         return Ok(());
     }
@@ -119,7 +158,7 @@ fn collect(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Vec<u8>>) -> Res
 
 /// The archive holds `NAME/…`; paths are kept relative to `NAME/`. Read to the end, so a cut or
 /// corrupt archive is refused as a whole.
-fn read_archive(path: &Path, on_events: &mut dyn FnMut(&mut dyn BufRead) -> Result<()>) -> Result<Input> {
+fn read_archive(path: &Path, on_events: OnEvents<'_>, mut on_pcap: Option<OnPcap<'_>>) -> Result<Input> {
     let file = File::open(path)?;
     let dec = zstd::Decoder::new(file)?;
     let mut tar = tar::Archive::new(dec);
@@ -135,6 +174,11 @@ fn read_archive(path: &Path, on_events: &mut dyn FnMut(&mut dyn BufRead) -> Resu
         if rel == EVENTS {
             on_events(&mut BufReader::with_capacity(1 << 20, &mut entry))?;
             // What the reader left (it may stop early) must still be read to check the archive.
+            std::io::copy(&mut entry, &mut std::io::sink())?;
+        } else if rel == PCAPNG
+            && let Some(f) = on_pcap.as_mut()
+        {
+            f(&mut entry)?;
             std::io::copy(&mut entry, &mut std::io::sink())?;
         } else if rel.ends_with(".pcapng") || entry.size() > MAX_FILE {
             std::io::copy(&mut entry, &mut std::io::sink())?;

@@ -57,8 +57,13 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     require_root()?;
     // Handle Ctrl-C/SIGTERM from here on: our cls_bpf observers must be removed on the way out.
     let signals = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
+    // Resolved once: every output records the same name.
+    args.node_name = Some(crate::args::node_name(args.node_name.as_deref()));
     // Before the output checks: it points unnamed outputs into the bundle directory.
     let mut bundle = crate::bundle::Bundle::prepare(&mut args)?;
+    if let (Some(b), Some(n)) = (&mut bundle, &args.node_name) {
+        b.manifest_field("node", serde_json::json!(n));
+    }
     let checked = check(&args)?;
     check_outputs(&args)?;
     if let Some(b) = &mut bundle {

@@ -49,11 +49,11 @@ pub struct Inputs<'a> {
 fn sinks(args: &CaptureArgs, bundle: Option<crate::bundle::Bundle>, created: &mut Created) -> Result<Sinks> {
     let mut sinks = Sinks::default();
     if let Some(p) = &args.json {
-        sinks.push(Box::new(JsonLines::create(p)?));
+        sinks.push(Box::new(JsonLines::create(p, args.node_name.as_deref())?));
         created.add(p);
     }
     if let Some(p) = &args.pcap {
-        sinks.push(Box::new(PcapSink { pcap: Pcapng::create(p, args.snaplen)?, all: args.all }));
+        sinks.push(Box::new(PcapSink { pcap: Pcapng::create(p, args.snaplen, args.node_name.as_deref())?, all: args.all }));
         created.add(p);
     }
     if !args.quiet && args.json.as_deref() != Some(Path::new("-")) {
@@ -170,6 +170,7 @@ pub async fn run(
     };
     let meta = summary::Meta {
         path,
+        node: args.node_name.clone(),
         duration_s,
         expression: compiled.expression.clone(),
         filter: compiled.mode(),

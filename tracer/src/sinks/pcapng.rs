@@ -4,12 +4,13 @@ use std::{borrow::Cow, collections::HashMap, path::Path, time::Duration};
 
 use anyhow::{Context as _, Result};
 use pcap_file::{
-    DataLink,
+    DataLink, Endianness,
     pcapng::{
         PcapNgWriter,
         blocks::{
             enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption},
             interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption},
+            section_header::{SectionHeaderBlock, SectionHeaderOption},
         },
     },
 };
@@ -35,10 +36,10 @@ pub struct Pcapng {
 
 impl Pcapng {
     /// Creates the file with its section header on disk at once: a valid (empty) pcapng from
-    /// the start.
-    pub fn create(path: &Path, snaplen: u32) -> Result<Self> {
+    /// the start. `node` names the node in the section header (`shb_hardware` and a comment).
+    pub fn create(path: &Path, snaplen: u32, node: Option<&str>) -> Result<Self> {
         let mut sink = RecordSink::create(path)?;
-        let mut w = PcapNgWriter::new(Vec::new()).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut w = PcapNgWriter::with_section_header(Vec::new(), section_header(node)).with_context(|| format!("cannot write {}", path.display()))?;
         sink.push(&std::mem::take(w.get_mut()), false)?;
         sink.flush()?;
         Ok(Self { w, sink, ids: HashMap::new(), snaplen, path: path.display().to_string() })
@@ -107,6 +108,18 @@ impl Pcapng {
     }
 }
 
+/// The section header: the writing tool, and the node (`tracer merge` names interfaces
+/// `node/ifname`; one capture's file says its node here).
+pub fn section_header(node: Option<&str>) -> SectionHeaderBlock<'static> {
+    let mut options = vec![SectionHeaderOption::UserApplication(Cow::Owned(format!("tracer {}", env!("CARGO_PKG_VERSION"))))];
+    if let Some(n) = node {
+        options.push(SectionHeaderOption::Hardware(Cow::Owned(format!("node {n}"))));
+        options.push(SectionHeaderOption::Comment(Cow::Owned(format!("node={n}"))));
+    }
+    // Native byte order, as PcapNgWriter::new writes (the default section header is big endian).
+    SectionHeaderBlock { endianness: Endianness::native(), options, ..SectionHeaderBlock::default() }
+}
+
 /// The pcapng as an output: drops with their comment; with `--all`, every followed packet
 /// once, with its path (a drop of such a packet then only counts).
 pub struct PcapSink {
@@ -158,7 +171,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tracer-pcapng-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.pcapng");
-        let mut p = Pcapng::create(&path, 256).unwrap();
+        let mut p = Pcapng::create(&path, 256, Some("node-1")).unwrap();
         let a = Iface { netns: 1, ifindex: 2, ifname: "lxc1".into(), linktype: linktype::ETHERNET, pod: Some("default/web-0".into()) };
         let b = Iface { linktype: linktype::RAW_IP, ..a.clone() };
         p.write(&a, Duration::from_nanos(1_500_000_001), 100, &[1, 2, 3], "reason=X".into(), true).unwrap();

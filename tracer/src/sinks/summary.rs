@@ -119,6 +119,9 @@ pub struct Summary {
     /// With `--path`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathSummary>,
+    /// The node's name (`--node-name`, `$NODE_NAME` or the host name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 pub struct Totals {
@@ -159,6 +162,7 @@ pub struct PathSummary {
 #[derive(Clone)]
 pub struct Meta {
     pub path: Option<PathSummary>,
+    pub node: Option<String>,
     pub duration_s: f64,
     pub expression: String,
     pub filter: Option<&'static str>,
@@ -241,6 +245,7 @@ pub fn build(totals: &Totals, rows: &[KernelRow], t: &Tallies, meta: Meta) -> Su
         start: meta.start,
         end: meta.end,
         path: meta.path,
+        node: meta.node,
     }
 }
 

@@ -109,8 +109,8 @@ fn write_partial(job: &Job, dir: &Path, partial: &Path) -> Result<PathBuf> {
     bundle.start();
     let (Some(pcap), Some(jsonl), Some(summary_path)) = (&args.pcap, &args.json, &args.summary) else { bail!("bundle outputs missing") };
     let mut sinks = Sinks::default();
-    sinks.push(Box::new(JsonLines::create(jsonl)?));
-    sinks.push(Box::new(PcapSink { pcap: Pcapng::create(pcap, args.snaplen)?, all: false }));
+    sinks.push(Box::new(JsonLines::create(jsonl, Some(&job.node))?));
+    sinks.push(Box::new(PcapSink { pcap: Pcapng::create(pcap, args.snaplen, Some(&job.node))?, all: false }));
     let mut tally = SummarySink::new(None);
     for r in &job.records {
         sinks.drop_event(r);
@@ -124,6 +124,7 @@ fn write_partial(job: &Job, dir: &Path, partial: &Path) -> Result<PathBuf> {
     let totals = summary::Totals::new(job.totals.drops, sinks.written(), job.totals.seen, 0, job.totals.rate_limited);
     let meta = summary::Meta {
         path: None,
+        node: Some(job.node.clone()),
         duration_s: job.to.saturating_sub(job.from).as_secs_f64(),
         expression: args.expression.join(" "),
         filter: None,

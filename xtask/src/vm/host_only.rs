@@ -34,6 +34,8 @@ pub const HOST_ONLY: &[(&str, &str, &str)] = &[
     ("report", "two_nodes", "renders output files"),
     ("report", "capture_without_drops", "renders output files"),
     ("report", "damaged_archive_is_one_line_and_writes_nothing", "reads a file, loads nothing"),
+    ("merge", "bad_inputs_are_one_line_and_write_nothing", "reads files, loads nothing; its one capture is covered by drops"),
+    ("merge", "watch_dump_and_capture_directory", "needs curl and python3-prometheus-client (not in the guests); merging is userspace"),
     // The watch suite reads /metrics with curl and Python's prometheus_client parser, which the
     // guests do not carry; its kernel side (the DROP_STATS netfilter slot) is one lookup the
     // netfilter suite's attribution covers there.
