@@ -43,6 +43,14 @@ pub const APT_PACKAGES: &[&str] = &[
     "curl",
     // `tracer report` tests render the page in a real headless browser.
     "chromium",
+    // `cargo xtask image`: the root filesystem (mmdebstrap) and the stripped binary (objcopy);
+    // its test runs the image under podman with runc (crun refuses this VM's hybrid cgroups,
+    // ../shared/CONTAINERS.md) and reads the archive's Docker and OCI sides with skopeo.
+    "mmdebstrap",
+    "binutils",
+    "podman",
+    "runc",
+    "skopeo",
 ];
 
 /// bpf-linker must be built against the LLVM major of rustc (22 for Rust 1.95).
