@@ -137,7 +137,7 @@ pub fn strict<T: DeserializeOwned + Serialize>(v: &Value) -> Result<T> {
     let t: T = serde_json::from_value(v.clone()).context("does not deserialise")?;
     let back = serde_json::to_value(&t)?;
     let mut lost = Vec::new();
-    missing(v, &back, String::new(), &mut lost);
+    missing(v, &back, "", &mut lost);
     if !lost.is_empty() {
         bail!("unknown or mistyped fields (lost in the typed round trip): {}", lost.join(", "));
     }
@@ -145,13 +145,13 @@ pub fn strict<T: DeserializeOwned + Serialize>(v: &Value) -> Result<T> {
 }
 
 /// Paths of `orig` that `back` does not hold with the same value.
-fn missing(orig: &Value, back: &Value, at: String, out: &mut Vec<String>) {
+fn missing(orig: &Value, back: &Value, at: &str, out: &mut Vec<String>) {
     match (orig, back) {
         (Value::Object(o), Value::Object(b)) => {
             for (k, ov) in o {
                 let path = format!("{at}.{k}");
                 match b.get(k) {
-                    Some(bv) => missing(ov, bv, path, out),
+                    Some(bv) => missing(ov, bv, &path, out),
                     None => out.push(path),
                 }
             }
@@ -160,7 +160,7 @@ fn missing(orig: &Value, back: &Value, at: String, out: &mut Vec<String>) {
             for (i, ov) in o.iter().enumerate() {
                 let path = format!("{at}[{i}]");
                 match b.get(i) {
-                    Some(bv) => missing(ov, bv, path, out),
+                    Some(bv) => missing(ov, bv, &path, out),
                     None => out.push(path),
                 }
             }
@@ -180,7 +180,7 @@ pub fn only<'a, T>(objects: &'a [(PathBuf, Vec<Object>)], pick: impl Fn(&'a Obje
     }
 }
 
-/// The DaemonSet of deploy/kubernetes.
+/// The `DaemonSet` of deploy/kubernetes.
 pub fn daemonset() -> Result<DaemonSet> {
     let all = load_dir(&manifests_dir())?;
     only(&all, |o| if let Object::DaemonSet(d) = o { Some(d.as_ref()) } else { None }).cloned()

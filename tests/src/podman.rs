@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::{Container, PodSecurityContext, PodSpec};
 
 use crate::{TempDir, cmd};
 
@@ -76,7 +76,7 @@ pub fn run_args(pod: &PodSpec, container: &Container, node: &NodeContext) -> Res
     if pod.host_ipc == Some(true) {
         a.push("--ipc=host".into());
     }
-    if pod.security_context.as_ref().is_some_and(|s| s != &Default::default()) {
+    if pod.security_context.as_ref().is_some_and(|s| s != &PodSecurityContext::default()) {
         bail!("spec.securityContext is not translated to podman (set the container's)");
     }
     security(container, &mut a)?;
@@ -224,4 +224,29 @@ pub fn host_path_of(args: &[String], container_path: &str) -> Option<PathBuf> {
         let (host, ctr) = (it.next()?, it.next()?);
         (ctr == container_path).then(|| Path::new(host).to_path_buf())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(quantity_bytes("256Mi").unwrap(), 256 << 20);
+        assert_eq!(quantity_bytes("16Mi").unwrap(), 16 << 20);
+        assert_eq!(quantity_bytes("1G").unwrap(), 1_000_000_000);
+        assert_eq!(quantity_bytes("4096").unwrap(), 4096);
+        assert!(quantity_bytes("1.5Gi").is_err());
+        assert_eq!(quantity_cpus("1").unwrap(), "1");
+        assert_eq!(quantity_cpus("50m").unwrap(), "0.050");
+        assert_eq!(quantity_cpus("1500m").unwrap(), "1.500");
+        assert!(quantity_cpus("x").is_err());
+    }
+
+    #[test]
+    fn capability_names() {
+        assert_eq!(cap_name("BPF"), "CAP_BPF");
+        assert_eq!(cap_name("CAP_BPF"), "CAP_BPF");
+        assert_eq!(cap_name("ALL"), "ALL");
+    }
 }

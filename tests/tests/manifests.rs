@@ -1,6 +1,6 @@
 //! deploy/kubernetes checked as Kubernetes would read it: every document deserialised into its
 //! typed object (k8s-openapi; the `ServiceMonitor` CRD through a typed model) with unknown
-//! fields refused, then what issue 14 asks of the DaemonSet and the Job, field by field. Plain
+//! fields refused, then what issue 14 asks of the `DaemonSet` and the Job, field by field. Plain
 //! file reading: no root, no kernel.
 use std::collections::BTreeSet;
 
@@ -63,7 +63,7 @@ fn pod_spec(ds: &DaemonSet) -> &PodSpec {
     ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
 }
 
-/// What issue 14 asks of the DaemonSet.
+/// What issue 14 asks of the `DaemonSet`.
 #[test]
 fn daemonset_runs_watch_as_the_issue_asks() {
     let ds = daemonset();
@@ -114,8 +114,8 @@ fn daemonset_runs_watch_as_the_issue_asks() {
     assert!(vols.iter().find(|v| v.name == dump_mount.name).unwrap().host_path.is_some());
 }
 
-/// The namespace is labelled for PodSecurity `privileged`; the Job runs `capture` on one node
-/// with the DaemonSet's security context and host namespaces.
+/// The namespace is labelled for `PodSecurity` `privileged`; the Job runs `capture` on one node
+/// with the `DaemonSet`'s security context and host namespaces.
 #[test]
 fn namespace_and_capture_job() {
     let all = all();

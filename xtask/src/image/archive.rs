@@ -59,7 +59,9 @@ impl Meta {
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect::<String>())
+    let mut h = Sha256::new();
+    h.update(bytes);
+    layer::digest_string(h)
 }
 
 fn blob_path(digest: &str) -> String {

@@ -9,7 +9,7 @@
 //! or others except the sticky `/tmp` and `/var/tmp`. The container runs as uid 0 with a
 //! capability set (eBPF needs it, Kubernetes gives added capabilities to uid 0 only) and a
 //! read-only root filesystem; it writes only to `/var/lib/tracer/dumps` (0700, a hostPath in
-//! the DaemonSet) and `/tmp`.
+//! the `DaemonSet`) and `/tmp`.
 use std::{
     fs::File,
     io::{self, BufReader, BufWriter, Read, Write},
@@ -61,7 +61,8 @@ fn hashing<W>(inner: W) -> Hashing<W> {
     Hashing { inner, hash: Sha256::new(), len: 0 }
 }
 
-fn hex(h: Sha256) -> String {
+/// `sha256:` and the hash in lower-case hex, as OCI digests are written.
+pub fn digest_string(h: Sha256) -> String {
     use std::fmt::Write as _;
     h.finalize().iter().fold(String::from("sha256:"), |mut s, b| {
         let _ = write!(s, "{b:02x}");
@@ -146,10 +147,10 @@ pub fn write(rootfs: &Path, binary: &Path, epoch: u64, out: &Path) -> Result<Lay
     entries += 1;
 
     let tar_hashing = tar.into_inner()?;
-    let diff_id = hex(tar_hashing.hash);
+    let diff_id = digest_string(tar_hashing.hash);
     let mut blob = tar_hashing.inner.finish()?;
     blob.flush()?;
-    Ok(Layer { diff_id, digest: hex(blob.hash), size: blob.len, entries, skipped })
+    Ok(Layer { diff_id, digest: digest_string(blob.hash), size: blob.len, entries, skipped })
 }
 
 fn set_owner_time(h: &mut Header, epoch: u64) -> Result<()> {

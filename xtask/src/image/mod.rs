@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{build, cmd, setup};
 
-pub use archive::Meta;
+use archive::Meta;
 
 /// The compressed size the image should stay under (reported, not enforced).
 const SIZE_GOAL: u64 = 80 << 20;
@@ -34,7 +34,10 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<()> {
     setup::run()?;
     let bin = build::release_binary()?;
-    build_image(&bin, args.out.as_deref(), args.source.as_deref()).map(|_| ())
+    let (path, _) = build_image(&bin, args.out.as_deref(), args.source.as_deref())?;
+    // The path alone on stdout, for scripts (`podman load -i "$(cargo xtask image)"`).
+    println!("{}", path.display());
+    Ok(())
 }
 
 /// Builds the image from `bin`; returns the archive's path and the tag.
@@ -79,7 +82,6 @@ pub fn build_image(bin: &Path, out: Option<&Path>, source: Option<&str>) -> Resu
         if size < SIZE_GOAL { "met" } else { "NOT met" },
         start.elapsed().as_secs_f64()
     ));
-    println!("{}", out.display());
     Ok((out, meta.tag()))
 }
 
