@@ -146,6 +146,70 @@ fn archive_is_docker_and_oci_and_loads() {
     assert_eq!(lines.len(), tools.len(), "files owned by others, setuid/setgid or world-writable:\n{out}");
 }
 
+/// A containerd of the test's own (root, state and socket in a temporary directory: the
+/// node's containerd, if any, is not touched); killed on drop.
+struct Containerd {
+    child: std::process::Child,
+    dir: TempDir,
+}
+
+impl Containerd {
+    fn start() -> Self {
+        let dir = TempDir::new("im-ctrd").unwrap();
+        let child = std::process::Command::new("containerd")
+            .arg("--root").arg(dir.join("root"))
+            .arg("--state").arg(dir.join("state"))
+            .arg("--address").arg(dir.join("sock"))
+            .args(["--config", "/dev/null"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).unwrap())
+            .spawn()
+            .expect("containerd (cargo xtask setup installs it)");
+        let sock = dir.join("sock");
+        let mut me = Self { child, dir };
+        wait::until("containerd's socket", TIMEOUT, Duration::from_millis(50), || {
+            if let Some(status) = me.child.try_wait()? {
+                anyhow::bail!("containerd exited ({status})");
+            }
+            Ok(sock.exists().then_some(()))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", std::fs::read_to_string(me.dir.join("log")).unwrap_or_default()));
+        me
+    }
+
+    /// `ctr` against this containerd, in the kubelet's namespace (`k8s.io`).
+    fn ctr(&mut self, args: &[&str]) -> String {
+        let sock = self.dir.join("sock");
+        let mut all = vec!["--address", sock.to_str().unwrap(), "--namespace", "k8s.io"];
+        all.extend(args);
+        cmd::run("ctr", &all).unwrap()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The snapshotter's mounts go with the process; nothing is left under the temporary root.
+        let _ = cmd::run("umount", &["--recursive", "--lazy", &self.dir.join("root").display().to_string()]);
+    }
+}
+
+/// `ctr images import`, as a node's containerd would get the image: named as the kubelet
+/// resolves `image: tracer:<version>` (docker.io/library/…), every blob present and unpacked.
+#[test]
+fn containerd_imports_it_under_the_kubelets_name() {
+    let archive = archive();
+    let tag = tag(&archive);
+    let mut ctrd = Containerd::start();
+    let out = ctrd.ctr(&["images", "import", &archive.display().to_string()]);
+    let name = format!("docker.io/library/{tag}");
+    assert!(out.contains(&name), "{out}");
+    let check = ctrd.ctr(&["images", "check", &format!("name=={name}")]);
+    let line = check.lines().find(|l| l.starts_with(&name)).unwrap_or_else(|| panic!("{check}"));
+    assert!(line.contains("complete") && line.trim_end().ends_with("true"), "not complete or not unpacked: {line}");
+}
+
 /// A free TCP port on the host (bound, then released for the container).
 fn free_port() -> u16 {
     TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()

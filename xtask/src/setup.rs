@@ -51,6 +51,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "podman",
     "runc",
     "skopeo",
+    // …and imports it with `ctr` into a containerd of its own, as on a Kubernetes node.
+    "containerd",
 ];
 
 /// bpf-linker must be built against the LLVM major of rustc (22 for Rust 1.95).
