@@ -185,3 +185,9 @@ pub fn daemonset() -> Result<DaemonSet> {
     let all = load_dir(&manifests_dir())?;
     only(&all, |o| if let Object::DaemonSet(d) = o { Some(d.as_ref()) } else { None }).cloned()
 }
+
+/// The capture `Job` of deploy/kubernetes.
+pub fn capture_job() -> Result<k8s_openapi::api::batch::v1::Job> {
+    let all = load_dir(&manifests_dir())?;
+    only(&all, |o| if let Object::Job(j) = o { Some(j.as_ref()) } else { None }).cloned()
+}

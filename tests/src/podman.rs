@@ -58,6 +58,8 @@ impl Podman {
 pub struct NodeContext {
     /// `spec.nodeName` for the downward API.
     pub node_name: String,
+    /// The pod's labels, for `metadata.labels['…']` in the downward API (a Job's `job-name`).
+    pub labels: BTreeMap<String, String>,
     /// Host paths replaced by others (e.g. the dump directory by a temporary one).
     pub host_paths: BTreeMap<String, PathBuf>,
 }
@@ -81,16 +83,22 @@ pub fn run_args(pod: &PodSpec, container: &Container, node: &NodeContext) -> Res
     }
     security(container, &mut a)?;
     volumes(pod, container, node, &mut a)?;
+    let mut env = BTreeMap::new();
     for e in container.env.iter().flatten() {
         let value = match (&e.value, &e.value_from) {
             (Some(v), None) => v.clone(),
             (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
                 Some("spec.nodeName") => node.node_name.clone(),
-                _ => bail!("env {}: only fieldRef spec.nodeName is translated", e.name),
+                Some(path) if path.starts_with("metadata.labels['") && path.ends_with("']") => {
+                    let key = &path["metadata.labels['".len()..path.len() - 2];
+                    node.labels.get(key).cloned().with_context(|| format!("env {}: the pod has no label {key}", e.name))?
+                }
+                _ => bail!("env {}: only fieldRef spec.nodeName and metadata.labels['…'] are translated", e.name),
             },
             _ => bail!("env {}: neither value nor valueFrom", e.name),
         };
         a.push(format!("--env={}={value}", e.name));
+        env.insert(e.name.clone(), value);
     }
     if let Some(r) = &container.resources {
         let limits = r.limits.clone().unwrap_or_default();
@@ -102,9 +110,35 @@ pub fn run_args(pod: &PodSpec, container: &Container, node: &NodeContext) -> Res
         }
     }
     if let Some(command) = &container.command {
-        a.push(format!("--entrypoint={}", serde_json::to_string(command)?));
+        let command: Vec<String> = command.iter().map(|c| expand(c, &env)).collect();
+        a.push(format!("--entrypoint={}", serde_json::to_string(&command)?));
     }
-    Ok((a, container.args.clone().unwrap_or_default()))
+    Ok((a, container.args.iter().flatten().map(|arg| expand(arg, &env)).collect()))
+}
+
+/// The kubelet's expansion of `command` and `args`: `$(NAME)` becomes the container's variable
+/// NAME when it has one (else stays as written), `$$` becomes `$`.
+pub fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(name) = after.strip_prefix('(').and_then(|r| r.split_once(')')).map(|(n, _)| n)
+            && let Some(v) = env.get(name)
+        {
+            out.push_str(v);
+            rest = &after[name.len() + 2..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn security(container: &Container, a: &mut Vec<String>) -> Result<()> {
@@ -241,6 +275,15 @@ mod tests {
         assert_eq!(quantity_cpus("50m").unwrap(), "0.050");
         assert_eq!(quantity_cpus("1500m").unwrap(), "1.500");
         assert!(quantity_cpus("x").is_err());
+    }
+
+    #[test]
+    fn variable_expansion() {
+        let env = BTreeMap::from([("JOB_NAME".to_string(), "cap-1".to_string())]);
+        assert_eq!(expand("--bundle=/x/$(JOB_NAME)", &env), "--bundle=/x/cap-1");
+        assert_eq!(expand("$(JOB_NAME)$(JOB_NAME)", &env), "cap-1cap-1");
+        assert_eq!(expand("$(OTHER) $$(JOB_NAME) $", &env), "$(OTHER) $(JOB_NAME) $");
+        assert_eq!(expand("$(JOB_NAME", &env), "$(JOB_NAME");
     }
 
     #[test]

@@ -235,6 +235,7 @@ fn daemonset_container_counts_a_planted_drop_and_dumps_it() {
     let state = TempDir::new("im-state").unwrap();
     let node_ctx = NodeContext {
         node_name: "image-test-node".into(),
+        labels: BTreeMap::new(),
         host_paths: BTreeMap::from([("/var/lib/tracer".to_string(), state.join("tracer")), ("/var/lib/cni".to_string(), state.join("cni"))]),
     };
     let (run, mut args) = run_args(&pod, container, &node_ctx).unwrap();
@@ -313,6 +314,79 @@ fn daemonset_container_counts_a_planted_drop_and_dumps_it() {
     podman.run(&["stop", "--time", "30", &ctr.name]).unwrap();
     let st = ctr.state();
     assert_eq!(st["ExitCode"], 0, "{st}\n{}", ctr.logs());
+    drop(ctr);
+    drop(node);
+}
+
+/// The capture Job's container, from capture-job.yaml, for a short window on a testbed node
+/// with an iptables DROP: it exits 0 and leaves the bundle archive on the node's hostPath, with
+/// the node's name and the rule's drops in it.
+#[test]
+fn capture_job_container_leaves_a_bundle() {
+    let Some(podman) = podman() else { return };
+    let archive = archive();
+    let tag = tag(&archive);
+    let _loaded = Loaded::new(&podman, &archive);
+    let mut node = Node::with_options(NodeOptions { prefix: "ij".into(), range: [10, 237], pods: 2 }).unwrap();
+    let (client, server) = (node.pod(0).clone(), node.pod(1).clone());
+    let rule = node.iptables("filter", "FORWARD", &["-d", &server.ip.to_string(), "-p", "udp", "--dport", "7461", "-j", "DROP"]).unwrap();
+
+    let job = kube::capture_job().unwrap();
+    let job_name = job.metadata.name.clone().unwrap();
+    let pod = job.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    let state = TempDir::new("ij-state").unwrap();
+    let node_ctx = NodeContext {
+        node_name: "capture-test-node".into(),
+        // The Job controller labels its pods with the Job's name.
+        labels: BTreeMap::from([("job-name".to_string(), job_name.clone())]),
+        host_paths: BTreeMap::from([("/var/lib/tracer/captures".to_string(), state.join("captures")), ("/var/lib/cni".to_string(), state.join("cni"))]),
+    };
+    let (run, mut args) = run_args(&pod, &pod.containers[0], &node_ctx).unwrap();
+    // A window of the test's length instead of the template's ten minutes, a ready file on the
+    // hostPath (the test sends once the probes are attached), and the test's traffic only.
+    let duration = args.iter_mut().find(|a| a.starts_with("--duration=")).expect("the Job gives --duration");
+    *duration = "--duration=8s".into();
+    // The subcommand stays; the template's expression gives way to the test's.
+    let subcommand = args.remove(0);
+    assert_eq!(subcommand, "capture");
+    args.retain(|a| a.starts_with("--"));
+    args.insert(0, subcommand);
+    args.push("--ready-file=/var/lib/tracer/captures/ready".into());
+    args.push(format!("udp and dst port 7461 and host {}", server.ip));
+
+    let name = format!("tracer-capture-test-{}", std::process::id());
+    let mut cmdline = vec!["run".to_string(), "--detach".into(), format!("--name={name}")];
+    cmdline.extend(run.iter().cloned());
+    cmdline.push(tag);
+    cmdline.extend(args.iter().cloned());
+    let refs: Vec<&str> = cmdline.iter().map(String::as_str).collect();
+    podman.run(&refs).unwrap_or_else(|e| panic!("{e:#}\npodman {}", cmdline.join(" ")));
+    let ctr = Container { podman: &podman, name };
+    let ready = state.join("captures/ready");
+    wait::until("the capture's ready file", TIMEOUT, Duration::from_millis(100), || {
+        if ready.exists() {
+            return Ok(Some(()));
+        }
+        if ctr.state()["Running"] != true {
+            anyhow::bail!("the container stopped early: {}\n{}", ctr.state(), ctr.logs());
+        }
+        Ok(None)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\nlogs:\n{}", ctr.logs()));
+    client.send_udp(7460, server.addr(7461), 40, b"job").unwrap();
+    let counter = node.iptables_packets(&rule).unwrap();
+    assert_eq!(counter, 40);
+    let st = wait::until("the capture to end", TIMEOUT, Duration::from_millis(200), || {
+        let st = ctr.state();
+        Ok((st["Running"] != true).then_some(st))
+    })
+    .unwrap();
+    assert_eq!(st["ExitCode"], 0, "{st}\n{}", ctr.logs());
+    let bundle = state.join("captures").join(format!("{job_name}.tar.zst"));
+    assert!(bundle.is_file(), "no {}; captures: {:?}\nlogs:\n{}", bundle.display(), std::fs::read_dir(state.join("captures")).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>()), ctr.logs());
+    let dump = unpack(&bundle).unwrap();
+    let of_rule = dump.events.iter().filter(|e| e["netfilter"]["rule"].as_str().is_some_and(|r| r.contains(&rule.comment))).count();
+    assert_eq!(of_rule, 40, "every drop of the rule, named; logs:\n{}", ctr.logs());
     drop(ctr);
     drop(node);
 }

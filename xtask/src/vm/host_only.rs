@@ -48,6 +48,7 @@ pub const HOST_ONLY: &[(&str, &str, &str)] = &[
     // The image and the manifests: podman (not in the guests) and files of the repository.
     ("image", "archive_is_docker_and_oci_and_loads", "podman and skopeo (not in the guests) read an archive"),
     ("image", "containerd_imports_it_under_the_kubelets_name", "containerd (not in the guests) reads an archive"),
+    ("image", "capture_job_container_leaves_a_bundle", "podman (not in the guests); the drops suite covers capture's kernel side"),
     ("image", "daemonset_container_counts_a_planted_drop_and_dumps_it", "podman (not in the guests); the watch suite covers the tracer's kernel side"),
     ("manifests", "every_manifest_is_typed_with_no_unknown_field", "reads deploy/kubernetes, loads nothing"),
     ("manifests", "planted_typos_are_refused", "reads deploy/kubernetes, loads nothing"),
