@@ -7,6 +7,7 @@ mod clippy;
 mod cmd;
 mod fuzz;
 mod hog;
+mod image;
 mod run;
 mod setup;
 mod test;
@@ -53,6 +54,11 @@ enum Command {
     /// in the same run: 64-byte UDP pps, TCP throughput, a drop flood with capture exactness,
     /// start-up time, peak RSS (needs root). Writes DIR/bench.json and DIR/bench.md.
     Bench(bench::Args),
+    /// Setup and build, then the container image (as root, no registry): a Debian root
+    /// filesystem from mmdebstrap plus the release binary, written as an OCI archive with
+    /// Docker's manifest.json (`podman load`, `ctr images import`, `docker load`), tagged
+    /// `tracer:<version>`, at target/image/tracer-<version>.oci.tar; prints its path and size.
+    Image(image::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
         Command::VmTest(args) => vm::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Image(args) => image::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -43,6 +43,16 @@ pub const APT_PACKAGES: &[&str] = &[
     "curl",
     // `tracer report` tests render the page in a real headless browser.
     "chromium",
+    // `cargo xtask image`: the root filesystem (mmdebstrap) and the stripped binary (objcopy);
+    // its test runs the image under podman with runc (crun refuses this VM's hybrid cgroups,
+    // ../shared/CONTAINERS.md) and reads the archive's Docker and OCI sides with skopeo.
+    "mmdebstrap",
+    "binutils",
+    "podman",
+    "runc",
+    "skopeo",
+    // …and imports it with `ctr` into a containerd of its own, as on a Kubernetes node.
+    "containerd",
 ];
 
 /// bpf-linker must be built against the LLVM major of rustc (22 for Rust 1.95).

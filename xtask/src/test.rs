@@ -1,12 +1,13 @@
 //! `cargo xtask test`: the whole suite, as CI runs it. Setup and the release build first,
-//! then the host unit tests, then the integration tests against the built binary (they read
-//! its path from `TRACER_BIN`), suite by suite with the time each took. A failing unit test
+//! then the container image (`cargo xtask image`), then the host unit tests, then the
+//! integration tests against the built binary and image (they read their paths from
+//! `TRACER_BIN` and `TRACER_IMAGE`), suite by suite with the time each took. A failing unit test
 //! stops the run; every integration suite runs, and any failure makes the exit non-zero.
 use std::{path::Path, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{build, cmd};
+use crate::{build, cmd, image};
 
 use crate::cmd::EBPF_CRATES as NOT_HOST;
 /// Run separately, in release, one test at a time (they share the kernel's drop tracepoint).
@@ -30,6 +31,16 @@ pub fn run(args: &Args) -> Result<()> {
     }
 
     cmd::step(format!("test: set-up and release build took {:.0} s", start.elapsed().as_secs_f64()));
+    // The image suite runs it under podman; building it needs root, as the suites do.
+    let image = if cmd::is_root() {
+        let t0 = Instant::now();
+        let (path, _) = image::build_image(&bin, None, None).context("building the container image failed")?;
+        cmd::step(format!("test: image build took {:.0} s", t0.elapsed().as_secs_f64()));
+        Some(path)
+    } else {
+        cmd::step("test: warning: not root; the container image is not built (the image suite will fail)");
+        None
+    };
     cmd::step("test: unit tests (host crates)");
     let unit_start = Instant::now();
     let mut unit = cmd::cargo();
@@ -58,6 +69,7 @@ pub fn run(args: &Args) -> Result<()> {
         let mut c = cmd::cargo();
         c.env("TRACER_BIN", &bin)
             .env("TESTBED_SKIP_LOG", &skips)
+            .env("TRACER_IMAGE", image.as_deref().unwrap_or(Path::new("")))
             .args(["test", "-p", INTEGRATION, "--release"])
             .args(suite.cargo_args())
             .args(["--", "--test-threads=1"]);

@@ -47,6 +47,15 @@ pub const HOST_ONLY: &[(&str, &str, &str)] = &[
     ("watch", "bad_input_exits_before_attaching", "refused before anything is loaded"),
     ("watch", "dump_token_is_required_when_given", "HTTP in userspace; needs curl and python3-prometheus-client"),
     ("watch", "sigterm_exits_zero_and_detaches", "needs curl (not in the guests); robust's sigterm test covers the kernel side"),
+    // The image and the manifests: podman (not in the guests) and files of the repository.
+    ("image", "archive_is_docker_and_oci_and_loads", "podman and skopeo (not in the guests) read an archive"),
+    ("image", "containerd_imports_it_under_the_kubelets_name", "containerd (not in the guests) reads an archive"),
+    ("image", "capture_job_container_leaves_a_bundle", "podman (not in the guests); the drops suite covers capture's kernel side"),
+    ("image", "daemonset_container_counts_a_planted_drop_and_dumps_it", "podman (not in the guests); the watch suite covers the tracer's kernel side"),
+    ("manifests", "every_manifest_is_typed_with_no_unknown_field", "reads deploy/kubernetes, loads nothing"),
+    ("manifests", "planted_typos_are_refused", "reads deploy/kubernetes, loads nothing"),
+    ("manifests", "daemonset_runs_watch_as_the_issue_asks", "reads deploy/kubernetes, loads nothing"),
+    ("manifests", "namespace_and_capture_job", "reads deploy/kubernetes, loads nothing"),
 ];
 
 /// `--skip` arguments for one suite's binary, after checking every name against its `--list`.
