@@ -19,6 +19,9 @@ pub const FILTER_PLACEHOLDER_INSNS: usize = 4096;
 /// Largest number of `--iface` patterns.
 pub const MAX_IFACE_PATTERNS: u32 = 16;
 pub const IFNAMSIZ: usize = 16;
+/// Bytes of the `EVENTS` ring buffer as the object defines it (a capture's; `tracer watch`
+/// loads it smaller).
+pub const EVENTS_RING_BYTES: u32 = 8 << 20;
 
 /// Map and program names (the loader looks them up by these).
 pub mod names {

@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use tracer_common::{
-    CAPTURE_SLACK, CbpfInsn, DropCache, DropKey, EventBudget, IFNAMSIZ, IfacePattern, MAX_CAPTURE, MAX_FILTER_INSNS, MAX_IFACE_PATTERNS, NfRing, PacketEvent,
+    CAPTURE_SLACK, CbpfInsn, DropCache, DropKey, EVENTS_RING_BYTES, EventBudget, IFNAMSIZ, IfacePattern, MAX_CAPTURE, MAX_FILTER_INSNS, MAX_IFACE_PATTERNS, NfRing, PacketEvent,
     PodIfKey, SKB_SPAN_MAX, TcRing, cbpf::Vm, counter,
 };
 
@@ -43,7 +43,7 @@ pub fn scratch() -> Option<*mut Scratch> {
 /// counts 16 MiB in the tracer's RSS: a larger ring would break the 64 MiB bound
 /// (tests/tests/robust/).
 #[map(name = "EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);

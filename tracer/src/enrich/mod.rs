@@ -158,7 +158,7 @@ impl Enricher {
         let mut done = self.poll_tc(false);
         if let Some(c) = &mut self.cilium {
             let full = c.is_full();
-            done = c.poll(full);
+            done.extend(c.poll(full));
             if full && c.is_full() {
                 done.extend(c.poll(true));
             }

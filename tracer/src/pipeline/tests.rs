@@ -293,3 +293,24 @@ fn a_tc_drop_waits_for_the_tc_worker_not_the_loop() {
     let tc = s.drops[1].tc.as_ref().expect("the tc section");
     assert_eq!((tc.prog.as_deref(), tc.prog_id, tc.attribution), (Some("cil_from_container"), Some(77), "only_program"));
 }
+
+#[test]
+fn a_held_tc_drop_goes_out_on_a_poll_once_answered() {
+    const TC_INGRESS: u32 = 40;
+    let (mut p, seen) = pipeline(u64::MAX);
+    p.enrich.codes.tc_ingress = Some(TC_INGRESS);
+    let ns = Netns { inode: NETNS, path: PathBuf::from("/proc/self/ns/net"), name: "host".into() };
+    p.enrich.tc = Some(crate::enrich::tc::TcAttributor::new(Vec::new(), vec![ns]).with_node(Arc::new(SlowTc)));
+    p.handle(&wire(kind::DROP, TC_INGRESS, 53, 0, 0));
+    // Bounded: the worker answers in ~50 ms; 500 polls 10 ms apart are 5 s.
+    let mut out = false;
+    for _ in 0..500 {
+        p.poll();
+        if !seen.lock().unwrap().drops.is_empty() {
+            out = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(out, "the held drop never went out before the end");
+}

@@ -46,7 +46,7 @@ pub struct PodSelection {
     pub addrs: Vec<[u8; 16]>,
 }
 
-pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern], pods: &PodSelection) -> Result<(Ebpf, Maps)> {
+pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern], pods: &PodSelection, ring_bytes: Option<u32>) -> Result<(Ebpf, Maps)> {
     // The expression compiled to eBPF goes into the object's filter placeholder.
     let object = match &filter.ebpf {
         Some(code) if config.filter_ebpf != 0 => Some(crate::filter::inline::patch(OBJECT, code)?),
@@ -55,7 +55,11 @@ pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces:
     // No CO-RE relocations in our programs (offsets are globals), so no BTF for the loader:
     // its own parse of the kernel BTF (~16 MB, made by `EbpfLoader::new`) is dropped before
     // the maps (the 8 MiB ring, mapped twice) and programs are created.
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    if let Some(bytes) = ring_bytes {
+        loader.map_max_entries(names::EVENTS, bytes);
+    }
+    let mut ebpf = loader
         .btf(None)
         .override_global(names::OFFSETS, offsets, true)
         .override_global(names::CONFIG, config, true)

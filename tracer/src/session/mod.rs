@@ -51,6 +51,9 @@ pub struct Loaded {
 pub struct KernelOptions {
     /// Keep the netfilter observer slot in `DROP_STATS` keys (exact per-rule totals).
     pub stats_nf_slot: bool,
+    /// Size of the event ring in bytes (a power of two, page multiple); `None`: the object's
+    /// 8 MiB. Its pages are mapped twice, so it counts double in the RSS.
+    pub ring_bytes: Option<u32>,
 }
 
 pub async fn capture(mut args: CaptureArgs) -> Result<()> {
@@ -135,7 +138,7 @@ pub fn attach(args: &CaptureArgs, c: &Checked, opts: KernelOptions) -> Result<Lo
         event_interval_ns: 1_000_000_000u64.checked_div(args.max_event_rate).map_or(0, |ns| ns.max(1)),
     };
 
-    let (mut ebpf, maps) = probes::loader::load(&offsets, &config, compiled, ifaces, selection)?;
+    let (mut ebpf, maps) = probes::loader::load(&offsets, &config, compiled, ifaces, selection, opts.ring_bytes)?;
     trim_heap();
     mem("loaded");
     let netfilter = if args.no_netfilter { None } else { start::start_netfilter(nf_ctx_skb, &ebpf, netns, args.path.then_some(maps.fds))? };

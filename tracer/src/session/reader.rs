@@ -1,8 +1,8 @@
 //! The ring buffer is read on its own thread, every `POLL`, whatever the event loop is doing:
 //! records wait in a queue for the loop instead of in the ring, so a slow step downstream
 //! (a ruleset listing, a full disk) costs memory here before it costs events there. The queue
-//! is bounded too: past `MAX_QUEUED` bytes the reader leaves records in the ring, which then
-//! holds as much again before the kernel counts events lost (exactly, as always).
+//! is bounded too: past as many bytes as the ring holds, the reader leaves records in the ring,
+//! which then holds as much again before the kernel counts events lost (exactly, as always).
 use std::{
     sync::{
         Arc,
@@ -18,10 +18,6 @@ use aya::maps::{MapData, RingBuf};
 /// How often the ring buffer is drained (programs do not wake us; see bench/README).
 pub const POLL: Duration = Duration::from_millis(10);
 
-/// Record bytes queued before the reader pauses: as much again as the ring holds (8 MiB), so
-/// the peak memory stays within the robust tests' bound.
-const MAX_QUEUED: usize = 8 * 1024 * 1024;
-
 pub struct Reader {
     rx: Receiver<Vec<u8>>,
     shared: Arc<Shared>,
@@ -30,14 +26,17 @@ pub struct Reader {
 
 struct Shared {
     queued: AtomicUsize,
+    /// Record bytes queued before the reader pauses: as much again as the ring holds (8 MiB
+    /// for a capture, 2 MiB for a watch), so the peak memory stays bounded by it.
+    max_queued: usize,
     /// Set once the probes are detached: drain what is left and end.
     stop: AtomicBool,
 }
 
 impl Reader {
-    pub fn spawn(ring: RingBuf<MapData>) -> std::io::Result<Self> {
+    pub fn spawn(ring: RingBuf<MapData>, max_queued: usize) -> std::io::Result<Self> {
         let (tx, rx) = channel();
-        let shared = Arc::new(Shared { queued: AtomicUsize::new(0), stop: AtomicBool::new(false) });
+        let shared = Arc::new(Shared { queued: AtomicUsize::new(0), max_queued, stop: AtomicBool::new(false) });
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new().name("tracer-ring".into()).spawn(move || read(ring, &tx, &s))?;
         Ok(Self { rx, shared, thread: Some(thread) })
@@ -71,7 +70,7 @@ fn read(mut ring: RingBuf<MapData>, tx: &Sender<Vec<u8>>, s: &Shared) {
         // Read after the flag: whatever the detached probes wrote is in the ring by then.
         let last = s.stop.load(Ordering::Acquire);
         // The last drain takes everything: no more records come.
-        while last || s.queued.load(Ordering::Relaxed) < MAX_QUEUED {
+        while last || s.queued.load(Ordering::Relaxed) < s.max_queued {
             let Some(item) = ring.next() else { break };
             s.queued.fetch_add(item.len(), Ordering::Relaxed);
             if tx.send(item.to_vec()).is_err() {

@@ -42,7 +42,7 @@ pub struct Job {
     pub fired: Duration,
     pub from: Duration,
     pub to: Duration,
-    pub records: Vec<DropRecord>,
+    pub records: Vec<std::sync::Arc<DropRecord>>,
     pub totals: WindowTotals,
     pub node: String,
     pub probe: String,
@@ -145,7 +145,7 @@ fn write_partial(job: &Job, dir: &Path, partial: &Path) -> Result<PathBuf> {
 
 /// The window's tables (by reason, location, interface) from its recorded events: the
 /// kernel's per-key totals are cumulative, the window's exact total is `drops`.
-fn rows(records: &[DropRecord]) -> Vec<KernelRow> {
+fn rows(records: &[std::sync::Arc<DropRecord>]) -> Vec<KernelRow> {
     type Key = (String, String, String, u32, u32, Option<String>);
     let mut m: std::collections::BTreeMap<Key, u64> = std::collections::BTreeMap::new();
     for r in records {

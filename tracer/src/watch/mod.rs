@@ -21,6 +21,12 @@ use crate::{
     session::{self, KernelOptions},
 };
 
+/// The event ring of a watch: 2 MiB (the capture's is 8 MiB). Watch sends at most
+/// `--max-event-rate` events per CPU per second (2,000 by default, ~0.5 KiB each at the default
+/// snaplen) and drains the ring every 10 ms, so this holds a second of events at 4× that rate,
+/// while its pages, mapped twice, stay out of the RSS the agent must keep low.
+pub(crate) const RING_BYTES: u32 = 2 << 20;
+
 pub async fn run(args: WatchArgs) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -55,7 +61,7 @@ pub async fn run(args: WatchArgs) -> Result<()> {
     let listener = http::bind(&args.listen)?;
     let cargs = args.capture_args();
     let checked = session::check(&cargs)?;
-    let loaded = session::attach(&cargs, &checked, KernelOptions { stats_nf_slot: true })?;
+    let loaded = session::attach(&cargs, &checked, KernelOptions { stats_nf_slot: true, ring_bytes: Some(RING_BYTES) })?;
     run::run(run::Inputs { args, cargs, checked, loaded, listener, specs, token }, signals).await
 }
 

@@ -1,6 +1,7 @@
 //! The flight recorder: the newest drop events (with their packet bytes) kept in memory,
 //! bounded by age (`--keep`) and size (`--keep-bytes`), oldest evicted first and counted. It
-//! is one more sink of the capture pipeline; dumps copy a time window out of it.
+//! is one more sink of the capture pipeline; dumps take a time window out of it. Records are
+//! shared (`Arc`), so a dump of the whole recorder costs pointers, not a second copy.
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex, MutexGuard},
@@ -15,7 +16,7 @@ use crate::{model::drop::DropRecord, sinks::Sink};
 pub const MIN_KEEP_BYTES: u64 = 1 << 20;
 
 pub struct Ring {
-    records: VecDeque<(DropRecord, u64)>,
+    records: VecDeque<(Arc<DropRecord>, u64)>,
     pub bytes: u64,
     pub evicted: u64,
     keep: Duration,
@@ -34,7 +35,7 @@ impl Ring {
 
     pub fn push(&mut self, r: DropRecord) {
         let size = footprint(&r);
-        self.records.push_back((r, size));
+        self.records.push_back((Arc::new(r), size));
         self.bytes += size;
         while self.bytes > self.keep_bytes {
             self.pop();
@@ -56,22 +57,34 @@ impl Ring {
         }
     }
 
-    /// Copies of the records with `from <= ts <= to`, oldest first.
-    pub fn window(&self, from: Duration, to: Duration) -> Vec<DropRecord> {
-        self.records.iter().filter(|(r, _)| r.ts >= from && r.ts <= to).map(|(r, _)| r.clone()).collect()
+    /// The records with `from <= ts <= to`, oldest first.
+    pub fn window(&self, from: Duration, to: Duration) -> Vec<Arc<DropRecord>> {
+        self.records.iter().filter(|(r, _)| r.ts >= from && r.ts <= to).map(|(r, _)| Arc::clone(r)).collect()
     }
 }
 
-/// Heap and inline bytes of a record (strings, packet bytes, attribution), as held here.
+/// What one heap block of `n` bytes costs: glibc's malloc adds an 8-byte header and rounds
+/// to 16, and hands out at least 32.
+fn block(n: usize) -> usize {
+    if n == 0 { 0 } else { (n + 8).next_multiple_of(16).max(32) }
+}
+
+/// Heap bytes of a record (its own block, strings, packet bytes, attribution) and its slot
+/// here, as the allocator hands them out: what `--keep-bytes` bounds is the memory it takes.
 fn footprint(r: &DropRecord) -> u64 {
     let e = &r.event;
-    let strings = [&e.time, &e.reason, &e.location, &e.ifname, &e.skb, &r.iface.ifname].iter().map(|s| s.capacity()).sum::<usize>();
-    let pods = [&e.src_pod, &e.dst_pod, &e.pod_iface, &r.iface.pod].iter().filter_map(|p| p.as_ref().map(String::capacity)).sum::<usize>();
+    let s = |s: &String| block(s.capacity());
+    let o = |v: &Option<String>| v.as_ref().map_or(0, s);
+    let strings = [&e.time, &e.reason, &e.location, &e.ifname, &e.skb, &r.iface.ifname].into_iter().map(s).sum::<usize>();
+    let pods = [&e.src_pod, &e.dst_pod, &e.pod_iface, &r.iface.pod].into_iter().map(o).sum::<usize>();
     let nf = e.netfilter.as_ref().map_or(0, |n| {
-        std::mem::size_of_val(n) + n.rule.as_ref().map_or(0, String::capacity) + n.table.capacity() + n.chain.capacity() + n.candidates.iter().map(String::capacity).sum::<usize>() + n.path.iter().map(String::capacity).sum::<usize>() + n.hint.as_ref().map_or(0, String::capacity)
+        block(std::mem::size_of_val(n)) + o(&n.rule) + s(&n.table) + s(&n.chain) + block(n.candidates.capacity() * size_of::<String>()) + n.candidates.iter().map(s).sum::<usize>() + block(n.path.capacity() * size_of::<String>()) + n.path.iter().map(s).sum::<usize>() + o(&n.hint)
     });
-    let tc = e.tc.as_ref().map_or(0, |t| std::mem::size_of_val(t) + 64);
-    (std::mem::size_of::<(DropRecord, u64)>() + r.data.capacity() + strings + pods + nf + tc) as u64
+    let tc = e.tc.as_ref().map_or(0, |t| block(std::mem::size_of_val(t)) + s(&t.ifname) + o(&t.prog) + o(&t.prog_tag) + block(t.candidates.capacity() * size_of::<String>()) + t.candidates.iter().map(s).sum::<usize>() + o(&t.hint));
+    let cilium = e.cilium.as_ref().map_or(0, |c| block(std::mem::size_of_val(c)) + 256);
+    // The Arc's block (counts + record) and the ring's slot.
+    let own = block(2 * size_of::<usize>() + size_of::<DropRecord>()) + size_of::<(Arc<DropRecord>, u64)>();
+    (own + block(r.data.capacity()) + strings + pods + nf + tc + cilium) as u64
 }
 
 /// The ring shared by the sink (on the pipeline) and the watch loop.

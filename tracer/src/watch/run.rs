@@ -85,7 +85,7 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     let mut sinks = Sinks::default();
     sinks.push(Box::new(recorder.clone()));
     let mut pipe = Pipeline::new(Namer::new(reasons, kallsyms, Clock::new()), enrich, sinks);
-    let reader = Reader::spawn(maps.events.take().context("the event ring is already taken")?).context("cannot start the ring reader thread")?;
+    let reader = Reader::spawn(maps.events.take().context("the event ring is already taken")?, super::RING_BYTES as usize).context("cannot start the ring reader thread")?;
 
     let node = args.node();
     let info = vec![
