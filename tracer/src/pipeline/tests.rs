@@ -276,13 +276,20 @@ impl Node for SlowTc {
     }
 }
 
-#[test]
-fn a_tc_drop_waits_for_the_tc_worker_not_the_loop() {
-    const TC_INGRESS: u32 = 40;
+const TC_INGRESS: u32 = 40;
+
+/// A pipeline whose tc lookups go to `SlowTc` on the tc worker.
+fn pipeline_with_slow_tc() -> (Pipeline, Arc<Mutex<Seen>>) {
     let (mut p, seen) = pipeline(u64::MAX);
     p.enrich.codes.tc_ingress = Some(TC_INGRESS);
     let ns = Netns { inode: NETNS, path: PathBuf::from("/proc/self/ns/net"), name: "host".into() };
     p.enrich.tc = Some(crate::enrich::tc::TcAttributor::new(Vec::new(), vec![ns]).with_node(Arc::new(SlowTc)));
+    (p, seen)
+}
+
+#[test]
+fn a_tc_drop_waits_for_the_tc_worker_not_the_loop() {
+    let (mut p, seen) = pipeline_with_slow_tc();
     p.handle(&wire(kind::DROP, TC_INGRESS, 53, 0, 0));
     p.handle(&wire(kind::DROP, NO_SOCKET, 53, 0, 0));
     // The hook listing runs on the worker: the loop went on, and the next drop went out first.
@@ -296,11 +303,7 @@ fn a_tc_drop_waits_for_the_tc_worker_not_the_loop() {
 
 #[test]
 fn a_held_tc_drop_goes_out_on_a_poll_once_answered() {
-    const TC_INGRESS: u32 = 40;
-    let (mut p, seen) = pipeline(u64::MAX);
-    p.enrich.codes.tc_ingress = Some(TC_INGRESS);
-    let ns = Netns { inode: NETNS, path: PathBuf::from("/proc/self/ns/net"), name: "host".into() };
-    p.enrich.tc = Some(crate::enrich::tc::TcAttributor::new(Vec::new(), vec![ns]).with_node(Arc::new(SlowTc)));
+    let (mut p, seen) = pipeline_with_slow_tc();
     p.handle(&wire(kind::DROP, TC_INGRESS, 53, 0, 0));
     // Bounded: the worker answers in ~50 ms; 500 polls 10 ms apart are 5 s.
     let mut out = false;
