@@ -11,6 +11,7 @@ mod pcapng;
 mod peer;
 mod proc;
 mod report;
+mod soak;
 mod stats;
 mod traffic;
 
@@ -98,6 +99,10 @@ pub struct Args {
     /// Put this run's table into README.md's Benchmark section.
     #[arg(long)]
     update_readme: bool,
+    /// Minutes of the soak: `tracer watch` left running through a drop flood every 30 s, its
+    /// RSS read after each [default: 10, --quick: 0 (none)].
+    #[arg(long, value_name = "MINUTES")]
+    soak: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +149,8 @@ pub struct Plan {
     pub peer_cpu: Option<usize>,
     pub conntrack: bool,
     pub arms: Vec<Arm>,
+    /// Minutes of the watch soak (0: none).
+    pub soak_min: f64,
 }
 
 /// Exactness of one traced flood.
@@ -257,11 +264,16 @@ pub fn run(args: &Args) -> Result<()> {
     let node = node::Node::start(&helpers.node, plan.conntrack)?;
     cmd::step(format!("bench: node {} (pods {} → {})", node.netns, node.pods[0].ip, node.pods[1].ip));
     let work = out.join("work");
-    let runs = run_all(&Ctx { plan: &plan, node: &node, tracer: &tracer, blast: &helpers.udpblast, work: work.clone(), nf_value });
+    let ctx = Ctx { plan: &plan, node: &node, tracer: &tracer, blast: &helpers.udpblast, work: work.clone(), nf_value };
+    let runs = run_all(&ctx);
+    let soak = (runs.is_ok() && plan.soak_min > 0.0).then(|| {
+        cmd::step(format!("bench: soak, {} min", plan.soak_min));
+        soak::run(&ctx, plan.soak_min)
+    });
     drop(node);
     let _ = std::fs::remove_dir_all(&work);
     let runs = runs?;
-    let report = report::Report::new(&plan, &runs, &tracer, started.elapsed());
+    let report = report::Report::new(&plan, &runs, soak.as_ref(), &tracer, started.elapsed());
     std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&report.json())? + "\n")?;
     let md = report.markdown();
     std::fs::write(out.join("bench.md"), &md)?;
@@ -270,6 +282,9 @@ pub fn run(args: &Args) -> Result<()> {
     if args.update_readme {
         report::update_readme(&cmd::root().join("README.md"), &md)?;
         cmd::step("bench: README.md Benchmark section updated");
+    }
+    if let Some(e) = soak.as_ref().and_then(|s| s.error.as_ref()) {
+        bail!("the soak failed: {e}");
     }
     let failed = runs.iter().filter(|r| r.error.is_some()).count();
     if failed > 0 {
@@ -373,6 +388,8 @@ fn plan(args: &Args, tracer: &Path, bpftrace: bool) -> Result<Plan> {
         bpf_stats: args.bpf_stats,
         peer_cpu: args.peer_cpu,
         conntrack: args.conntrack,
+        // The soak needs watch (an older tracer has none).
+        soak_min: if peer::tracer_has_watch(tracer)? { args.soak.unwrap_or(if q { 0.0 } else { 10.0 }).max(0.0) } else { 0.0 },
         arms,
     })
 }

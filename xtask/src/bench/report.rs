@@ -7,7 +7,7 @@ use std::{fmt::Write as _, path::Path, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
-use super::{Arm, Phase, Plan, Run, machine, stats::Spread};
+use super::{Arm, Phase, Plan, Run, machine, soak::Soak, stats::Spread};
 
 /// Targets from the issue (reported, not enforced).
 const PPS_RATIO_TARGET: f64 = 0.97;
@@ -20,6 +20,7 @@ const README_END: &str = "<!-- bench:end -->";
 pub struct Report<'a> {
     plan: &'a Plan,
     runs: &'a [Run],
+    soak: Option<&'a Soak>,
     date: String,
     machine: Value,
     tracer: Value,
@@ -35,7 +36,7 @@ struct Compared {
 }
 
 impl<'a> Report<'a> {
-    pub fn new(plan: &'a Plan, runs: &'a [Run], tracer: &Path, elapsed: Duration) -> Self {
+    pub fn new(plan: &'a Plan, runs: &'a [Run], soak: Option<&'a Soak>, tracer: &Path, elapsed: Duration) -> Self {
         let version = crate::cmd::probe(std::process::Command::new(tracer).arg("--version")).unwrap_or_default();
         let git = crate::cmd::probe(std::process::Command::new("git").args(["-C"]).arg(crate::cmd::root()).args(["describe", "--always", "--dirty"]))
             .unwrap_or_default();
@@ -46,6 +47,7 @@ impl<'a> Report<'a> {
         Self {
             plan,
             runs,
+            soak,
             date: date("+%Y-%m-%d %H:%M UTC"),
             machine: machine::describe(),
             tracer: json!({ "path": tracer, "version": version.trim(), "git": git.trim(), "probe": probe }),
@@ -145,6 +147,7 @@ impl<'a> Report<'a> {
             "targets": self.targets().iter().map(|t| json!({ "target": t.0, "measured": t.1, "met": t.2 })).collect::<Vec<_>>(),
             "arms": arms,
             "runs": self.runs.iter().map(Run::to_json).collect::<Vec<_>>(),
+            "soak": self.soak.map(Soak::to_json),
         })
     }
 
@@ -278,6 +281,7 @@ impl<'a> Report<'a> {
             s.push_str(&self.bpf_table());
             s.push_str(&self.bpf_program_table());
         }
+        s.push_str(&self.soak.map(super::soak::markdown).unwrap_or_default());
         s.push('\n');
         s.push_str(&self.machine_note());
         let errors: Vec<String> = self.runs.iter().filter_map(|r| r.error.as_ref().map(|e| format!("{} {} round {}: {e}", r.phase.name(), r.arm, r.round + 1))).collect();
