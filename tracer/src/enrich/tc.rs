@@ -187,10 +187,8 @@ impl TcAttributor {
         match self.alive.get(&id) {
             Some((t, alive)) if t.saturating_add(RECHECK_NS) >= mono => Cached::Known(alive.then_some(p)),
             _ if now => Cached::Known(Some(p)),
-            _ => {
-                self.ask(Ask::Alive(id), None);
-                Cached::Asked
-            }
+            // A worker that is gone answers nothing: taken as loaded, as without one.
+            _ => if self.ask(Ask::Alive(id), None) { Cached::Asked } else { Cached::Known(Some(p)) },
         }
     }
 
@@ -204,21 +202,24 @@ impl TcAttributor {
             _ if now => Cached::Known(None),
             _ => {
                 let ns = self.spaces.get(&key.0).cloned();
-                self.ask(Ask::Hook(key), ns);
-                Cached::Asked
+                if self.ask(Ask::Hook(key), ns) { Cached::Asked } else { Cached::Known(None) }
             }
         }
     }
 
-    fn ask(&mut self, ask: Ask, ns: Option<Netns>) {
+    /// Asks the worker once per question; false when it is gone (it is then dropped, and
+    /// nothing more is looked up: a drop never waits for an answer that cannot come).
+    fn ask(&mut self, ask: Ask, ns: Option<Netns>) -> bool {
         if self.asked.contains(&ask) {
-            return;
+            return true;
         }
-        if let Some(w) = &mut self.worker
-            && w.ask((ask.clone(), ns)).is_some()
-        {
+        if let Some(Some(_)) = self.worker.as_mut().map(|w| w.ask((ask.clone(), ns))) {
             self.asked.insert(ask);
+            return true;
         }
+        log::warn!("the tc lookup thread is gone: tc programs are named from the observers only from now on");
+        self.worker = None;
+        false
     }
 }
 
@@ -310,6 +311,42 @@ mod tests {
         fn rulesets(&self, _ns: &Netns) -> crate::netfilter::snapshot::Snapshot {
             crate::netfilter::snapshot::Snapshot::default()
         }
+    }
+
+    /// A node whose lookups kill the tc worker thread.
+    struct Dies;
+
+    impl Node for Dies {
+        fn prog_exists(&self, _id: u32) -> bool {
+            panic!("the tc worker dies (test)")
+        }
+
+        fn tc_hook(&self, _ns: &Netns, _ifindex: u32, _egress: bool) -> Option<Hook> {
+            None
+        }
+
+        fn rulesets(&self, _ns: &Netns) -> crate::netfilter::snapshot::Snapshot {
+            crate::netfilter::snapshot::Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn a_dead_worker_does_not_hold_drops() {
+        let mut a = TcAttributor::new(vec![hook()], vec![]).with_node(Arc::new(Dies));
+        let code = tracer_common::tc::code(false, 1);
+        // Bounded: each round either answers or finds the thread gone (it dies on the first
+        // question); the drop is then named from the observers, as without a worker.
+        let mut named = None;
+        for _ in 0..100 {
+            named = a.resolve((1, 5, 1), "lxc1", false, code);
+            if named.is_some() {
+                break;
+            }
+            a.absorb(true);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(named.map(|i| i.attribution), Some("observer"));
+        assert!(a.worker.is_none());
     }
 
     #[test]
