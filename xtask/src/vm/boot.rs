@@ -20,6 +20,8 @@ pub struct Guest {
     pub wall: Duration,
     pub timed_out: bool,
     pub status: String,
+    /// CPU time QEMU used (user + system, its last reading before it exited).
+    pub cpu: Duration,
 }
 
 pub struct Boot<'a> {
@@ -85,8 +87,10 @@ impl Boot<'_> {
             unchecked: HashMap::new(),
         };
         let mut timed_out = false;
+        let mut cpu = Duration::ZERO;
         let status = loop {
             follow.poll();
+            cpu = cpu_time(child.id()).unwrap_or(cpu);
             if let Some(s) = child.try_wait()? {
                 break s.to_string();
             }
@@ -112,6 +116,7 @@ impl Boot<'_> {
             wall,
             timed_out,
             status,
+            cpu,
         })
     }
 
@@ -156,6 +161,19 @@ impl Boot<'_> {
         }
         Ok(handles)
     }
+}
+
+/// User + system CPU time of process `pid` (`/proc/PID/stat` fields 14 and 15, in clock ticks).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its ')' are plain.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<u64> = rest.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    // rest starts at field 3 (state, not a number): utime is field 14, the 11th number after it.
+    let ticks = f.get(10)? + f.get(11)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|h| *h > 0)?;
+    Some(Duration::from_millis(ticks * 1000 / hz))
 }
 
 /// The line without terminal control sequences (the firmware clears the screen).

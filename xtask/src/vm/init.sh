@@ -78,6 +78,9 @@ while [ "$round" -le "$VMTEST_REPEAT" ]; do
     done
     round=$((round + 1))
 done
+# How busy the guest's CPUs were over its life (user nice system idle iowait ... in ticks):
+# mostly busy means the run is bound by the host's CPU, mostly idle by waits.
+say "cpu $(head -n 1 /proc/stat)"
 say done
 sync
 poweroff -f

@@ -21,6 +21,8 @@ pub struct Report {
     pub filter: Option<String>,
     pub build_s: f64,
     pub wall_s: f64,
+    /// QEMU's CPU time on the host (user + system).
+    pub qemu_cpu_s: f64,
     pub timed_out: bool,
     pub qemu_status: String,
     /// Kernel panics and oopses seen on the console.
@@ -159,7 +161,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "   result: {} - {} passed ({} partly: a kernel feature missing), {} FLAKY, {} failed, {} skipped, {} ignored; guest {:.0} s (boot to /init {}), initramfs build {:.0} s",
+            "   result: {} - {} passed ({} partly: a kernel feature missing), {} FLAKY, {} failed, {} skipped, {} ignored; guest {:.0} s (boot to /init {}, guest CPUs {} busy, QEMU {:.0} CPU-s = {:.2} host CPUs), initramfs build {:.0} s",
             if problems.is_empty() { "PASS" } else { "FAIL" },
             self.count(|o| *o == Outcome::Passed),
             r.tests
@@ -172,6 +174,9 @@ impl Report {
             self.count(|o| *o == Outcome::Ignored),
             self.wall_s,
             r.boot_s.map_or("?".into(), |b| format!("{b:.1} s")),
+            r.cpu_busy.map_or("?".into(), |b| format!("{:.0} %", b * 100.0)),
+            self.qemu_cpu_s,
+            self.qemu_cpu_s / self.wall_s.max(1.0),
             self.build_s,
         );
         if !r.probes.is_empty() {
@@ -289,6 +294,8 @@ impl Report {
             "ignored": self.count(|o| *o == Outcome::Ignored),
             "guest_s": self.wall_s,
             "boot_s": r.boot_s,
+            "guest_cpu_busy": r.cpu_busy,
+            "qemu_cpu_s": self.qemu_cpu_s,
             "initramfs_build_s": self.build_s,
             "timed_out": self.timed_out,
             "probes": r.probes.iter().map(|p| json!({"name": p.name, "ok": p.ok, "detail": p.detail})).collect::<Vec<_>>(),

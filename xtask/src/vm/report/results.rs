@@ -61,6 +61,8 @@ pub struct Probe {
 pub struct Results {
     pub release: Option<String>,
     pub boot_s: Option<f64>,
+    /// Share of the guest's CPU time not idle over its life (its `/proc/stat` at the end).
+    pub cpu_busy: Option<f64>,
     pub modprobe_failed: Vec<String>,
     pub probes: Vec<Probe>,
     pub tracer_summary: Option<Value>,
@@ -208,6 +210,7 @@ pub fn parse(text: &str) -> Results {
                     r.unfinished
                         .extend(started.drain(..).map(|t| format!("{name}/{t}")));
                 }
+                "cpu" => r.cpu_busy = cpu_busy(tail),
                 "done" => r.done = true,
                 _ => r.stray.push(line.to_string()),
             }
@@ -302,4 +305,14 @@ fn retried(tests: &mut [TestResult], binary: &str, name: &str, outcome: &Outcome
             let _ = write!(first.output, "\n--- failed again when run alone:\n{output}");
         }
     }
+}
+
+/// Busy share from the aggregate `cpu` line of `/proc/stat` (its label stripped or not):
+/// idle and iowait are the idle columns, the rest (user, nice, system, irq, softirq, steal) busy.
+fn cpu_busy(line: &str) -> Option<f64> {
+    let ticks: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    #[expect(clippy::cast_precision_loss, reason = "a share of ticks, shown as a percentage")]
+    (total > 0).then(|| (total - idle) as f64 / total as f64)
 }

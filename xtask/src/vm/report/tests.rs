@@ -2,6 +2,7 @@ use super::*;
 
 const PORT: &str = "VMTEST kernel 6.1.0-50-cloud-amd64\r\n\
 VMTEST boot-seconds 3.52\n\
+VMTEST cpu cpu  600 0 200 150 50 0 0 0 0 0\n\
 VMTEST modprobe-failed nft_counter\n\
 {\"detail\":\"fentry attached to tcp_v4_rcv\",\"name\":\"fentry\",\"ok\":true,\"type\":\"probe\"}\n\
 {\"detail\":\"tcx attach refused: x\",\"name\":\"tcx\",\"ok\":false,\"type\":\"probe\"}\n\
@@ -33,6 +34,7 @@ fn report(results: Results) -> Report {
         filter: None,
         build_s: 1.0,
         wall_s: 100.0,
+        qemu_cpu_s: 150.0,
         timed_out: false,
         qemu_status: "exit status: 0".into(),
         alerts: vec![],
@@ -45,6 +47,8 @@ fn parses_markers_probes_tests_and_skips() {
     let r = parse(PORT);
     assert_eq!(r.release.as_deref(), Some("6.1.0-50-cloud-amd64"));
     assert_eq!(r.boot_s, Some(3.52));
+    // (600 + 200) busy of 1000 ticks: idle and iowait are not busy.
+    assert_eq!(r.cpu_busy, Some(0.8));
     assert_eq!(r.modprobe_failed, ["nft_counter"]);
     assert_eq!(r.probes.len(), 2);
     assert!(r.probes[0].ok && !r.probes[1].ok);
