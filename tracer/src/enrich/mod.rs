@@ -81,11 +81,14 @@ pub struct Enricher {
     /// rulesets change while it runs, so the latest snapshot may lack the rule, or hold a
     /// since-deleted one that matches too).
     pub window_only: bool,
+    /// Every drop the kernel recorded before this time (`CLOCK_MONOTONIC` ns) has been
+    /// handed to the enricher: the run loop sets it from the ring reader before each batch.
+    pub caught_up: u64,
 }
 
 impl Enricher {
     pub fn new(pods: Pods, codes: ReasonCodes) -> Self {
-        Self { pods, tc: None, tc_held: Vec::new(), nf: None, cilium: None, codes, window_only: false }
+        Self { pods, tc: None, tc_held: Vec::new(), nf: None, cilium: None, codes, window_only: false, caught_up: u64::MAX }
     }
 
     /// Direction of a `TC_INGRESS` (false) / `TC_EGRESS` (true) reason; None for other reasons.
@@ -128,12 +131,15 @@ impl Enricher {
         let Some((nf, windows)) = &mut self.nf else { return Some(r) };
         // Where the packet died: the observer slot it passed last (a stale ring entry from
         // another namespace is not this packet's history), else, on kernels without observers,
-        // any hook of its namespace.
+        // any hook of its namespace, else, in a namespace left without observers, its one
+        // chain that can drop.
+        let netfilter_drop = Some(h.reason) == self.codes.netfilter_drop;
+        let ipv6 = ev.headers.src.is_some_and(|a| a.is_ipv6());
         let slot = match nf.slot(h.nf_slot) {
             Some(s) if s.netns == h.netns => Some(s.clone()),
-            _ if h.nf_slot == 0 && nf.unobserved_drops && Some(h.reason) == self.codes.netfilter_drop => {
-                Some(Attributor::unobserved(h.netns, ev.headers.src.is_some_and(|a| a.is_ipv6())))
-            }
+            _ if h.nf_slot == 0 && nf.unobserved_drops && netfilter_drop => Some(Attributor::unobserved(h.netns, ipv6)),
+            // A namespace left without observers (at most one chain could drop there).
+            _ if netfilter_drop => nf.implied(h.netns, if ipv6 { crate::netfilter::NFPROTO_IPV6 } else { crate::netfilter::NFPROTO_IPV4 }),
             _ => None,
         };
         let Some(slot) = slot.filter(|s| nf.knows(s.netns)) else { return Some(r) };
@@ -145,7 +151,8 @@ impl Enricher {
             return Some(r);
         }
         if let Some(now) = nf.covering(slot.netns, h.ts_ns) {
-            r.event.netfilter = nf.resolve_at(&slot, &packet, h.ts_ns, now);
+            // `now` is the latest snapshot, the one `place` reads without one.
+            r.event.netfilter = nf.resolve_at(&nf.place(&slot, None), &packet, h.ts_ns, now);
             return Some(r);
         }
         windows.hold(Held { record: r, slot, packet, mono: h.ts_ns });
@@ -156,11 +163,13 @@ impl Enricher {
     /// in flight is back (the ring reader runs on regardless).
     pub fn poll(&mut self) -> Vec<DropRecord> {
         let mut done = self.poll_tc(false);
+        // Drops still in the ring, or waiting for their tc answer, are not in Cilium's count yet.
+        let upstream = self.tc_held.iter().map(|(_, h)| h.ts_ns).min().unwrap_or(u64::MAX).min(self.caught_up);
         if let Some(c) = &mut self.cilium {
             let full = c.is_full();
-            done.extend(c.poll(full));
+            done.extend(c.poll(full, upstream));
             if full && c.is_full() {
-                done.extend(c.poll(true));
+                done.extend(c.poll(true, upstream));
             }
         }
         let Some((nf, windows)) = &mut self.nf else { return done };

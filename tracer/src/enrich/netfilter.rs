@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use crate::{
     model::{hooks::Slot, netfilter::NetfilterInfo},
     netfilter::{
-        self, Backend, Entry,
+        self, Backend, Entry, capable,
         eval::{self, Candidate},
         nft,
         packet::PacketInfo,
@@ -17,6 +17,8 @@ use crate::{
 
 /// `Slot::hook` of a drop no observer saw: every hook is a candidate.
 const ANY_HOOK: u32 = u32::MAX;
+/// `Slot::hook` of a drop in a namespace without observers, until placed.
+const IMPLIED_HOOK: u32 = u32::MAX - 1;
 
 /// A ruleset snapshot and when it was taken (`CLOCK_MONOTONIC` ns, the clock of the kernel's
 /// event times): a drop before `start` is in its counters, one after `end` is not.
@@ -35,6 +37,10 @@ struct NsState {
     /// Oldest first, never empty; the last is the latest.
     history: VecDeque<Timed>,
     entries: Vec<Entry>,
+    /// The entries of the latest snapshot that can drop (`netfilter::capable`).
+    capable: Vec<Entry>,
+    /// Whether observers were placed here (else `implied` says where its drops happened).
+    observed: bool,
 }
 
 impl NsState {
@@ -72,7 +78,9 @@ impl Attributor {
             .into_iter()
             .map(|(netns, snap)| {
                 let entries = netfilter::entries(&snap);
-                (netns.inode, NsState { netns, history: VecDeque::from([Timed { snap, start: 0, end: taken }]), entries })
+                let capable = capable::capable(&snap, &entries);
+                let observed = slots.iter().any(|s| s.netns == netns.inode);
+                (netns.inode, NsState { netns, history: VecDeque::from([Timed { snap, start: 0, end: taken }]), entries, capable, observed })
             })
             .collect();
         Self { unobserved_drops: false, ns, slots }
@@ -93,9 +101,50 @@ impl Attributor {
         Slot { netns, pf: if ipv6 { netfilter::NFPROTO_IPV6 } else { netfilter::NFPROTO_IPV4 }, hook: ANY_HOOK, priority: 0, lowest: 0 }
     }
 
+    /// A `NETFILTER_DROP` in a namespace left without observers (at most one chain could drop
+    /// there when the capture started): a slot that stands for "the chain that can drop", placed
+    /// by [`Attributor::place`] with the snapshot that closes the drop's window. `pf` 0: not
+    /// known (the kernel's totals say no family). None where observers were placed.
+    pub fn implied(&self, netns: u32, pf: u32) -> Option<Slot> {
+        let st = self.ns.get(&netns).filter(|st| !st.observed)?;
+        Some(Slot { netns: st.netns.inode, pf, hook: IMPLIED_HOOK, priority: 0, lowest: 0 })
+    }
+
+    /// The slot an implied one stands for: the one chain of `snap` (the latest snapshot when
+    /// None) that can drop, as if an observer had been placed before it; else any hook of the
+    /// family (rule counters decide). Other slots as they are.
+    pub fn place(&self, slot: &Slot, snap: Option<&Snapshot>) -> Slot {
+        if slot.hook != IMPLIED_HOOK {
+            return slot.clone();
+        }
+        let computed;
+        let capable: &[Entry] = match snap {
+            Some(s) => {
+                computed = capable::capable(s, &netfilter::entries(s));
+                &computed
+            }
+            None => self.ns.get(&slot.netns).map_or(&[], |st| &st.capable),
+        };
+        if capable::chains(capable) == 1
+            && let Some(e) = capable.iter().find(|e| slot.pf == 0 || e.pf == slot.pf)
+        {
+            return Slot { netns: slot.netns, pf: e.pf, hook: e.hook, priority: e.priority, lowest: e.priority };
+        }
+        Slot { netns: slot.netns, pf: if slot.pf == 0 { netfilter::NFPROTO_IPV4 } else { slot.pf }, hook: ANY_HOOK, priority: 0, lowest: 0 }
+    }
+
+    /// [`Attributor::place`] once per namespace and family for one closing snapshot.
+    pub fn place_in(&self, slot: &Slot, now: &Snapshot, memo: &mut HashMap<(u32, u32), Slot>) -> Slot {
+        if slot.hook != IMPLIED_HOOK {
+            return slot.clone();
+        }
+        memo.entry((slot.netns, slot.pf)).or_insert_with(|| self.place(slot, Some(now))).clone()
+    }
+
     /// Attributes a drop when evaluation alone decides; None when the rule counters of the
     /// window are needed (then `resolve_at` with a snapshot taken after the drop).
     pub fn try_exact_at(&self, slot: &Slot, p: &PacketInfo) -> Option<NetfilterInfo> {
+        let slot = &self.place(slot, None);
         if slot.hook == ANY_HOOK {
             return None;
         }
@@ -109,7 +158,9 @@ impl Attributor {
 
     /// Final attribution of a drop at kernel time `mono` using `now` (a snapshot of the slot's
     /// namespace taken after it) for counters, from the last snapshot surely taken before it.
+    /// An implied slot must be placed first ([`Attributor::place_in`]).
     pub fn resolve_at(&self, slot: &Slot, p: &PacketInfo, mono: u64, now: &Snapshot) -> Option<NetfilterInfo> {
+        debug_assert_ne!(slot.hook, IMPLIED_HOOK, "an implied slot is placed before it is resolved");
         let st = self.ns.get(&slot.netns)?;
         let base = &st.before(mono).snap;
         let cands = Self::candidates(st, slot, p, Some((base, now)));
@@ -120,7 +171,12 @@ impl Attributor {
         if any_hook {
             // The hook is unknown: only a moving counter can tell, and only if it is alone.
             let kept: Vec<&Cand<'_>> = cands.iter().filter(|c| c.delta.is_some_and(|d| d > 0)).collect();
-            let hint = "this kernel has no BPF netfilter links (Linux < 6.4): the hook is not observed, only the rule counters of the window name the rule".to_string();
+            let hint = if self.unobserved_drops {
+                "this kernel has no BPF netfilter links (Linux < 6.4): the hook is not observed, only the rule counters of the window name the rule"
+            } else {
+                "no observers in this namespace (at most one chain could drop when the capture started) and more can now: only the rule counters of the window name the rule"
+            }
+            .to_string();
             return Some(match kept.as_slice() {
                 [only] => info(only, "window", Vec::new(), Some(hint)),
                 [] => info(&cands[0], "ambiguous", cands.iter().map(describe).collect(), Some(hint)),
@@ -235,6 +291,7 @@ impl Attributor {
     pub fn advance(&mut self, inode: u32, now: Timed) {
         if let Some(st) = self.ns.get_mut(&inode) {
             st.entries = netfilter::entries(&now.snap);
+            st.capable = capable::capable(&now.snap, &st.entries);
             st.history.push_back(now);
             if st.history.len() > HISTORY {
                 st.history.pop_front();

@@ -121,10 +121,12 @@ impl Windows {
     fn resolve(&mut self, nf: &mut Attributor, a: Answer<Snaps>) -> Vec<DropRecord> {
         let mut done = Vec::new();
         let mut still = Vec::new();
+        let mut placed = HashMap::new();
         for mut h in std::mem::take(&mut self.held) {
             match a.value.get(&h.slot.netns) {
                 Some(now) if h.mono < a.start => {
-                    h.record.event.netfilter = nf.resolve_at(&h.slot, &h.packet, h.mono, now);
+                    let slot = nf.place_in(&h.slot, now, &mut placed);
+                    h.record.event.netfilter = nf.resolve_at(&slot, &h.packet, h.mono, now);
                     done.push(h.record);
                 }
                 _ => still.push(h),

@@ -1,6 +1,7 @@
 //! The netfilter rulesets of a namespace (iptables-nft, iptables-legacy, native nftables) and
 //! the hook entries they register, which is where the observers go and what a drop between
 //! two observers is attributed to. Read-only: we list rulesets, never change them.
+pub mod capable;
 pub mod eval;
 pub mod iptables;
 pub mod nft;
@@ -74,7 +75,7 @@ pub fn family_of_pf(pf: u32) -> &'static str {
     if pf == NFPROTO_IPV6 { "ip6" } else { "ip" }
 }
 
-/// Every entry a snapshot shows, plus conntrack where any table exists.
+/// Every entry a snapshot shows, plus conntrack where the rules make it run.
 pub fn entries(s: &snapshot::Snapshot) -> Vec<Entry> {
     let mut out = Vec::new();
     for c in s.nft.base_chains() {
@@ -115,8 +116,9 @@ pub fn entries(s: &snapshot::Snapshot) -> Vec<Entry> {
             }
         }
         // Conntrack registers its hooks in a namespace only once something there uses it
-        // (rules, NAT); an empty pod namespace has none and needs no observers.
-        if out.is_empty() {
+        // (NAT, state or mark matches); an empty pod namespace, or one with plain filter
+        // rules, has none and needs no observers before it.
+        if !capable::uses_conntrack(s, pf) {
             continue;
         }
         for hook in [0, 3] {

@@ -24,6 +24,8 @@ pub struct NftChain {
     pub hook: Option<String>,
     pub priority: Option<i32>,
     pub policy: Option<String>,
+    /// A base chain's type (`filter`, `nat`, `route`).
+    pub kind: Option<String>,
     pub rules: Vec<NftRule>,
 }
 
@@ -53,6 +55,7 @@ impl Ruleset {
                     hook: c.get("hook").and_then(Value::as_str).map(str::to_string),
                     priority: c.get("prio").and_then(Value::as_i64).and_then(|p| i32::try_from(p).ok()),
                     policy: c.get("policy").and_then(Value::as_str).map(str::to_string),
+                    kind: c.get("type").and_then(Value::as_str).map(str::to_string),
                     rules: Vec::new(),
                 });
             } else if let Some(r) = item.get("rule") {

@@ -116,7 +116,7 @@ pub async fn run(
             _ = sigterm.recv() => break,
             () = sleep_until(deadline) => break,
         }
-        reader.take(|r| pipe.handle(r));
+        reader.feed(&mut pipe);
         if last_flush.elapsed() >= FLUSH {
             pipe.flush();
             last_flush = Instant::now();
@@ -137,7 +137,7 @@ pub async fn run(
     drop(probe);
     let probe_misses = ebpf.program(program).and_then(|p| p.fd().ok()).map(|fd| crate::kernel::bpf::recursion_misses(&fd)).transpose()?.unwrap_or(0);
     drop(ebpf);
-    reader.finish(|r| pipe.handle(r));
+    reader.finish_into(&mut pipe);
     pipe.finish();
     report_progress(progress_file.as_mut(), &maps, &pipe)?;
     let duration_s = start.elapsed().as_secs_f64();

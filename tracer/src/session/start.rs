@@ -9,7 +9,7 @@ use crate::{
     args::CaptureArgs,
     enrich::{Node, netfilter::Attributor, tc::TcAttributor},
     model::{hooks::Hook, time::mono_now},
-    netfilter::snapshot::Snapshot,
+    netfilter::{capable, snapshot::Snapshot},
     netns::Netns,
     pods::Pods,
     probes::{self, loader::PodSelection, netfilter::NfObservers},
@@ -65,7 +65,14 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
     };
     let plans = snapshots
         .iter()
-        .map(|(ns, snap)| (ns.clone(), probes::netfilter::plan(ns.inode, &crate::netfilter::entries(snap))))
+        .map(|(ns, snap)| {
+            let entries = crate::netfilter::entries(snap);
+            // A namespace where at most one chain can drop needs no observers: its
+            // NETFILTER_DROPs happened in that chain (`Attributor::implied`). With --path they
+            // also report the hops of followed packets, so they go everywhere.
+            let lone = maps.path.is_none() && capable::chains(&capable::capable(snap, &entries)) <= 1;
+            (ns.clone(), if lone { Vec::new() } else { probes::netfilter::plan(ns.inode, &entries) })
+        })
         .collect();
     let observers = probes::netfilter::attach(plans, i16::try_from(ctx_skb)?, maps)?;
     for f in &observers.failures {

@@ -67,7 +67,7 @@ impl Counts {
             };
             let netfilter = Some(k.reason) == self.netfilter_drop;
             let unresolved = match (&mut self.rules, k.nf_slot) {
-                (Some(rules), slot) if slot != 0 => rules.add(labels, slot, k.netns, n, (self.last_read, to)),
+                (Some(rules), slot) if slot != 0 || netfilter => rules.add(labels, slot, k.netns, n, (self.last_read, to)),
                 _ => Some((labels, n)),
             };
             if let Some((labels, n)) = unresolved {

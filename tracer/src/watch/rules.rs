@@ -17,7 +17,7 @@ use std::{
 
 use crate::{
     enrich::netfilter::{Attributor, Timed},
-    model::time::mono_now,
+    model::{hooks::Slot, time::mono_now},
     netfilter::{packet::PacketInfo, snapshot::Snapshot},
     netns::Netns,
 };
@@ -27,7 +27,7 @@ use super::metrics::DropLabels;
 /// Counts waiting for the snapshot that closes their window.
 struct Pending {
     labels: DropLabels,
-    slot: u32,
+    slot: Slot,
     netns: u32,
     n: u64,
     /// `CLOCK_MONOTONIC` of the reads the count moved between.
@@ -70,11 +70,16 @@ impl Rules {
 
     /// `n` drops at observer `slot` between the reads at `from` and `to`; they come back from
     /// [`Rules::poll`] with their rule once a snapshot after `to` is taken.
+    /// Slot 0 (or another namespace's): no observer saw them here; in a namespace left without
+    /// observers they happened in its one chain that can drop, if it is one
+    /// (`Attributor::implied`).
     pub fn add(&mut self, labels: DropLabels, slot: u32, netns: u32, n: u64, (from, to): (u64, u64)) -> Option<(DropLabels, u64)> {
-        let known = self.attributor.slot(slot).is_some_and(|s| s.netns == netns) && self.attributor.knows(netns);
-        if !known || self.pending.len() >= MAX_PENDING {
+        // A slot of another namespace is a stale ring entry (the skb's memory was another
+        // packet's), not this drop's history.
+        let slot = self.attributor.slot(slot).filter(|s| s.netns == netns).cloned().or_else(|| self.attributor.implied(netns, 0));
+        let Some(slot) = slot.filter(|_| self.attributor.knows(netns) && self.pending.len() < MAX_PENDING) else {
             return Some((labels, n));
-        }
+        };
         self.pending.push(Pending { labels, slot, netns, n, from, to, since: Instant::now() });
         self.request(netns);
         None
@@ -121,10 +126,12 @@ impl Rules {
     }
 
     fn resolve(&self, p: Pending, now: &Snapshot) -> (DropLabels, u64, bool, u64) {
-        let Some(slot) = self.attributor.slot(p.slot) else { return (p.labels, p.n, false, p.to) };
+        // Without observers in its namespace: the chain that could drop when the window closed.
+        let slot = &self.attributor.place(&p.slot, Some(now));
         // Nothing is known of the packets: every rule that can drop at the hook is a
         // candidate, and only the rule counters of the window single one out.
         let info = self.attributor.resolve_at(slot, &PacketInfo::default(), p.from, now);
+        log::debug!("{} drops at {slot:?}: {info:?}", p.n);
         let rule = info.filter(|i| matches!(i.attribution.as_str(), "exact" | "counters" | "window")).and_then(|i| i.rule);
         let attributed = rule.is_some();
         let mut labels = p.labels;

@@ -70,7 +70,7 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     let Attached { ebpf, probe, path, netfilter, tc } = attached;
     let (observers, attributor) = netfilter.map_or((None, None), |(o, a)| (Some(o), Some(a)));
     let rules = match &observers {
-        Some(o) if !o.slots.is_empty() => Some(Rules::new(rule_attributor(&o.slots)).context("cannot start the ruleset snapshot thread")?),
+        Some(o) => Some(Rules::new(rule_attributor(&o.slots)).context("cannot start the ruleset snapshot thread")?),
         _ => None,
     };
     let (tc_observers, tc_attributor) = tc;
@@ -149,7 +149,7 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
                 let _ = req.reply.send(w.dumps.request("http", wall()));
             }
         }
-        reader.take(|r| pipe.handle(r));
+        reader.feed(&mut pipe);
         pipe.poll();
         if last_update.elapsed() >= UPDATE {
             last_update = Instant::now();
@@ -163,7 +163,7 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     drop(path);
     drop(probe);
     drop(ebpf);
-    reader.finish(|r| pipe.handle(r));
+    reader.finish_into(&mut pipe);
     pipe.finish();
     w.finish(&maps, &mut pipe)
 }
@@ -246,15 +246,14 @@ impl Watcher {
     }
 }
 
-/// The rules' own attributor: the observers' slots over snapshots taken now.
+/// The rules' own attributor: the observers' slots over snapshots taken now, of every
+/// namespace (one left without observers has its drops' chain implied by its ruleset).
 fn rule_attributor(slots: &[Slot]) -> Attributor {
-    let inodes: std::collections::BTreeSet<u32> = slots.iter().map(|s| s.netns).collect();
-    let spaces: Vec<_> = crate::netns::known().into_iter().filter(|n| inodes.contains(&n.inode)).collect();
-    let snapshots = spaces.into_iter().map(|ns| {
-        let snap = Snapshot::take(&ns.path);
-        (ns, snap)
+    let spaces = crate::netns::known();
+    let snapshots: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = spaces.iter().map(|ns| s.spawn(move || (ns.clone(), Snapshot::take(&ns.path)))).collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
-    let snapshots: Vec<_> = snapshots.collect();
     Attributor::new(snapshots, slots.to_vec(), mono_now())
 }
 

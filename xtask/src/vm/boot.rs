@@ -168,9 +168,9 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; the fields after its ')' are plain.
     let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<u64> = rest.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-    // rest starts at field 3 (state, not a number): utime is field 14, the 11th number after it.
-    let ticks = f.get(10)? + f.get(11)?;
+    // rest starts at field 3 (state): utime is field 14, stime field 15.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     // SAFETY: sysconf has no preconditions.
     let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|h| *h > 0)?;
     Some(Duration::from_millis(ticks * 1000 / hz))

@@ -42,6 +42,8 @@ const REFRESH: Duration = Duration::from_millis(500);
 const ENDPOINTS_TTL: Duration = Duration::from_secs(2);
 /// Held drops at most, before the run loop waits for the snapshot in flight.
 const MAX_HELD: usize = 4096;
+/// How long a read waits for drops still upstream (their tc answer) before it is used anyway.
+const MAX_DEFER: Duration = Duration::from_secs(2);
 /// Drop times kept at most (a window with more calls its counts "window", not "metrics").
 const MAX_SEEN: usize = 1 << 20;
 /// The program counts the drop a little before the kernel frees the packet: a baseline must
@@ -80,6 +82,9 @@ pub struct CiliumAttributor {
     policies: HashMap<u16, Option<maps::Policy>>,
     /// Set once: why a read failed (one warning, not one per drop).
     pub warned: Option<String>,
+    /// A read kept back (with when) while drops from before it were still upstream, waiting
+    /// for their tc answer: its window's count of seen drops would miss them.
+    deferred: Option<(Timed, Instant)>,
 }
 
 impl CiliumAttributor {
@@ -103,6 +108,7 @@ impl CiliumAttributor {
             endpoints_read: None,
             policies: HashMap::new(),
             warned: None,
+            deferred: None,
         }))
     }
 
@@ -129,13 +135,21 @@ impl CiliumAttributor {
         }
     }
 
-    /// Held drops whose window closed; `wait`: block for the snapshot in flight.
-    pub fn poll(&mut self, wait: bool) -> Vec<DropRecord> {
+    /// Held drops whose window closed; `wait`: block for the snapshot in flight. `upstream`:
+    /// the kernel time of the oldest drop by a tc program not here yet (`u64::MAX`: none).
+    pub fn poll(&mut self, wait: bool, upstream: u64) -> Vec<DropRecord> {
         let mut done = Vec::new();
-        if let Some(a) = self.worker.answer(wait) {
-            done = self.resolve(a);
+        if let Some((now, since)) = self.deferred.take() {
+            if upstream < now.start && since.elapsed() < MAX_DEFER {
+                self.deferred = Some((now, since));
+                return done;
+            }
+            done = self.apply(now);
         }
-        if !self.worker.busy() && (!self.held.is_empty() || self.last_snapshot.elapsed() >= REFRESH) {
+        if let Some(a) = self.worker.answer(wait) {
+            done.extend(self.resolve(a, upstream));
+        }
+        if self.deferred.is_none() && !self.worker.busy() && (!self.held.is_empty() || self.last_snapshot.elapsed() >= REFRESH) {
             self.request();
         }
         done
@@ -155,13 +169,16 @@ impl CiliumAttributor {
             if !self.worker.busy() {
                 break;
             }
-            done.extend(self.poll(true));
+            done.extend(self.poll(true, u64::MAX));
+        }
+        if let Some((now, _)) = self.deferred.take() {
+            done.extend(self.apply(now));
         }
         done.extend(self.held.drain(..).map(|h| h.record));
         done
     }
 
-    fn resolve(&mut self, a: Answer<Result<Counters, String>>) -> Vec<DropRecord> {
+    fn resolve(&mut self, a: Answer<Result<Counters, String>>, upstream: u64) -> Vec<DropRecord> {
         let counters = match a.value {
             Ok(c) => c,
             Err(e) => {
@@ -170,6 +187,15 @@ impl CiliumAttributor {
             }
         };
         let now = Timed { counters, start: a.start, end: a.end };
+        if upstream < now.start && self.held.iter().any(|h| h.mono < now.start) {
+            self.deferred = Some((now, Instant::now()));
+            return Vec::new();
+        }
+        self.apply(now)
+    }
+
+    /// Attributes the held drops `now` closes the window of.
+    fn apply(&mut self, now: Timed) -> Vec<DropRecord> {
         let (ready, still): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held).into_iter().partition(|h| h.mono < now.start);
         self.held = still;
         self.policies.clear();
