@@ -22,7 +22,7 @@ pub const DROP_POLICY_AUTH_REQUIRED: u8 = 189;
 /// Drop reasons of Cilium 1.14.0–1.18.3. No code changed its name in any of those 54 releases
 /// (checked against every one); codes were only added, so a name is right for every release
 /// that can emit the code. The release that added a code is noted where it is not 1.14.0.
-/// 159 is in no release's table; 206 and up are not in any release checked: numbers.
+/// 159 is in no release's table; 206 and up are in no release checked: numbers.
 const REASONS: &[(u8, &str)] = &[
     (130, "Invalid source mac"),
     (131, "Invalid destination mac"),
