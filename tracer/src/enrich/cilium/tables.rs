@@ -101,10 +101,10 @@ const REASONS: &[(u8, &str)] = &[
     (205, "Punt to proxy"),                          // 1.18.0
 ];
 
-/// File ids of Cilium 1.16.0–1.17.8 (identical in every 1.16 and 1.17 release, except that
-/// 114 and 115 exist from 1.17.0). 1.14 and 1.15 have no file in the metrics key (their ids
-/// only reach `cilium_events`, which tracer never reads), so they need no table here.
-const FILES_1_16: &[(u8, &str)] = &[
+/// File ids with one meaning in every release 1.16.0–1.18.3 (identical within each of those
+/// minor releases; 114 and 115 exist from 1.17.0). 1.14 and 1.15 have no file in the metrics
+/// key (their ids only reach `cilium_events`, which tracer never reads), so need no table.
+const FILES: &[(u8, &str)] = &[
     (1, "bpf_host.c"),
     (2, "bpf_lxc.c"),
     (3, "bpf_overlay.c"),
@@ -121,7 +121,6 @@ const FILES_1_16: &[(u8, &str)] = &[
     (107, "mcast.h"),
     (108, "ipv4.h"),
     (109, "conntrack.h"),
-    (110, "l3.h"),
     (111, "trace.h"),
     (112, "encap.h"),
     (113, "encrypt.h"),
@@ -129,35 +128,13 @@ const FILES_1_16: &[(u8, &str)] = &[
     (115, "nodeport_egress.h"), // 1.17.0
 ];
 
-/// File ids of Cilium 1.18.0–1.18.3 (identical in the four; `l3.h` became `local_delivery.h`).
-/// The v1.19 development tree renumbers the headers (101 = `drop.h`): no release of it could
-/// be checked here, which is one reason its layout is refused (see `layout.rs`).
-const FILES_1_18: &[(u8, &str)] = &[
-    (1, "bpf_host.c"),
-    (2, "bpf_lxc.c"),
-    (3, "bpf_overlay.c"),
-    (4, "bpf_xdp.c"),
-    (5, "bpf_sock.c"),
-    (6, "bpf_network.c"),
-    (7, "bpf_wireguard.c"),
-    (101, "arp.h"),
-    (102, "drop.h"),
-    (103, "srv6.h"),
-    (104, "icmp6.h"),
-    (105, "nodeport.h"),
-    (106, "lb.h"),
-    (107, "mcast.h"),
-    (108, "ipv4.h"),
-    (109, "conntrack.h"),
-    (110, "local_delivery.h"),
-    (111, "trace.h"),
-    (112, "encap.h"),
-    (113, "encrypt.h"),
-    (114, "host_firewall.h"),
-    (115, "nodeport_egress.h"),
-    (116, "ipv6.h"),
-    (117, "classifiers.h"),
-];
+/// 1.16.0–1.17.8 only.
+const FILES_1_16: &[(u8, &str)] = &[(110, "l3.h")];
+
+/// 1.18.0–1.18.3 only (`l3.h` became `local_delivery.h`). The v1.19 development tree
+/// renumbers the headers (101 = `drop.h`): no release of it could be checked here, which is
+/// one reason its layout is refused (see `layout.rs`).
+const FILES_1_18: &[(u8, &str)] = &[(110, "local_delivery.h"), (116, "ipv6.h"), (117, "classifiers.h")];
 
 /// Reserved identities: 1–8 in 1.14.0–1.18.3, 9–10 from 1.15.0, 11 from 1.16.0 (same
 /// numbers and names wherever present).
@@ -198,7 +175,7 @@ pub fn file(id: u8, ids: FileIds) -> Option<String> {
         FileIds::V1_16 => FILES_1_16,
         FileIds::V1_18 => FILES_1_18,
     };
-    (id != 0).then(|| find(table, id).map_or_else(|| format!("unknown({id})"), str::to_string))
+    (id != 0).then(|| find(FILES, id).or_else(|| find(table, id)).map_or_else(|| format!("unknown({id})"), str::to_string))
 }
 
 pub fn direction(dir: u8) -> Option<&'static str> {
