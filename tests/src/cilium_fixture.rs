@@ -18,12 +18,16 @@ pub const LINE_UNROUTABLE: u16 = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CiliumLayout {
-    /// Cilium 1.14–1.15 (hash policy maps).
+    /// Cilium 1.14–1.15 (`cilium_policy_*` LPM trie 12 B/24 B; metrics keys without line/file).
     V1_14,
-    /// Cilium 1.16–1.17 (LPM trie policy maps).
+    /// Cilium 1.16 (the same maps; metrics keys with line and file).
     V1_16,
-    /// Cilium 1.18+ (`cilium_policy_v2_*`, `cilium_ipcache_v2`).
+    /// Cilium 1.17 (`cilium_policy_v2_*`, 12 B/24 B).
+    V1_17,
+    /// Cilium 1.18 (`cilium_policy_v2_*` 12 B/8 B, `cilium_ipcache_v2`).
     V1_18,
+    /// The v1.19 development tree (`cilium_policy_v2_*` 12 B/12 B): no release checked, refused.
+    V1_19Dev,
     /// A metrics map of no Cilium release (the tracer must refuse it).
     BadMetrics,
 }
@@ -69,7 +73,9 @@ impl CiliumFixture {
         c.arg("--layout").arg(match o.layout {
             CiliumLayout::V1_14 => "1.14",
             CiliumLayout::V1_16 => "1.16",
+            CiliumLayout::V1_17 => "1.17",
             CiliumLayout::V1_18 => "1.18",
+            CiliumLayout::V1_19Dev => "1.19-dev",
             CiliumLayout::BadMetrics => "bad-metrics",
         });
         let (id, ip, identity) = o.endpoint;

@@ -2,7 +2,8 @@
 //! without network: the headline sentences, the SVG charts and the rule text are in the DOM
 //! after scripts ran, the screenshot is not blank, and no request left the page. Inputs: a
 //! single-node capture directory, a bundle whose ruleset and routes changed during the window
-//! (removed Cilium-like feeder rule), two nodes, a capture without drops, a damaged archive.
+//! (removed Cilium-like feeder rule), two nodes, a capture without drops, a damaged archive, a
+//! capture of drops by a Cilium-like datapath (Cilium's own reasons).
 //! Needs root.
 #[path = "report/browser.rs"]
 mod browser;
@@ -13,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{Node, TempDir, Tracer, cmd, skip, wait};
+use integration_tests::{Attach, CiliumFixture, CiliumLayout, CiliumOptions, Node, NodeOptions, TempDir, Tracer, cmd, skip, wait};
 
 const WAIT: Duration = Duration::from_mins(5);
 
@@ -264,4 +265,39 @@ fn damaged_archive_is_one_line_and_writes_nothing() {
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].starts_with("tracer: error: ") && lines[0].contains("broken.tar.zst") && lines[0].contains("damaged"), "{err}");
     assert!(out.entries().unwrap().is_empty(), "nothing written: {:?}", out.entries());
+}
+
+/// Drops by a Cilium-like datapath (`cilium-fixture`, Cilium 1.16's layouts: a deny entry for
+/// UDP 42001): the summary's `by_cilium_reason` is a section of the page and of the Markdown,
+/// with Cilium's own reason, source line and code.
+#[test]
+fn cilium_reasons_section() {
+    let node = Node::with_options(NodeOptions { prefix: "rc".into(), range: [10, 233], pods: 2 }).unwrap();
+    let (a, b) = (node.pod(0), node.pod(1));
+    let fix = CiliumFixture::start(&CiliumOptions {
+        bin: std::env::var_os("CILIUM_FIXTURE_BIN").map_or_else(|| env!("CARGO_BIN_EXE_cilium-fixture").into(), Into::into),
+        netns: Some(node.netns_path()),
+        iface: a.lxc.clone(),
+        attach: Attach::tcx_or_cls_bpf(),
+        layout: CiliumLayout::V1_16,
+        endpoint: (1234, a.ip, 3000),
+        ipcache: vec![(b.ip, 4000)],
+        policy: vec![(true, 0, 17, 42_001)],
+        also_unroutable_port: 0,
+    })
+    .unwrap();
+    let run = Tracer::from_env().unwrap().capture().arg("--cilium-bpffs").arg(fix.bpffs()).expression(format!("host {} and udp port 42001", b.ip)).start().unwrap();
+    assert_eq!(a.send_udp(42_000, b.addr(42_001), 12, b"cilium says no").unwrap(), 12);
+    let done = run.stop_after(12).unwrap().ok().unwrap();
+    fix.stop().unwrap();
+    let reason = format!("Policy denied by denylist (181) at bpf_lxc.c:{} egress", integration_tests::cilium_fixture::LINE_POLICY_DENY);
+    assert_eq!(done.summary().unwrap()["by_cilium_reason"][0]["reason"], reason.as_str());
+    let out = TempDir::new("report-out").unwrap();
+    let (page, md) = (out.join("cilium.html"), out.join("cilium.md"));
+    let (ok, err) = report(&[done.dir.path()], &page, Some(&md));
+    assert!(ok, "{err}");
+    let md = std::fs::read_to_string(&md).unwrap();
+    assert!(md.contains("Cilium drop reasons") && md.contains(&format!("| {reason} | 181 | 12 |")), "{md}");
+    let Some(dom) = render_checked(&page, &["Cilium drop reasons", "Cilium reason"]) else { return };
+    assert!(dom.contains(&format!("<td>{reason}</td><td>181</td><td>12</td>")), "the Cilium reason row is in the DOM");
 }

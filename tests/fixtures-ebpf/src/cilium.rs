@@ -7,7 +7,9 @@
 //!
 //! The maps have Cilium's byte layouts (see the tracer's `enrich/cilium/layout.rs`); the
 //! `cilium-fixture` binary pins them in a private bpffs under Cilium's names. `CONFIG[0]`
-//! selects the policy map layout (1: Cilium 1.14–1.15 hash, 2: 1.16–1.17 LPM trie);
+//! selects the release: 1: 1.14–1.15 (policy LPM trie 12 B/24 B, metrics keys without line
+//! or file), 2: 1.16–1.17 (the same policy value, keys with line and file), 3: 1.18 (8 B
+//! policy values, `cilium_ipcache_v2`), 4: the v1.19 development tree (12 B policy values);
 //! `CONFIG[1]`, when not 0, is a destination port whose drops are also counted as "Stale or
 //! unroutable IP", as if another drop were counted at the same moment (two reasons in one
 //! window).
@@ -54,21 +56,23 @@ static LXC: HashMap<[u8; 20], [u8; 48]> = HashMap::with_max_entries(64, 0);
 #[map(name = "cilium_ipcache")]
 static IPCACHE: LpmTrie<[u8; 20], [u8; 12]> = LpmTrie::with_max_entries(64, BPF_F_NO_PREALLOC);
 
-/// Cilium 1.14–1.15 policy map: hash, key {identity, dport be16, protocol, egress}.
-#[map(name = "POLICY_HASH")]
-static POLICY_HASH: HashMap<[u8; 8], [u8; 24]> = HashMap::with_max_entries(64, 0);
-
-/// Cilium 1.16–1.17 policy map: LPM trie, key {identity, egress, protocol, dport be16}.
+/// Cilium 1.14–1.17 policy map: LPM trie, key {identity, egress, protocol, dport be16}, value
+/// 24 B (pinned as `cilium_policy_*` up to 1.16, `cilium_policy_v2_*` in 1.17).
 #[map(name = "POLICY_LPM")]
 static POLICY_LPM: LpmTrie<[u8; 8], [u8; 24]> = LpmTrie::with_max_entries(64, BPF_F_NO_PREALLOC);
 
-/// Cilium 1.18+: `cilium_ipcache_v2` (value 24 B) and `cilium_policy_v2_*` (value 12 B, the
+/// Cilium 1.18: `cilium_ipcache_v2` (value 24 B) and `cilium_policy_v2_*` (value 8 B, the
 /// counters moved out), pinned under those names by the fixture.
 #[map(name = "IPCACHE_V2")]
 static IPCACHE_V2: LpmTrie<[u8; 20], [u8; 24]> = LpmTrie::with_max_entries(64, BPF_F_NO_PREALLOC);
 
 #[map(name = "POLICY_V2")]
-static POLICY_V2: LpmTrie<[u8; 8], [u8; 12]> = LpmTrie::with_max_entries(64, BPF_F_NO_PREALLOC);
+static POLICY_V2: LpmTrie<[u8; 8], [u8; 8]> = LpmTrie::with_max_entries(64, BPF_F_NO_PREALLOC);
+
+/// The v1.19 development tree's `cilium_policy_v2_*` (value 12 B: precedence, cookie), which
+/// tracer must refuse (no release of it was checked).
+#[map(name = "POLICY_V2_19")]
+static POLICY_V2_19: LpmTrie<[u8; 8], [u8; 12]> = LpmTrie::with_max_entries(64, BPF_F_NO_PREALLOC);
 
 #[map(name = "CONFIG")]
 static CONFIG: Array<u32> = Array::with_max_entries(2, 0);
@@ -123,15 +127,15 @@ fn verdict(ctx: &TcContext) -> Result<Option<u8>, i64> {
     ip_key[6] = dst[2];
     ip_key[7] = dst[3];
     let generation = CONFIG.get(0).copied().unwrap_or(0);
-    let identity = if generation == 3 {
+    let identity = if generation >= 3 {
         IPCACHE_V2.get(Key::new(64, ip_key)).map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
     } else {
         IPCACHE.get(Key::new(64, ip_key)).map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
     }
     .unwrap_or(WORLD_ID);
     let found = match generation {
-        1 => lookup_hash(identity, proto, port),
         3 => lookup_lpm(&POLICY_V2, identity, proto, port),
+        4 => lookup_lpm(&POLICY_V2_19, identity, proto, port),
         _ => lookup_lpm(&POLICY_LPM, identity, proto, port),
     };
     Ok(match found {
@@ -141,23 +145,8 @@ fn verdict(ctx: &TcContext) -> Result<Option<u8>, i64> {
     })
 }
 
-/// 1.14–1.15: L3/L4, L4-only, L3-only, then allow-all; `Some(deny)` of the first found.
-fn lookup_hash(identity: u32, proto: u8, port: u16) -> Option<bool> {
-    let p = port.to_be_bytes();
-    let id = identity.to_ne_bytes();
-    for (ident, l4) in [(id, true), ([0; 4], true), (id, false), ([0; 4], false)] {
-        let (pb, pr) = if l4 { (p, proto) } else { ([0, 0], 0) };
-        let k = [ident[0], ident[1], ident[2], ident[3], pb[0], pb[1], pr, 1];
-        // SAFETY: a lookup by value of plain bytes.
-        if let Some(v) = unsafe { POLICY_HASH.get(k) } {
-            return Some(v[2] & 1 != 0);
-        }
-    }
-    None
-}
-
-/// 1.16+: the identity's entry and the any-identity entry; a deny of either wins. `N`: the
-/// value size (24 B up to 1.17, 12 B from 1.18; the flags byte is at 2 in both).
+/// The identity's entry and the any-identity entry; a deny of either wins. `N`: the value size
+/// (24 B up to 1.17, 8 B in 1.18; the `deny` flag is bit 0 of byte 2 in all).
 fn lookup_lpm<const N: usize>(map: &LpmTrie<[u8; 8], [u8; N]>, identity: u32, proto: u8, port: u16) -> Option<bool> {
     let p = port.to_be_bytes();
     let id = identity.to_ne_bytes();
@@ -169,10 +158,12 @@ fn lookup_lpm<const N: usize>(map: &LpmTrie<[u8; 8], [u8; N]>, identity: u32, pr
     }
 }
 
-/// Cilium's `update_metrics`: one more packet and its bytes for (reason, direction, line, file).
+/// Cilium's `update_metrics`: one more packet and its bytes for (reason, direction, line,
+/// file); 1.14 and 1.15 keep line and file reserved (zero).
 fn count(reason: u8, line: u16, bytes: u32) {
+    let (line, file) = if CONFIG.get(0).copied() == Some(1) { (0, 0) } else { (line, FILE_BPF_LXC) };
     let l = line.to_ne_bytes();
-    let key = [reason, METRIC_EGRESS, l[0], l[1], FILE_BPF_LXC, 0, 0, 0];
+    let key = [reason, METRIC_EGRESS, l[0], l[1], file, 0, 0, 0];
     if let Some(v) = METRICS.get_ptr_mut(key) {
         // SAFETY: this CPU's slot; a program does not run concurrently with itself on one CPU.
         unsafe {

@@ -1,7 +1,8 @@
 //! `cilium-fixture`: a Cilium-like datapath on one pod's lxc, for the tracer's Cilium tests.
 //! Mounts a private bpffs on `--bpffs DIR` (never the host's /sys/fs/bpf), pins under
 //! `DIR/tc/globals` Cilium's maps in the byte layout of `--layout` (`1.14`: Cilium 1.14–1.15,
-//! `1.16`: 1.16–1.17, `1.18`: 1.18+, `bad-metrics`: a metrics map of no release), fills the endpoint map, the
+//! `1.16`, `1.17`, `1.18`, `1.19-dev`: the v1.19 development tree's policy map, `bad-metrics`:
+//! a metrics map of no release), fills the endpoint map, the
 //! ipcache and the endpoint's policy map, attaches `cil_from_container` (fixtures-ebpf
 //! `cilium-ebpf`) to the interface's tc ingress, writes `--ready-file`, and holds until stdin
 //! closes (the test dropped its handle, or died). On exit it detaches, unmounts the bpffs (the pins go with it)
@@ -32,8 +33,12 @@ enum Layout {
     V1_14,
     #[value(name = "1.16")]
     V1_16,
+    #[value(name = "1.17")]
+    V1_17,
     #[value(name = "1.18")]
     V1_18,
+    #[value(name = "1.19-dev")]
+    V1_19Dev,
     #[value(name = "bad-metrics")]
     BadMetrics,
 }
@@ -144,7 +149,7 @@ fn setup_and_hold(args: &Args, ebpf: &mut Ebpf, added_qdisc: &mut bool) -> Resul
         lxc.insert(k, v, 0)?;
     }
     // ipcache: the pod itself, then what the test adds.
-    let v18 = args.layout == Layout::V1_18;
+    let v18 = matches!(args.layout, Layout::V1_18 | Layout::V1_19Dev);
     {
         let mut entries = vec![(pod_ip, 32u32, identity)];
         for e in &args.ipcache {
@@ -171,8 +176,8 @@ fn setup_and_hold(args: &Args, ebpf: &mut Ebpf, added_qdisc: &mut bool) -> Resul
         }
     }
     let policy_name = match args.layout {
-        Layout::V1_14 => "POLICY_HASH",
         Layout::V1_18 => "POLICY_V2",
+        Layout::V1_19Dev => "POLICY_V2_19",
         _ => "POLICY_LPM",
     };
     fill_policy(args, ebpf, policy_name)?;
@@ -183,6 +188,7 @@ fn setup_and_hold(args: &Args, ebpf: &mut Ebpf, added_qdisc: &mut bool) -> Resul
             match args.layout {
                 Layout::V1_14 => 1,
                 Layout::V1_18 => 3,
+                Layout::V1_19Dev => 4,
                 _ => 2,
             },
             0,
@@ -195,7 +201,7 @@ fn setup_and_hold(args: &Args, ebpf: &mut Ebpf, added_qdisc: &mut bool) -> Resul
         (metrics, "cilium_metrics".to_string()),
         ("cilium_lxc", "cilium_lxc".into()),
         if v18 { ("IPCACHE_V2", "cilium_ipcache_v2".into()) } else { ("cilium_ipcache", "cilium_ipcache".into()) },
-        (policy_name, if v18 { format!("cilium_policy_v2_{endpoint_id:05}") } else { format!("cilium_policy_{endpoint_id:05}") }),
+        (policy_name, if matches!(args.layout, Layout::V1_14 | Layout::V1_16 | Layout::BadMetrics) { format!("cilium_policy_{endpoint_id:05}") } else { format!("cilium_policy_v2_{endpoint_id:05}") }),
     ];
     for (map, pin) in pins {
         ebpf.map(map).with_context(|| format!("no map {map}"))?.pin(globals.join(&pin)).with_context(|| format!("pinning {pin}"))?;
@@ -206,9 +212,10 @@ fn setup_and_hold(args: &Args, ebpf: &mut Ebpf, added_qdisc: &mut bool) -> Resul
     Ok(())
 }
 
-/// The endpoint's egress policy entries, in the map of `args.layout`.
+/// The endpoint's egress policy entries, in the map of `args.layout` (an LPM trie in every
+/// release from 1.14; the value's size differs: 24 B up to 1.17, 8 B in 1.18, 12 B in the
+/// v1.19 development tree; `deny` is bit 0 of byte 2 in all).
 fn fill_policy(args: &Args, ebpf: &mut Ebpf, policy_name: &str) -> Result<()> {
-    let v18 = args.layout == Layout::V1_18;
     for p in &args.policy {
         let v: Vec<&str> = p.split(':').collect();
         let [verdict, identity, proto, port] = v.as_slice() else { bail!("--policy wants allow|deny:IDENTITY:PROTO:PORT, not {p:?}") };
@@ -217,30 +224,27 @@ fn fill_policy(args: &Args, ebpf: &mut Ebpf, policy_name: &str) -> Result<()> {
         value[2] = u8::from(*verdict == "deny");
         let id = identity.to_ne_bytes();
         let pb = port.to_be_bytes();
-        if args.layout == Layout::V1_14 {
-            let mut m: HashMap<_, [u8; 8], [u8; 24]> = HashMap::try_from(ebpf.map_mut(policy_name).context("policy map")?)?;
-            m.insert([id[0], id[1], id[2], id[3], pb[0], pb[1], proto, 1], value, 0)?;
-        } else {
-            // Prefix: identity and direction always, then the protocol and the port when given.
-            let l4 = match (proto, port) {
-                (0, _) => 0,
-                (_, 0) => 8,
-                _ => 24,
-            };
-            value[2] |= u8::try_from(l4)? << 3;
-            let key = Key::new(40 + l4, [id[0], id[1], id[2], id[3], 1, proto, pb[0], pb[1]]);
-            if v18 {
-                // 1.18+: the same first 8 bytes, no counters (cookie at 8).
-                let mut m: LpmTrie<_, [u8; 8], [u8; 12]> = LpmTrie::try_from(ebpf.map_mut(policy_name).context("policy map")?)?;
-                let mut short = [0u8; 12];
-                short[..8].copy_from_slice(&value[..8]);
-                m.insert(&key, short, 0)?;
-            } else {
-                let mut m: LpmTrie<_, [u8; 8], [u8; 24]> = LpmTrie::try_from(ebpf.map_mut(policy_name).context("policy map")?)?;
-                m.insert(&key, value, 0)?;
-            }
+        // Prefix: identity and direction always, then the protocol and the port when given.
+        let l4 = match (proto, port) {
+            (0, _) => 0,
+            (_, 0) => 8,
+            _ => 24,
+        };
+        let key = Key::new(40 + l4, [id[0], id[1], id[2], id[3], 1, proto, pb[0], pb[1]]);
+        match args.layout {
+            Layout::V1_18 => insert::<8>(ebpf, policy_name, &key, &value)?,
+            Layout::V1_19Dev => insert::<12>(ebpf, policy_name, &key, &value)?,
+            _ => insert::<24>(ebpf, policy_name, &key, &value)?,
         }
     }
+    Ok(())
+}
+
+fn insert<const N: usize>(ebpf: &mut Ebpf, name: &str, key: &Key<[u8; 8]>, value: &[u8; 24]) -> Result<()> {
+    let mut m: LpmTrie<_, [u8; 8], [u8; N]> = LpmTrie::try_from(ebpf.map_mut(name).context("policy map")?)?;
+    let mut v = [0u8; N];
+    v.copy_from_slice(&value[..N]);
+    m.insert(key, v, 0)?;
     Ok(())
 }
 

@@ -57,7 +57,7 @@ pub fn load(bpffs: &Path) -> Result<CiliumState, String> {
     if lxc.exists() {
         st.endpoints = Some(read_endpoints(&lxc, &mut st.undecodable));
     }
-    // 1.18+ pins cilium_ipcache_v2 and may leave the old map beside it; the new one is current.
+    // 1.18 pins cilium_ipcache_v2 and may leave the old map beside it; the new one is current.
     for l in [layout::IPCACHE_V2, layout::IPCACHE_V1] {
         let p = globals.join(l.pin_name);
         if p.exists() {

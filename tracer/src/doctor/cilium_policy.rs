@@ -37,11 +37,10 @@ pub fn check_policy(bpffs: &Path) -> Outcome {
     drops.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let total: u64 = drops.iter().map(|d| d.1).sum();
     let policy: u64 = drops.iter().filter(|(k, _)| [tables::DROP_POLICY, tables::DROP_POLICY_DENY, tables::DROP_POLICY_AUTH_REQUIRED].contains(&k.reason)).map(|d| d.1).sum();
-    let new_ids = pinned.generation.new_file_ids();
     let top: Vec<String> = drops
         .iter()
         .take(TOP)
-        .map(|(k, n)| format!("{n} × {} ({}) at {}:{}{}", tables::reason(k.reason), k.reason, tables::file(k.file, new_ids), k.line, tables::direction(k.dir).map(|d| format!(" {d}")).unwrap_or_default()))
+        .map(|(k, n)| format!("{n} × {}", crate::model::render::cilium_reason(&crate::enrich::cilium::reason_of(*k, pinned.generation, None))))
         .collect();
     let mut findings = Vec::new();
     if policy > 0 {

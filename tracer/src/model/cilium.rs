@@ -10,8 +10,11 @@ pub struct CiliumReason {
     pub code: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<&'static str>,
-    pub file: String,
-    pub line: u16,
+    /// Absent when the release records none (1.14, 1.15).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u16>,
     /// Packets this key counted in the window (candidates only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packets: Option<u64>,
@@ -78,7 +81,7 @@ pub struct CiliumInfo {
     pub identity: Option<Identities>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyInfo>,
-    /// The Cilium releases whose map layouts are pinned ("1.16-1.17").
+    /// The Cilium releases whose map layouts are pinned ("1.14-1.16", "1.17", "1.18").
     pub version: &'static str,
     /// "metrics" (the only drop key that moved in the window, by exactly the drops this
     /// capture saw there), "window" (the only one that moved, by more: drops this capture did

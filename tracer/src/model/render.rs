@@ -54,7 +54,13 @@ pub fn drop_comment(ev: &DropEvent) -> String {
 /// "Policy denied (133) at `bpf_lxc.c:1412` egress": one metrics key, as every output names it.
 pub fn cilium_reason(r: &CiliumReason) -> String {
     let dir = r.direction.map(|d| format!(" {d}")).unwrap_or_default();
-    format!("{} ({}) at {}:{}{dir}", r.reason, r.code, r.file, r.line)
+    let at = match (&r.file, r.line) {
+        (Some(f), Some(l)) => format!(" at {f}:{l}"),
+        (Some(f), None) => format!(" at {f}"),
+        (None, Some(l)) => format!(" at line {l}"),
+        (None, None) => String::new(),
+    };
+    format!("{} ({}){at}{dir}", r.reason, r.code)
 }
 
 /// The reason part of a `cilium` section: the reason, or the candidates of an ambiguous
@@ -69,7 +75,7 @@ pub fn cilium_reason_of(c: &CiliumInfo) -> String {
 
 /// A `cilium` section in one line: "Cilium: Policy denied (133) at `bpf_lxc.c:1412` egress;
 /// endpoint 1234 lxc1 (pod ns/web); identity 3000 > 4000; policy `cilium_policy_01234`: no allow
-/// entry for identity 4000 6/8080 egress; Cilium 1.16-1.17, metrics".
+/// entry for identity 4000 6/8080 egress; Cilium 1.14-1.16, metrics".
 pub fn cilium_text(c: &CiliumInfo) -> String {
     let mut o = format!("Cilium: {}", cilium_reason_of(c));
     if let Some(e) = &c.endpoint {
@@ -169,18 +175,21 @@ mod tests {
     #[test]
     fn cilium_section_in_one_line() {
         use crate::model::cilium::{CiliumEndpoint, CiliumInfo, CiliumReason, Identities};
-        let r = |code, reason: &str, line, packets| CiliumReason { reason: reason.into(), code, direction: Some("egress"), file: "bpf_lxc.c".into(), line, packets };
+        let r = |code, reason: &str, line, packets| CiliumReason { reason: reason.into(), code, direction: Some("egress"), file: Some("bpf_lxc.c".into()), line: Some(line), packets };
         let mut c = CiliumInfo {
             drop: Some(r(133, "Policy denied", 1412, None)),
             endpoint: Some(CiliumEndpoint { id: 7, ifname: "lxc1".into(), pod: Some("default/web-0".into()) }),
             identity: Some(Identities { src: Some(3000), dst: Some(2), src_labels: None, dst_labels: Some("reserved:world".into()) }),
             policy: None,
-            version: "1.16-1.17",
+            version: "1.14-1.16",
             attribution: "metrics",
             candidates: Vec::new(),
             hint: None,
         };
-        assert_eq!(cilium_text(&c), "Cilium: Policy denied (133) at bpf_lxc.c:1412 egress; endpoint 7 lxc1 (pod default/web-0); identity 3000 > 2 reserved:world; Cilium 1.16-1.17, metrics");
+        assert_eq!(cilium_text(&c), "Cilium: Policy denied (133) at bpf_lxc.c:1412 egress; endpoint 7 lxc1 (pod default/web-0); identity 3000 > 2 reserved:world; Cilium 1.14-1.16, metrics");
+        let mut old = r(133, "Policy denied", 0, None);
+        (old.file, old.line) = (None, None);
+        assert_eq!(cilium_reason(&old), "Policy denied (133) egress", "1.14/1.15 keys carry no file or line: none printed");
         c.drop = None;
         c.attribution = "ambiguous";
         c.candidates = vec![r(133, "Policy denied", 1412, Some(1)), r(151, "Stale or unroutable IP", 1024, Some(1))];

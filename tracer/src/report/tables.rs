@@ -146,6 +146,15 @@ pub fn who_where(r: &Report) -> Vec<Table> {
     ));
     out.push(ranked(
         r,
+        "t-cilium",
+        "Cilium drop reasons",
+        &["Cilium reason", "code"],
+        |_, n| arr(n, "by_cilium_reason").map(|v| (None, vec![c(st(v, "reason")), c(st(v, "code"))], count(v))).collect(),
+        exact,
+        Some("drops by Cilium programs, named as Cilium names them (from the summary; no code when the window was ambiguous)".into()),
+    ));
+    out.push(ranked(
+        r,
         "t-pods",
         "Pods",
         &["pod", "as source", "as destination", "on its interface"],

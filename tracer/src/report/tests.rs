@@ -46,7 +46,7 @@ fn capture(dir: &Dir, prefix: &str, drops: usize) {
     lines.push(r#"{"type":"drop","time":"2026-11-27T10:02:59"#.into());
     dir.put(&format!("{prefix}drops.jsonl"), &(lines.join("\n") + "\n"));
     let summary = format!(
-        r#"{{"drops":{},"lost_events":0,"events":{},"duration_s":60.0,"by_reason":[{{"reason":"NETFILTER_DROP","count":{drops}}},{{"reason":"NO_SOCKET","count":1}}],"kernel":"6.18.0","probe":"tp_btf","expression":"net 10.0.0.0/8","start":"2026-11-27T10:02:00Z","end":"2026-11-27T10:03:00Z"}}"#,
+        r#"{{"drops":{},"lost_events":0,"events":{},"duration_s":60.0,"by_reason":[{{"reason":"NETFILTER_DROP","count":{drops}}},{{"reason":"NO_SOCKET","count":1}}],"by_cilium_reason":[{{"reason":"Policy denied (133) at bpf_lxc.c:1412 egress","code":133,"count":7}},{{"reason":"ambiguous: Policy denied (133) at bpf_lxc.c:1412 egress | Stale or unroutable IP (151) at bpf_lxc.c:1024 egress","count":2}}],"kernel":"6.18.0","probe":"tp_btf","expression":"net 10.0.0.0/8","start":"2026-11-27T10:02:00Z","end":"2026-11-27T10:03:00Z"}}"#,
         drops + 1,
         drops + 1
     );
@@ -88,7 +88,10 @@ fn capture_directory_headline_tables_chart_and_table() {
     assert!(page.contains("<svg"), "chart");
     assert!(page.contains("drop-table"));
     assert!(page.contains("packet 1 udp 10.0.1.5:1 &gt; 10.0.1.6:2"));
+    assert!(page.contains("Cilium drop reasons") && page.contains("<td>Policy denied (133) at bpf_lxc.c:1412 egress</td><td>133</td><td>7</td>"), "the summary's by_cilium_reason is a section");
+    assert!(page.contains("ambiguous: Policy denied (133)"));
     let md = markdown::render(&r);
+    assert!(md.contains("Cilium drop reasons") && md.contains("| Policy denied (133) at bpf_lxc.c:1412 egress | 133 | 7 |"), "{md}");
     assert!(md.contains("## Who and where") && md.contains("| tp_btf |") || md.contains("| drop probe | tp_btf |"), "{md}");
     assert!(!md.contains("<svg"));
 }

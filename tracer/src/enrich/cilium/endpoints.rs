@@ -1,8 +1,8 @@
 //! Byte layouts of Cilium's endpoint and ipcache maps (the doctor and the drop attribution read
-//! them), written from Cilium's own headers (our decoder, their facts). Sources, cilium/cilium at the release branch points:
-//! v1.14 = v1.14.0-rc.0 (08239f5927), v1.15 = branch point before "Prepare for v1.16
-//! development cycle" (9b016904f8^), v1.16 = v1.16.0-rc.0 (14c2b3d051); also checked against
-//! v1.17 (b833f3e00b^) and v1.18 (3abf4c111c^).
+//! them), written from Cilium's own headers (our decoder, their facts). Checked against
+//! cilium/cilium at the release-prep commit of every patch release v1.14.0–v1.18.3 (commits
+//! in `tables.rs`; `bpf/lib/common.h`, 1.18's `bpf/lib/eps.h`, `bpf/lib/maps.h`,
+//! `pkg/maps/{lxcmap,ipcache}`): the offsets below hold in all of them.
 //!
 //! - `bpf/lib/common.h` `struct endpoint_key` (20 bytes, packed): `ip4`/`ip6` in the first 16
 //!   bytes, `family` at 16 (1 = IPv4, 2 = IPv6), `key` at 17, `cluster_id` at 18.
@@ -10,11 +10,12 @@
 //!   4, `lxc_id` u16 at 6, `flags` u32 at 8 (`ENDPOINT_F_HOST` = 1), `mac` at 16 and `node_mac`
 //!   at 24 (`mac_t` is a u64 whose first six bytes in memory are the MAC), `sec_id` u32 at 32.
 //!   `mac` is the pod's eth0, `node_mac` the host-side `lxc…` veth (pkg/maps/lxcmap).
-//! - `bpf/lib/maps.h` (1.14–1.16; `eps.h` from 1.18) `struct ipcache_key` (packed, 24 bytes with
+//! - `bpf/lib/maps.h` (1.14–1.17; `eps.h` from 1.18) `struct ipcache_key` (packed, 24 bytes with
 //!   the LPM prefix length): `prefixlen` u32 at 0 counting from byte 4, family u8 at 7, address
 //!   at 8. 1.14 has `pad1` u16 at 4 and `cluster_id` u8 at 6; 1.15+ `cluster_id` u16 at 4.
+//!   The LPM trie `cilium_ipcache` (1.14–1.18 pin it; 1.18's datapath reads `_v2`).
 //! - `remote_endpoint_info` in `cilium_ipcache` (1.14–1.17, 12 bytes): `sec_identity` u32 at 0,
-//!   `tunnel_endpoint` (IPv4, network order) at 4. In `cilium_ipcache_v2` (1.18+, 24 bytes):
+//!   `tunnel_endpoint` (IPv4, network order) at 4. In `cilium_ipcache_v2` (1.18, 24 bytes):
 //!   `tunnel_endpoint` is 16 bytes at 4, flags at 23 (bit 1 `flag_has_tunnel_ep`, bit 2
 //!   `flag_ipv6_tunnel_ep`).
 //!
@@ -70,7 +71,7 @@ pub const IPCACHE_V2: Layout = Layout {
     type_name: "lpm_trie",
     key_size: 24,
     value_size: 24,
-    releases: "1.18+",
+    releases: "1.18",
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::maps::{
-    HashMap as BpfHash, Map, MapData, MapType, PerCpuHashMap,
+    Map, MapData, MapType, PerCpuHashMap,
     lpm_trie::{Key, LpmTrie},
 };
 
@@ -59,7 +59,7 @@ pub fn detect(bpffs: &Path) -> Result<Option<Pinned>, String> {
         let (ty, k, v) = map_info(&globals.join(name))?;
         let Some(g) = layout::policy_generation(name, ty, k, v) else {
             return Err(format!(
-                "{} has an unknown layout ({}, key {k} B, value {v} B); tracer decodes Cilium 1.14-1.15 (hash, 8 B/24 B), 1.16-1.17 (lpm_trie, 12 B/24 B) and 1.18+ (cilium_policy_v2_*, lpm_trie, 12 B/12 B) and will not guess at another: Cilium reasons are not reported",
+                "{} has an unknown layout ({}, key {k} B, value {v} B); tracer decodes Cilium 1.14-1.16 (cilium_policy_*, lpm_trie, 12 B/24 B), 1.17 (cilium_policy_v2_*, 12 B/24 B) and 1.18 (cilium_policy_v2_*, 12 B/8 B), each checked against its release tags, and will not guess at another (1.19+ is not checked yet): Cilium reasons are not reported",
                 globals.join(name).display(),
                 ty.map_or_else(|| "unknown type".to_string(), |t| format!("{t:?}"))
             ));
@@ -70,15 +70,16 @@ pub fn detect(bpffs: &Path) -> Result<Option<Pinned>, String> {
             Some(_) => {}
         }
     }
-    let ipcache = [shared::IPCACHE_V2, shared::IPCACHE_V1].into_iter().map(|l| (globals.join(l.pin_name), l)).find(|(p, _)| p.exists());
+    // Every Cilium release pins a policy map per endpoint (the health endpoint's at least); the
+    // other maps' shapes do not tell the releases apart, so without one nothing is decoded.
+    let Some(generation) = generation else {
+        return Err(format!("{} has cilium_metrics but no per-endpoint cilium_policy_* map, so the Cilium release (and its file ids) cannot be told; tracer will not guess: Cilium reasons are not reported", globals.display()));
+    };
+    let want = if generation.ipcache_v2() { shared::IPCACHE_V2 } else { shared::IPCACHE_V1 };
+    let ipcache = Some((globals.join(want.pin_name), want)).filter(|(p, _)| p.exists());
     if let Some((p, l)) = &ipcache {
         read::open(p, *l).map_err(|e| format!("{e}: Cilium reasons are not reported"))?;
     }
-    let from_ipcache = match &ipcache {
-        Some((_, l)) if l.pin_name == shared::IPCACHE_V2.pin_name => Some(Generation::V1_18),
-        _ => None,
-    };
-    let generation = generation.or(from_ipcache).unwrap_or(Generation::V1_16);
     let lxc = globals.join(shared::LXC.pin_name);
     if lxc.exists() {
         read::open(&lxc, shared::LXC).map_err(|e| format!("{e}: Cilium reasons are not reported"))?;
@@ -167,27 +168,17 @@ pub fn policy_entries(pinned: &Pinned, endpoint: u16) -> Result<Policy, String> 
     }
     let err = |e: aya::maps::MapError| format!("cannot iterate {}: {e}", path.display());
     let mut out = Vec::new();
-    match g {
-        Generation::V1_14 => {
-            let map: BpfHash<MapData, [u8; 8], [u8; 24]> = BpfHash::try_from(Map::HashMap(data)).map_err(|e| format!("{}: {e}", path.display()))?;
-            for item in map.iter().take(MAX) {
-                let (k, v) = item.map_err(err)?;
-                out.push((PolicyKey::from_hash_key(&k), PolicyValue::decode(g, &v)));
-            }
+    if g == Generation::V1_18 {
+        let map: LpmTrie<MapData, [u8; 8], [u8; layout::POLICY_V2_VALUE_SIZE as usize]> = LpmTrie::try_from(Map::LpmTrie(data)).map_err(|e| format!("{}: {e}", path.display()))?;
+        for item in map.iter().take(MAX) {
+            let (k, v) = item.map_err(err)?;
+            out.push((PolicyKey::from_lpm(k.prefix_len(), &k.data()), PolicyValue::decode(&v, k.prefix_len())));
         }
-        Generation::V1_16 => {
-            let map: LpmTrie<MapData, [u8; 8], [u8; 24]> = LpmTrie::try_from(Map::LpmTrie(data)).map_err(|e| format!("{}: {e}", path.display()))?;
-            for item in map.iter().take(MAX) {
-                let (k, v) = item.map_err(err)?;
-                out.push((PolicyKey::from_lpm(k.prefix_len(), &k.data()), PolicyValue::decode(g, &v)));
-            }
-        }
-        Generation::V1_18 => {
-            let map: LpmTrie<MapData, [u8; 8], [u8; 12]> = LpmTrie::try_from(Map::LpmTrie(data)).map_err(|e| format!("{}: {e}", path.display()))?;
-            for item in map.iter().take(MAX) {
-                let (k, v) = item.map_err(err)?;
-                out.push((PolicyKey::from_lpm(k.prefix_len(), &k.data()), PolicyValue::decode(g, &v)));
-            }
+    } else {
+        let map: LpmTrie<MapData, [u8; 8], [u8; layout::POLICY_VALUE_SIZE as usize]> = LpmTrie::try_from(Map::LpmTrie(data)).map_err(|e| format!("{}: {e}", path.display()))?;
+        for item in map.iter().take(MAX) {
+            let (k, v) = item.map_err(err)?;
+            out.push((PolicyKey::from_lpm(k.prefix_len(), &k.data()), PolicyValue::decode(&v, k.prefix_len())));
         }
     }
     Ok((name, out))

@@ -221,14 +221,7 @@ impl CiliumAttributor {
     }
 
     fn reason(&self, k: MetricsKey, packets: Option<u64>) -> CiliumReason {
-        CiliumReason {
-            reason: tables::reason(k.reason),
-            code: k.reason,
-            direction: tables::direction(k.dir),
-            file: tables::file(k.file, self.pinned.generation.new_file_ids()),
-            line: k.line,
-            packets,
-        }
+        reason_of(k, self.pinned.generation, packets)
     }
 
     fn info(&mut self, r: &DropRecord, moved: &[(MetricsKey, u64)], drops: u64) -> CiliumInfo {
@@ -333,6 +326,11 @@ fn moved(base: &Counters, now: &Counters) -> Vec<(MetricsKey, u64)> {
         .collect();
     v.sort();
     v
+}
+
+/// One metrics key named with the tables of its release (the doctor names its keys so too).
+pub fn reason_of(k: MetricsKey, g: layout::Generation, packets: Option<u64>) -> CiliumReason {
+    CiliumReason { reason: tables::reason(k.reason), code: k.reason, direction: tables::direction(k.dir), file: tables::file(k.file, g.file_ids()), line: (k.line != 0).then_some(k.line), packets }
 }
 
 #[cfg(test)]

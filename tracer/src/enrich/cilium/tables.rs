@@ -1,12 +1,15 @@
-//! Cilium's own numbers as data, each table with the releases it was read from (our tables,
-//! their facts; sources in cilium/cilium):
-//! - drop reasons: `pkg/monitor/api/drop.go` `errors` (= `bpf/lib/common.h`/`drop_reasons.h`
-//!   `DROP_*` negated); the metrics map keys a drop by that positive code (`DropMin` = 130).
-//! - file ids: `pkg/monitor/api/files.go` (= `bpf/source_names_to_ids.h`, later
-//!   `bpf/lib/source_info.h` `__id_for_file`): the `__MAGIC_FILE__` of the metrics key.
-//! - metrics direction: `bpf/lib/common.h` `METRIC_INGRESS` 1, `METRIC_EGRESS` 2,
-//!   `METRIC_SERVICE` 3.
-//! - reserved identities: `pkg/identity/numericidentity.go`.
+//! Cilium's own numbers as data, each table with the releases it holds for (our tables, their
+//! facts). Every table was checked, value by value, against cilium/cilium at the release-prep
+//! commit of every patch release from v1.14.0 to v1.18.3 (the commit whose `VERSION` reads
+//! that release, on the v1.14/v1.15/v1.16/v1.17/v1.18 release branches; e.g. v1.14.0
+//! b5013e1562, v1.15.0 2db45c4689, v1.16.0 82999990bc, v1.17.0 c2bbf787ea, v1.18.0
+//! 274205f001, v1.18.3 c160168901, the newest release that could be read here):
+//! - drop reasons: `pkg/monitor/api/drop.go` `errors`, the names Cilium itself prints; the
+//!   metrics map keys a drop by that positive code (`DropMin` = 130 in every release).
+//! - file ids: `bpf/lib/source_info.h` `_strcase_` and `pkg/monitor/api/files.go` (identical
+//!   in each release): the `__MAGIC_FILE__` of the metrics key, which exists from 1.16.0 on.
+//! - metrics direction: `bpf/lib/common.h` `METRIC_INGRESS` 1, `METRIC_EGRESS`, `METRIC_SERVICE`.
+//! - reserved identities: `pkg/identity/numericidentity.go` and `pkg/labels` `IDName*`.
 //!
 //! A code or id outside a table prints as a number (`unknown(N)` for files, as Cilium does).
 
@@ -16,9 +19,10 @@ pub const DROP_POLICY: u8 = 133;
 pub const DROP_POLICY_DENY: u8 = 181;
 pub const DROP_POLICY_AUTH_REQUIRED: u8 = 189;
 
-/// Drop reasons valid for Cilium 1.14–1.18 (codes 130–198 kept their meaning across these
-/// releases; 161 read "Failed to insert into proxymap" before 1.14 and is not used by them).
-/// Codes added after 1.16 (199 and up) are not named here: they print as numbers.
+/// Drop reasons of Cilium 1.14.0–1.18.3. No code changed its name in any of those 54 releases
+/// (checked against every one); codes were only added, so a name is right for every release
+/// that can emit the code. The release that added a code is noted where it is not 1.14.0.
+/// 159 is in no release's table; 206 and up are in no release checked: numbers.
 const REASONS: &[(u8, &str)] = &[
     (130, "Invalid source mac"),
     (131, "Invalid destination mac"),
@@ -84,15 +88,23 @@ const REASONS: &[(u8, &str)] = &[
     (192, "Invalid ClusterID"),
     (193, "Unsupported packet protocol for DSR encapsulation"),
     (194, "No egress gateway found"),
-    (195, "Traffic is unencrypted"),
+    (195, "Traffic is unencrypted"), // 1.15.0
     (196, "TTL exceeded"),
-    (197, "No node ID found"),
-    (198, "Rate limited"),
+    (197, "No node ID found"), // 1.14.1
+    (198, "Rate limited"),                           // 1.15.0
+    (199, "IGMP handled"),                           // 1.15.4
+    (200, "IGMP subscribed"),                        // 1.15.4
+    (201, "Multicast handled"),                      // 1.15.4
+    (202, "Host datapath not ready"),                // 1.14.6
+    (203, "Endpoint policy program not available"),  // 1.15.6
+    (204, "No Egress IP configured"),                // 1.16.2
+    (205, "Punt to proxy"),                          // 1.18.0
 ];
 
-/// File ids of Cilium 1.14–1.17 (`source_names_to_ids.h`; 114/115 and `bpf_wireguard.c`
-/// appeared in 1.17, no earlier release uses those ids for anything else).
-const FILES_1_14: &[(u8, &str)] = &[
+/// File ids with one meaning in every release 1.16.0–1.18.3 (identical within each of those
+/// minor releases; 114 and 115 exist from 1.17.0). 1.14 and 1.15 have no file in the metrics
+/// key (their ids only reach `cilium_events`, which tracer never reads), so need no table.
+const FILES: &[(u8, &str)] = &[
     (1, "bpf_host.c"),
     (2, "bpf_lxc.c"),
     (3, "bpf_overlay.c"),
@@ -109,40 +121,23 @@ const FILES_1_14: &[(u8, &str)] = &[
     (107, "mcast.h"),
     (108, "ipv4.h"),
     (109, "conntrack.h"),
-    (110, "l3.h"),
     (111, "trace.h"),
     (112, "encap.h"),
     (113, "encrypt.h"),
-    (114, "host_firewall.h"),
-    (115, "nodeport_egress.h"),
+    (114, "host_firewall.h"),   // 1.17.0
+    (115, "nodeport_egress.h"), // 1.17.0
 ];
 
-/// File ids of Cilium 1.18+ (`source_info.h`: the header list was renumbered).
-const FILES_1_18: &[(u8, &str)] = &[
-    (1, "bpf_host.c"),
-    (2, "bpf_lxc.c"),
-    (3, "bpf_overlay.c"),
-    (4, "bpf_xdp.c"),
-    (5, "bpf_sock.c"),
-    (6, "bpf_network.c"),
-    (7, "bpf_wireguard.c"),
-    (101, "drop.h"),
-    (102, "srv6.h"),
-    (103, "icmp6.h"),
-    (104, "nodeport.h"),
-    (105, "lb.h"),
-    (106, "mcast.h"),
-    (107, "ipv4.h"),
-    (108, "conntrack.h"),
-    (109, "local_delivery.h"),
-    (110, "trace.h"),
-    (111, "encap.h"),
-    (112, "host_firewall.h"),
-    (113, "nodeport_egress.h"),
-    (114, "ipv6.h"),
-    (115, "classifiers.h"),
-];
+/// 1.16.0–1.17.8 only.
+const FILES_1_16: &[(u8, &str)] = &[(110, "l3.h")];
 
+/// 1.18.0–1.18.3 only (`l3.h` became `local_delivery.h`). The v1.19 development tree
+/// renumbers the headers (101 = `drop.h`): no release of it could be checked here, which is
+/// one reason its layout is refused (see `layout.rs`).
+const FILES_1_18: &[(u8, &str)] = &[(110, "local_delivery.h"), (116, "ipv6.h"), (117, "classifiers.h")];
+
+/// Reserved identities: 1–8 in 1.14.0–1.18.3, 9–10 from 1.15.0, 11 from 1.16.0 (same
+/// numbers and names wherever present).
 const RESERVED_IDENTITIES: &[(u32, &str)] = &[
     (1, "reserved:host"),
     (2, "reserved:world"),
@@ -154,6 +149,7 @@ const RESERVED_IDENTITIES: &[(u32, &str)] = &[
     (8, "reserved:ingress"),
     (9, "reserved:world-ipv4"),
     (10, "reserved:world-ipv6"),
+    (11, "reserved:overlay-to-encrypt"),
 ];
 
 fn find<K: PartialEq + Copy, V: Copy>(t: &[(K, V)], k: K) -> Option<V> {
@@ -165,9 +161,21 @@ pub fn reason(code: u8) -> String {
     find(REASONS, code).map_or_else(|| code.to_string(), str::to_string)
 }
 
-/// The source file of a metrics key; `new_ids`: the layout is 1.18+.
-pub fn file(id: u8, new_ids: bool) -> String {
-    find(if new_ids { FILES_1_18 } else { FILES_1_14 }, id).map_or_else(|| format!("unknown({id})"), str::to_string)
+/// Which release's file ids a metrics key uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileIds {
+    V1_16,
+    V1_18,
+}
+
+/// The source file of a metrics key; `None` for id 0: no file recorded (1.14 and 1.15 keep
+/// those bytes reserved, zero).
+pub fn file(id: u8, ids: FileIds) -> Option<String> {
+    let table = match ids {
+        FileIds::V1_16 => FILES_1_16,
+        FileIds::V1_18 => FILES_1_18,
+    };
+    (id != 0).then(|| find(FILES, id).or_else(|| find(table, id)).map_or_else(|| format!("unknown({id})"), str::to_string))
 }
 
 pub fn direction(dir: u8) -> Option<&'static str> {
@@ -193,11 +201,17 @@ mod tests {
         assert_eq!(reason(133), "Policy denied");
         assert_eq!(reason(181), "Policy denied by denylist");
         assert_eq!(reason(159), "159");
+        assert_eq!(reason(205), "Punt to proxy", "the newest checked release's codes are named");
+        assert_eq!(reason(206), "206", "a code of no checked release prints as a number");
         assert_eq!(reason(250), "250");
-        assert_eq!(file(2, false), "bpf_lxc.c");
-        assert_eq!(file(101, false), "arp.h");
-        assert_eq!(file(101, true), "drop.h");
-        assert_eq!(file(99, true), "unknown(99)");
+        assert_eq!(file(2, FileIds::V1_16).as_deref(), Some("bpf_lxc.c"));
+        assert_eq!(file(101, FileIds::V1_16).as_deref(), Some("arp.h"));
+        assert_eq!(file(110, FileIds::V1_16).as_deref(), Some("l3.h"));
+        assert_eq!(file(110, FileIds::V1_18).as_deref(), Some("local_delivery.h"));
+        assert_eq!(file(117, FileIds::V1_18).as_deref(), Some("classifiers.h"));
+        assert_eq!(file(116, FileIds::V1_16).as_deref(), Some("unknown(116)"));
+        assert_eq!(file(0, FileIds::V1_16), None, "1.14/1.15 keys carry no file");
+        assert_eq!(reserved_labels(11), Some("reserved:overlay-to-encrypt"));
         assert_eq!(direction(2), Some("egress"));
         assert_eq!(reserved_labels(2), Some("reserved:world"));
         assert_eq!(reserved_labels(3000), None);
