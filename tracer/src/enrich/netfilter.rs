@@ -32,9 +32,13 @@ const HISTORY: usize = 4;
 
 struct NsState {
     netns: Netns,
-    /// Oldest first, never empty; the last is the latest.
+    /// Oldest first, never empty; the last is the latest. A namespace whose rules are still
+    /// being read holds one empty snapshot taken at time 0: every counter zero, a baseline
+    /// that rules out only the rules that never matched (sound, if less sharp).
     history: VecDeque<Timed>,
     entries: Vec<Entry>,
+    /// Its rules are being read (placed from the layout, see `netfilter::layout`).
+    loading: bool,
 }
 
 impl NsState {
@@ -72,10 +76,26 @@ impl Attributor {
             .into_iter()
             .map(|(netns, snap)| {
                 let entries = netfilter::entries(&snap);
-                (netns.inode, NsState { netns, history: VecDeque::from([Timed { snap, start: 0, end: taken }]), entries })
+                (netns.inode, NsState { netns, history: VecDeque::from([Timed { snap, start: 0, end: taken }]), entries, loading: false })
             })
             .collect();
         Self { unobserved_drops: false, ns, slots }
+    }
+
+    /// Namespaces whose observers are placed and whose rules are still to be read (the first
+    /// answer of the windows' worker brings them): their drops wait for it.
+    #[must_use]
+    pub fn with_loading(mut self, spaces: Vec<Netns>) -> Self {
+        for netns in spaces {
+            let empty = Timed { snap: Snapshot::default(), start: 0, end: 0 };
+            self.ns.insert(netns.inode, NsState { netns, history: VecDeque::from([empty]), entries: Vec::new(), loading: true });
+        }
+        self
+    }
+
+    /// The namespaces whose rules are still to be read.
+    pub fn loading(&self) -> Vec<(u32, Netns)> {
+        self.ns.iter().filter(|(_, st)| st.loading).map(|(inode, st)| (*inode, st.netns.clone())).collect()
     }
 
     pub fn entries(&self, inode: u32) -> &[Entry] {
@@ -231,15 +251,16 @@ impl Attributor {
         (baseline && mono < latest.start).then_some(&latest.snap)
     }
 
-    /// Makes `now` the baseline of the next window of its namespace.
-    pub fn advance(&mut self, inode: u32, now: Timed) {
-        if let Some(st) = self.ns.get_mut(&inode) {
-            st.entries = netfilter::entries(&now.snap);
-            st.history.push_back(now);
-            if st.history.len() > HISTORY {
-                st.history.pop_front();
-            }
+    /// Makes `now` the baseline of the next window of its namespace; true when it brought the
+    /// namespace's rules for the first time (it was loading).
+    pub fn advance(&mut self, inode: u32, now: Timed) -> bool {
+        let Some(st) = self.ns.get_mut(&inode) else { return false };
+        st.entries = netfilter::entries(&now.snap);
+        st.history.push_back(now);
+        if st.history.len() > HISTORY {
+            st.history.pop_front();
         }
+        std::mem::replace(&mut st.loading, false)
     }
 }
 

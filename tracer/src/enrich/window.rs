@@ -3,7 +3,7 @@
 //! so they are taken on a worker thread and joined back by request: the event loop, and the
 //! ring reader behind it, never wait for them (except when `MAX_HELD` drops wait, see below).
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
 };
 
@@ -14,7 +14,10 @@ use super::{
 };
 use crate::{
     model::{drop::DropRecord, hooks::Slot, time::mono_now},
-    netfilter::{packet::PacketInfo, snapshot::Snapshot},
+    netfilter::{
+        packet::PacketInfo,
+        snapshot::{self, Snapshot},
+    },
     netns::Netns,
 };
 
@@ -111,13 +114,23 @@ impl Windows {
         done
     }
 
+    /// Reads the rules of the namespaces still loading (the capture is ready before they are:
+    /// their drops wait here like any other for a snapshot taken after them).
+    pub fn load(&mut self, nf: &Attributor) {
+        let spaces = nf.loading();
+        if !spaces.is_empty() {
+            self.worker.ask(spaces);
+        }
+    }
+
     fn request(&mut self, nf: &Attributor) {
         let spaces: BTreeMap<u32, Netns> = self.held.iter().filter_map(|h| nf.netns(h.slot.netns).map(|n| (h.slot.netns, n.clone()))).collect();
         self.worker.ask(spaces.into_iter().collect());
     }
 
     /// Attributes the drops surely in `a`'s counters (before it started); those during it wait
-    /// for the next snapshot (their baseline is then the one before `a`).
+    /// for the next snapshot (their baseline is then the one before `a`), unless `a` first
+    /// read their namespace's rules and evaluation alone names the rule.
     fn resolve(&mut self, nf: &mut Attributor, a: Answer<Snaps>) -> Vec<DropRecord> {
         let mut done = Vec::new();
         let mut still = Vec::new();
@@ -130,9 +143,26 @@ impl Windows {
                 _ => still.push(h),
             }
         }
-        self.held = still;
+        let mut missing = BTreeSet::new();
+        let mut first = BTreeSet::new();
         for (inode, snap) in a.value {
-            nf.advance(inode, Timed { snap, start: a.start, end: a.end });
+            let tools = snap.missing.clone();
+            if nf.advance(inode, Timed { snap, start: a.start, end: a.end }) {
+                first.insert(inode);
+                missing.extend(tools);
+            }
+        }
+        // Read at start-up the tools' absence is said then (session/start.rs); read here, now.
+        snapshot::warn_missing(&[Snapshot { missing, ..Snapshot::default() }]);
+        for mut h in still {
+            if first.contains(&h.slot.netns)
+                && let Some(info) = nf.try_exact_at(&h.slot, &h.packet)
+            {
+                h.record.event.netfilter = Some(info);
+                done.push(h.record);
+            } else {
+                self.held.push(h);
+            }
         }
         done
     }

@@ -3,6 +3,7 @@
 //! two observers is attributed to. Read-only: we list rulesets, never change them.
 pub mod eval;
 pub mod iptables;
+pub mod layout;
 pub mod nft;
 pub mod packet;
 pub mod snapshot;

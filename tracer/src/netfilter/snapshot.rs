@@ -69,6 +69,18 @@ impl Snapshot {
     }
 }
 
+/// Says once which tools were missing where the rulesets of `snaps` were read.
+pub fn warn_missing<'a>(snaps: impl IntoIterator<Item = &'a Snapshot>) {
+    let missing: BTreeSet<&str> = snaps.into_iter().flat_map(|s| s.missing.iter().map(String::as_str)).collect();
+    if !missing.is_empty() {
+        let tools: Vec<&str> = missing.into_iter().collect();
+        eprintln!(
+            "tracer: warning: not found in PATH: {}; netfilter drops in the rulesets they read are counted but not attributed to a table, chain or rule (install them or fix PATH)",
+            tools.join(", ")
+        );
+    }
+}
+
 /// True when `nft -j list ruleset` output has a table of `family`.
 fn has_family(json: &str, family: &str) -> bool {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else { return true };

@@ -9,7 +9,7 @@ use crate::{
     args::CaptureArgs,
     enrich::{Node, netfilter::Attributor, tc::TcAttributor},
     model::{hooks::Hook, time::mono_now},
-    netfilter::snapshot::Snapshot,
+    netfilter::snapshot::{self, Snapshot},
     netns::Netns,
     pods::Pods,
     probes::{self, loader::PodSelection, netfilter::NfObservers},
@@ -32,32 +32,37 @@ impl Node for ProbeNode {
     }
 }
 
-/// entry they register. Without BPF netfilter links (< 6.4) there are no observers and drops are
-/// attributed by the rule counters alone.
+/// Netfilter observers before every hook entry of every namespace in scope, and the attributor
+/// over them. Placement needs only the hook points (`netfilter::layout`: base chains and
+/// legacy tables, no rules), so the capture is ready at once whatever the ruleset's size; the
+/// rules are read on the windows' worker (enrich/window.rs), and drops wait for them there.
+/// Without BPF netfilter links (< 6.4) there are no observers and drops are attributed by the
+/// rule counters alone, from a baseline read here, before any drop of the capture.
 pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(NfObservers, Attributor)>> {
     let mut spaces = crate::netns::known();
     if only != 0 {
         spaces.retain(|n| n.inode == only);
     }
-    let snapshots: Vec<(Netns, Snapshot)> = std::thread::scope(|s| {
-        let handles: Vec<_> = spaces.iter().map(|ns| s.spawn(move || (ns.clone(), Snapshot::take(&ns.path)))).collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
-    let missing: std::collections::BTreeSet<&str> = snapshots.iter().flat_map(|(_, s)| s.missing.iter().map(String::as_str)).collect();
-    if !missing.is_empty() {
-        let tools: Vec<&str> = missing.into_iter().collect();
-        eprintln!(
-            "tracer: warning: not found in PATH: {}; netfilter drops in the rulesets they read are counted but not attributed to a table, chain or rule (install them or fix PATH)",
-            tools.join(", ")
-        );
-    }
     let Some(ctx_skb) = ctx_skb else {
         // No observers: each drop is attributed by the rule counters of its window, any hook.
         log::info!("this kernel has no BPF netfilter programs (Linux < 6.4): netfilter drops are attributed by rule counters only");
+        let snapshots = in_parallel(&spaces, |ns| Snapshot::take(&ns.path));
+        snapshot::warn_missing(snapshots.iter().map(|(_, s)| s));
         let mut attributor = Attributor::new(snapshots, Vec::new(), mono_now());
         attributor.unobserved_drops = true;
         return Ok(Some((NfObservers::default(), attributor)));
     };
+    // Where `nft` cannot list the chains the whole ruleset is read now (quick: without nft
+    // there is little to read), and its missing tools said now.
+    let (mut loaded, mut loading) = (Vec::new(), Vec::new());
+    for (ns, layout) in in_parallel(&spaces, |ns| crate::netfilter::layout::read(&ns.path)) {
+        match layout {
+            Some(l) => loading.push((ns, l)),
+            None => loaded.push(ns),
+        }
+    }
+    let snapshots = in_parallel(&loaded, |ns| Snapshot::take(&ns.path));
+    snapshot::warn_missing(snapshots.iter().map(|(_, s)| s));
     let maps = probes::netfilter::asm::Maps {
         ring: probes::loader::fd(ebpf, tracer_common::names::NF_RING)?,
         // With --path the observers also report hops of followed packets.
@@ -65,15 +70,26 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
     };
     let plans = snapshots
         .iter()
+        .chain(&loading)
         .map(|(ns, snap)| (ns.clone(), probes::netfilter::plan(ns.inode, &crate::netfilter::entries(snap))))
         .collect();
     let observers = probes::netfilter::attach(plans, i16::try_from(ctx_skb)?, maps)?;
     for f in &observers.failures {
         eprintln!("tracer: warning: no netfilter observers in namespace {f}; its netfilter drops carry no rule");
     }
-    log::info!("{} netfilter observers in {} namespaces", observers.links(), snapshots.len());
-    let attributor = Attributor::new(snapshots, observers.slots.clone(), mono_now());
+    log::info!("{} netfilter observers in {} namespaces ({} with their rules still to read)", observers.links(), spaces.len(), loading.len());
+    let attributor = Attributor::new(snapshots, observers.slots.clone(), mono_now()).with_loading(loading.into_iter().map(|(ns, _)| ns).collect());
     Ok(Some((observers, attributor)))
+}
+
+/// `f` for every namespace, each on a thread of its own (most of the time is spent waiting
+/// for the tools each runs).
+fn in_parallel<T: Send>(spaces: &[Netns], f: impl Fn(&Netns) -> T + Sync) -> Vec<(Netns, T)> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = spaces.iter().map(|ns| s.spawn(move || (ns.clone(), f(ns)))).collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    })
 }
 
 /// Places tc observers on every hook in scope that runs BPF programs (after removing leftovers
