@@ -1,26 +1,66 @@
 //! What placing observers needs, read without listing a single rule: the base chains of
-//! nf_tables (`nft -j list chains`: names, hooks and priorities only; 0.05 s where
-//! `nft -j list ruleset` takes 1.5 s at 20,000 rules) and the iptables-legacy tables the
-//! kernel lists for the namespace. The rules themselves are read later, on a worker, while
+//! nf_tables (over netlink, kernel/nfnl.rs: names, hooks and priorities only, no process;
+//! `nft -j list chains` where netlink fails; `nft -j list ruleset` takes 1.5 s at 20,000
+//! rules) and the iptables-legacy tables the kernel lists for the namespace. The rules themselves are read later, on a worker, while
 //! the capture already runs (enrich/window.rs).
 use std::{path::Path, process::Stdio};
 
-use super::{CHAINS, iptables::Save, legacy_priority, nft::Ruleset, snapshot::Snapshot};
-use crate::netns;
+use super::{
+    CHAINS, HOOKS, NFPROTO_IPV4, NFPROTO_IPV6,
+    iptables::Save,
+    legacy_priority,
+    nft::{NftChain, Ruleset},
+    snapshot::Snapshot,
+};
+use crate::{kernel::nfnl::BaseChain, netns};
+
+/// `NFPROTO_INET` (uapi `netfilter.h`).
+const NFPROTO_INET: u32 = 1;
 
 /// A snapshot with the base chains and legacy tables of the namespace and no rules: exactly
 /// what [`super::entries`] reads to name the hook points (their backends stay unknown until
 /// the rules are read, which placement does not need). None when `nft` cannot list the
 /// chains (not installed, or it failed): the caller then reads the whole snapshot.
 pub fn read(ns_path: &Path) -> Option<Snapshot> {
+    let nft = match crate::kernel::nfnl::Nfnl::open_in(ns_path).and_then(|mut n| Ok(n.base_chains()?)) {
+        Ok(chains) => Ruleset { chains: chains.into_iter().filter_map(base_chain).collect() },
+        Err(e) => {
+            log::debug!("nf_tables chains of {} over netlink: {e:#}; asking nft", ns_path.display());
+            listed_chains(ns_path)?
+        }
+    };
+    let (v4, v6) = netns::run_in(ns_path, || (legacy_tables("ip_tables_names"), legacy_tables("ip6_tables_names"))).ok()?;
+    Some(Snapshot { nft, legacy_v4: builtin_chains(&v4), legacy_v6: builtin_chains(&v6), ..Snapshot::default() })
+}
+
+/// A base chain as `nft -j` names it; None for families without observers (arp, bridge,
+/// netdev: their hook numbers mean other hooks).
+fn base_chain(c: BaseChain) -> Option<NftChain> {
+    let family = match u32::from(c.family) {
+        NFPROTO_INET => "inet",
+        NFPROTO_IPV4 => "ip",
+        NFPROTO_IPV6 => "ip6",
+        _ => return None,
+    };
+    Some(NftChain {
+        family: family.into(),
+        table: c.table,
+        name: c.name,
+        hook: Some(HOOKS.get(c.hook as usize)?.to_string()),
+        priority: Some(c.priority),
+        policy: None,
+        rules: Vec::new(),
+    })
+}
+
+/// The chains as `nft -j list chains` lists them.
+fn listed_chains(ns_path: &Path) -> Option<Ruleset> {
     let mut cmd = netns::command_in(ns_path, "nft").ok()?;
     let out = cmd.args(["-j", "list", "chains"]).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
     if !out.status.success() {
         return None;
     }
-    let nft = Ruleset::parse(&String::from_utf8_lossy(&out.stdout), "");
-    let (v4, v6) = netns::run_in(ns_path, || (legacy_tables("ip_tables_names"), legacy_tables("ip6_tables_names"))).ok()?;
-    Some(Snapshot { nft, legacy_v4: builtin_chains(&v4), legacy_v6: builtin_chains(&v6), ..Snapshot::default() })
+    Some(Ruleset::parse(&String::from_utf8_lossy(&out.stdout), ""))
 }
 
 /// Names of the legacy tables registered in the calling thread's namespace.
