@@ -241,6 +241,11 @@ impl Attributor {
         self.ns.get(&inode).map(|st| (st.latest().start, st.latest().end))
     }
 
+    /// The latest snapshot of a namespace.
+    pub fn latest(&self, inode: u32) -> Option<&Snapshot> {
+        self.ns.get(&inode).map(|st| &st.latest().snap)
+    }
+
     /// The latest snapshot of `inode` when it surely closes the window of a drop at `mono`
     /// (it started after the drop, and one kept before it ended before it): drops read from a
     /// backlog after a slow snapshot need no other.
@@ -257,10 +262,17 @@ impl Attributor {
         let Some(st) = self.ns.get_mut(&inode) else { return false };
         st.entries = netfilter::entries(&now.snap);
         st.history.push_back(now);
-        if st.history.len() > HISTORY {
-            st.history.pop_front();
-        }
         std::mem::replace(&mut st.loading, false)
+    }
+
+    /// Forgets the snapshots past `HISTORY` per namespace (after the drops that came before
+    /// the latest were attributed: their baselines may be the oldest).
+    pub fn trim(&mut self) {
+        for st in self.ns.values_mut() {
+            while st.history.len() > HISTORY {
+                st.history.pop_front();
+            }
+        }
     }
 }
 

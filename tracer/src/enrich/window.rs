@@ -132,17 +132,8 @@ impl Windows {
     /// for the next snapshot (their baseline is then the one before `a`), unless `a` first
     /// read their namespace's rules and evaluation alone names the rule.
     fn resolve(&mut self, nf: &mut Attributor, a: Answer<Snaps>) -> Vec<DropRecord> {
-        let mut done = Vec::new();
-        let mut still = Vec::new();
-        for mut h in std::mem::take(&mut self.held) {
-            match a.value.get(&h.slot.netns) {
-                Some(now) if h.mono < a.start => {
-                    h.record.event.netfilter = nf.resolve_at(&h.slot, &h.packet, h.mono, now);
-                    done.push(h.record);
-                }
-                _ => still.push(h),
-            }
-        }
+        // The namespaces' entries first: a drop of a namespace this answer first read needs them.
+        let answered: BTreeSet<u32> = a.value.keys().copied().collect();
         let mut missing = BTreeSet::new();
         let mut first = BTreeSet::new();
         for (inode, snap) in a.value {
@@ -154,8 +145,14 @@ impl Windows {
         }
         // Read at start-up the tools' absence is said then (session/start.rs); read here, now.
         snapshot::warn_missing(&[Snapshot { missing, ..Snapshot::default() }]);
-        for mut h in still {
-            if first.contains(&h.slot.netns)
+        let mut done = Vec::new();
+        for mut h in std::mem::take(&mut self.held) {
+            let ns = h.slot.netns;
+            if answered.contains(&ns) && h.mono < a.start {
+                // The baseline is the newest snapshot that ended before the drop, never `a`.
+                h.record.event.netfilter = nf.latest(ns).and_then(|now| nf.resolve_at(&h.slot, &h.packet, h.mono, now));
+                done.push(h.record);
+            } else if first.contains(&ns)
                 && let Some(info) = nf.try_exact_at(&h.slot, &h.packet)
             {
                 h.record.event.netfilter = Some(info);
@@ -164,6 +161,7 @@ impl Windows {
                 self.held.push(h);
             }
         }
+        nf.trim();
         done
     }
 }
