@@ -1,4 +1,4 @@
-//! nf_tables over netlink (`NETLINK_NETFILTER`, uapi `linux/netfilter/nf_tables.h`): the
+//! `nf_tables` over netlink (`NETLINK_NETFILTER`, uapi `linux/netfilter/nf_tables.h`): the
 //! ruleset's generation id and the chains with their hooks, without running `nft` (a process
 //! per namespace) or listing a rule. Read-only requests.
 use std::{io, path::Path};
@@ -19,7 +19,7 @@ const NFTA_HOOK_PRIORITY: u16 = 2;
 /// Size of `struct nfgenmsg` (family, version, resource id), before the attributes.
 const NFGENMSG_LEN: usize = 4;
 
-/// A base chain: where nf_tables registered a hook.
+/// A base chain: where `nf_tables` registered a hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseChain {
     /// `NFPROTO_*` of its table (1 inet, 2 ip, 10 ip6, …).

@@ -1,9 +1,9 @@
 //! What placing observers needs, read without listing a single rule: the base chains of
-//! nf_tables (over netlink, kernel/nfnl.rs: names, hooks and priorities only, no process;
+//! `nf_tables` (over netlink, kernel/nfnl.rs: names, hooks and priorities only, no process;
 //! `nft -j list chains` where netlink fails; `nft -j list ruleset` takes 1.5 s at 20,000
 //! rules) and the iptables-legacy tables the kernel lists for the namespace. The rules themselves are read later, on a worker, while
 //! the capture already runs (enrich/window.rs).
-use std::{path::Path, process::Stdio};
+use std::{fmt::Write as _, path::Path, process::Stdio};
 
 use super::{
     CHAINS, HOOKS, NFPROTO_IPV4, NFPROTO_IPV6,
@@ -73,10 +73,10 @@ fn legacy_tables(file: &str) -> Vec<String> {
 fn builtin_chains(tables: &[String]) -> Save {
     let mut text = String::new();
     for t in tables {
-        text.push_str(&format!("*{t}\n"));
+        let _ = writeln!(text, "*{t}");
         for (hook, chain) in (0u32..).zip(CHAINS) {
             if legacy_priority(t, hook).is_some() {
-                text.push_str(&format!(":{chain} ACCEPT [0:0]\n"));
+                let _ = writeln!(text, ":{chain} ACCEPT [0:0]");
             }
         }
         text.push_str("COMMIT\n");
