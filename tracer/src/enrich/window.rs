@@ -25,6 +25,10 @@ use crate::{
 /// flight. Each holds its event and bytes (~2 KiB): 4096 keep a storm of counter-attributed
 /// drops (every `NETFILTER_DROP` on kernels without observers) within the memory budget.
 pub const MAX_HELD: usize = 4096;
+/// The bound while the rules are first read (`Windows::load`): drops that need counters then
+/// wait for that listing and the next, twice as long as a window; blocking the loop at
+/// `MAX_HELD` would leave the ring to fill meanwhile. ~16 MiB at most, for the start only.
+const MAX_HELD_LOADING: usize = 2 * MAX_HELD;
 
 /// A drop waiting for the rule counters of its window.
 pub struct Held {
@@ -47,6 +51,8 @@ pub struct Windows {
     min_gap_ns: u64,
     /// When the last snapshot ended (`CLOCK_MONOTONIC` ns).
     last_end: u64,
+    /// The rules of some namespaces are being read for the first time.
+    loading: bool,
 }
 
 impl Windows {
@@ -59,7 +65,7 @@ impl Windows {
                 handles.into_iter().filter_map(|h| h.join().ok()).collect()
             })
         });
-        Self { worker, held: Vec::new(), min_gap_ns: 0, last_end: 0 }
+        Self { worker, held: Vec::new(), min_gap_ns: 0, last_end: 0, loading: false }
     }
 
     /// Snapshots at most once per `gap` while drops keep coming (sooner only when `MAX_HELD`
@@ -79,7 +85,7 @@ impl Windows {
     }
 
     pub fn is_full(&self) -> bool {
-        self.held.len() >= MAX_HELD
+        self.held.len() >= if self.loading { MAX_HELD_LOADING } else { MAX_HELD }
     }
 
     /// Drops whose window closed since the last call, attributed; asks for the next snapshot
@@ -88,6 +94,8 @@ impl Windows {
         let mut done = Vec::new();
         if let Some(a) = self.worker.answer(wait) {
             self.last_end = a.end;
+            // The first answer is the load, when one was asked for.
+            self.loading = false;
             done = self.resolve(nf, a);
         }
         // The clock is read only when a request could go out.
@@ -119,7 +127,7 @@ impl Windows {
     pub fn load(&mut self, nf: &Attributor) {
         let spaces = nf.loading();
         if !spaces.is_empty() {
-            self.worker.ask(spaces);
+            self.loading = self.worker.ask(spaces).is_some();
         }
     }
 
