@@ -34,13 +34,17 @@ const HISTORY: usize = 4;
 
 struct NsState {
     netns: Netns,
-    /// Oldest first, never empty; the last is the latest.
+    /// Oldest first, never empty; the last is the latest. A namespace whose rules are still
+    /// being read holds one empty snapshot taken at time 0: every counter zero, a baseline
+    /// that rules out only the rules that never matched (sound, if less sharp).
     history: VecDeque<Timed>,
     entries: Vec<Entry>,
     /// The entries of the latest snapshot that can drop (`netfilter::capable`).
     capable: Vec<Entry>,
     /// Whether observers were placed here (else `implied` says where its drops happened).
     observed: bool,
+    /// Its rules are being read (placed from the layout, see `netfilter::layout`).
+    loading: bool,
 }
 
 impl NsState {
@@ -80,10 +84,27 @@ impl Attributor {
                 let entries = netfilter::entries(&snap);
                 let capable = capable::capable(&snap, &entries);
                 let observed = slots.iter().any(|s| s.netns == netns.inode);
-                (netns.inode, NsState { netns, history: VecDeque::from([Timed { snap, start: 0, end: taken }]), entries, capable, observed })
+                (netns.inode, NsState { netns, history: VecDeque::from([Timed { snap, start: 0, end: taken }]), entries, capable, observed, loading: false })
             })
             .collect();
         Self { unobserved_drops: false, ns, slots }
+    }
+
+    /// Namespaces whose observers are placed and whose rules are still to be read (the first
+    /// answer of the windows' worker brings them): their drops wait for it.
+    #[must_use]
+    pub fn with_loading(mut self, spaces: Vec<Netns>) -> Self {
+        for netns in spaces {
+            let empty = Timed { snap: Snapshot::default(), start: 0, end: 0 };
+            let observed = self.slots.iter().any(|s| s.netns == netns.inode);
+            self.ns.insert(netns.inode, NsState { netns, history: VecDeque::from([empty]), entries: Vec::new(), capable: Vec::new(), observed, loading: true });
+        }
+        self
+    }
+
+    /// The namespaces whose rules are still to be read.
+    pub fn loading(&self) -> Vec<(u32, Netns)> {
+        self.ns.iter().filter(|(_, st)| st.loading).map(|(inode, st)| (*inode, st.netns.clone())).collect()
     }
 
     pub fn entries(&self, inode: u32) -> &[Entry] {
@@ -277,6 +298,11 @@ impl Attributor {
         self.ns.get(&inode).map(|st| (st.latest().start, st.latest().end))
     }
 
+    /// The latest snapshot of a namespace.
+    pub fn latest(&self, inode: u32) -> Option<&Snapshot> {
+        self.ns.get(&inode).map(|st| &st.latest().snap)
+    }
+
     /// The latest snapshot of `inode` when it surely closes the window of a drop at `mono`
     /// (it started after the drop, and one kept before it ended before it): drops read from a
     /// backlog after a slow snapshot need no other.
@@ -287,13 +313,21 @@ impl Attributor {
         (baseline && mono < latest.start).then_some(&latest.snap)
     }
 
-    /// Makes `now` the baseline of the next window of its namespace.
-    pub fn advance(&mut self, inode: u32, now: Timed) {
-        if let Some(st) = self.ns.get_mut(&inode) {
-            st.entries = netfilter::entries(&now.snap);
-            st.capable = capable::capable(&now.snap, &st.entries);
-            st.history.push_back(now);
-            if st.history.len() > HISTORY {
+    /// Makes `now` the baseline of the next window of its namespace; true when it brought the
+    /// namespace's rules for the first time (it was loading).
+    pub fn advance(&mut self, inode: u32, now: Timed) -> bool {
+        let Some(st) = self.ns.get_mut(&inode) else { return false };
+        st.entries = netfilter::entries(&now.snap);
+        st.capable = capable::capable(&now.snap, &st.entries);
+        st.history.push_back(now);
+        std::mem::replace(&mut st.loading, false)
+    }
+
+    /// Forgets the snapshots past `HISTORY` per namespace (after the drops that came before
+    /// the latest were attributed: their baselines may be the oldest).
+    pub fn trim(&mut self) {
+        for st in self.ns.values_mut() {
+            while st.history.len() > HISTORY {
                 st.history.pop_front();
             }
         }

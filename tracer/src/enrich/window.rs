@@ -3,7 +3,7 @@
 //! so they are taken on a worker thread and joined back by request: the event loop, and the
 //! ring reader behind it, never wait for them (except when `MAX_HELD` drops wait, see below).
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
 };
 
@@ -14,7 +14,10 @@ use super::{
 };
 use crate::{
     model::{drop::DropRecord, hooks::Slot, time::mono_now},
-    netfilter::{packet::PacketInfo, snapshot::Snapshot},
+    netfilter::{
+        packet::PacketInfo,
+        snapshot::{self, Snapshot},
+    },
     netns::Netns,
 };
 
@@ -22,6 +25,10 @@ use crate::{
 /// flight. Each holds its event and bytes (~2 KiB): 4096 keep a storm of counter-attributed
 /// drops (every `NETFILTER_DROP` on kernels without observers) within the memory budget.
 pub const MAX_HELD: usize = 4096;
+/// The bound while the rules are first read (`Windows::load`): drops that need counters then
+/// wait for that listing and the next, twice as long as a window; blocking the loop at
+/// `MAX_HELD` would leave the ring to fill meanwhile. ~16 MiB at most, for the start only.
+const MAX_HELD_LOADING: usize = 2 * MAX_HELD;
 
 /// A drop waiting for the rule counters of its window.
 pub struct Held {
@@ -44,6 +51,8 @@ pub struct Windows {
     min_gap_ns: u64,
     /// When the last snapshot ended (`CLOCK_MONOTONIC` ns).
     last_end: u64,
+    /// The rules of some namespaces are being read for the first time.
+    loading: bool,
 }
 
 impl Windows {
@@ -56,7 +65,7 @@ impl Windows {
                 handles.into_iter().filter_map(|h| h.join().ok()).collect()
             })
         });
-        Self { worker, held: Vec::new(), min_gap_ns: 0, last_end: 0 }
+        Self { worker, held: Vec::new(), min_gap_ns: 0, last_end: 0, loading: false }
     }
 
     /// Snapshots at most once per `gap` while drops keep coming (sooner only when `MAX_HELD`
@@ -76,7 +85,7 @@ impl Windows {
     }
 
     pub fn is_full(&self) -> bool {
-        self.held.len() >= MAX_HELD
+        self.held.len() >= if self.loading { MAX_HELD_LOADING } else { MAX_HELD }
     }
 
     /// Drops whose window closed since the last call, attributed; asks for the next snapshot
@@ -85,6 +94,8 @@ impl Windows {
         let mut done = Vec::new();
         if let Some(a) = self.worker.answer(wait) {
             self.last_end = a.end;
+            // The first answer is the load, when one was asked for.
+            self.loading = false;
             done = self.resolve(nf, a);
         }
         // The clock is read only when a request could go out.
@@ -111,31 +122,56 @@ impl Windows {
         done
     }
 
+    /// Reads the rules of the namespaces still loading (the capture is ready before they are:
+    /// their drops wait here like any other for a snapshot taken after them).
+    pub fn load(&mut self, nf: &Attributor) {
+        let spaces = nf.loading();
+        if !spaces.is_empty() {
+            self.loading = self.worker.ask(spaces).is_some();
+        }
+    }
+
     fn request(&mut self, nf: &Attributor) {
         let spaces: BTreeMap<u32, Netns> = self.held.iter().filter_map(|h| nf.netns(h.slot.netns).map(|n| (h.slot.netns, n.clone()))).collect();
         self.worker.ask(spaces.into_iter().collect());
     }
 
     /// Attributes the drops surely in `a`'s counters (before it started); those during it wait
-    /// for the next snapshot (their baseline is then the one before `a`).
+    /// for the next snapshot (their baseline is then the one before `a`), unless `a` first
+    /// read their namespace's rules and evaluation alone names the rule.
     fn resolve(&mut self, nf: &mut Attributor, a: Answer<Snaps>) -> Vec<DropRecord> {
-        let mut done = Vec::new();
-        let mut still = Vec::new();
-        let mut placed = HashMap::new();
-        for mut h in std::mem::take(&mut self.held) {
-            match a.value.get(&h.slot.netns) {
-                Some(now) if h.mono < a.start => {
-                    let slot = nf.place_in(&h.slot, now, &mut placed);
-                    h.record.event.netfilter = nf.resolve_at(&slot, &h.packet, h.mono, now);
-                    done.push(h.record);
-                }
-                _ => still.push(h),
+        // The namespaces' entries first: a drop of a namespace this answer first read needs them.
+        let answered: BTreeSet<u32> = a.value.keys().copied().collect();
+        let mut missing = BTreeSet::new();
+        let mut first = BTreeSet::new();
+        for (inode, snap) in a.value {
+            let tools = snap.missing.clone();
+            if nf.advance(inode, Timed { snap, start: a.start, end: a.end }) {
+                first.insert(inode);
+                missing.extend(tools);
             }
         }
-        self.held = still;
-        for (inode, snap) in a.value {
-            nf.advance(inode, Timed { snap, start: a.start, end: a.end });
+        // Read at start-up the tools' absence is said then (session/start.rs); read here, now.
+        snapshot::warn_missing(&[Snapshot { missing, ..Snapshot::default() }]);
+        let mut done = Vec::new();
+        let mut placed = HashMap::new();
+        for mut h in std::mem::take(&mut self.held) {
+            let ns = h.slot.netns;
+            if answered.contains(&ns) && h.mono < a.start {
+                // The baseline is the newest snapshot that ended before the drop, never `a`;
+                // a drop in a namespace without observers is placed with `a` (the latest).
+                h.record.event.netfilter = nf.latest(ns).and_then(|now| nf.resolve_at(&nf.place_in(&h.slot, now, &mut placed), &h.packet, h.mono, now));
+                done.push(h.record);
+            } else if first.contains(&ns)
+                && let Some(info) = nf.try_exact_at(&h.slot, &h.packet)
+            {
+                h.record.event.netfilter = Some(info);
+                done.push(h.record);
+            } else {
+                self.held.push(h);
+            }
         }
+        nf.trim();
         done
     }
 }

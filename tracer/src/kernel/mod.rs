@@ -4,6 +4,7 @@ pub mod bpf;
 pub mod btf;
 pub mod features;
 pub mod kallsyms;
+pub mod nfnl;
 pub mod reasons;
 pub mod rtnl;
 pub mod tracefs;

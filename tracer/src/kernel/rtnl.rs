@@ -14,7 +14,7 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_DUMP: u16 = 0x300;
+pub(super) const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 1 << 15;
@@ -96,8 +96,13 @@ pub struct Rtnl {
 impl Rtnl {
     /// A socket in the calling thread's namespace.
     pub fn open() -> io::Result<Self> {
+        Self::open_protocol(libc::NETLINK_ROUTE)
+    }
+
+    /// A socket of another netlink family (`NETLINK_NETFILTER`: kernel/nfnl.rs), same framing.
+    pub(super) fn open_protocol(protocol: i32) -> io::Result<Self> {
         // SAFETY: plain socket(2) call.
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -119,7 +124,7 @@ impl Rtnl {
 
     /// Sends one request and collects the payloads of the answers (for a dump, every part up
     /// to `NLMSG_DONE`; with `NLM_F_ACK`, up to the acknowledgement).
-    fn request(&mut self, msg_type: u16, flags: u16, body: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
+    pub(super) fn request(&mut self, msg_type: u16, flags: u16, body: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let len = NLMSG_HDRLEN + body.len();
@@ -272,7 +277,7 @@ fn put_attr(buf: &mut Vec<u8>, t: u16, v: &[u8]) {
 }
 
 /// Iterates (type, value) of the netlink attributes in `b`; stops at the first malformed one.
-fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(super) fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         if b.len() < 4 {
             return None;
@@ -288,7 +293,7 @@ fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-fn cstr(v: &[u8]) -> String {
+pub(super) fn cstr(v: &[u8]) -> String {
     let end = v.iter().position(|&c| c == 0).unwrap_or(v.len());
     String::from_utf8_lossy(&v[..end]).into_owned()
 }

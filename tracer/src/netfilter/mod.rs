@@ -4,6 +4,7 @@
 pub mod capable;
 pub mod eval;
 pub mod iptables;
+pub mod layout;
 pub mod nft;
 pub mod packet;
 pub mod snapshot;
@@ -118,20 +119,35 @@ pub fn entries(s: &snapshot::Snapshot) -> Vec<Entry> {
         // Conntrack registers its hooks in a namespace only once something there uses it
         // (NAT, state or mark matches); an empty pod namespace, or one with plain filter
         // rules, has none and needs no observers before it.
-        if !capable::uses_conntrack(s, pf) {
-            continue;
-        }
-        for hook in [0, 3] {
-            out.push(Entry {
-                pf,
-                hook,
-                priority: PRI_CONNTRACK,
-                backend: Backend::Conntrack,
-                family: family_of_pf(pf).into(),
-                table: "conntrack".into(),
-                chain: String::new(),
-            });
+        if capable::uses_conntrack(s, pf) {
+            out.extend(conntrack_entries(pf));
         }
     }
     out
+}
+
+/// `entries` plus conntrack's, for both families, where any table exists: where the rules
+/// are not read yet, conntrack may run.
+pub fn with_conntrack(mut entries: Vec<Entry>) -> Vec<Entry> {
+    if !entries.is_empty() {
+        for pf in [NFPROTO_IPV4, NFPROTO_IPV6] {
+            if !entries.iter().any(|e| e.pf == pf && e.backend == Backend::Conntrack) {
+                entries.extend(conntrack_entries(pf));
+            }
+        }
+    }
+    entries
+}
+
+/// Conntrack's hook entries of one family (prerouting and output).
+fn conntrack_entries(pf: u32) -> [Entry; 2] {
+    [0, 3].map(|hook| Entry {
+        pf,
+        hook,
+        priority: PRI_CONNTRACK,
+        backend: Backend::Conntrack,
+        family: family_of_pf(pf).into(),
+        table: "conntrack".into(),
+        chain: String::new(),
+    })
 }

@@ -39,24 +39,39 @@ impl Snapshot {
             (present("ip_tables_names"), present("ip6_tables_names"))
         })
         .unwrap_or((true, true));
-        let nft_json = run("nft", &["-j", "list", "ruleset"]);
+        // The chains only (base chains with hooks, no rules): the rules of the tables
+        // iptables-nft keeps are read from iptables-nft-save, whose text names them; listing
+        // them again as `nft -j` JSON costs seconds and hundreds of MB at 20,000 rules.
+        let chains_json = run("nft", &["-j", "list", "chains"]);
+        let chains = chains_json.as_deref().map(|j| Ruleset::parse(j, "")).unwrap_or_default();
         // Without nft we cannot tell which nf_tables families are in use: ask iptables-nft.
-        let (ip, ip6) = nft_json.as_deref().map_or((true, true), |j| (has_family(j, "ip"), has_family(j, "ip6")));
+        let has = |f: &str| chains_json.is_none() || chains.chains.iter().any(|c| c.family == f);
+        let (ip, ip6) = (has("ip"), has("ip6"));
         let save = |yes: bool, prog: &str| if yes { Save::parse(&run(prog, &["-c"]).unwrap_or_default()) } else { Save::default() };
         // The listings are independent: run at once, a snapshot takes as long as the slowest
         // tool (seconds on a node with tens of thousands of rules), not their sum.
-        let (nft, (nft_v4, nft_v6), (legacy_v4, legacy_v6)) = std::thread::scope(|s| {
-            let nft = s.spawn(|| match &nft_json {
-                Some(j) if j.contains("\"table\"") => Ruleset::parse(j, &run("nft", &["-a", "list", "ruleset"]).unwrap_or_default()),
-                _ => Ruleset::default(),
-            });
+        let ((nft_v4, nft_v6), (legacy_v4, legacy_v6)) = std::thread::scope(|s| {
             let v4 = s.spawn(|| save(ip, "iptables-nft-save"));
             let v6 = s.spawn(|| save(ip6, "ip6tables-nft-save"));
             let l4 = s.spawn(|| save(legacy.0, "iptables-legacy-save"));
             let l6 = save(legacy.1, "ip6tables-legacy-save");
             let join = |h: std::thread::ScopedJoinHandle<'_, Save>| h.join().unwrap_or_default();
-            (nft.join().unwrap_or_default(), (join(v4), join(v6)), (join(l4), l6))
+            ((join(v4), join(v6)), (join(l4), l6))
         });
+        // Native nftables tables (and iptables-nft's where iptables-nft-save cannot read
+        // them): listed table by table, with their rules.
+        let by_iptables = |c: &super::nft::NftChain| match c.family.as_str() {
+            "ip" => nft_v4.table(&c.table).is_some(),
+            "ip6" => nft_v6.table(&c.table).is_some(),
+            _ => false,
+        };
+        let native: BTreeSet<(String, String)> = chains.chains.iter().filter(|c| !by_iptables(c)).map(|c| (c.family.clone(), c.table.clone())).collect();
+        let mut nft = Ruleset { chains: chains.chains.into_iter().filter(|c| !native.contains(&(c.family.clone(), c.table.clone()))).collect() };
+        for (family, table) in &native {
+            let json = run("nft", &["-j", "list", "table", family, table]).unwrap_or_default();
+            let text = run("nft", &["-a", "list", "table", family, table]).unwrap_or_default();
+            nft.chains.extend(Ruleset::parse(&json, &text).chains);
+        }
         Self { nft_v4, nft_v6, legacy_v4, legacy_v6, nft, missing: missing.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) }
     }
 
@@ -69,10 +84,14 @@ impl Snapshot {
     }
 }
 
-/// True when `nft -j list ruleset` output has a table of `family`.
-fn has_family(json: &str, family: &str) -> bool {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else { return true };
-    v.get("nftables").and_then(serde_json::Value::as_array).is_some_and(|items| {
-        items.iter().any(|i| i.get("table").and_then(|t| t.get("family")).and_then(serde_json::Value::as_str) == Some(family))
-    })
+/// Says once which tools were missing where the rulesets of `snaps` were read.
+pub fn warn_missing<'a>(snaps: impl IntoIterator<Item = &'a Snapshot>) {
+    let missing: BTreeSet<&str> = snaps.into_iter().flat_map(|s| s.missing.iter().map(String::as_str)).collect();
+    if !missing.is_empty() {
+        let tools: Vec<&str> = missing.into_iter().collect();
+        eprintln!(
+            "tracer: warning: not found in PATH: {}; netfilter drops in the rulesets they read are counted but not attributed to a table, chain or rule (install them or fix PATH)",
+            tools.join(", ")
+        );
+    }
 }

@@ -70,7 +70,12 @@ fn sinks(args: &CaptureArgs, bundle: Option<crate::bundle::Bundle>, created: &mu
 pub fn enricher(pods: Pods, reasons: &Reasons, nf: Option<crate::enrich::netfilter::Attributor>, tc: crate::enrich::tc::TcAttributor) -> Enricher {
     let codes = ReasonCodes { netfilter_drop: reasons.value("NETFILTER_DROP"), tc_ingress: reasons.value("TC_INGRESS"), tc_egress: reasons.value("TC_EGRESS") };
     let mut enrich = Enricher::new(pods, codes);
-    enrich.nf = nf.map(|a| (a, Windows::new(std::sync::Arc::new(super::start::ProbeNode))));
+    enrich.nf = nf.map(|a| {
+        let mut windows = Windows::new(std::sync::Arc::new(super::start::ProbeNode));
+        // The rules not read at start-up are read now, while the capture runs.
+        windows.load(&a);
+        (a, windows)
+    });
     enrich.tc = Some(tc);
     enrich
 }

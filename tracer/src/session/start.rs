@@ -9,7 +9,10 @@ use crate::{
     args::CaptureArgs,
     enrich::{Node, netfilter::Attributor, tc::TcAttributor},
     model::{hooks::Hook, time::mono_now},
-    netfilter::{capable, snapshot::Snapshot},
+    netfilter::{
+        self, capable,
+        snapshot::{self, Snapshot},
+    },
     netns::Netns,
     pods::Pods,
     probes::{self, loader::PodSelection, netfilter::NfObservers},
@@ -32,32 +35,37 @@ impl Node for ProbeNode {
     }
 }
 
-/// entry they register. Without BPF netfilter links (< 6.4) there are no observers and drops are
-/// attributed by the rule counters alone.
+/// Netfilter observers before every hook entry of every namespace in scope, and the attributor
+/// over them. Placement needs only the hook points (`netfilter::layout`: base chains and
+/// legacy tables, no rules), so the capture is ready at once whatever the ruleset's size; the
+/// rules are read on the windows' worker (enrich/window.rs), and drops wait for them there.
+/// Without BPF netfilter links (< 6.4) there are no observers and drops are attributed by the
+/// rule counters alone, from a baseline read here, before any drop of the capture.
 pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(NfObservers, Attributor)>> {
     let mut spaces = crate::netns::known();
     if only != 0 {
         spaces.retain(|n| n.inode == only);
     }
-    let snapshots: Vec<(Netns, Snapshot)> = std::thread::scope(|s| {
-        let handles: Vec<_> = spaces.iter().map(|ns| s.spawn(move || (ns.clone(), Snapshot::take(&ns.path)))).collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
-    let missing: std::collections::BTreeSet<&str> = snapshots.iter().flat_map(|(_, s)| s.missing.iter().map(String::as_str)).collect();
-    if !missing.is_empty() {
-        let tools: Vec<&str> = missing.into_iter().collect();
-        eprintln!(
-            "tracer: warning: not found in PATH: {}; netfilter drops in the rulesets they read are counted but not attributed to a table, chain or rule (install them or fix PATH)",
-            tools.join(", ")
-        );
-    }
     let Some(ctx_skb) = ctx_skb else {
         // No observers: each drop is attributed by the rule counters of its window, any hook.
         log::info!("this kernel has no BPF netfilter programs (Linux < 6.4): netfilter drops are attributed by rule counters only");
+        let snapshots = in_parallel(&spaces, |ns| Snapshot::take(&ns.path));
+        snapshot::warn_missing(snapshots.iter().map(|(_, s)| s));
         let mut attributor = Attributor::new(snapshots, Vec::new(), mono_now());
         attributor.unobserved_drops = true;
         return Ok(Some((NfObservers::default(), attributor)));
     };
+    // Where `nft` cannot list the chains the whole ruleset is read now (quick: without nft
+    // there is little to read), and its missing tools said now.
+    let (mut loaded, mut loading) = (Vec::new(), Vec::new());
+    for (ns, layout) in in_parallel(&spaces, |ns| crate::netfilter::layout::read(&ns.path)) {
+        match layout {
+            Some(l) => loading.push((ns, l)),
+            None => loaded.push(ns),
+        }
+    }
+    let snapshots = in_parallel(&loaded, |ns| Snapshot::take(&ns.path));
+    snapshot::warn_missing(snapshots.iter().map(|(_, s)| s));
     let maps = probes::netfilter::asm::Maps {
         ring: probes::loader::fd(ebpf, tracer_common::names::NF_RING)?,
         // With --path the observers also report hops of followed packets.
@@ -65,22 +73,42 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
     };
     let plans = snapshots
         .iter()
-        .map(|(ns, snap)| {
-            let entries = crate::netfilter::entries(snap);
-            // A namespace where at most one chain can drop needs no observers: its
-            // NETFILTER_DROPs happened in that chain (`Attributor::implied`). With --path they
-            // also report the hops of followed packets, so they go everywhere.
-            let lone = maps.path.is_none() && capable::chains(&capable::capable(snap, &entries)) <= 1;
-            (ns.clone(), if lone { Vec::new() } else { probes::netfilter::plan(ns.inode, &entries) })
-        })
+        .map(|(ns, snap)| (ns.clone(), placement(ns, snap, true, maps.path.is_some())))
+        .chain(loading.iter().map(|(ns, layout)| (ns.clone(), placement(ns, layout, false, maps.path.is_some()))))
         .collect();
     let observers = probes::netfilter::attach(plans, i16::try_from(ctx_skb)?, maps)?;
     for f in &observers.failures {
         eprintln!("tracer: warning: no netfilter observers in namespace {f}; its netfilter drops carry no rule");
     }
-    log::info!("{} netfilter observers in {} namespaces", observers.links(), snapshots.len());
-    let attributor = Attributor::new(snapshots, observers.slots.clone(), mono_now());
+    log::info!("{} netfilter observers in {} namespaces ({} with their rules still to read)", observers.links(), spaces.len(), loading.len());
+    let attributor = Attributor::new(snapshots, observers.slots.clone(), mono_now()).with_loading(loading.into_iter().map(|(ns, _)| ns).collect());
     Ok(Some((observers, attributor)))
+}
+
+/// Where the observers of one namespace go. Without --path (whose hops they also report), a
+/// namespace where at most one chain can drop needs none: its `NETFILTER_DROP`s happened in that
+/// chain (`Attributor::implied`). With its rules read (`rules`), "can drop" is decided from
+/// them (and conntrack counts where they make it run); from the layout alone (base chains,
+/// no rules), it is one chain at most, and where observers go, conntrack's entries are
+/// assumed (its use is in rules not read yet).
+fn placement(ns: &Netns, snap: &Snapshot, rules: bool, follow: bool) -> Vec<crate::model::hooks::Slot> {
+    let entries = netfilter::entries(snap);
+    let places = if rules { capable::chains(&capable::capable(snap, &entries)) } else { capable::chains(&entries) };
+    if !follow && places <= 1 {
+        return Vec::new();
+    }
+    let entries = if rules { entries } else { netfilter::with_conntrack(entries) };
+    probes::netfilter::plan(ns.inode, &entries)
+}
+
+/// `f` for every namespace, each on a thread of its own (most of the time is spent waiting
+/// for the tools each runs).
+fn in_parallel<T: Send>(spaces: &[Netns], f: impl Fn(&Netns) -> T + Sync) -> Vec<(Netns, T)> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = spaces.iter().map(|ns| s.spawn(move || (ns.clone(), f(ns)))).collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    })
 }
 
 /// Places tc observers on every hook in scope that runs BPF programs (after removing leftovers

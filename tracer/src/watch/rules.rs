@@ -115,6 +115,7 @@ impl Rules {
             }
             self.pending = keep;
             self.attributor.advance(inode, timed);
+            self.attributor.trim();
             if again {
                 self.request(inode);
             }
