@@ -122,30 +122,22 @@ impl Attributor {
         Slot { netns, pf: if ipv6 { netfilter::NFPROTO_IPV6 } else { netfilter::NFPROTO_IPV4 }, hook: ANY_HOOK, priority: 0, lowest: 0 }
     }
 
-    /// A `NETFILTER_DROP` in a namespace left without observers (at most one chain could drop
-    /// there when the capture started): a slot that stands for "the chain that can drop", placed
-    /// by [`Attributor::place`] with the snapshot that closes the drop's window. `pf` 0: not
-    /// known (the kernel's totals say no family). None where observers were placed.
+    /// A `NETFILTER_DROP` in a namespace left without observers: a slot for "its chain that can
+    /// drop", placed by [`Attributor::place`] with the snapshot that closes the drop's window.
+    /// `pf` 0: not known (the kernel's totals). None where observers were placed.
     pub fn implied(&self, netns: u32, pf: u32) -> Option<Slot> {
         let st = self.ns.get(&netns).filter(|st| !st.observed)?;
         Some(Slot { netns: st.netns.inode, pf, hook: IMPLIED_HOOK, priority: 0, lowest: 0 })
     }
 
-    /// The slot an implied one stands for: the one chain of `snap` (the latest snapshot when
-    /// None) that can drop, as if an observer had been placed before it; else any hook of the
-    /// family (rule counters decide). Other slots as they are.
+    /// An implied slot placed: the one chain of `snap` (the latest when None) that can drop, as
+    /// if an observer sat before it; else any hook of the family (counters decide).
     pub fn place(&self, slot: &Slot, snap: Option<&Snapshot>) -> Slot {
         if slot.hook != IMPLIED_HOOK {
             return slot.clone();
         }
-        let computed;
-        let capable: &[Entry] = match snap {
-            Some(s) => {
-                computed = capable::capable(s, &netfilter::entries(s));
-                &computed
-            }
-            None => self.ns.get(&slot.netns).map_or(&[], |st| &st.capable),
-        };
+        let computed = snap.map(|s| capable::capable(s, &netfilter::entries(s)));
+        let capable: &[Entry] = computed.as_deref().unwrap_or_else(|| self.ns.get(&slot.netns).map_or(&[], |st| &st.capable));
         if capable::chains(capable) == 1
             && let Some(e) = capable.iter().find(|e| slot.pf == 0 || e.pf == slot.pf)
         {

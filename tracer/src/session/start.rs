@@ -57,11 +57,15 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
     };
     // Where `nft` cannot list the chains the whole ruleset is read now (quick: without nft
     // there is little to read), and its missing tools said now.
+    // A namespace with one base chain at most (a pod's, a small node's) may need no observers
+    // at all: whether its chain can drop, and whether conntrack runs there, is in its rules,
+    // read now (few: one chain; every namespace with more is read after ready).
+    let follow = path.is_some();
     let (mut loaded, mut loading) = (Vec::new(), Vec::new());
     for (ns, layout) in in_parallel(&spaces, |ns| crate::netfilter::layout::read(&ns.path)) {
         match layout {
-            Some(l) => loading.push((ns, l)),
-            None => loaded.push(ns),
+            Some(l) if follow || capable::chains(&netfilter::entries(&l)) > 1 => loading.push((ns, l)),
+            _ => loaded.push(ns),
         }
     }
     let snapshots = in_parallel(&loaded, |ns| Snapshot::take(&ns.path));
@@ -86,11 +90,10 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
 }
 
 /// Where the observers of one namespace go. Without --path (whose hops they also report), a
-/// namespace where at most one chain can drop needs none: its `NETFILTER_DROP`s happened in that
-/// chain (`Attributor::implied`). With its rules read (`rules`), "can drop" is decided from
-/// them (and conntrack counts where they make it run); from the layout alone (base chains,
-/// no rules), it is one chain at most, and where observers go, conntrack's entries are
-/// assumed (its use is in rules not read yet).
+/// namespace with at most one place that can drop needs none: its `NETFILTER_DROP`s happened
+/// there (`Attributor::implied`). With its rules read (`rules`), places are the chains that can
+/// drop and conntrack where it runs; from the layout alone (base chains, no rules), base
+/// chains, and where observers go conntrack's entries are assumed (its use is in the rules).
 fn placement(ns: &Netns, snap: &Snapshot, rules: bool, follow: bool) -> Vec<crate::model::hooks::Slot> {
     let entries = netfilter::entries(snap);
     let places = if rules { capable::chains(&capable::capable(snap, &entries)) } else { capable::chains(&entries) };
