@@ -86,7 +86,11 @@ impl Snapshot {
 
 /// Says once which tools were missing where the rulesets of `snaps` were read.
 pub fn warn_missing<'a>(snaps: impl IntoIterator<Item = &'a Snapshot>) {
-    let missing: BTreeSet<&str> = snaps.into_iter().flat_map(|s| s.missing.iter().map(String::as_str)).collect();
+    // Once per tool: rules are read at start for some namespaces and after ready for others.
+    static WARNED: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut warned = WARNED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let missing: BTreeSet<&str> = snaps.into_iter().flat_map(|s| s.missing.iter().map(String::as_str)).filter(|t| !warned.contains(*t)).collect();
+    warned.extend(missing.iter().map(|t| (*t).to_string()));
     if !missing.is_empty() {
         let tools: Vec<&str> = missing.into_iter().collect();
         eprintln!(

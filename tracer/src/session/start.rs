@@ -57,14 +57,15 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
     };
     // Where `nft` cannot list the chains the whole ruleset is read now (quick: without nft
     // there is little to read), and its missing tools said now.
-    // A namespace with one base chain at most (a pod's, a small node's) may need no observers
-    // at all: whether its chain can drop, and whether conntrack runs there, is in its rules,
-    // read now (few: one chain; every namespace with more is read after ready).
+    // A namespace with one base chain (a small node's, a pod's) may need no observers at all:
+    // whether its chain can drop, and whether conntrack runs there, is in its rules, read now
+    // for the first `EARLY_READS` of them (one chain each: quick). Every other namespace is
+    // read after ready and observed (without base chains there is nothing to observe).
     let follow = path.is_some();
     let (mut loaded, mut loading) = (Vec::new(), Vec::new());
     for (ns, layout) in in_parallel(&spaces, |ns| crate::netfilter::layout::read(&ns.path)) {
         match layout {
-            Some(l) if follow || capable::chains(&netfilter::entries(&l)) > 1 => loading.push((ns, l)),
+            Some(l) if follow || capable::chains(&netfilter::entries(&l)) != 1 || loaded.len() >= EARLY_READS => loading.push((ns, l)),
             _ => loaded.push(ns),
         }
     }
@@ -89,6 +90,10 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
     Ok(Some((observers, attributor)))
 }
 
+/// Namespaces with one base chain whose rules are read before ready (the rest after): bounds
+/// what start-up spends on them (a node with a hundred pods that each have a chain of rules).
+const EARLY_READS: usize = 8;
+
 /// Where the observers of one namespace go. Without --path (whose hops they also report), a
 /// namespace with at most one place that can drop needs none: its `NETFILTER_DROP`s happened
 /// there (`Attributor::implied`). With its rules read (`rules`), places are the chains that can
@@ -96,8 +101,9 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
 /// chains, and where observers go conntrack's entries are assumed (its use is in the rules).
 fn placement(ns: &Netns, snap: &Snapshot, rules: bool, follow: bool) -> Vec<crate::model::hooks::Slot> {
     let entries = netfilter::entries(snap);
-    let places = if rules { capable::chains(&capable::capable(snap, &entries)) } else { capable::chains(&entries) };
-    if !follow && places <= 1 {
+    // Without the rules, one base chain is not enough to go without: conntrack may run too.
+    let lone = if rules { capable::chains(&capable::capable(snap, &entries)) <= 1 } else { entries.is_empty() };
+    if !follow && lone {
         return Vec::new();
     }
     let entries = if rules { entries } else { netfilter::with_conntrack(entries) };

@@ -203,7 +203,9 @@ impl CiliumAttributor {
         for mut h in ready {
             let base = &self.history[self.history.iter().rposition(|t| t.end + MARGIN_NS < h.mono).unwrap_or(0)];
             // The drops this capture saw in the window: what its deltas must account for.
-            let seen = self.seen.iter().filter(|&&m| m > base.end && m < now.start).count() as u64;
+            // Drops during a read may or may not be in it: between those surely in the window
+            // and those that may be.
+            let seen = (self.seen.iter().filter(|&&m| m > base.end && m < now.start).count() as u64, self.seen.iter().filter(|&&m| m >= base.start && m <= now.end).count() as u64);
             let moved = moved(&base.counters, &now.counters);
             let info = self.info(&h.record, &moved, seen);
             h.record.event.cilium = Some(info);
@@ -213,7 +215,7 @@ impl CiliumAttributor {
         if self.history.len() > HISTORY {
             self.history.pop_front();
         }
-        let oldest = self.history.front().map_or(0, |t| t.end);
+        let oldest = self.history.front().map_or(0, |t| t.start);
         while self.seen.front().is_some_and(|&m| m <= oldest) || self.seen.len() > MAX_SEEN {
             self.seen.pop_front();
         }
@@ -224,10 +226,10 @@ impl CiliumAttributor {
         reason_of(k, self.pinned.generation, packets)
     }
 
-    fn info(&mut self, r: &DropRecord, moved: &[(MetricsKey, u64)], drops: u64) -> CiliumInfo {
+    fn info(&mut self, r: &DropRecord, moved: &[(MetricsKey, u64)], (least, most): (u64, u64)) -> CiliumInfo {
         let ev = &r.event;
         let (drop, candidates, attribution, hint) = match moved {
-            [(k, n)] => (Some(self.reason(*k, None)), Vec::new(), if *n == drops { "metrics" } else { "window" }, None),
+            [(k, n)] => (Some(self.reason(*k, None)), Vec::new(), if (least..=most).contains(n) { "metrics" } else { "window" }, None),
             [] => (None, Vec::new(), "none", Some("no drop counter of cilium_metrics moved in the window: the program dropped without counting it, or the map is not the one its datapath uses".to_string())),
             many => (
                 None,
