@@ -151,8 +151,8 @@ impl Enricher {
             return Some(r);
         }
         if let Some(now) = nf.covering(slot.netns, h.ts_ns) {
-            // `now` is the latest snapshot, the one `place` reads without one.
-            r.event.netfilter = nf.resolve_at(&nf.place(&slot, None), &packet, h.ts_ns, now);
+            // `now` is the latest snapshot, the one `place` reads.
+            r.event.netfilter = nf.resolve_at(&nf.place(&slot), &packet, h.ts_ns, now);
             return Some(r);
         }
         windows.hold(Held { record: r, slot, packet, mono: h.ts_ns });

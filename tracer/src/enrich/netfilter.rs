@@ -82,8 +82,9 @@ impl Attributor {
             .into_iter()
             .map(|(netns, snap)| {
                 let entries = netfilter::entries(&snap);
-                let capable = capable::capable(&snap, &entries);
                 let observed = slots.iter().any(|s| s.netns == netns.inode);
+                // Only a namespace without observers has its drops placed from it.
+                let capable = if observed { Vec::new() } else { capable::capable(&snap, &entries) };
                 (netns.inode, NsState { netns, history: VecDeque::from([Timed { snap, start: 0, end: taken }]), entries, capable, observed, loading: false })
             })
             .collect();
@@ -130,14 +131,14 @@ impl Attributor {
         Some(Slot { netns: st.netns.inode, pf, hook: IMPLIED_HOOK, priority: 0, lowest: 0 })
     }
 
-    /// An implied slot placed: the one chain of `snap` (the latest when None) that can drop, as
-    /// if an observer sat before it; else any hook of the family (counters decide).
-    pub fn place(&self, slot: &Slot, snap: Option<&Snapshot>) -> Slot {
+    /// An implied slot placed: the one chain of the latest snapshot that can drop, as if an
+    /// observer sat before it; else any hook of the family (counters decide). Callers advance
+    /// to the snapshot that closes the drop's window first. Other slots as they are.
+    pub fn place(&self, slot: &Slot) -> Slot {
         if slot.hook != IMPLIED_HOOK {
             return slot.clone();
         }
-        let computed = snap.map(|s| capable::capable(s, &netfilter::entries(s)));
-        let capable: &[Entry] = computed.as_deref().unwrap_or_else(|| self.ns.get(&slot.netns).map_or(&[], |st| &st.capable));
+        let capable = self.ns.get(&slot.netns).map_or(&[][..], |st| &st.capable);
         if capable::chains(capable) == 1
             && let Some(e) = capable.iter().find(|e| slot.pf == 0 || e.pf == slot.pf)
         {
@@ -146,18 +147,10 @@ impl Attributor {
         Slot { netns: slot.netns, pf: if slot.pf == 0 { netfilter::NFPROTO_IPV4 } else { slot.pf }, hook: ANY_HOOK, priority: 0, lowest: 0 }
     }
 
-    /// [`Attributor::place`] once per namespace and family for one closing snapshot.
-    pub fn place_in(&self, slot: &Slot, now: &Snapshot, memo: &mut HashMap<(u32, u32), Slot>) -> Slot {
-        if slot.hook != IMPLIED_HOOK {
-            return slot.clone();
-        }
-        memo.entry((slot.netns, slot.pf)).or_insert_with(|| self.place(slot, Some(now))).clone()
-    }
-
     /// Attributes a drop when evaluation alone decides; None when the rule counters of the
     /// window are needed (then `resolve_at` with a snapshot taken after the drop).
     pub fn try_exact_at(&self, slot: &Slot, p: &PacketInfo) -> Option<NetfilterInfo> {
-        let slot = &self.place(slot, None);
+        let slot = &self.place(slot);
         if slot.hook == ANY_HOOK {
             return None;
         }
@@ -171,7 +164,7 @@ impl Attributor {
 
     /// Final attribution of a drop at kernel time `mono` using `now` (a snapshot of the slot's
     /// namespace taken after it) for counters, from the last snapshot surely taken before it.
-    /// An implied slot must be placed first ([`Attributor::place_in`]).
+    /// An implied slot must be placed first ([`Attributor::place`]).
     pub fn resolve_at(&self, slot: &Slot, p: &PacketInfo, mono: u64, now: &Snapshot) -> Option<NetfilterInfo> {
         debug_assert_ne!(slot.hook, IMPLIED_HOOK, "an implied slot is placed before it is resolved");
         let st = self.ns.get(&slot.netns)?;
@@ -310,7 +303,9 @@ impl Attributor {
     pub fn advance(&mut self, inode: u32, now: Timed) -> bool {
         let Some(st) = self.ns.get_mut(&inode) else { return false };
         st.entries = netfilter::entries(&now.snap);
-        st.capable = capable::capable(&now.snap, &st.entries);
+        if !st.observed {
+            st.capable = capable::capable(&now.snap, &st.entries);
+        }
         st.history.push_back(now);
         std::mem::replace(&mut st.loading, false)
     }

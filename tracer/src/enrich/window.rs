@@ -154,13 +154,12 @@ impl Windows {
         // Read at start-up the tools' absence is said then (session/start.rs); read here, now.
         snapshot::warn_missing(&[Snapshot { missing, ..Snapshot::default() }]);
         let mut done = Vec::new();
-        let mut placed = HashMap::new();
         for mut h in std::mem::take(&mut self.held) {
             let ns = h.slot.netns;
             if answered.contains(&ns) && h.mono < a.start {
                 // The baseline is the newest snapshot that ended before the drop, never `a`;
                 // a drop in a namespace without observers is placed with `a` (the latest).
-                h.record.event.netfilter = nf.latest(ns).and_then(|now| nf.resolve_at(&nf.place_in(&h.slot, now, &mut placed), &h.packet, h.mono, now));
+                h.record.event.netfilter = nf.latest(ns).and_then(|now| nf.resolve_at(&nf.place(&h.slot), &h.packet, h.mono, now));
                 done.push(h.record);
             } else if first.contains(&ns)
                 && let Some(info) = nf.try_exact_at(&h.slot, &h.packet)

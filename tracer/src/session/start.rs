@@ -56,8 +56,7 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
         return Ok(Some((NfObservers::default(), attributor)));
     };
     // Where `nft` cannot list the chains the whole ruleset is read now (quick: without nft
-    // there is little to read), and its missing tools said now.
-    // A namespace with one base chain (a small node's, a pod's) may need no observers at all:
+    // there is little to read), and its missing tools said now. A namespace with one base chain (a small node's, a pod's) may need no observers at all:
     // whether its chain can drop, and whether conntrack runs there, is in its rules, read now
     // for the first `EARLY_READS` of them (one chain each: quick). Every other namespace is
     // read after ready and observed (without base chains there is nothing to observe).
@@ -112,7 +111,7 @@ fn placement(ns: &Netns, snap: &Snapshot, rules: bool, follow: bool) -> Vec<crat
 
 /// `f` for every namespace, each on a thread of its own (most of the time is spent waiting
 /// for the tools each runs).
-fn in_parallel<T: Send>(spaces: &[Netns], f: impl Fn(&Netns) -> T + Sync) -> Vec<(Netns, T)> {
+pub fn in_parallel<T: Send>(spaces: &[Netns], f: impl Fn(&Netns) -> T + Sync) -> Vec<(Netns, T)> {
     std::thread::scope(|s| {
         let f = &f;
         let handles: Vec<_> = spaces.iter().map(|ns| s.spawn(move || (ns.clone(), f(ns)))).collect();

@@ -101,20 +101,23 @@ impl Rules {
         let mut out = Vec::new();
         while let Ok((inode, timed)) = self.results.try_recv() {
             self.in_flight.remove(&inode);
+            let start = timed.start;
+            // The new snapshot first (as the capture's windows do): it is what places drops of a
+            // namespace without observers; baselines are those that ended before each window.
+            self.attributor.advance(inode, timed);
             let mut again = false;
             let mut keep = Vec::with_capacity(self.pending.len());
             for p in std::mem::take(&mut self.pending) {
                 if p.netns != inode {
                     keep.push(p);
-                } else if p.to < timed.start {
-                    out.push(self.resolve(p, &timed.snap));
+                } else if p.to < start {
+                    out.push(self.resolve(p));
                 } else {
                     again = true;
                     keep.push(p);
                 }
             }
             self.pending = keep;
-            self.attributor.advance(inode, timed);
             self.attributor.trim();
             if again {
                 self.request(inode);
@@ -126,9 +129,11 @@ impl Rules {
         out
     }
 
-    fn resolve(&self, p: Pending, now: &Snapshot) -> (DropLabels, u64, bool, u64) {
+    /// `p`'s window closed with the latest snapshot of its namespace.
+    fn resolve(&self, p: Pending) -> (DropLabels, u64, bool, u64) {
+        let Some(now) = self.attributor.latest(p.netns) else { return (p.labels, p.n, false, p.to) };
         // Without observers in its namespace: the chain that could drop when the window closed.
-        let slot = &self.attributor.place(&p.slot, Some(now));
+        let slot = &self.attributor.place(&p.slot);
         // Nothing is known of the packets: every rule that can drop at the hook is a
         // candidate, and only the rule counters of the window single one out.
         let info = self.attributor.resolve_at(slot, &PacketInfo::default(), p.from, now);

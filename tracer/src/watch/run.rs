@@ -249,11 +249,7 @@ impl Watcher {
 /// The rules' own attributor: the observers' slots over snapshots taken now, of every
 /// namespace (one left without observers has its drops' chain implied by its ruleset).
 fn rule_attributor(slots: &[Slot]) -> Attributor {
-    let spaces = crate::netns::known();
-    let snapshots: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = spaces.iter().map(|ns| s.spawn(move || (ns.clone(), Snapshot::take(&ns.path)))).collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
+    let snapshots = crate::session::start::in_parallel(&crate::netns::known(), |ns| Snapshot::take(&ns.path));
     Attributor::new(snapshots, slots.to_vec(), mono_now())
 }
 

@@ -205,7 +205,7 @@ impl CiliumAttributor {
             // The drops this capture saw in the window: what its deltas must account for.
             // Drops during a read may or may not be in it: between those surely in the window
             // and those that may be.
-            let seen = (self.seen.iter().filter(|&&m| m > base.end && m < now.start).count() as u64, self.seen.iter().filter(|&&m| m >= base.start && m <= now.end).count() as u64);
+            let seen = self.seen.iter().filter(|&&m| m >= base.start && m <= now.end).fold((0, 0), |(sure, may), &m| (sure + u64::from(m > base.end && m < now.start), may + 1));
             let moved = moved(&base.counters, &now.counters);
             let info = self.info(&h.record, &moved, seen);
             h.record.event.cilium = Some(info);
