@@ -157,7 +157,7 @@ pub fn tree(o: &Options<'_>) -> Result<(Tree, usize)> {
 
     let names: Vec<&str> = pl.tests.iter().map(|b| b.name.as_str()).collect();
     let env = format!(
-        "VMTEST_MODULES={}\nVMTEST_BINARIES={}\nVMTEST_FILTER={}\nVMTEST_REPEAT={}\nVMTEST_RETRIES={}\nexport TC_FIXTURE_BIN={}\nexport CILIUM_FIXTURE_BIN={}\n",
+        "VMTEST_MODULES={}\nVMTEST_BINARIES={}\nVMTEST_FILTER={}\nVMTEST_REPEAT={}\nVMTEST_RETRIES={}\nexport TC_FIXTURE_BIN={}\nexport CILIUM_FIXTURE_BIN={}\nexport TRACER_TEST_STORM_SECONDS={}\n",
         quote(&modules::BOOT.join(" ")),
         quote(&names.join(" ")),
         quote(o.filter.unwrap_or_default()),
@@ -165,10 +165,17 @@ pub fn tree(o: &Options<'_>) -> Result<(Tree, usize)> {
         o.retries,
         quote(GUEST_FIXTURE),
         quote(GUEST_CILIUM_FIXTURE),
+        // The drop storm sends for at most this long: an emulated guest sends a few thousand
+        // datagrams a second, enough to overflow the ring, and a minute of it under a slow host
+        // made the storm test alone take four.
+        GUEST_STORM_SECONDS,
     );
     t.data("/etc/vmtest/env", env, 0o644);
     Ok((t, count))
 }
+
+/// See `TRACER_TEST_STORM_SECONDS` in the robust suite.
+const GUEST_STORM_SECONDS: u32 = 15;
 
 /// Every shared object under `dir`, with its own libraries.
 fn add_with_libs(t: &mut Tree, dir: &Path) -> Result<()> {

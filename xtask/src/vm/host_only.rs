@@ -24,6 +24,10 @@ pub const HOST_ONLY: &[(&str, &str, &str)] = &[
     ("robust", "full_disk_stops_one_output_and_counts_exactly", "userspace output writing"),
     ("robust", "closed_stdout_stops_json_only", "userspace output writing"),
     ("robust", "missing_tools_are_named_and_the_capture_goes_on", "PATH lookups in userspace"),
+    // Every way a run ends detaches the same way in the kernel: SIGINT (the Drop path), SIGKILL
+    // (the next run's cleanup) and a panic (unwinding) stay in the guests.
+    ("robust", "sigterm_leaves_nothing_and_complete_outputs", "the SIGINT test's kernel cleanup; which signal stops the run is userspace"),
+    ("robust", "duration_leaves_nothing_and_complete_outputs", "the SIGINT test's kernel cleanup; the timer that ends the run is userspace"),
     ("testbed", "missing_tracer_bin_is_a_clear_error", "the harness's own error"),
     ("testbed", "node_is_removed_on_panic", "the harness's own cleanup"),
     ("doctor", "unknown_map_layout_is_refused", "a pinned map's key and value sizes, read the same on every kernel"),
@@ -35,6 +39,7 @@ pub const HOST_ONLY: &[(&str, &str, &str)] = &[
     ("report", "capture_without_drops", "renders output files"),
     ("report", "damaged_archive_is_one_line_and_writes_nothing", "reads a file, loads nothing"),
     ("merge", "bad_inputs_are_one_line_and_write_nothing", "reads files, loads nothing; its one capture is covered by drops"),
+    ("merge", "two_nodes_one_story", "merging is userspace; its captures' kernel side (--netns, --path --all) is covered by drops and path"),
     ("merge", "watch_dump_and_capture_directory", "needs curl and python3-prometheus-client (not in the guests); merging is userspace"),
     // The watch suite reads /metrics with curl and Python's prometheus_client parser, which the
     // guests do not carry; its kernel side (the DROP_STATS netfilter slot) is one lookup the
