@@ -5,7 +5,11 @@
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use tracer_common::{Config, IFNAMSIZ, MAX_CAPTURE, MAX_FILTER_INSNS, Offsets, linktype};
 
-use crate::{filter, maps::Scratch, skb};
+use crate::{
+    filter,
+    maps::Scratch,
+    skb::{self, Mem},
+};
 
 /// A packet that passed the filters. `cap` bytes are in the scratch data once `bytes` ran.
 pub struct Seen {
@@ -30,9 +34,9 @@ pub fn filters_need_bytes(cfg: &Config) -> bool {
 /// The device stage: copies the skb's fields (one read, `skb::load`), then the namespace and
 /// interface filters. None when one rejects the packet.
 #[inline(always)]
-pub fn device(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch) -> Option<Seen> {
-    skb::load(skb, o, s);
-    let (ifindex, ifname, netns) = skb::device(skb, o, s);
+pub fn device<M: Mem>(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch) -> Option<Seen> {
+    skb::load::<M>(skb, o, s);
+    let (ifindex, ifname, netns) = skb::device::<M>(skb, o, s);
     if cfg.netns != 0 && netns != cfg.netns {
         return None;
     }
@@ -46,8 +50,8 @@ pub fn device(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch) -> Option<Se
 /// dozen bytes: the snaplen's worth waits for an event, see `copy`) into scratch, then applies
 /// the pod and expression filters. False when one rejects the packet.
 #[inline(always)]
-pub fn bytes(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen: &mut Seen) -> bool {
-    if let Some(p) = skb::packet(skb, o, s) {
+pub fn bytes<M: Mem>(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen: &mut Seen) -> bool {
+    if let Some(p) = skb::packet::<M>(skb, o, s) {
         seen.wire_len = p.wire_len;
         seen.linktype = p.linktype;
         seen.protocol = p.protocol;
@@ -95,9 +99,9 @@ pub fn copy(s: *mut Scratch, seen: &mut Seen, want: u32) {
 
 /// Locates the packet (if the filters did not) and copies `snaplen` bytes for an event.
 #[inline(always)]
-pub fn event_bytes(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen: &mut Seen) {
+pub fn event_bytes<M: Mem>(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen: &mut Seen) {
     if seen.start == 0
-        && let Some(p) = skb::packet(skb, o, s)
+        && let Some(p) = skb::packet::<M>(skb, o, s)
     {
         seen.wire_len = p.wire_len;
         seen.linktype = p.linktype;
@@ -110,7 +114,7 @@ pub fn event_bytes(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen: &
 
 /// Both stages. None when a filter rejects the packet.
 #[inline(always)]
-pub fn select(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch) -> Option<Seen> {
-    let mut seen = device(skb, cfg, o, s)?;
-    bytes(skb, cfg, o, s, &mut seen).then_some(seen)
+pub fn select<M: Mem>(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch) -> Option<Seen> {
+    let mut seen = device::<M>(skb, cfg, o, s)?;
+    bytes::<M>(skb, cfg, o, s, &mut seen).then_some(seen)
 }

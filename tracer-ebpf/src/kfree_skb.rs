@@ -6,22 +6,26 @@ use aya_ebpf::{
 };
 use tracer_common::{DropKey, counter, hook, kind};
 
-use crate::{capture, config, emit, maps, netfilter, path, skb, tc};
+use crate::{
+    capture, config, emit, maps, netfilter, path,
+    skb::{self, Btf, Mem, Probe},
+    tc,
+};
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
-    on_drop(ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2) as u32);
+    on_drop::<Btf>(ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2) as u32);
     0
 }
 
 #[raw_tracepoint(tracepoint = "kfree_skb")]
 pub fn kfree_skb_raw(ctx: RawTracePointContext) -> i32 {
-    on_drop(ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2) as u32);
+    on_drop::<Probe>(ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2) as u32);
     0
 }
 
 #[inline(always)]
-fn on_drop(skb: u64, location: u64, reason: u32) {
+fn on_drop<M: Mem>(skb: u64, location: u64, reason: u32) {
     let cfg = config::config();
     if reason == cfg.reason_consumed || reason == cfg.reason_not_dropped {
         return;
@@ -32,14 +36,14 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
     let packet_id = if cfg.path != 0 { path::untrack(skb) } else { 0 };
     let o = config::offsets();
     let Some(s) = maps::scratch() else { return };
-    let Some(mut seen) = capture::device(skb, cfg, o, s) else {
-        end_path(s, skb, packet_id, location, reason, o);
+    let Some(mut seen) = capture::device::<M>(skb, cfg, o, s) else {
+        end_path::<M>(s, skb, packet_id, location, reason, o);
         return;
     };
     // Bytes are read now only as far as a filter needs them; the snaplen's worth only for an
     // event we send.
-    if capture::filters_need_bytes(cfg) && !capture::bytes(skb, cfg, o, s, &mut seen) {
-        end_path(s, skb, packet_id, location, reason, o);
+    if capture::filters_need_bytes(cfg) && !capture::bytes::<M>(skb, cfg, o, s, &mut seen) {
+        end_path::<M>(s, skb, packet_id, location, reason, o);
         return;
     }
     emit::count(counter::MATCHED);
@@ -57,7 +61,7 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
         return;
     }
     let nf_slot = if key_nf_slot != 0 { key_nf_slot } else if reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };
-    capture::event_bytes(skb, cfg, o, s, &mut seen);
+    capture::event_bytes::<M>(skb, cfg, o, s, &mut seen);
     let snap = seen.cap.min(cfg.snaplen);
     // SAFETY: s is this CPU's scratch value.
     unsafe {
@@ -75,8 +79,8 @@ fn on_drop(skb: u64, location: u64, reason: u32) {
 /// subprogram its frame would add to the probe's on the combined 512-byte stack Linux 6.1
 /// allows.
 #[inline(always)]
-fn end_path(s: *mut maps::Scratch, skb: u64, packet_id: u64, location: u64, reason: u32, o: &tracer_common::Offsets) {
+fn end_path<M: Mem>(s: *mut maps::Scratch, skb: u64, packet_id: u64, location: u64, reason: u32, o: &tracer_common::Offsets) {
     if packet_id != 0 {
-        path::emit_hop(s, skb, packet_id, hook::DROP, location, reason, skb::device(skb, o, s), 0);
+        path::emit_hop(s, skb, packet_id, hook::DROP, location, reason, skb::device::<M>(skb, o, s), 0);
     }
 }

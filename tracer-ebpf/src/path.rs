@@ -11,6 +11,7 @@ use tracer_common::{IFNAMSIZ, hook, kind};
 
 use crate::{
     capture, config, emit,
+    skb::Probe,
     maps::{PATH_LIVE, PATH_RX_LAST, PATH_SEQ, PATH_TRACK, Scratch},
 };
 
@@ -38,7 +39,7 @@ pub fn path_sk_data_ready(ctx: RawTracePointContext) -> i32 {
     unsafe { *last = [0, 0] };
     forget(skb);
     let Some(s) = crate::maps::scratch() else { return 0 };
-    let netns = crate::skb::sk_netns(sk, config::offsets());
+    let netns = crate::skb::sk_netns::<Probe>(sk, config::offsets());
     emit_hop(s, skb, id, hook::DELIVER, 0, 0, (0, [0; IFNAMSIZ], netns), 0);
     0
 }
@@ -85,8 +86,8 @@ pub fn on_hook(skb: u64, h: u32, location: u64) -> u64 {
     }
     let Some(s) = crate::maps::scratch() else { return 0 };
     let o = config::offsets();
-    let Some(mut seen) = capture::select(skb, cfg, o, s) else { return 0 };
-    capture::event_bytes(skb, cfg, o, s, &mut seen);
+    let Some(mut seen) = capture::select::<Probe>(skb, cfg, o, s) else { return 0 };
+    capture::event_bytes::<Probe>(skb, cfg, o, s, &mut seen);
     let id = next_id();
     if !track(skb, id) {
         return 0;
@@ -123,8 +124,8 @@ fn tracked_hop(skb: u64, h: u32, location: u64, end: bool) -> u64 {
     }
     let Some(s) = crate::maps::scratch() else { return id };
     let o = config::offsets();
-    crate::skb::load(skb, o, s);
-    emit_hop(s, skb, id, h, location, 0, crate::skb::device(skb, o, s), 0);
+    crate::skb::load::<Probe>(skb, o, s);
+    emit_hop(s, skb, id, h, location, 0, crate::skb::device::<Probe>(skb, o, s), 0);
     id
 }
 
@@ -143,8 +144,8 @@ pub fn tc_hop(skb: u64, code: u32) {
     let Some(id) = tracked(skb) else { return };
     let Some(s) = crate::maps::scratch() else { return };
     let o = config::offsets();
-    crate::skb::load(skb, o, s);
-    let (ifindex, ifname, netns) = crate::skb::device(skb, o, s);
+    crate::skb::load::<Probe>(skb, o, s);
+    let (ifindex, ifname, netns) = crate::skb::device::<Probe>(skb, o, s);
     emit_hop(s, skb, id, hook::TC, 0, 0, (ifindex, ifname, netns), code);
 }
 

@@ -4,6 +4,42 @@ use tracer_common::{Offsets, SKB_SPAN_MAX};
 
 use crate::maps::{DEV_CACHE, DevCache, Scratch};
 
+/// How a probe reads the skb and the structs it points to. A tp_btf program gets the skb as a
+/// typed pointer: with the offsets constants (`.rodata`, frozen at load, so the verifier knows
+/// them) it loads fields directly, one instruction each whose faults the JIT catches, where a
+/// raw tracepoint's plain number needs a helper call per read (or per span, `load`).
+pub trait Mem {
+    const DIRECT: bool;
+}
+
+/// tp_btf: direct loads (`Mem`).
+pub struct Btf;
+/// Raw tracepoints: `bpf_probe_read_kernel`.
+pub struct Probe;
+
+impl Mem for Btf {
+    const DIRECT: bool = true;
+}
+
+impl Mem for Probe {
+    const DIRECT: bool = false;
+}
+
+/// A scalar field (or a pointer to a struct the kernel's BTF names) at `base + off`, as `M`
+/// reads it; a missing field (`u32::MAX`), a null base or a failed read yields `None`.
+#[inline(always)]
+fn get<M: Mem, T: Copy>(base: u64, off: u32) -> Option<T> {
+    if !M::DIRECT {
+        return read(base, off);
+    }
+    if base == 0 || off == u32::MAX {
+        return None;
+    }
+    // SAFETY: a BTF pointer plus a constant offset of a field of its struct: the verifier
+    // checks the access against the kernel's BTF and the JIT turns a fault into a zero.
+    Some(unsafe { core::ptr::read_volatile((base + u64::from(off)) as *const T) })
+}
+
 /// Reads a `T` at `base + off`; a missing field (`u32::MAX`) or a failed read yields `None`.
 #[inline(always)]
 pub fn read<T>(base: u64, off: u32) -> Option<T> {
@@ -36,8 +72,8 @@ const DEV_CACHE_JIFFIES: u64 = 12;
 /// Copies the skb's field span (`Offsets::skb_span_*`) into this CPU's scratch with one read;
 /// `field` then takes fields from there. Every probe run that reads skb fields calls it first.
 #[inline(always)]
-pub fn load(skb: u64, o: &Offsets, s: *mut Scratch) {
-    if o.skb_span_len == 0 || skb == 0 {
+pub fn load<M: Mem>(skb: u64, o: &Offsets, s: *mut Scratch) {
+    if M::DIRECT || o.skb_span_len == 0 || skb == 0 {
         return;
     }
     let n = ((o.skb_span_len - 1) & (SKB_SPAN_MAX as u32 - 1)) + 1;
@@ -49,9 +85,9 @@ pub fn load(skb: u64, o: &Offsets, s: *mut Scratch) {
 /// An skb field at offset `off`: from the span `load` copied, or read on its own when the
 /// kernel's fields lie too far apart for one span.
 #[inline(always)]
-fn field<T: Copy>(skb: u64, o: &Offsets, s: *const Scratch, off: u32) -> Option<T> {
-    if o.skb_span_len == 0 {
-        return read(skb, off);
+fn field<M: Mem, T: Copy>(skb: u64, o: &Offsets, s: *const Scratch, off: u32) -> Option<T> {
+    if M::DIRECT || o.skb_span_len == 0 {
+        return get::<M, T>(skb, off);
     }
     if off == u32::MAX {
         return None;
@@ -68,12 +104,12 @@ fn field<T: Copy>(skb: u64, o: &Offsets, s: *const Scratch, off: u32) -> Option<
 /// The device and namespace of a packet: from `skb->dev`, else from `skb->sk`. `load` ran.
 /// A cache hit returns before any name buffer is zeroed (zeroing calls a byte-loop `memset`).
 #[inline(always)]
-pub fn device(skb: u64, o: &Offsets, s: *const Scratch) -> (u32, [u8; tracer_common::IFNAMSIZ], u32) {
-    let dev: u64 = field(skb, o, s, o.skb_dev).unwrap_or(0);
+pub fn device<M: Mem>(skb: u64, o: &Offsets, s: *const Scratch) -> (u32, [u8; tracer_common::IFNAMSIZ], u32) {
+    let dev: u64 = field::<M, u64>(skb, o, s, o.skb_dev).unwrap_or(0);
     if dev == 0 {
-        return (0, [0; tracer_common::IFNAMSIZ], sk_netns(field(skb, o, s, o.skb_sk).unwrap_or(0), o));
+        return (0, [0; tracer_common::IFNAMSIZ], sk_netns::<M>(field::<M, u64>(skb, o, s, o.skb_sk).unwrap_or(0), o));
     }
-    let ifindex = read(dev, o.dev_ifindex).unwrap_or(0);
+    let ifindex = get::<M, u32>(dev, o.dev_ifindex).unwrap_or(0);
     // SAFETY: no preconditions.
     let now = unsafe { generated::bpf_jiffies64() };
     let cache = DEV_CACHE.get_ptr_mut(0);
@@ -84,11 +120,12 @@ pub fn device(skb: u64, o: &Offsets, s: *const Scratch) -> (u32, [u8; tracer_com
             return (ifindex, c.ifname, c.netns);
         }
     }
+    // The name is an array: one helper read (a miss only) rather than sixteen byte loads.
     let ifname = read(dev, o.dev_name).unwrap_or([0; tracer_common::IFNAMSIZ]);
-    let net: u64 = read(dev, o.dev_nd_net).unwrap_or(0);
-    let netns = read(net, o.net_ns_inum).unwrap_or(0);
+    let net: u64 = get::<M, u64>(dev, o.dev_nd_net).unwrap_or(0);
+    let netns = get::<M, u32>(net, o.net_ns_inum).unwrap_or(0);
     if netns == 0 {
-        return (ifindex, ifname, sk_netns(field(skb, o, s, o.skb_sk).unwrap_or(0), o));
+        return (ifindex, ifname, sk_netns::<M>(field::<M, u64>(skb, o, s, o.skb_sk).unwrap_or(0), o));
     }
     if let Some(c) = cache {
         // SAFETY: as above.
@@ -99,25 +136,25 @@ pub fn device(skb: u64, o: &Offsets, s: *const Scratch) -> (u32, [u8; tracer_com
 
 /// The namespace inode of a socket (0 when unreadable).
 #[inline(always)]
-pub fn sk_netns(sk: u64, o: &Offsets) -> u32 {
-    let net: u64 = read(sk, o.sk_net).unwrap_or(0);
-    read(net, o.net_ns_inum).unwrap_or(0)
+pub fn sk_netns<M: Mem>(sk: u64, o: &Offsets) -> u32 {
+    let net: u64 = get::<M, u64>(sk, o.sk_net).unwrap_or(0);
+    get::<M, u32>(net, o.net_ns_inum).unwrap_or(0)
 }
 
 /// Locates the packet bytes (`load` ran). A MAC header counts only when it sits exactly one
 /// Ethernet header before the network header (tunnels and raw-IP devices have none).
 #[inline(always)]
-pub fn packet(skb: u64, o: &Offsets, s: *const Scratch) -> Option<Packet> {
-    let head: u64 = field(skb, o, s, o.skb_head)?;
-    let data: u64 = field(skb, o, s, o.skb_data)?;
+pub fn packet<M: Mem>(skb: u64, o: &Offsets, s: *const Scratch) -> Option<Packet> {
+    let head: u64 = field::<M, u64>(skb, o, s, o.skb_head)?;
+    let data: u64 = field::<M, u64>(skb, o, s, o.skb_data)?;
     if head == 0 || data == 0 {
         return None;
     }
-    let len: u32 = field(skb, o, s, o.skb_len)?;
-    let data_len: u32 = field(skb, o, s, o.skb_data_len).unwrap_or(0);
-    let mac: u16 = field(skb, o, s, o.skb_mac_header).unwrap_or(UNSET_HEADER);
-    let nh: u16 = field(skb, o, s, o.skb_network_header).unwrap_or(UNSET_HEADER);
-    let protocol: u16 = field(skb, o, s, o.skb_protocol).unwrap_or(0);
+    let len: u32 = field::<M, u32>(skb, o, s, o.skb_len)?;
+    let data_len: u32 = field::<M, u32>(skb, o, s, o.skb_data_len).unwrap_or(0);
+    let mac: u16 = field::<M, u16>(skb, o, s, o.skb_mac_header).unwrap_or(UNSET_HEADER);
+    let nh: u16 = field::<M, u16>(skb, o, s, o.skb_network_header).unwrap_or(UNSET_HEADER);
+    let protocol: u16 = field::<M, u16>(skb, o, s, o.skb_protocol).unwrap_or(0);
     let (start, linktype) = if mac != UNSET_HEADER && nh != UNSET_HEADER && nh.wrapping_sub(mac) == ETH_HLEN {
         (head + u64::from(mac), tracer_common::linktype::ETHERNET)
     } else if nh != UNSET_HEADER {

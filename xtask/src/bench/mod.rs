@@ -79,6 +79,11 @@ pub struct Args {
     /// Leave out the bpftrace arm.
     #[arg(long)]
     no_bpftrace: bool,
+    /// Only these arms (comma-separated keys: drop, drop_nonf, path, watch, bpftrace,
+    /// baseline2); the baseline always runs. For trying a change on one arm, not for the
+    /// README's table.
+    #[arg(long, value_delimiter = ',', value_name = "ARMS")]
+    arms: Vec<String>,
     /// Turn on the kernel's BPF run-time statistics for the whole bench (every arm, baseline
     /// too) and report the ns per run of the peers' programs. Adds the statistics' own cost
     /// (two clock reads per program run) to every BPF program on the machine meanwhile.
@@ -234,6 +239,9 @@ pub fn run(args: &Args) -> Result<()> {
     if !cmd::is_root() {
         bail!("cargo xtask bench needs root (network namespaces, iptables, eBPF): run it as root");
     }
+    if args.update_readme && !args.arms.is_empty() {
+        bail!("--update-readme takes the whole bench: drop --arms");
+    }
     let started = Instant::now();
     let tracer = match &args.tracer {
         Some(t) => t.canonicalize().with_context(|| format!("--tracer {}", t.display()))?,
@@ -375,6 +383,13 @@ fn plan(args: &Args, tracer: &Path, bpftrace: bool) -> Result<Plan> {
         },
     ];
     arms.retain(|a| !(q && a.unavailable.as_deref() == Some("left out by --quick")));
+    if let Some(bad) = args.arms.iter().find(|k| !arms.iter().any(|a| a.key == k.as_str())) {
+        let keys: Vec<&str> = arms.iter().map(|a| a.key).collect();
+        bail!("--arms: no arm {bad:?} in this plan (arms: {})", keys.join(", "));
+    }
+    if !args.arms.is_empty() {
+        arms.retain(|a| a.key == "baseline" || args.arms.iter().any(|k| k == a.key));
+    }
     Ok(Plan {
         quick: q,
         rounds: args.rounds.unwrap_or(if q { 3 } else { 5 }),
