@@ -301,3 +301,37 @@ fn rulesets_are_unchanged_by_a_capture() {
     assert_eq!(before.1, after.1, "pod namespace ruleset changed");
     assert_eq!(before.2, after.2, "root namespace ruleset changed");
 }
+
+/// `--stack` (issue 16): every drop event carries the kernel stack from the function that
+/// freed the packet out; for a netfilter DROP it runs through the function its location names
+/// (`nft_do_chain` on newer kernels, `nf_hook_slow` on 6.1) and `nf_hook_slow`; the pcapng
+/// comment and the summary's `by_stack` carry it too. Needs no observers.
+#[test]
+fn stack_runs_through_the_netfilter_code_that_dropped() {
+    let mut node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
+    let rule = node.iptables("filter", "FORWARD", &["-d", &b.ip.to_string(), "-p", "udp", "--dport", "32061", "-j", "DROP"]).unwrap();
+    let run = tracer().capture().arg("--stack").expression(format!("udp and dst port 32061 and src host {}", a.ip)).start().unwrap();
+    assert_eq!(a.send_udp(32160, b.addr(32061), 5, b"stack").unwrap(), 5);
+    wait::until("the rule's counter", TIMEOUT, Duration::from_millis(10), || Ok((node.iptables_packets(&rule)? >= 5).then_some(()))).unwrap();
+    let done = stop(run, 5);
+    assert_eq!(done.events.len(), 5, "stderr:\n{}", done.stderr);
+    let function = |frame: &str| frame.split_once('+').map_or(frame, |(f, _)| f).to_string();
+    let first: Vec<String> = done.events[0]["stack"].as_array().unwrap_or_else(|| panic!("no stack: {}", done.events[0])).iter().map(|f| f.as_str().unwrap().to_string()).collect();
+    for e in &done.events {
+        let stack: Vec<String> = e["stack"].as_array().unwrap().iter().map(|f| function(f.as_str().unwrap())).collect();
+        let at = function(e["location"].as_str().unwrap());
+        assert!(stack.contains(&at), "the stack runs through the drop's location {at}: {stack:?}");
+        assert!(stack.iter().any(|f| f == "nf_hook_slow"), "through nf_hook_slow: {stack:?}");
+        assert!(!stack[0].starts_with("bpf_") && !stack[0].starts_with("__bpf_"), "the probe's own frames are left out: {stack:?}");
+    }
+    // One packet may take another path to the drop (the first waits for neighbour resolution):
+    // every event's stack is counted under its own.
+    let s = done.summary().unwrap();
+    let rows = s["by_stack"].as_array().unwrap();
+    assert_eq!(rows.iter().map(|r| r["count"].as_u64().unwrap()).sum::<u64>(), 5, "{s}");
+    assert!(rows.iter().all(|r| done.events.iter().any(|e| e["stack"] == r["stack"])), "by_stack holds the events' stacks: {s}");
+    let comments = integration_tests::pcap::read(done.pcap().unwrap()).unwrap();
+    assert!(comments.packets.iter().all(|p| p.comments.iter().any(|c| c.contains(" stack=\"") && c.contains("nf_hook_slow"))), "{:?}", comments.packets.first());
+    eprintln!("stack of a netfilter drop: {first:?}");
+}

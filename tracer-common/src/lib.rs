@@ -69,6 +69,10 @@ pub mod names {
         ("path_consume_skb", "consume_skb"),
         ("path_sk_data_ready", "sk_data_ready"),
     ];
+    /// tp_btf twins of the path's entry hooks (program, tracepoint): where the kernel takes
+    /// them, they read the skb with direct loads (see `skb::Mem` in tracer-ebpf) instead of the
+    /// raw tracepoint program of the same tracepoint.
+    pub const PATH_TP_BTF: [(&str, &str); 2] = [("path_netif_receive_skb_btf", "netif_receive_skb"), ("path_net_dev_queue_btf", "net_dev_queue")];
     pub const POD_NETNS: &str = "POD_NETNS";
     pub const POD_IFACES: &str = "POD_IFACES";
     pub const POD_ADDRS: &str = "POD_ADDRS";
@@ -77,7 +81,8 @@ pub mod names {
     pub const TC_OBSERVER_PREFIX: &str = "tracer_tc_";
     /// Every map the kernel side declares (userspace reads some, cleans up after all);
     /// `tracer/tests/object.rs` checks the built object declares exactly these.
-    pub const MAPS: [&str; 19] = [
+    pub const STACKS: &str = "STACKS";
+    pub const MAPS: [&str; 20] = [
         EVENTS,
         COUNTERS,
         DROP_STATS,
@@ -97,6 +102,7 @@ pub mod names {
         "PATH_RX_LAST",
         "PATH_LIVE",
         "DEV_CACHE",
+        STACKS,
     ];
 }
 
@@ -187,6 +193,8 @@ pub struct Config {
     /// drop and kept in its `DROP_STATS` key, so per-rule totals stay exact when events are
     /// rate limited; 0: only drops that become events look it up (`nf_slot` 0 in the key).
     pub stats_nf_slot: u32,
+    /// 1 with `--stack`: a drop that becomes an event records its kernel stack (`STACKS`).
+    pub stack: u32,
     /// Minimum spacing of drop events per CPU, in ns (1e9 / events per second); 0 = no limit.
     pub event_interval_ns: u64,
 }
@@ -304,8 +312,8 @@ pub struct PacketEvent {
     pub packet_id: u64,
     /// `hook::*` for `kind::PATH` events.
     pub hook: u32,
-    #[expect(clippy::pub_underscore_fields, reason = "explicit #[repr(C)] padding, zeroed by both sides")]
-    pub _pad: u32,
+    /// With `--stack`: the drop's kernel stack as its `STACKS` id plus one (0 = none).
+    pub stack: u32,
 }
 
 pub const EVENT_HEADER_LEN: usize = core::mem::size_of::<PacketEvent>();

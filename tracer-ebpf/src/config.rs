@@ -41,6 +41,7 @@ static CONFIG: Config = Config {
     copy_len: 0,
     filter_ebpf: 0,
     stats_nf_slot: 0,
+    stack: 0,
     event_interval_ns: 0,
 };
 

@@ -3,6 +3,7 @@
 use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
+    programs::tracing::StackIdContext,
 };
 use tracer_common::{DropKey, counter, hook, kind};
 
@@ -14,18 +15,18 @@ use crate::{
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
-    on_drop::<Btf>(ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2) as u32);
+    on_drop::<Btf, _>(&ctx, ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2) as u32);
     0
 }
 
 #[raw_tracepoint(tracepoint = "kfree_skb")]
 pub fn kfree_skb_raw(ctx: RawTracePointContext) -> i32 {
-    on_drop::<Probe>(ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2) as u32);
+    on_drop::<Probe, _>(&ctx, ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2) as u32);
     0
 }
 
 #[inline(always)]
-fn on_drop<M: Mem>(skb: u64, location: u64, reason: u32) {
+fn on_drop<M: Mem, C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: u32) {
     let cfg = config::config();
     if reason == cfg.reason_consumed || reason == cfg.reason_not_dropped {
         return;
@@ -63,6 +64,8 @@ fn on_drop<M: Mem>(skb: u64, location: u64, reason: u32) {
     let nf_slot = if key_nf_slot != 0 { key_nf_slot } else if reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };
     capture::event_bytes::<M>(skb, cfg, o, s, &mut seen);
     let snap = seen.cap.min(cfg.snaplen);
+    // Only events carry a stack (a flood's rate-limited drops never walk one).
+    let stack = if cfg.stack != 0 { ctx.get_stackid(&maps::STACKS, 0).map_or(0, |id| id as u32 + 1) } else { 0 };
     // SAFETY: s is this CPU's scratch value.
     unsafe {
         let h = &mut (*s).hdr;
@@ -71,6 +74,7 @@ fn on_drop<M: Mem>(skb: u64, location: u64, reason: u32) {
         h.tc_code = tc_code;
         h.packet_id = packet_id;
         h.hook = 0;
+        h.stack = stack;
     }
     emit::output(s, snap);
 }

@@ -4,7 +4,7 @@
 //! object against that list.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use tracer_common::{
     CAPTURE_SLACK, CbpfInsn, DropCache, DropKey, EVENTS_RING_BYTES, EventBudget, IFNAMSIZ, IfacePattern, MAX_CAPTURE, MAX_FILTER_INSNS, MAX_IFACE_PATTERNS, NfRing, PacketEvent,
@@ -108,3 +108,8 @@ pub static DEV_CACHE: PerCpuArray<DevCache> = PerCpuArray::with_max_entries(1, 0
 
 #[map(name = "TC_RING")]
 pub static TC_RING: PerCpuArray<TcRing> = PerCpuArray::with_max_entries(1, 0);
+
+/// `--stack`: kernel stacks of drop events, by id. One entry unless the loader sizes it (the
+/// kernel allocates every bucket up front, ~1 KiB each).
+#[map(name = "STACKS")]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(1, 0);

@@ -4,26 +4,36 @@
 //! end the path.
 use aya_ebpf::{
     helpers::bpf_get_smp_processor_id,
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use tracer_common::{IFNAMSIZ, hook, kind};
 
 use crate::{
     capture, config, emit,
-    skb::Probe,
+    skb::{Btf, Mem, Probe},
     maps::{PATH_LIVE, PATH_RX_LAST, PATH_SEQ, PATH_TRACK, Scratch},
 };
 
 #[raw_tracepoint(tracepoint = "netif_receive_skb")]
 pub fn path_netif_receive_skb(ctx: RawTracePointContext) -> i32 {
-    let skb = ctx.arg::<u64>(0);
-    let id = on_hook(skb, hook::NETIF_RECEIVE, 0);
+    netif_receive::<Probe>(ctx.arg::<u64>(0));
+    0
+}
+
+#[btf_tracepoint(function = "netif_receive_skb")]
+pub fn path_netif_receive_skb_btf(ctx: BtfTracePointContext) -> i32 {
+    netif_receive::<Btf>(ctx.arg::<u64>(0));
+    0
+}
+
+#[inline(always)]
+fn netif_receive<M: Mem>(skb: u64) {
+    let id = on_hook::<M>(skb, hook::NETIF_RECEIVE, 0);
     if let Some(last) = PATH_RX_LAST.get_ptr_mut(0) {
         // SAFETY: this CPU's slot.
         unsafe { *last = [skb, id] };
     }
-    0
 }
 
 #[raw_tracepoint(tracepoint = "sk_data_ready")]
@@ -46,7 +56,13 @@ pub fn path_sk_data_ready(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "net_dev_queue")]
 pub fn path_net_dev_queue(ctx: RawTracePointContext) -> i32 {
-    on_hook(ctx.arg::<u64>(0), hook::NET_DEV_QUEUE, 0);
+    on_hook::<Probe>(ctx.arg::<u64>(0), hook::NET_DEV_QUEUE, 0);
+    0
+}
+
+#[btf_tracepoint(function = "net_dev_queue")]
+pub fn path_net_dev_queue_btf(ctx: BtfTracePointContext) -> i32 {
+    on_hook::<Btf>(ctx.arg::<u64>(0), hook::NET_DEV_QUEUE, 0);
     0
 }
 
@@ -75,19 +91,19 @@ pub fn path_consume_skb(ctx: RawTracePointContext) -> i32 {
 /// A hook that may see a packet first: follow it if tracked, else apply the filters.
 /// Returns the packet id (0 when not followed).
 #[inline(always)]
-pub fn on_hook(skb: u64, h: u32, location: u64) -> u64 {
+pub fn on_hook<M: Mem>(skb: u64, h: u32, location: u64) -> u64 {
     let cfg = config::config();
     if cfg.path == 0 {
         return 0;
     }
-    let id = tracked_hop(skb, h, location, false);
+    let id = tracked_hop::<M>(skb, h, location, false);
     if id != 0 {
         return id;
     }
     let Some(s) = crate::maps::scratch() else { return 0 };
     let o = config::offsets();
-    let Some(mut seen) = capture::select::<Probe>(skb, cfg, o, s) else { return 0 };
-    capture::event_bytes::<Probe>(skb, cfg, o, s, &mut seen);
+    let Some(mut seen) = capture::select::<M>(skb, cfg, o, s) else { return 0 };
+    capture::event_bytes::<M>(skb, cfg, o, s, &mut seen);
     let id = next_id();
     if !track(skb, id) {
         return 0;
@@ -101,6 +117,7 @@ pub fn on_hook(skb: u64, h: u32, location: u64) -> u64 {
         hdr.tc_code = 0;
         hdr.packet_id = id;
         hdr.hook = h;
+        hdr.stack = 0;
     }
     // The first event of a packet carries its bytes; later ones only the header.
     emit::output(s, snap);
@@ -111,21 +128,21 @@ pub fn on_hook(skb: u64, h: u32, location: u64) -> u64 {
 #[inline(always)]
 fn on_tracked(skb: u64, h: u32, location: u64, end: bool) {
     if config::config().path != 0 {
-        tracked_hop(skb, h, location, end);
+        tracked_hop::<Probe>(skb, h, location, end);
     }
 }
 
 /// Emits a hop for a tracked skb; `end` forgets it. Returns its id (0 when not tracked).
 #[inline(always)]
-fn tracked_hop(skb: u64, h: u32, location: u64, end: bool) -> u64 {
+fn tracked_hop<M: Mem>(skb: u64, h: u32, location: u64, end: bool) -> u64 {
     let Some(id) = tracked(skb) else { return 0 };
     if end {
         forget(skb);
     }
     let Some(s) = crate::maps::scratch() else { return id };
     let o = config::offsets();
-    crate::skb::load::<Probe>(skb, o, s);
-    emit_hop(s, skb, id, h, location, 0, crate::skb::device::<Probe>(skb, o, s), 0);
+    crate::skb::load::<M>(skb, o, s);
+    emit_hop(s, skb, id, h, location, 0, crate::skb::device::<M>(skb, o, s), 0);
     id
 }
 
@@ -228,6 +245,7 @@ pub fn emit_hop(s: *mut Scratch, skb: u64, id: u64, h: u32, location: u64, reaso
         hdr.tc_code = tc_code;
         hdr.packet_id = id;
         hdr.hook = h;
+        hdr.stack = 0;
     }
     emit::output(s, 0);
 }

@@ -23,6 +23,7 @@ fn every_program_userspace_attaches_is_there() {
     let obj = object();
     let mut want: Vec<String> = [names::KFREE_SKB_BTF, names::KFREE_SKB_RAW].map(String::from).to_vec();
     want.extend(names::PATH_TRACEPOINTS.iter().map(|(prog, _)| (*prog).to_string()));
+    want.extend(names::PATH_TP_BTF.iter().map(|(prog, _)| (*prog).to_string()));
     want.extend(names::PATH_FUNCTIONS.iter().map(|(f, _)| format!("path_fe_{}", f.trim_start_matches('_'))));
     let args: BTreeSet<u8> = names::PATH_FUNCTIONS.iter().map(|(_, a)| *a).collect();
     want.extend(args.iter().map(|a| format!("path_kprobe_a{a}")));

@@ -65,6 +65,12 @@ pub struct CaptureArgs {
     #[arg(help_heading = "Probes", long)]
     pub no_tc: bool,
 
+    /// Record the kernel stack of each drop event (`stack` in the JSON, its first frames in
+    /// the pcapng comment, the top stacks in the summary's `by_stack`): where in the kernel a
+    /// `NOT_SPECIFIED` drop came from. Drops held back by --max-event-rate carry none.
+    #[arg(help_heading = "Probes", long)]
+    pub stack: bool,
+
     /// The bpffs where Cilium pins its maps (read under DIR/tc/globals): drops by Cilium's
     /// programs (`cil_*`) then carry Cilium's own reason, source line, endpoint, identities and
     /// policy entry. Read-only; nothing is done when no Cilium map is pinned there.

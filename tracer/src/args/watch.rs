@@ -144,6 +144,7 @@ impl WatchArgs {
             progress_file: None,
             no_netfilter: self.no_netfilter,
             no_tc: self.no_tc,
+            stack: false,
             pods: self.pods.clone(),
             cni_cache_dir: self.cni_cache_dir.clone(),
             cilium_bpffs: self.cilium_bpffs.clone(),

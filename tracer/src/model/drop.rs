@@ -20,6 +20,9 @@ pub trait Names {
     fn location(&mut self, addr: u64) -> String;
     /// `bpf_ktime_get_ns()` as time since the Unix epoch.
     fn wall(&self, mono_ns: u64) -> Duration;
+    /// `--stack`: the frames of a recorded kernel stack (`PacketEvent::stack`), innermost
+    /// first, from the dropping function out.
+    fn stack(&mut self, id: u32) -> Option<Vec<String>>;
 }
 
 /// One dropped packet, as written to the JSON Lines output (field names are a contract).
@@ -65,6 +68,9 @@ pub struct DropEvent {
     /// With `--path`: the packet's id (its `"type": "packet"` record tells its path).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub packet_id: Option<u64>,
+    /// With `--stack`: the kernel stack of the drop, innermost frame first (`function+0xoff`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<Vec<String>>,
 }
 
 impl DropEvent {
@@ -91,6 +97,7 @@ impl DropEvent {
             dst_pod: None,
             pod_iface: None,
             packet_id: (h.packet_id != 0).then_some(h.packet_id),
+            stack: h.stack.checked_sub(1).and_then(|id| names.stack(id)),
         }
     }
 }

@@ -48,7 +48,19 @@ pub fn drop_comment(ev: &DropEvent) -> String {
             let _ = write!(comment, " {k}={v}");
         }
     }
+    if let Some(frames) = &ev.stack {
+        let _ = write!(comment, " stack=\"{}\"", short_stack(frames));
+    }
     comment
+}
+
+/// Frames shown where space is short (the pcapng comment): function names without offsets,
+/// innermost first, at most `SHORT_STACK`.
+pub fn short_stack(frames: &[String]) -> String {
+    const SHORT_STACK: usize = 6;
+    let names: Vec<&str> = frames.iter().take(SHORT_STACK).map(|f| f.split_once('+').map_or(f.as_str(), |(n, _)| n)).collect();
+    let more = if frames.len() > SHORT_STACK { " < …" } else { "" };
+    format!("{}{more}", names.join(" < "))
 }
 
 /// "Policy denied (133) at `bpf_lxc.c:1412` egress": one metrics key, as every output names it.
@@ -196,6 +208,14 @@ mod tests {
         assert_eq!(cilium_reason_of(&c), "ambiguous: Policy denied (133) at bpf_lxc.c:1412 egress | Stale or unroutable IP (151) at bpf_lxc.c:1024 egress");
         c.candidates.clear();
         assert_eq!(cilium_reason_of(&c), "no Cilium drop counter moved");
+    }
+
+    #[test]
+    fn short_stack_keeps_six_function_names() {
+        let frames: Vec<String> = (0..8).map(|i| format!("f{i}+0x{i}")).collect();
+        assert_eq!(short_stack(&frames), "f0 < f1 < f2 < f3 < f4 < f5 < …");
+        assert_eq!(short_stack(&frames[..2]), "f0 < f1");
+        assert_eq!(short_stack(&["0xffffffffc0001234".to_string()]), "0xffffffffc0001234", "an address without a symbol stays whole");
     }
 
     fn udp() -> Vec<u8> {

@@ -106,4 +106,8 @@ impl crate::model::drop::Names for Namer {
     fn wall(&self, mono_ns: u64) -> std::time::Duration {
         self.clock.wall(mono_ns)
     }
+
+    fn stack(&mut self, id: u32) -> Option<Vec<String>> {
+        self.stack_frames(id)
+    }
 }

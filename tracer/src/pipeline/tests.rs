@@ -111,7 +111,7 @@ fn wire(kind: u8, reason: u32, dport: u16, packet_id: u64, hook: u32) -> Vec<u8>
         tc_code: 0,
         packet_id,
         hook,
-        _pad: 0,
+        stack: 0,
     };
     // SAFETY: PacketEvent is plain old data.
     let head = unsafe { std::slice::from_raw_parts((&raw const h).cast::<u8>(), EVENT_HEADER_LEN) };

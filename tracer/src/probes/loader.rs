@@ -3,11 +3,15 @@
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
 };
 use tracer_common::{CbpfInsn, Config, DropCache, DropKey, IfacePattern, MAX_FILTER_INSNS, Offsets, PodIfKey, names};
 
 use crate::filter::expr::CompiledFilter;
+
+/// Distinct kernel stacks `--stack` keeps (a drop's stack is one of few: its reason's code
+/// paths). The kernel allocates them up front, ~1 KiB each; past them an event carries none.
+const STACK_ENTRIES: u32 = 4096;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
@@ -25,6 +29,8 @@ pub struct Maps {
     pub drop_stats: PerCpuHashMap<MapData, DropKey, u64>,
     /// Per-CPU last-key caches of `DROP_STATS` (counts not yet in the hash).
     pub drop_cache: PerCpuArray<MapData, DropCache>,
+    /// `--stack`: the drop events' kernel stacks, until the session hands them to its namer.
+    pub stacks: Option<StackTraceMap<MapData>>,
     /// Raw fds of the maps the hand-assembled netfilter observers write (valid while `Maps`
     /// and the object live).
     pub fds: MapFds,
@@ -58,6 +64,9 @@ pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces:
     let mut loader = EbpfLoader::new();
     if let Some(bytes) = ring_bytes {
         loader.map_max_entries(names::EVENTS, bytes);
+    }
+    if config.stack != 0 {
+        loader.map_max_entries(names::STACKS, STACK_ENTRIES);
     }
     let mut ebpf = loader
         .btf(None)
@@ -98,6 +107,7 @@ pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces:
         counters: PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?,
         drop_stats: PerCpuHashMap::try_from(take(&mut ebpf, names::DROP_STATS)?)?,
         drop_cache: PerCpuArray::try_from(take(&mut ebpf, names::DROP_CACHE)?)?,
+        stacks: if config.stack != 0 { Some(StackTraceMap::try_from(take(&mut ebpf, names::STACKS)?)?) } else { None },
     };
     Ok((ebpf, maps))
 }

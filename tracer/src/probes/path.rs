@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf,
-    programs::{FEntry, KProbe, RawTracePoint},
+    programs::{BtfTracePoint, FEntry, KProbe, RawTracePoint},
 };
 use tracer_common::names;
 
@@ -45,6 +45,10 @@ pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf, choice: BackendChoice) -> Result<
     let mut links: Vec<Box<dyn std::any::Any>> = Vec::new();
     let last = names::PATH_TRACEPOINTS.len() - 1;
     for (i, (prog, tp)) in names::PATH_TRACEPOINTS.into_iter().enumerate() {
+        if let Some(link) = tp_btf_twin(ebpf, btf, tp) {
+            links.push(link);
+            continue;
+        }
         let p: &mut RawTracePoint = ebpf.program_mut(prog).ok_or_else(|| anyhow!("no program {prog}"))?.try_into()?;
         let attached = p
             .load()
@@ -80,6 +84,19 @@ pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf, choice: BackendChoice) -> Result<
         Err(e) => return Err(e.context(format!("--backend {choice:?} is not usable on this kernel; try --backend tracepoint").to_lowercase())),
     }
     Ok(probes)
+}
+
+/// The tp_btf twin of an entry hook's raw tracepoint program, loaded and attached; None where
+/// there is none or the kernel refuses it (the raw program then runs: same work, more reads).
+fn tp_btf_twin(ebpf: &mut Ebpf, btf: &aya::Btf, tp: &str) -> Option<Box<dyn std::any::Any>> {
+    let (prog, _) = names::PATH_TP_BTF.iter().find(|(_, t)| *t == tp)?;
+    let attached = (|| -> Result<Box<dyn std::any::Any>> {
+        let p: &mut BtfTracePoint = ebpf.program_mut(prog).ok_or_else(|| anyhow!("no program {prog}"))?.try_into()?;
+        p.load(tp, btf).map_err(brief)?;
+        let id = p.attach().map_err(brief)?;
+        Ok(Box::new(p.take_link(id)?))
+    })();
+    attached.map_err(|e| log::debug!("tp_btf {tp} unavailable ({e:#}); the raw tracepoint program follows packets there")).ok()
 }
 
 /// One fentry program per function; functions the kernel does not have are skipped. An error

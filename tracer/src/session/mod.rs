@@ -135,6 +135,7 @@ pub fn attach(args: &CaptureArgs, c: &Checked, opts: KernelOptions) -> Result<Lo
         copy_len: filter_window(compiled, !args.pods.is_empty()),
         filter_ebpf: u32::from(compiled.is_active() && compiled.ebpf.is_some()),
         stats_nf_slot: u32::from(opts.stats_nf_slot && !args.no_netfilter),
+        stack: u32::from(args.stack),
         event_interval_ns: 1_000_000_000u64.checked_div(args.max_event_rate).map_or(0, |ns| ns.max(1)),
     };
 

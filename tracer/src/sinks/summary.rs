@@ -66,6 +66,14 @@ pub struct RuleCount {
     pub count: u64,
 }
 
+/// `--stack`: drop events per kernel stack (from events: rate-limited drops carry none).
+#[derive(Debug, Serialize)]
+pub struct StackCount {
+    /// Innermost frame first (`function+0xoff`).
+    pub stack: Vec<String>,
+    pub count: u64,
+}
+
 /// Drops by a Cilium program per Cilium reason (from attributed events).
 #[derive(Debug, Serialize)]
 pub struct CiliumReasonCount {
@@ -95,6 +103,9 @@ pub struct Summary {
     pub by_pod: Vec<aggregate::PodCount>,
     /// Drops by Cilium programs per Cilium reason (from events).
     pub by_cilium_reason: Vec<CiliumReasonCount>,
+    /// With `--stack`: the most frequent kernel stacks of the drop events.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub by_stack: Vec<StackCount>,
     /// Events written to the outputs (= drops − `lost_events`).
     pub events: u64,
     /// Drops seen before any filter (every reason, every interface).
@@ -179,10 +190,17 @@ pub struct Tallies {
     pub rules: Rules,
     pub by_pod: PodCounts,
     pub cilium: aggregate::CiliumReasons,
+    pub stacks: std::collections::HashMap<Vec<String>, u64>,
 }
 
+/// Stacks listed in `by_stack`.
+const TOP_STACKS: usize = 10;
+
 pub fn build(totals: &Totals, rows: &[KernelRow], t: &Tallies, meta: Meta) -> Summary {
-    let Tallies { flows, rules, by_pod: pods, cilium } = t;
+    let Tallies { flows, rules, by_pod: pods, cilium, stacks } = t;
+    let mut by_stack: Vec<StackCount> = stacks.iter().map(|(stack, count)| StackCount { stack: stack.clone(), count: *count }).collect();
+    by_stack.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.stack.cmp(&b.stack)));
+    by_stack.truncate(TOP_STACKS);
     let mut programs: Vec<ProgramCount> = Vec::new();
     for r in rows {
         let Some(tc) = &r.tc else { continue };
@@ -233,6 +251,7 @@ pub fn build(totals: &Totals, rows: &[KernelRow], t: &Tallies, meta: Meta) -> Su
         by_program: programs,
         by_pod: pods.sorted(),
         by_cilium_reason: cilium.sorted().into_iter().map(|((reason, code), count)| CiliumReasonCount { reason, code, count }).collect(),
+        by_stack,
         events: totals.events,
         seen_drops: totals.seen_drops,
         probe_misses: totals.probe_misses,
@@ -283,6 +302,9 @@ impl super::Sink for SummarySink {
         }
         if let Some(c) = &d.event.cilium {
             t.cilium.add(c);
+        }
+        if let Some(s) = &d.event.stack {
+            *t.stacks.entry(s.clone()).or_default() += 1;
         }
         Ok(())
     }

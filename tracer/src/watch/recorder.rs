@@ -143,6 +143,7 @@ mod tests {
             dst_pod: None,
             pod_iface: None,
             packet_id: None,
+            stack: None,
         };
         DropRecord { event, iface: Iface { netns: 1, ifindex: 1, ifname: "eth0".into(), linktype: 1, pod: None }, ts: Duration::from_secs(ts_s), data: vec![0; bytes], in_pcap: false }
     }

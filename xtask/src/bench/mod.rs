@@ -79,7 +79,7 @@ pub struct Args {
     /// Leave out the bpftrace arm.
     #[arg(long)]
     no_bpftrace: bool,
-    /// Only these arms (comma-separated keys: drop, drop_nonf, path, watch, bpftrace,
+    /// Only these arms (comma-separated keys: drop, drop_nonf, path, stack, watch, bpftrace,
     /// baseline2); the baseline always runs. For trying a change on one arm, not for the
     /// README's table.
     #[arg(long, value_delimiter = ',', value_name = "ARMS")]
@@ -343,28 +343,41 @@ fn plan(args: &Args, tracer: &Path, bpftrace: bool) -> Result<Plan> {
         Arm {
             key: "drop",
             label: "tracer capture (drop mode, netfilter observers)",
-            peer: Some(Kind::Tracer { netfilter: true, path: false, watch: false }),
+            peer: Some(Kind::Tracer { netfilter: true, path: false, watch: false, stack: false }),
             phases: both.clone(),
             unavailable: None,
         },
         Arm {
             key: "drop_nonf",
             label: "tracer capture --no-netfilter",
-            peer: Some(Kind::Tracer { netfilter: false, path: false, watch: false }),
+            peer: Some(Kind::Tracer { netfilter: false, path: false, watch: false, stack: false }),
             phases: if q { vec![Phase::Throughput] } else { both.clone() },
             unavailable: None,
         },
         Arm {
             key: "path",
             label: "tracer capture --path",
-            peer: Some(Kind::Tracer { netfilter: true, path: true, watch: false }),
+            peer: Some(Kind::Tracer { netfilter: true, path: true, watch: false, stack: false }),
             phases: vec![Phase::Throughput],
             unavailable: (!has_path).then(|| "not available: this tracer has no --path".into()),
         },
         Arm {
+            key: "stack",
+            label: "tracer capture --stack (kernel stack per drop event)",
+            peer: Some(Kind::Tracer { netfilter: true, path: false, watch: false, stack: true }),
+            phases: vec![Phase::Flood],
+            unavailable: if q && !args.arms.iter().any(|k| k == "stack") {
+                Some("left out by --quick".into())
+            } else if !peer::tracer_has_flag(tracer, "--stack")? {
+                Some("not available: this tracer has no --stack".into())
+            } else {
+                None
+            },
+        },
+        Arm {
             key: "watch",
             label: "tracer watch (metrics, flight recorder 64 MiB)",
-            peer: Some(Kind::Tracer { netfilter: true, path: false, watch: true }),
+            peer: Some(Kind::Tracer { netfilter: true, path: false, watch: true, stack: false }),
             phases: both.clone(),
             unavailable: (!peer::tracer_has_watch(tracer)?).then(|| "not available: this tracer has no watch".into()),
         },

@@ -32,7 +32,8 @@ const MOUNT_TRACEFS: &str = "mount -t tracefs nodev /sys/kernel/tracing";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// `watch`: `tracer watch` (metrics, flight recorder) instead of `tracer capture`.
-    Tracer { netfilter: bool, path: bool, watch: bool },
+    /// `stack`: `capture --stack`.
+    Tracer { netfilter: bool, path: bool, watch: bool, stack: bool },
     Bpftrace,
 }
 
@@ -105,8 +106,13 @@ pub fn tracer_has_watch(bin: &Path) -> Result<bool> {
 
 /// `tracer capture --help` lists `--path` (the flag lands with another change).
 pub fn tracer_has_path(bin: &Path) -> Result<bool> {
+    tracer_has_flag(bin, "--path")
+}
+
+/// Whether this tracer's capture takes `flag` (older binaries are measured too).
+pub fn tracer_has_flag(bin: &Path, flag: &str) -> Result<bool> {
     let help = proc::output(&bin.to_string_lossy(), &["capture", "--help"], Duration::from_secs(30))?;
-    Ok(help.split(|c: char| c.is_whitespace() || c == ',' || c == '=' || c == '[' || c == '<').any(|w| w == "--path"))
+    Ok(help.split(|c: char| c.is_whitespace() || c == ',' || c == '=' || c == '[' || c == '<').any(|w| w == flag))
 }
 
 /// How to start a peer.
@@ -135,12 +141,13 @@ pub fn start(kind: Kind, s: &Start) -> Result<Running> {
     };
     match kind {
         Kind::Tracer { watch: true, .. } => start_watch(kind, c, s),
-        Kind::Tracer { netfilter, path, .. } => start_tracer(kind, c, s, netfilter, path),
+        Kind::Tracer { .. } => start_tracer(kind, c, s),
         Kind::Bpftrace => start_bpftrace(c, s.dir),
     }
 }
 
-fn start_tracer(kind: Kind, mut c: Command, s: &Start, netfilter: bool, path: bool) -> Result<Running> {
+fn start_tracer(kind: Kind, mut c: Command, s: &Start) -> Result<Running> {
+    let Kind::Tracer { netfilter, path, stack, .. } = kind else { bail!("not a tracer: {kind:?}") };
     let (dir, expression, outputs) = (s.dir, s.expression, s.outputs);
     let ready = dir.join("ready");
     c.arg("capture").arg("--quiet").arg("--ready-file").arg(&ready).arg("--summary").arg(dir.join("summary.json"));
@@ -152,6 +159,9 @@ fn start_tracer(kind: Kind, mut c: Command, s: &Start, netfilter: bool, path: bo
     }
     if path {
         c.arg("--path");
+    }
+    if stack {
+        c.arg("--stack");
     }
     c.arg(expression);
     wait_ready(kind, c, dir, outputs, &ready)

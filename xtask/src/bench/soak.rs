@@ -68,7 +68,7 @@ fn measure(ctx: &Ctx, soak: &mut Soak) -> Result<()> {
     let expression = format!("udp and dst host {} and dst port {FLOOD_PORT}", b.ip);
     let dir = ctx.work.join("soak");
     let start = peer::Start { tracer: ctx.tracer, dir: &dir, expression: &expression, outputs: Outputs::Summary, cpu: ctx.plan.peer_cpu };
-    let running = peer::start(Kind::Tracer { netfilter: true, path: false, watch: true }, &start)?;
+    let running = peer::start(Kind::Tracer { netfilter: true, path: false, watch: true, stack: false }, &start)?;
     let pid = running.pid();
     let before = ctx.node.rule_packets()?;
     let t0 = Instant::now();

@@ -175,7 +175,7 @@ pub fn tree(o: &Options<'_>) -> Result<(Tree, usize)> {
 }
 
 /// See `TRACER_TEST_STORM_SECONDS` in the robust suite.
-const GUEST_STORM_SECONDS: u32 = 15;
+const GUEST_STORM_SECONDS: u32 = 5;
 
 /// Every shared object under `dir`, with its own libraries.
 fn add_with_libs(t: &mut Tree, dir: &Path) -> Result<()> {
