@@ -69,8 +69,8 @@ pub mod names {
         ("path_consume_skb", "consume_skb"),
         ("path_sk_data_ready", "sk_data_ready"),
     ];
-    /// tp_btf twins of the path's entry hooks (program, tracepoint): where the kernel takes
-    /// them, they read the skb with direct loads (see `skb::Mem` in tracer-ebpf) instead of the
+    /// `tp_btf` twins of the path's entry hooks (program, tracepoint): where the kernel takes
+    /// them, they read the skb with direct loads (see `skb::Mem` in `tracer-ebpf`) instead of the
     /// raw tracepoint program of the same tracepoint.
     pub const PATH_TP_BTF: [(&str, &str); 2] = [("path_netif_receive_skb_btf", "netif_receive_skb"), ("path_net_dev_queue_btf", "net_dev_queue")];
     pub const POD_NETNS: &str = "POD_NETNS";

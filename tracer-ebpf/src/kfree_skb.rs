@@ -2,8 +2,7 @@
 //! bytes. Loaded as tp_btf where the kernel allows it, else as a raw tracepoint (same body).
 use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint},
-    programs::{BtfTracePointContext, RawTracePointContext},
-    programs::tracing::StackIdContext,
+    programs::{BtfTracePointContext, RawTracePointContext, tracing::StackIdContext},
 };
 use tracer_common::{DropKey, counter, hook, kind};
 

@@ -49,10 +49,11 @@ impl Nfnl {
             .ok_or_else(|| io::Error::other("no generation id in the nf_tables answer"))
     }
 
-    /// Every base chain of every table (regular chains are skipped; no rule is read).
-    pub fn base_chains(&mut self) -> io::Result<Vec<BaseChain>> {
+    /// Every base chain of every table (regular chains are only counted; no rule is read),
+    /// and how many chains there are in all.
+    pub fn base_chains(&mut self) -> io::Result<(Vec<BaseChain>, usize)> {
         let answers = self.0.request(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETCHAIN, NLM_F_DUMP, &nfgenmsg(0))?;
-        Ok(answers.iter().filter_map(|(_, p)| parse_chain(p)).collect())
+        Ok((answers.iter().filter_map(|(_, p)| parse_chain(p)).collect(), answers.len()))
     }
 }
 

@@ -19,18 +19,20 @@ const NFPROTO_INET: u32 = 1;
 
 /// A snapshot with the base chains and legacy tables of the namespace and no rules: exactly
 /// what [`super::entries`] reads to name the hook points (their backends stay unknown until
-/// the rules are read, which placement does not need). None when `nft` cannot list the
-/// chains (not installed, or it failed): the caller then reads the whole snapshot.
-pub fn read(ns_path: &Path) -> Option<Snapshot> {
-    let nft = match crate::kernel::nfnl::Nfnl::open_in(ns_path).and_then(|mut n| Ok(n.base_chains()?)) {
-        Ok(chains) => Ruleset { chains: chains.into_iter().filter_map(base_chain).collect() },
+/// the rules are read, which placement does not need), and the number of `nf_tables` chains
+/// (regular ones too: a measure of the ruleset's size, None when `nft` listed them). None when
+/// `nft` cannot list the chains (not installed, or it failed): the caller then reads the whole
+/// snapshot.
+pub fn read(ns_path: &Path) -> Option<(Snapshot, Option<usize>)> {
+    let (nft, chains) = match crate::kernel::nfnl::Nfnl::open_in(ns_path).and_then(|mut n| Ok(n.base_chains()?)) {
+        Ok((base, all)) => (Ruleset { chains: base.into_iter().filter_map(base_chain).collect() }, Some(all)),
         Err(e) => {
             log::debug!("nf_tables chains of {} over netlink: {e:#}; asking nft", ns_path.display());
-            listed_chains(ns_path)?
+            (listed_chains(ns_path)?, None)
         }
     };
     let (v4, v6) = netns::run_in(ns_path, || (legacy_tables("ip_tables_names"), legacy_tables("ip6_tables_names"))).ok()?;
-    Some(Snapshot { nft, legacy_v4: builtin_chains(&v4), legacy_v6: builtin_chains(&v6), ..Snapshot::default() })
+    Some((Snapshot { nft, legacy_v4: builtin_chains(&v4), legacy_v6: builtin_chains(&v6), ..Snapshot::default() }, chains))
 }
 
 /// A base chain as `nft -j` names it; None for families without observers (arp, bridge,

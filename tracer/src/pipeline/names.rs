@@ -16,13 +16,20 @@ pub struct Namer {
     pub clock: Clock,
     /// `--stack`: the kernel's stack map, and each id's frames once read (an id never changes
     /// its stack: without `BPF_F_REUSE_STACKID` a colliding stack gets no id instead).
-    pub stacks: Option<StackTraceMap<MapData>>,
+    stacks: Option<StackTraceMap<MapData>>,
     frames: HashMap<u32, Option<Vec<String>>>,
 }
 
 impl Namer {
     pub fn new(reasons: Reasons, kallsyms: Kallsyms, clock: Clock) -> Self {
         Self { reasons, kallsyms, symbols: HashMap::new(), clock, stacks: None, frames: HashMap::new() }
+    }
+
+    /// `--stack`: where the drop events' stacks are.
+    #[must_use]
+    pub fn with_stacks(mut self, stacks: Option<StackTraceMap<MapData>>) -> Self {
+        self.stacks = stacks;
+        self
     }
 
     /// The frames of stack `id`, from the dropping function out: the probe and the tracing

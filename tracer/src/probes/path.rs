@@ -86,7 +86,7 @@ pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf, choice: BackendChoice) -> Result<
     Ok(probes)
 }
 
-/// The tp_btf twin of an entry hook's raw tracepoint program, loaded and attached; None where
+/// The `tp_btf` twin of an entry hook's raw tracepoint program, loaded and attached; None where
 /// there is none or the kernel refuses it (the raw program then runs: same work, more reads).
 fn tp_btf_twin(ebpf: &mut Ebpf, btf: &aya::Btf, tp: &str) -> Option<Box<dyn std::any::Any>> {
     let (prog, _) = names::PATH_TP_BTF.iter().find(|(_, t)| *t == tp)?;

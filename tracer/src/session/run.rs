@@ -94,9 +94,7 @@ pub async fn run(
     let (tc_observers, tc_attributor) = tc;
     let mut enrich = enricher(pods, &reasons, attributor, tc_attributor);
     enrich.cilium = cilium_attributor(&args.cilium_bpffs);
-    let mut names = Namer::new(reasons, kallsyms, Clock::new());
-    names.stacks = maps.stacks.take();
-    let mut pipe = Pipeline::new(names, enrich, sinks(args, bundle, created)?);
+    let mut pipe = Pipeline::new(Namer::new(reasons, kallsyms, Clock::new()).with_stacks(maps.stacks.take()), enrich, sinks(args, bundle, created)?);
     let path_backend = path.as_ref().map(|p| (p.backend, p.functions, p.note.clone()));
     if path.is_some() {
         pipe.path = Some(crate::path::tracker::PathTracker::default());

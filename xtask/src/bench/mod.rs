@@ -79,7 +79,7 @@ pub struct Args {
     /// Leave out the bpftrace arm.
     #[arg(long)]
     no_bpftrace: bool,
-    /// Only these arms (comma-separated keys: drop, drop_nonf, path, stack, watch, bpftrace,
+    /// Only these arms (comma-separated keys: drop, `drop_nonf`, path, stack, watch, bpftrace,
     /// baseline2); the baseline always runs. For trying a change on one arm, not for the
     /// README's table.
     #[arg(long, value_delimiter = ',', value_name = "ARMS")]
