@@ -152,7 +152,7 @@ impl Windows {
             }
         }
         // Read at start-up the tools' absence is said then (session/start.rs); read here, now.
-        snapshot::warn_missing(&[Snapshot { missing, ..Snapshot::default() }]);
+        snapshot::warn_missing(missing.iter().map(String::as_str));
         let mut done = Vec::new();
         for mut h in std::mem::take(&mut self.held) {
             let ns = h.slot.netns;

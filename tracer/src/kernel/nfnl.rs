@@ -1,6 +1,6 @@
 //! `nf_tables` over netlink (`NETLINK_NETFILTER`, uapi `linux/netfilter/nf_tables.h`): the
-//! ruleset's generation id and the chains with their hooks, without running `nft` (a process
-//! per namespace) or listing a rule. Read-only requests.
+//! chains with their hooks, without running `nft` (a process per namespace) or listing a rule.
+//! Read-only requests.
 use std::{io, path::Path};
 
 use anyhow::Result;
@@ -9,8 +9,6 @@ use super::rtnl::{NLM_F_DUMP, Rtnl, attrs, cstr};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETCHAIN: u16 = 4;
-const NFT_MSG_GETGEN: u16 = 16;
-const NFTA_GEN_ID: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_CHAIN_HOOK: u16 = 4;
@@ -36,17 +34,6 @@ impl Nfnl {
     /// A socket in the namespace at `path`.
     pub fn open_in(path: &Path) -> Result<Self> {
         Ok(Self(crate::netns::run_in(path, || Rtnl::open_protocol(libc::NETLINK_NETFILTER))??))
-    }
-
-    /// The ruleset's generation id: it changes with every committed change of the rules (not
-    /// with their counters).
-    pub fn generation(&mut self) -> io::Result<u32> {
-        let answers = self.0.request(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETGEN, 0, &nfgenmsg(0))?;
-        answers
-            .iter()
-            .flat_map(|(_, p)| attrs(p.get(NFGENMSG_LEN..).unwrap_or_default()))
-            .find_map(|(t, v)| (t == NFTA_GEN_ID).then(|| be_u32(v)).flatten())
-            .ok_or_else(|| io::Error::other("no generation id in the nf_tables answer"))
     }
 
     /// Every base chain of every table (regular chains are only counted; no rule is read),

@@ -1,8 +1,8 @@
 //! What placing observers needs, read without listing a single rule: the base chains of
 //! `nf_tables` (over netlink, kernel/nfnl.rs: names, hooks and priorities only, no process;
 //! `nft -j list chains` where netlink fails; `nft -j list ruleset` takes 1.5 s at 20,000
-//! rules) and the iptables-legacy tables the kernel lists for the namespace. The rules themselves are read later, on a worker, while
-//! the capture already runs (enrich/window.rs).
+//! rules) and the iptables-legacy tables the kernel lists for the namespace. The rules
+//! themselves are read later, on a worker, while the capture already runs (enrich/window.rs).
 use std::{fmt::Write as _, path::Path, process::Stdio};
 
 use super::{

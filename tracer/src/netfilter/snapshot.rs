@@ -84,12 +84,12 @@ impl Snapshot {
     }
 }
 
-/// Says once which tools were missing where the rulesets of `snaps` were read.
-pub fn warn_missing<'a>(snaps: impl IntoIterator<Item = &'a Snapshot>) {
+/// Says once which of the `tools` missing where rulesets were read it has not said yet.
+pub fn warn_missing<'a>(tools: impl IntoIterator<Item = &'a str>) {
     // Once per tool: rules are read at start for some namespaces and after ready for others.
     static WARNED: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
     let mut warned = WARNED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let missing: BTreeSet<&str> = snaps.into_iter().flat_map(|s| s.missing.iter().map(String::as_str)).filter(|t| !warned.contains(*t)).collect();
+    let missing: BTreeSet<&str> = tools.into_iter().filter(|t| !warned.contains(*t)).collect();
     warned.extend(missing.iter().map(|t| (*t).to_string()));
     if !missing.is_empty() {
         let tools: Vec<&str> = missing.into_iter().collect();

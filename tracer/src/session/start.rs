@@ -50,7 +50,7 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
         // No observers: each drop is attributed by the rule counters of its window, any hook.
         log::info!("this kernel has no BPF netfilter programs (Linux < 6.4): netfilter drops are attributed by rule counters only");
         let snapshots = in_parallel(&spaces, |ns| Snapshot::take(&ns.path));
-        snapshot::warn_missing(snapshots.iter().map(|(_, s)| s));
+        snapshot::warn_missing(snapshots.iter().flat_map(|(_, s)| s.missing.iter().map(String::as_str)));
         let mut attributor = Attributor::new(snapshots, Vec::new(), mono_now());
         attributor.unobserved_drops = true;
         return Ok(Some((NfObservers::default(), attributor)));
@@ -74,7 +74,7 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
         }
     }
     let snapshots = in_parallel(&loaded, |ns| Snapshot::take(&ns.path));
-    snapshot::warn_missing(snapshots.iter().map(|(_, s)| s));
+    snapshot::warn_missing(snapshots.iter().flat_map(|(_, s)| s.missing.iter().map(String::as_str)));
     let maps = probes::netfilter::asm::Maps {
         ring: probes::loader::fd(ebpf, tracer_common::names::NF_RING)?,
         // With --path the observers also report hops of followed packets.
