@@ -30,6 +30,7 @@ pub mod node;
 pub mod pcap;
 pub mod podman;
 pub mod progress;
+pub mod segments;
 pub mod tc_fixture;
 pub mod tempdir;
 pub mod tracer;

@@ -2,7 +2,7 @@
 //! names the table, chain and rule as the user's tool prints it, for iptables-nft,
 //! iptables-legacy and native nftables, through jumps, in pods' own namespaces, and the
 //! tracer leaves every ruleset exactly as it found it. Needs root.
-use std::{fmt::Write as _, time::Duration};
+use std::{fmt::Write as _, net::SocketAddr, time::Duration};
 
 use integration_tests::{Feature, Finished, Node, RunningCapture, Tracer, cmd, require, wait};
 use serde_json::Value;
@@ -334,4 +334,140 @@ fn stack_runs_through_the_netfilter_code_that_dropped() {
     let comments = integration_tests::pcap::read(done.pcap().unwrap()).unwrap();
     assert!(comments.packets.iter().all(|p| p.comments.iter().any(|c| c.contains(" stack=\"") && c.contains("nf_hook_slow"))), "{:?}", comments.packets.first());
     eprintln!("stack of a netfilter drop: {first:?}");
+}
+
+/// The conntrack and mark facts of each event: (`ct.state`, `mark`).
+fn ct_facts(done: &Finished, dport: u16) -> Vec<(String, String)> {
+    done.events.iter().filter(|e| e["dport"] == dport).map(|e| (e["ct"]["state"].as_str().unwrap_or("-").to_string(), e["mark"].as_str().unwrap_or("-").to_string())).collect()
+}
+
+/// Issue 16: rules on conntrack state and marks before the DROP that acted are decided with
+/// what the skb held at the drop (`ct`, `mark`), so the attribution is `exact` where
+/// observers place the hook; without them (6.1) the facts rule candidates out and the
+/// counters of the window decide among the rest. Each back end: iptables-nft, legacy, nft.
+fn state_and_mark_guards(backend: &str) {
+    let mut node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
+    let dst = b.ip.to_string();
+    // Port 32072's packets get mark 0x200 (in mangle, a table of its own: the filter table
+    // sets no marks, so its rules see what the drop shows).
+    let filter = [
+        vec!["-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"],
+        vec!["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+        vec!["-d", &dst, "-p", "udp", "-m", "mark", "!", "--mark", "0x200/0xf00", "-j", "DROP"],
+        vec!["-d", &dst, "-p", "udp", "--dport", "32072", "-j", "DROP"],
+    ];
+    let mangle = ["-d", &dst, "-p", "udp", "--dport", "32072", "-j", "MARK", "--set-xmark", "0x200/0xf00"];
+    let (save, family, table, chain) = match backend {
+        "iptables-nft" => {
+            node.iptables("mangle", "FORWARD", &mangle).unwrap();
+            for r in &filter {
+                node.iptables("filter", "FORWARD", r).unwrap();
+            }
+            ("iptables-save", "ip", "filter", "FORWARD")
+        }
+        "iptables-legacy" => {
+            let add = |t: &str, r: &[&str]| node.exec("iptables-legacy", &[&["-w", "-t", t, "-A", "FORWARD"], r].concat()).unwrap();
+            add("mangle", &mangle);
+            for r in &filter {
+                add("filter", r);
+            }
+            ("iptables-legacy-save", "ip", "filter", "FORWARD")
+        }
+        _ => {
+            node.nft_table("inet", "ctmark", &format!("chain m {{ type filter hook forward priority -150;\n ip daddr {dst} udp dport 32072 meta mark set 0x200\n }}")).unwrap();
+            let body = format!(
+                "chain f {{ type filter hook forward priority 0; policy accept;\n ct state invalid drop\n ct state established,related accept\n ip daddr {dst} meta l4proto udp meta mark & 0xf00 != 0x200 drop\n ip daddr {dst} udp dport 32072 drop\n }}"
+            );
+            node.nft_table("inet", "ctfw", &body).unwrap();
+            ("", "inet", "ctfw", "f")
+        }
+    };
+    let run = tracer().capture().expression(format!("udp and (port 32071 or port 32072) and src host {}", a.ip)).start().unwrap();
+    assert_eq!(a.send_udp(32170, b.addr(32071), 3, b"mark").unwrap(), 3);
+    assert_eq!(a.send_udp(32171, b.addr(32072), 2, b"mark").unwrap(), 2);
+    let done = stop(run, 5);
+    assert_eq!(done.drops().unwrap(), 5, "stderr:\n{}", done.stderr);
+    assert_eq!(ct_facts(&done, 32071), vec![("NEW".to_string(), "0x0".to_string()); 3], "{}", done.events[0]);
+    assert_eq!(ct_facts(&done, 32072), vec![("NEW".to_string(), "0x200".to_string()); 2]);
+    let rule_of = |needle: &str| {
+        if save.is_empty() {
+            let listing = node.exec("nft", &["-a", "list", "chain", family, table, chain]).unwrap();
+            listing.lines().map(str::trim).find(|l| l.contains(needle) && l.contains("drop")).unwrap().to_string()
+        } else {
+            let out = cmd::run_in(node.netns(), save, &[] as &[&str]).unwrap();
+            out.lines().find(|l| l.starts_with(&format!("-A {chain}")) && l.contains(needle)).unwrap().to_string()
+        }
+    };
+    let (by_mark, by_port) = if save.is_empty() { (rule_of("0x00000f00"), rule_of("dport 32072")) } else { (rule_of("--mark 0x200/0xf00"), rule_of("--dport 32072")) };
+    for (port, n, rule) in [(32071, 3, &by_mark), (32072, 2, &by_port)] {
+        let nfs = nf_of(&done, port);
+        assert_eq!(nfs.len(), n);
+        for nf in nfs {
+            if Feature::NetfilterLink.probe().is_ok() {
+                assert_eq!((nf["table"].as_str(), nf["rule"].as_str(), nf["attribution"].as_str()), (Some(table), Some(rule.as_str()), Some("exact")), "{nf}\nstderr:\n{}", done.stderr);
+            } else {
+                // 6.1: the hook is unknown and the counters decide; the INVALID rule and the
+                // other DROP are ruled out by the facts, never offered as candidates.
+                let named = nf["rule"].as_str() == Some(rule.as_str());
+                let listed = nf["candidates"].as_array().is_some_and(|c| c.iter().any(|c| c.as_str().is_some_and(|c| c.ends_with(rule.as_str()))));
+                assert!(named || listed, "{nf}");
+                let offered = nf["candidates"].as_array().map(|c| c.iter().map(|c| c.as_str().unwrap_or_default().to_string()).collect::<Vec<_>>()).unwrap_or_default();
+                assert!(!offered.iter().any(|c| c.contains("INVALID") || c.contains("invalid")), "{nf}");
+            }
+        }
+    }
+    let comments = integration_tests::pcap::read(done.pcap().unwrap()).unwrap();
+    assert!(comments.packets.iter().all(|p| p.comments.iter().any(|c| c.contains(" ct=\"NEW original"))), "{:?}", comments.packets.first());
+    for port in [32071, 32072] {
+        eprintln!("{backend} port {port}: {}", nf_of(&done, port)[0]);
+    }
+}
+
+#[test]
+fn state_and_mark_guards_iptables_nft() {
+    state_and_mark_guards("iptables-nft");
+}
+
+#[test]
+fn state_and_mark_guards_iptables_legacy() {
+    state_and_mark_guards("iptables-legacy");
+}
+
+#[test]
+fn state_and_mark_guards_native_nft() {
+    if !observers_possible() {
+        return;
+    }
+    state_and_mark_guards("nftables");
+}
+
+/// Issue 16: a TCP segment far outside its connection's window is INVALID to conntrack, and
+/// `-m conntrack --ctstate INVALID -j DROP` drops it: the event says `ct.state` INVALID and
+/// names that rule.
+#[test]
+fn out_of_window_segment_is_invalid() {
+    let mut node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
+    let rule = node.iptables("filter", "FORWARD", &["-p", "tcp", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]).unwrap();
+    let listener = b.listen_tcp(32081).unwrap();
+    let conn = a.tcp_open(b.addr(32081), TIMEOUT).unwrap();
+    wait::until("the connection accepted", TIMEOUT, Duration::from_millis(10), || Ok((listener.connections() >= 1).then_some(()))).unwrap();
+    let SocketAddr::V4(from) = conn.local_addr().unwrap() else { panic!("not IPv4") };
+    let run = tracer().capture().expression(format!("tcp and dst port 32081 and src host {}", a.ip)).start().unwrap();
+    // Numbers from the clock: with a window of a few KiB in 2^32, far outside it.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let numbers = (nanos.wrapping_mul(2_654_435_761), nanos.rotate_left(16) ^ 0x5555_5555);
+    assert_eq!(a.send_tcp_segments(from, b.addr(32081), numbers, integration_tests::segments::ACK, 3).unwrap(), 3);
+    wait::until("the INVALID rule's counter", TIMEOUT, Duration::from_millis(10), || Ok((node.iptables_packets(&rule)? >= 3).then_some(()))).unwrap();
+    let done = stop(run, 3);
+    drop(conn);
+    listener.stop().unwrap();
+    let line = save_line(node.netns(), "iptables-save", &rule.comment);
+    assert_eq!(done.events.len(), 3, "stderr:\n{}", done.stderr);
+    for e in &done.events {
+        assert_eq!(e["ct"], serde_json::json!({"state": "INVALID"}), "{e}");
+        assert_eq!(e["netfilter"]["rule"], line.as_str(), "{e}");
+        expect_lone_rule_attribution(e["netfilter"]["attribution"].as_str().unwrap());
+    }
 }

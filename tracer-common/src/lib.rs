@@ -145,6 +145,14 @@ pub struct Offsets {
     pub dev_nd_net: u32,
     pub net_ns_inum: u32,
     pub sk_net: u32,
+    /// `sk_buff.mark` and `sk_buff._nfct` (the conntrack entry | `ip_conntrack_info`), and the
+    /// `struct nf_conn` fields a drop event carries (`status`, `mark`, `zone.id`; from the
+    /// conntrack module's BTF when it is a module). Read for events only, not in the span.
+    pub skb_mark: u32,
+    pub skb_nfct: u32,
+    pub ct_status: u32,
+    pub ct_mark: u32,
+    pub ct_zone: u32,
     /// The part of `struct sk_buff` holding every `skb_*` field above (start 8-aligned, length
     /// ≤ `SKB_SPAN_MAX`): a probe copies it with one read instead of one read per field.
     /// Length 0: the fields lie too far apart and are read one by one.
@@ -314,6 +322,29 @@ pub struct PacketEvent {
     pub hook: u32,
     /// With `--stack`: the drop's kernel stack as its `STACKS` id plus one (0 = none).
     pub stack: u32,
+    /// Drop events: `skb->mark` and the conntrack entry's facts (`ct_flags` says which were
+    /// read); zero in path events.
+    pub mark: u32,
+    pub ct_mark: u32,
+    /// `nf_conn.status`, its low 32 bits (the `IPS_*_BIT`s).
+    pub ct_status: u32,
+    pub ct_zone: u16,
+    /// `skb->_nfct & 7`: the packet's `ip_conntrack_info`.
+    pub ct_info: u8,
+    /// `ct_flags::*`.
+    pub ct_flags: u8,
+}
+
+/// What of the conntrack facts a drop event carries (`PacketEvent::ct_flags`).
+pub mod ct_flags {
+    /// `mark` is `skb->mark`.
+    pub const MARK: u8 = 1;
+    /// `skb->_nfct` was non-zero: `ct_info` holds its low bits.
+    pub const NFCT: u8 = 2;
+    /// Fields of the entry that were read (the kernel may lack marks or zones).
+    pub const STATUS: u8 = 4;
+    pub const CT_MARK: u8 = 8;
+    pub const ZONE: u8 = 16;
 }
 
 pub const EVENT_HEADER_LEN: usize = core::mem::size_of::<PacketEvent>();

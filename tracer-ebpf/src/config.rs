@@ -19,6 +19,11 @@ static OFFSETS: Offsets = Offsets {
     dev_nd_net: 0,
     net_ns_inum: 0,
     sk_net: 0,
+    skb_mark: 0,
+    skb_nfct: 0,
+    ct_status: 0,
+    ct_mark: 0,
+    ct_zone: 0,
     skb_span_start: 0,
     skb_span_len: 0,
 };

@@ -74,6 +74,7 @@ fn on_drop<M: Mem, C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: 
         h.packet_id = packet_id;
         h.hook = 0;
         h.stack = stack;
+        skb::conntrack::<M>(skb, o, h);
     }
     emit::output(s, snap);
 }

@@ -246,6 +246,7 @@ pub fn emit_hop(s: *mut Scratch, skb: u64, id: u64, h: u32, location: u64, reaso
         hdr.packet_id = id;
         hdr.hook = h;
         hdr.stack = 0;
+        hdr.ct_flags = 0;
     }
     emit::output(s, 0);
 }

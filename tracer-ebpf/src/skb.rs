@@ -1,6 +1,6 @@
 //! Reading kernel structs through offsets from BTF (no CO-RE in Rust eBPF).
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
-use tracer_common::{Offsets, SKB_SPAN_MAX};
+use tracer_common::{Offsets, PacketEvent, SKB_SPAN_MAX, ct_flags};
 
 use crate::maps::{DEV_CACHE, DevCache, Scratch};
 
@@ -132,6 +132,38 @@ pub fn device<M: Mem>(skb: u64, o: &Offsets, s: *const Scratch) -> (u32, [u8; tr
         unsafe { *c = DevCache { dev, at_jiffies: now, ifindex, netns, ifname } };
     }
     (ifindex, ifname, netns)
+}
+
+/// A drop event's `skb->mark` and conntrack facts, into its header (`ct_flags` says which
+/// were read). `_nfct` is the entry's address with the `ip_conntrack_info` in its low 3 bits:
+/// a plain number, so the entry's fields take helper reads even in a tp_btf program. The
+/// skb holds a reference to the entry: it is alive here.
+#[inline(always)]
+pub fn conntrack<M: Mem>(skb: u64, o: &Offsets, h: &mut PacketEvent) {
+    let mut flags = 0;
+    if let Some(mark) = get::<M, u32>(skb, o.skb_mark) {
+        h.mark = mark;
+        flags |= ct_flags::MARK;
+    }
+    let nfct: u64 = get::<M, u64>(skb, o.skb_nfct).unwrap_or(0);
+    if nfct != 0 {
+        flags |= ct_flags::NFCT;
+        h.ct_info = (nfct & 7) as u8;
+        let entry = nfct & !7;
+        if let Some(status) = read::<u64>(entry, o.ct_status) {
+            h.ct_status = status as u32;
+            flags |= ct_flags::STATUS;
+        }
+        if let Some(mark) = read::<u32>(entry, o.ct_mark) {
+            h.ct_mark = mark;
+            flags |= ct_flags::CT_MARK;
+        }
+        if let Some(zone) = read::<u16>(entry, o.ct_zone) {
+            h.ct_zone = zone;
+            flags |= ct_flags::ZONE;
+        }
+    }
+    h.ct_flags = flags;
 }
 
 /// The namespace inode of a socket (0 when unreadable).

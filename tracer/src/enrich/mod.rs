@@ -22,7 +22,10 @@ use crate::{
         headers::Proto,
         hooks::Hook,
     },
-    netfilter::{packet::PacketInfo, snapshot::Snapshot},
+    netfilter::{
+        packet::{CtState, PacketInfo},
+        snapshot::Snapshot,
+    },
     netns::Netns,
     pods::Pods,
 };
@@ -257,7 +260,11 @@ fn packet_info(ev: &DropEvent, hook: u32) -> PacketInfo {
         // An unobserved drop (any hook) may have happened on either side of the route.
         in_iface: if hook <= 2 { dev.clone() } else { None },
         out_iface: if (3..=4).contains(&hook) { dev } else { None },
-        // The packet bytes do not say the flow's conntrack state: `--ctstate` stays Maybe.
-        ct_state: None,
+        // The skb at the drop: its mark and conntrack entry are what the dropping table saw
+        // (`eval::Chains::sets_facts` says where they may not be).
+        ct_state: ev.ct.as_ref().and_then(|c| CtState::parse(c.state)),
+        mark: ev.mark,
+        ct_mark: ev.ct.as_ref().and_then(|c| c.mark),
+        ct_zone: ev.ct.as_ref().and_then(|c| c.zone),
     }
 }

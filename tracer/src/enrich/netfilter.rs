@@ -233,14 +233,15 @@ impl Attributor {
                 Backend::IptablesNft | Backend::IptablesLegacy => {
                     let save = if entry.backend == Backend::IptablesNft { snap.iptables_nft(entry.pf) } else { snap.iptables_legacy(entry.pf) };
                     let old = if entry.backend == Backend::IptablesNft { base.iptables_nft(entry.pf) } else { base.iptables_legacy(entry.pf) };
-                    let found = save.table(&entry.table).map(|t| eval::candidates(t, &entry.chain, p));
+                    let found = save.table(&entry.table).map(|t| eval::candidates(t, &entry.chain, &facts_for(t, p)));
                     for c in found.unwrap_or_default() {
                         let delta = now.map(|_| iptables_delta(old, save, &entry.table, &c));
                         out.push(Cand { entry, c, delta });
                     }
                 }
                 Backend::Nftables => {
-                    for c in eval::candidates(&snap.nft.table(&entry.family, &entry.table), &entry.chain, p) {
+                    let table = snap.nft.table(&entry.family, &entry.table);
+                    for c in eval::candidates(&table, &entry.chain, &facts_for(&table, p)) {
                         let delta = now.and_then(|_| nft_delta(&base.nft, &snap.nft, entry, &c));
                         out.push(Cand { entry, c, delta });
                     }
@@ -319,6 +320,12 @@ impl Attributor {
             }
         }
     }
+}
+
+/// The packet as `table`'s rules are evaluated against it: without the drop's marks and
+/// conntrack state where a rule of the table may have changed them before the drop.
+fn facts_for<'p>(table: &impl eval::Chains, p: &'p PacketInfo) -> std::borrow::Cow<'p, PacketInfo> {
+    if table.sets_facts() { std::borrow::Cow::Owned(p.without_kernel_facts()) } else { std::borrow::Cow::Borrowed(p) }
 }
 
 fn describe(c: &Cand<'_>) -> String {

@@ -171,11 +171,73 @@ impl KernelBtf {
             dev_nd_net: opt("net_device", "nd_net.net"),
             net_ns_inum: opt("net", "ns.inum"),
             sk_net: opt("sock", "__sk_common.skc_net.net"),
+            skb_mark: opt("sk_buff", "mark"),
+            skb_nfct: opt("sk_buff", "_nfct"),
+            // `nf_conn` is in vmlinux only when conntrack is built in: `conntrack` fills these.
+            ct_status: u32::MAX,
+            ct_mark: u32::MAX,
+            ct_zone: u32::MAX,
             skb_span_start: 0,
             skb_span_len: 0,
         };
         (o.skb_span_start, o.skb_span_len) = skb_span(&o);
         Ok(o)
+    }
+}
+
+/// Conntrack's facts as this kernel lays them out: `nf_conn` offsets and the enumerators of
+/// `ip_conntrack_info` and `ip_conntrack_status`.
+#[derive(Debug, Default)]
+pub struct Conntrack {
+    pub status: Option<u32>,
+    pub mark: Option<u32>,
+    pub zone: Option<u32>,
+    pub info: Vec<(String, u64)>,
+    pub status_bits: Vec<(String, u64)>,
+    /// Where they were read (`vmlinux`, or the module's BTF).
+    pub source: String,
+}
+
+impl KernelBtf {
+    /// The `nf_conntrack` module's BTF (split, on top of this one), when it is loaded.
+    fn module(&self, name: &str) -> Option<Self> {
+        let path = format!("/sys/kernel/btf/{name}");
+        if std::env::var_os(TEST_BTF_ENV).is_some() || !std::path::Path::new(&path).exists() {
+            return None;
+        }
+        Btf::from_split_file(&path, &self.btf).ok().map(|btf| Self { btf })
+    }
+
+    /// Conntrack's layout: from vmlinux when it is built in, else from its module's BTF (a
+    /// module not loaded yet has no entries to report: every field is then absent).
+    pub fn conntrack(&self) -> Conntrack {
+        let module;
+        let (btf, source) = if self.named_struct("nf_conn").is_ok() {
+            (self, "vmlinux")
+        } else if let Some(m) = self.module("nf_conntrack") {
+            module = m;
+            (&module, "nf_conntrack")
+        } else {
+            return Conntrack::default();
+        };
+        let enums = |name: &str| btf.enum_values(name).or_else(|_| self.enum_values(name)).unwrap_or_default();
+        Conntrack {
+            status: btf.member_offset("nf_conn", "status").ok(),
+            mark: btf.member_offset("nf_conn", "mark").ok(),
+            zone: btf.member_offset("nf_conn", "zone.id").ok(),
+            info: enums("ip_conntrack_info"),
+            status_bits: enums("ip_conntrack_status"),
+            source: source.into(),
+        }
+    }
+}
+
+impl Conntrack {
+    /// Into the programs' offsets (absent fields stay `u32::MAX`).
+    pub fn apply(&self, o: &mut Offsets) {
+        o.ct_status = self.status.unwrap_or(u32::MAX);
+        o.ct_mark = self.mark.unwrap_or(u32::MAX);
+        o.ct_zone = self.zone.unwrap_or(u32::MAX);
     }
 }
 

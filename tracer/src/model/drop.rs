@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use tracer_common::PacketEvent;
+use tracer_common::{PacketEvent, ct_flags};
 
 use super::{
     cilium::CiliumInfo,
+    conntrack::{Ct, hex_opt},
     headers::{Headers, parse_headers},
     netfilter::NetfilterInfo,
     tc::TcInfo,
@@ -23,6 +24,8 @@ pub trait Names {
     /// `--stack`: the frames of a recorded kernel stack (`PacketEvent::stack`), innermost
     /// first, from the dropping function out.
     fn stack(&mut self, id: u32) -> Option<Vec<String>>;
+    /// The conntrack entry of a drop (`netfilter_drop`: a packet without one is `INVALID`).
+    fn conntrack(&self, h: &PacketEvent, netfilter_drop: bool) -> Option<Ct>;
 }
 
 /// One dropped packet, as written to the JSON Lines output (field names are a contract).
@@ -71,15 +74,23 @@ pub struct DropEvent {
     /// With `--stack`: the kernel stack of the drop, innermost frame first (`function+0xoff`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stack: Option<Vec<String>>,
+    /// `skb->mark` at the drop (`0x…`).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "hex_opt")]
+    pub mark: Option<u32>,
+    /// The packet's conntrack entry at the drop (state, direction, zone, connmark, status).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ct: Option<Ct>,
 }
 
 impl DropEvent {
     /// The event as the wire record says it, with no enrichment yet (pods, tc, netfilter).
     pub fn from_wire(h: &PacketEvent, data: &[u8], names: &mut impl Names) -> Self {
+        let reason = names.reason(h.reason);
+        let ct = names.conntrack(h, reason == "NETFILTER_DROP");
         Self {
             kind: "drop",
             time: rfc3339(names.wall(h.ts_ns)),
-            reason: names.reason(h.reason),
+            reason,
             location: names.location(h.location),
             ifname: ifname(&h.ifname),
             ifindex: h.ifindex,
@@ -98,6 +109,8 @@ impl DropEvent {
             pod_iface: None,
             packet_id: (h.packet_id != 0).then_some(h.packet_id),
             stack: h.stack.checked_sub(1).and_then(|id| names.stack(id)),
+            mark: (h.ct_flags & ct_flags::MARK != 0).then_some(h.mark),
+            ct,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::{
     cilium::{CiliumInfo, CiliumReason},
+    conntrack::Ct,
     drop::DropEvent,
     headers::Headers,
     path::PacketRecord,
@@ -48,10 +49,34 @@ pub fn drop_comment(ev: &DropEvent) -> String {
             let _ = write!(comment, " {k}={v}");
         }
     }
+    if let Some(mark) = ev.mark.filter(|m| *m != 0) {
+        let _ = write!(comment, " mark={mark:#x}");
+    }
+    if let Some(ct) = &ev.ct {
+        let _ = write!(comment, " ct=\"{}\"", ct_text(ct));
+    }
     if let Some(frames) = &ev.stack {
         let _ = write!(comment, " stack=\"{}\"", short_stack(frames));
     }
     comment
+}
+
+/// `ESTABLISHED reply zone 0 mark 0x200 CONFIRMED|SEEN_REPLY`: the JSON's `ct` in one line.
+pub fn ct_text(ct: &Ct) -> String {
+    let mut s = ct.state.to_string();
+    if let Some(d) = ct.direction {
+        let _ = write!(s, " {d}");
+    }
+    if let Some(z) = ct.zone {
+        let _ = write!(s, " zone {z}");
+    }
+    if let Some(m) = ct.mark {
+        let _ = write!(s, " mark {m:#x}");
+    }
+    if let Some(status) = ct.status.as_ref().filter(|s| !s.is_empty()) {
+        let _ = write!(s, " {}", status.join("|"));
+    }
+    s
 }
 
 /// Frames shown where space is short (the pcapng comment): function names without offsets,

@@ -4,8 +4,8 @@
 //! dropped this packet?" (`candidates`) and the doctor's "does a new pod flow get through
 //! FORWARD?" (`verdict`).
 //!
-//! Matches we cannot evaluate (a captured packet's conntrack state, marks, sets…) make a rule
-//! `Maybe`. The walk goes on past a maybe-rule as if it had not matched, but keeps it on the
+//! Matches we cannot evaluate (sets, rates; marks and conntrack state where the drop did not
+//! tell them) make a rule `Maybe`. The walk goes on past a maybe-rule as if it had not matched, but keeps it on the
 //! path, and walks the chain a maybe-jump enters, so callers can tell what else may have
 //! happened.
 use super::packet::PacketInfo;
@@ -87,6 +87,9 @@ pub trait Chains {
     fn rules(&self, chain: &str) -> Option<&[Self::Rule]>;
     /// A base chain's policy, as the tool prints it (`DROP`, `drop`).
     fn policy(&self, chain: &str) -> Option<&str>;
+    /// Whether a rule of the table sets a mark or conntrack (then a drop's marks and state
+    /// are not what every rule before the drop saw).
+    fn sets_facts(&self) -> bool;
 }
 
 /// What the caller already knows of the packet's fate in this table.

@@ -71,9 +71,13 @@ pub enum Match {
     IcmpType { ty: u8, code: Option<u8>, negated: bool },
     /// `--ctstate`/`--state`: any of these states (`NEW`, `RELATED`…).
     CtState { states: Vec<String>, negated: bool },
+    /// `-m mark --mark V[/M]`: `skb->mark & M == V`.
+    Mark { value: u32, mask: u32, negated: bool },
+    /// `-m connmark --mark V[/M]`, `-m conntrack --ctmark V[/M]`: the same on the entry's mark.
+    CtMark { value: u32, mask: u32, negated: bool },
     /// Always true (`-m comment`).
     Comment(String),
-    /// A match we cannot evaluate from packet bytes (marks, sets…).
+    /// A match we cannot evaluate (sets, rates, conntrack status…).
     Unsupported(String),
 }
 
@@ -169,6 +173,10 @@ impl eval::Chains for Table {
     fn policy(&self, chain: &str) -> Option<&str> {
         self.chain(chain)?.policy.as_deref()
     }
+
+    fn sets_facts(&self) -> bool {
+        self.chains.iter().flat_map(|c| &c.rules).any(Rule::sets_facts)
+    }
 }
 
 impl eval::Rule for Rule {
@@ -187,6 +195,12 @@ impl eval::Rule for Rule {
 
 impl Rule {
     /// The rule's `-m comment --comment` texts.
+    /// Whether it changes what later rules match on: the packet's or the entry's mark, or its
+    /// conntrack (`-j CT`, `NOTRACK`).
+    pub fn sets_facts(&self) -> bool {
+        matches!(&self.target, Target::Continue(t) if matches!(t.as_str(), "MARK" | "CONNMARK" | "CT" | "NOTRACK"))
+    }
+
     pub fn comments(&self) -> impl Iterator<Item = &str> {
         self.matches.iter().filter_map(|m| match m {
             Match::Comment(c) => Some(c.as_str()),
@@ -210,6 +224,8 @@ impl Match {
                 *negated,
             ),
             Self::CtState { states, negated } => Truth::of(p.ct_state.map(|s| states.iter().any(|x| x == s.name())), *negated),
+            Self::Mark { value, mask, negated } => Truth::of(p.mark.map(|m| m & mask == *value), *negated),
+            Self::CtMark { value, mask, negated } => Truth::of(p.ct_mark.map(|m| m & mask == *value), *negated),
             Self::Comment(_) => Truth::Yes,
             Self::Unsupported(_) => Truth::Maybe,
         }

@@ -153,6 +153,22 @@ impl eval::Chains for Table<'_> {
     fn policy(&self, chain: &str) -> Option<&str> {
         self.rs.chain(self.family, self.name, chain)?.policy.as_deref()
     }
+
+    fn sets_facts(&self) -> bool {
+        self.rs.chains.iter().filter(|c| c.family == self.family && c.table == self.name).flat_map(|c| &c.rules).any(NftRule::sets_facts)
+    }
+}
+
+impl NftRule {
+    /// `meta mark set`, `ct mark set`, `ct zone set`, `notrack`, or an iptables target kept
+    /// as `xt` (MARK, CT…): it changes what later rules match on.
+    fn sets_facts(&self) -> bool {
+        self.expr.iter().any(|e| {
+            e.get("notrack").is_some()
+                || e.get("xt").is_some_and(|x| x.get("type").and_then(Value::as_str) == Some("target"))
+                || e.get("mangle").and_then(|m| m.get("key")).is_some_and(|k| k.get("ct").is_some() || k.get("meta").and_then(|m| m.get("key")).and_then(Value::as_str) == Some("mark"))
+        })
+    }
 }
 
 impl eval::Rule for NftRule {
@@ -197,6 +213,8 @@ enum Field {
     Addr(Option<std::net::IpAddr>),
     Num(Option<u64>),
     Name(Option<String>),
+    /// `ct state`, as nft names it (`established`).
+    State(Option<&'static str>),
 }
 
 fn field(left: &Value, p: &PacketInfo) -> Option<Field> {
@@ -219,13 +237,41 @@ fn field(left: &Value, p: &PacketInfo) -> Option<Field> {
             _ => return None,
         });
     }
+    // `meta mark & 0xf00`: the masked value.
+    if let Some([inner, mask]) = left.get("&").and_then(Value::as_array).map(Vec::as_slice) {
+        let mask = mask.as_u64()?;
+        return match field(inner, p)? {
+            Field::Num(n) => Some(Field::Num(n.map(|n| n & mask))),
+            _ => None,
+        };
+    }
+    if let Some(ct) = left.get("ct").and_then(|c| c.get("key")).and_then(Value::as_str) {
+        return Some(match ct {
+            "state" => Field::State(p.ct_state.map(|s| nft_state(s.name()))),
+            "mark" => Field::Num(p.ct_mark.map(u64::from)),
+            "zone" => Field::Num(p.ct_zone.map(u64::from)),
+            _ => return None,
+        });
+    }
     let meta = left.get("meta")?.get("key")?.as_str()?;
     Some(match meta {
         "l4proto" => Field::Num(p.proto.map(u64::from)),
         "iifname" => Field::Name(p.in_iface.clone()),
         "oifname" => Field::Name(p.out_iface.clone()),
+        "mark" => Field::Num(p.mark.map(u64::from)),
         _ => return None,
     })
+}
+
+/// A conntrack state as nft spells it.
+fn nft_state(name: &str) -> &'static str {
+    match name {
+        "NEW" => "new",
+        "ESTABLISHED" => "established",
+        "RELATED" => "related",
+        "UNTRACKED" => "untracked",
+        _ => "invalid",
+    }
 }
 
 /// Does one right-hand value contain the packet's field? None = cannot tell.
@@ -261,6 +307,7 @@ fn value_matches(f: &Field, right: &Value) -> Option<bool> {
             }
             None
         }
+        Field::State(state) => Some(right.as_str()? == (*state)?),
         Field::Name(name) => {
             let name = name.as_ref()?;
             let pat = right.as_str()?;
@@ -277,7 +324,8 @@ fn eval_match(m: &Value, p: &PacketInfo) -> Truth {
     let op = m.get("op").and_then(Value::as_str).unwrap_or("==");
     let (Some(left), Some(right)) = (m.get("left"), m.get("right")) else { return Truth::Maybe };
     let Some(f) = field(left, p) else { return Truth::Maybe };
-    let hit = if let Some(set) = right.get("set").and_then(Value::as_array) {
+    // A set, or a list of flags (`ct state established,related`): any of them.
+    let hit = if let Some(set) = right.get("set").and_then(Value::as_array).or_else(|| right.as_array()) {
         let mut any = Some(false);
         for v in set {
             match value_matches(&f, v) {

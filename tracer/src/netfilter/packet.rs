@@ -14,8 +14,21 @@ pub struct PacketInfo {
     /// Input/output interface at the hook, when known.
     pub in_iface: Option<String>,
     pub out_iface: Option<String>,
-    /// The flow's conntrack state, when known (a capture cannot tell it from the packet).
+    /// The flow's conntrack state, when known (a capture reads it from the dropped skb).
     pub ct_state: Option<CtState>,
+    /// `skb->mark`, and the conntrack entry's mark and zone, when known.
+    pub mark: Option<u32>,
+    pub ct_mark: Option<u32>,
+    pub ct_zone: Option<u16>,
+}
+
+impl PacketInfo {
+    /// The packet as rules of a table that sets marks or conntrack may have seen it: what the
+    /// drop showed is what the last such rule left, not what rules before it saw.
+    #[must_use]
+    pub fn without_kernel_facts(&self) -> Self {
+        Self { ct_state: None, mark: None, ct_mark: None, ct_zone: None, ..self.clone() }
+    }
 }
 
 /// Conntrack states as `-m conntrack --ctstate` names them.
@@ -29,6 +42,11 @@ pub enum CtState {
 }
 
 impl CtState {
+    /// From the name a drop's `ct.state` carries.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::New, Self::Established, Self::Related, Self::Invalid, Self::Untracked].into_iter().find(|s| s.name().eq_ignore_ascii_case(name))
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Self::New => "NEW",
@@ -131,6 +149,18 @@ pub fn proto_number(p: &str) -> Option<u8> {
         "esp" => Some(50),
         "ah" => Some(51),
         n => n.parse().ok(),
+    }
+}
+
+/// `0x200/0xf00`, `0x1`, `512` (iptables `--mark`): (value, mask); no mask is all ones.
+pub fn parse_mark(s: &str) -> Option<(u32, u32)> {
+    let num = |t: &str| match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u32::from_str_radix(h, 16).ok(),
+        None => t.parse().ok(),
+    };
+    match s.split_once('/') {
+        Some((v, m)) => Some((num(v)?, num(m)?)),
+        None => Some((num(s)?, u32::MAX)),
     }
 }
 

@@ -110,4 +110,8 @@ impl crate::model::drop::Names for Namer {
     fn stack(&mut self, id: u32) -> Option<Vec<String>> {
         self.stack_frames(id)
     }
+
+    fn conntrack(&self, h: &tracer_common::PacketEvent, netfilter_drop: bool) -> Option<crate::model::conntrack::Ct> {
+        self.ct.of(h, netfilter_drop)
+    }
 }

@@ -6,7 +6,7 @@ use aya::maps::{MapData, StackTraceMap};
 
 use crate::{
     kernel::{kallsyms::Kallsyms, reasons::Reasons},
-    model::time::Clock,
+    model::{conntrack::CtNames, time::Clock},
 };
 
 pub struct Namer {
@@ -18,17 +18,26 @@ pub struct Namer {
     /// its stack: without `BPF_F_REUSE_STACKID` a colliding stack gets no id instead).
     stacks: Option<StackTraceMap<MapData>>,
     frames: HashMap<u32, Option<Vec<String>>>,
+    /// The kernel's conntrack state and status names.
+    pub ct: CtNames,
 }
 
 impl Namer {
     pub fn new(reasons: Reasons, kallsyms: Kallsyms, clock: Clock) -> Self {
-        Self { reasons, kallsyms, symbols: HashMap::new(), clock, stacks: None, frames: HashMap::new() }
+        Self { reasons, kallsyms, symbols: HashMap::new(), clock, stacks: None, frames: HashMap::new(), ct: CtNames::default() }
     }
 
     /// `--stack`: where the drop events' stacks are.
     #[must_use]
     pub fn with_stacks(mut self, stacks: Option<StackTraceMap<MapData>>) -> Self {
         self.stacks = stacks;
+        self
+    }
+
+    /// The running kernel's conntrack names (else drops carry no `ct`).
+    #[must_use]
+    pub fn with_conntrack(mut self, ct: CtNames) -> Self {
+        self.ct = ct;
         self
     }
 

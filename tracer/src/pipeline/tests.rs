@@ -5,7 +5,7 @@ use std::{
 };
 
 use anyhow::Result;
-use tracer_common::{EVENT_HEADER_LEN, IFNAMSIZ, PacketEvent, hook, kind, linktype};
+use tracer_common::{EVENT_HEADER_LEN, IFNAMSIZ, PacketEvent, ct_flags, hook, kind, linktype};
 
 use super::{Namer, Pipeline};
 use crate::{
@@ -112,6 +112,12 @@ fn wire(kind: u8, reason: u32, dport: u16, packet_id: u64, hook: u32) -> Vec<u8>
         packet_id,
         hook,
         stack: 0,
+        mark: 0,
+        ct_mark: 0,
+        ct_status: 0,
+        ct_zone: 0,
+        ct_info: 0,
+        ct_flags: 0,
     };
     // SAFETY: PacketEvent is plain old data.
     let head = unsafe { std::slice::from_raw_parts((&raw const h).cast::<u8>(), EVENT_HEADER_LEN) };
@@ -201,6 +207,44 @@ fn a_counter_attributed_drop_waits_for_its_window() {
         assert_eq!((nf.attribution.as_str(), nf.rule.as_deref()), ("counters", Some("-A INPUT -i lxc1 -p udp -m udp --dport 9999 -j DROP")));
     }
     assert_eq!(*node.calls.lock().unwrap(), 1, "one snapshot closes the window of all three");
+}
+
+/// A wire record with the skb's conntrack facts: `skb->mark` 0x200 and, with `info`, an entry
+/// of that `ip_conntrack_info` value.
+fn with_ct(bytes: &[u8], info: Option<u8>) -> Vec<u8> {
+    let mut h = crate::model::wire::Wire::parse(bytes).unwrap().hdr;
+    h.mark = 0x200;
+    h.ct_flags = ct_flags::MARK | if info.is_some() { ct_flags::NFCT } else { 0 };
+    h.ct_info = info.unwrap_or(0);
+    // SAFETY: PacketEvent is plain old data.
+    let head = unsafe { std::slice::from_raw_parts((&raw const h).cast::<u8>(), EVENT_HEADER_LEN) };
+    [head, &bytes[EVENT_HEADER_LEN..]].concat()
+}
+
+/// With the drop's conntrack state the rule behind `--ctstate INVALID -j DROP` is decided by
+/// evaluation: exact at once, no listing of the rules; a packet without an entry is INVALID.
+#[test]
+fn conntrack_facts_make_a_state_guarded_drop_exact() {
+    let (mut p, seen) = pipeline(u64::MAX);
+    let info: Vec<(String, u64)> = [("IP_CT_ESTABLISHED", 0), ("IP_CT_NEW", 2)].iter().map(|(n, v)| ((*n).to_string(), *v)).collect();
+    p.names.ct = crate::model::conntrack::CtNames::from_enums(&info, &[]);
+    let node = Arc::new(Rules { moved: 0, calls: Mutex::new(0) });
+    with_netfilter(&mut p, &node);
+    p.handle(&with_ct(&wire(kind::DROP, NETFILTER_DROP, 9999, 0, 0), Some(2)));
+    p.handle(&with_ct(&wire(kind::DROP, NETFILTER_DROP, 9999, 0, 0), None));
+    assert_eq!(*node.calls.lock().unwrap(), 0, "no window needed");
+    p.finish();
+    let s = seen.lock().unwrap();
+    let got: Vec<_> = s.drops.iter().map(|e| (e.ct.as_ref().unwrap().state, e.mark, e.netfilter.as_ref().unwrap().attribution.as_str(), e.netfilter.as_ref().unwrap().rule.clone().unwrap())).collect();
+    assert_eq!(
+        got,
+        [
+            ("NEW", Some(0x200), "exact", "-A INPUT -i lxc1 -p udp -m udp --dport 9999 -j DROP".to_string()),
+            ("INVALID", Some(0x200), "exact", "-A INPUT -i lxc1 -m conntrack --ctstate INVALID -j DROP".to_string()),
+        ]
+    );
+    let comment = crate::model::render::drop_comment(&s.drops[0]);
+    assert!(comment.contains(" mark=0x200 ct=\"NEW original\""), "{comment}");
 }
 
 /// `tracer watch` paces its snapshots: drops arriving in a burst while the gap runs wait for

@@ -16,6 +16,7 @@ use crate::{
     enrich::{netfilter::Attributor, tc::TcAttributor},
     filter,
     kernel::{btf::KernelBtf, kallsyms::Kallsyms, reasons::Reasons},
+    model::conntrack::CtNames,
     probes::{self, netfilter::NfObservers},
     sinks::{self, Created},
 };
@@ -44,6 +45,8 @@ pub struct Loaded {
     pub maps: probes::loader::Maps,
     pub reasons: Reasons,
     pub kallsyms: Kallsyms,
+    /// The kernel's conntrack state and status names (drops' `ct`).
+    pub ct: CtNames,
 }
 
 /// How the kernel side counts beyond what `capture` needs.
@@ -72,10 +75,10 @@ pub async fn capture(mut args: CaptureArgs) -> Result<()> {
     if let Some(b) = &mut bundle {
         b.start();
     }
-    let Loaded { attached, maps, reasons, kallsyms } = attach(&args, &checked, KernelOptions::default())?;
+    let Loaded { attached, maps, reasons, kallsyms, ct } = attach(&args, &checked, KernelOptions::default())?;
 
     let mut created = Created::default();
-    let inputs = run::Inputs { args: &args, compiled: &checked.compiled, reasons, kallsyms, pods: checked.pods, bundle: bundle.take() };
+    let inputs = run::Inputs { args: &args, compiled: &checked.compiled, reasons, kallsyms, ct, pods: checked.pods, bundle: bundle.take() };
     let result = run::run(inputs, attached, maps, signals, &mut created).await;
     if result.is_err() {
         created.remove_all();
@@ -112,7 +115,15 @@ pub fn attach(args: &CaptureArgs, c: &Checked, opts: KernelOptions) -> Result<Lo
     mem("start");
     let btf = KernelBtf::load()?;
     mem("btf");
-    let offsets = btf.offsets()?;
+    let mut offsets = btf.offsets()?;
+    let conntrack = btf.conntrack();
+    conntrack.apply(&mut offsets);
+    let ct = CtNames::from_enums(&conntrack.info, &conntrack.status_bits);
+    if ct.known() {
+        log::info!("conntrack facts read with the layout of {}", conntrack.source);
+    } else {
+        log::info!("no conntrack layout in this kernel's BTF (nf_conntrack not loaded?): drops carry no ct facts");
+    }
     let reasons = Reasons::load(&btf)?;
     let nf_ctx_skb = btf.member_offset("bpf_nf_ctx", "skb").ok();
     drop(btf);
@@ -155,7 +166,7 @@ pub fn attach(args: &CaptureArgs, c: &Checked, opts: KernelOptions) -> Result<Lo
     trim_heap();
     log::info!("drop probe attached with {}", probe.backend);
     mem("attached");
-    Ok(Loaded { attached: Attached { ebpf, probe, path, netfilter, tc }, maps, reasons, kallsyms })
+    Ok(Loaded { attached: Attached { ebpf, probe, path, netfilter, tc }, maps, reasons, kallsyms, ct })
 }
 
 /// Output paths: creatable (checked without leaving anything), and at most one on stdout.

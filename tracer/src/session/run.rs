@@ -41,6 +41,7 @@ pub struct Inputs<'a> {
     pub compiled: &'a CompiledFilter,
     pub reasons: Reasons,
     pub kallsyms: Kallsyms,
+    pub ct: crate::model::conntrack::CtNames,
     pub pods: Pods,
     pub bundle: Option<crate::bundle::Bundle>,
 }
@@ -88,13 +89,13 @@ pub async fn run(
     (mut sigint, mut sigterm): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
     created: &mut Created,
 ) -> Result<Vec<String>> {
-    let Inputs { args, compiled, reasons, kallsyms, pods, bundle } = inputs;
+    let Inputs { args, compiled, reasons, kallsyms, ct, pods, bundle } = inputs;
     let Attached { ebpf, probe, path, netfilter, tc } = attached;
     let (observers, attributor) = netfilter.map_or((None, None), |(o, a)| (Some(o), Some(a)));
     let (tc_observers, tc_attributor) = tc;
     let mut enrich = enricher(pods, &reasons, attributor, tc_attributor);
     enrich.cilium = cilium_attributor(&args.cilium_bpffs);
-    let mut pipe = Pipeline::new(Namer::new(reasons, kallsyms, Clock::new()).with_stacks(maps.stacks.take()), enrich, sinks(args, bundle, created)?);
+    let mut pipe = Pipeline::new(Namer::new(reasons, kallsyms, Clock::new()).with_stacks(maps.stacks.take()).with_conntrack(ct), enrich, sinks(args, bundle, created)?);
     let path_backend = path.as_ref().map(|p| (p.backend, p.functions, p.note.clone()));
     if path.is_some() {
         pipe.path = Some(crate::path::tracker::PathTracker::default());

@@ -144,6 +144,8 @@ mod tests {
             pod_iface: None,
             packet_id: None,
             stack: None,
+            mark: None,
+            ct: None,
         };
         DropRecord { event, iface: Iface { netns: 1, ifindex: 1, ifname: "eth0".into(), linktype: 1, pod: None }, ts: Duration::from_secs(ts_s), data: vec![0; bytes], in_pcap: false }
     }

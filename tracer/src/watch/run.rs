@@ -66,7 +66,7 @@ const SNAPSHOT_GAP: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     let Inputs { args, cargs, checked, loaded, listener, specs, token } = inputs;
-    let Loaded { attached, mut maps, reasons, kallsyms } = loaded;
+    let Loaded { attached, mut maps, reasons, kallsyms, ct } = loaded;
     let Attached { ebpf, probe, path, netfilter, tc } = attached;
     let (observers, attributor) = netfilter.map_or((None, None), |(o, a)| (Some(o), Some(a)));
     let rules = match &observers {
@@ -84,7 +84,7 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     let recorder = Recorder::new(args.keep, args.keep_bytes);
     let mut sinks = Sinks::default();
     sinks.push(Box::new(recorder.clone()));
-    let mut pipe = Pipeline::new(Namer::new(reasons, kallsyms, Clock::new()), enrich, sinks);
+    let mut pipe = Pipeline::new(Namer::new(reasons, kallsyms, Clock::new()).with_conntrack(ct), enrich, sinks);
     let reader = Reader::spawn(maps.events.take().context("the event ring is already taken")?, super::RING_BYTES as usize).context("cannot start the ring reader thread")?;
 
     let node = args.node();

@@ -122,3 +122,46 @@ fn return_and_goto_and_explicit_drop() {
 fn self_jumping_chain_is_bounded() {
     assert!(matches!(run("-A FORWARD -j OTHER\n-A OTHER -j OTHER"), Verdict::Unknown(_)));
 }
+
+/// The issue's scenarios: a DROP behind an ESTABLISHED,RELATED ACCEPT and one behind a negated
+/// masked mark match are certain once the drop's state and mark are known.
+#[test]
+fn marks_and_states_from_the_drop_decide() {
+    let s = Save::parse(
+        "*filter\n:FORWARD ACCEPT [0:0]\n\
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+-A FORWARD -m mark ! --mark 0x200/0xf00 -j DROP\n\
+-A FORWARD -m connmark --mark 0x5 -j DROP\n\
+-A FORWARD -p udp -j DROP\nCOMMIT\n",
+    );
+    let t = s.table("filter").unwrap();
+    let new = |mark, ct_mark| PacketInfo { ct_state: Some(CtState::New), mark: Some(mark), ct_mark: Some(ct_mark), ..pkt("10.6.6.6", 17, 9) };
+    let rules = |p: &PacketInfo| candidates(t, "FORWARD", p).into_iter().map(|c| (c.rule, c.certain)).collect::<Vec<_>>();
+    assert_eq!(rules(&new(0x100, 0)), [("-A FORWARD -m mark ! --mark 0x200/0xf00 -j DROP".to_string(), true)]);
+    assert_eq!(rules(&new(0x1200, 5)), [("-A FORWARD -m connmark --mark 0x5 -j DROP".to_string(), true)]);
+    assert_eq!(rules(&new(0x1200, 4)), [("-A FORWARD -p udp -j DROP".to_string(), true)]);
+    // Unknown state and mark: every DROP is possible, none certain.
+    assert_eq!(candidates(t, "FORWARD", &pkt("10.6.6.6", 17, 9)).iter().filter(|c| c.certain).count(), 0);
+    assert!(!t.sets_facts());
+    assert!(Save::parse("*mangle\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j MARK --set-xmark 0x1/0xff\nCOMMIT\n").table("mangle").unwrap().sets_facts());
+}
+
+#[test]
+fn nft_state_and_mark_matches() {
+    use crate::netfilter::nft::Ruleset;
+    let json = r#"{"nftables": [
+ {"chain": {"family": "inet", "table": "t", "name": "f", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}},
+ {"rule": {"family": "inet", "table": "t", "chain": "f", "handle": 2, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": null}]}},
+ {"rule": {"family": "inet", "table": "t", "chain": "f", "handle": 3, "expr": [{"match": {"op": "!=", "left": {"&": [{"meta": {"key": "mark"}}, 3840]}, "right": 512}}, {"drop": null}]}},
+ {"rule": {"family": "inet", "table": "t", "chain": "f", "handle": 4, "expr": [{"match": {"op": "==", "left": {"ct": {"key": "mark"}}, "right": 5}}, {"drop": null}]}},
+ {"rule": {"family": "inet", "table": "t", "chain": "f", "handle": 5, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}, {"drop": null}]}}]}"#;
+    let rs = Ruleset::parse(json, "");
+    let t = rs.table("inet", "t");
+    let p = |state, mark, ct_mark| PacketInfo { ct_state: Some(state), mark: Some(mark), ct_mark: Some(ct_mark), ..pkt("10.6.6.6", 17, 9) };
+    let first = |p: &PacketInfo| candidates(&t, "f", p).into_iter().map(|c| (c.rule, c.certain)).next();
+    assert_eq!(first(&p(CtState::New, 0x100, 0)), Some(("(rule handle 3)".to_string(), true)));
+    assert_eq!(first(&p(CtState::New, 0x200, 5)), Some(("(rule handle 4)".to_string(), true)));
+    assert_eq!(first(&p(CtState::Invalid, 0x200, 0)), Some(("(rule handle 5)".to_string(), true)));
+    assert_eq!(verdict(&t, "f", &p(CtState::Established, 0, 0)), Verdict::Accept("(rule handle 2)".into()));
+    assert!(!t.sets_facts());
+}

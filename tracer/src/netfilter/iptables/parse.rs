@@ -3,7 +3,7 @@
 use super::{Chain, Match, Rule};
 use crate::netfilter::{
     eval::Target,
-    packet::{Cidr, PortRange, proto_number},
+    packet::{Cidr, PortRange, parse_mark, proto_number},
 };
 
 /// `FORWARD DROP [12:720]` or `CILIUM_FORWARD - [0:0]`.
@@ -82,6 +82,9 @@ fn parse_spec(words: &[String]) -> (Vec<Match>, Target) {
     let mut target = Target::Continue(String::new());
     let mut i = 0;
     let mut negated = false;
+    // The `-m` module in effect: `--mark` is the packet's under `mark`, the entry's under
+    // `connmark`.
+    let mut module = String::new();
     let arg = |i: usize| words.get(i + 1).cloned().unwrap_or_default();
     while i < words.len() {
         let w = words[i].as_str();
@@ -110,9 +113,7 @@ fn parse_spec(words: &[String]) -> (Vec<Match>, Target) {
                     None => matches.push(Match::Unsupported(format!("-p {a}"))),
                 }
             }
-            "-m" | "--match" => {
-                // The module name only selects option parsing; its options follow.
-            }
+            "-m" | "--match" => module = arg(i),
             "--dport" | "--destination-port" | "--dports" | "--destination-ports" => {
                 matches.push(port_match(&arg(i), negated, true));
             }
@@ -125,6 +126,14 @@ fn parse_spec(words: &[String]) -> (Vec<Match>, Target) {
             }
             "--ctstate" | "--state" => matches.push(Match::CtState { states: arg(i).split(',').map(str::to_string).collect(), negated }),
             "--comment" => matches.push(Match::Comment(arg(i))),
+            "--mark" | "--ctmark" if matches!((w, module.as_str()), ("--mark", "mark" | "connmark") | ("--ctmark", "conntrack")) => {
+                let a = arg(i);
+                matches.push(match parse_mark(&a) {
+                    Some((value, mask)) if module == "mark" => Match::Mark { value, mask, negated },
+                    Some((value, mask)) => Match::CtMark { value, mask, negated },
+                    None => Match::Unsupported(format!("{w} {a}")),
+                });
+            }
             "-j" | "--jump" => {
                 target = target_of(&arg(i));
                 // Target options (--reject-with …) follow; they do not matter for the verdict.
