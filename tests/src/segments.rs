@@ -26,7 +26,7 @@ impl Pod {
             if fd < 0 {
                 bail!("raw socket: {}", std::io::Error::last_os_error());
             }
-            let dst = libc::sockaddr_in { sin_family: libc::AF_INET as libc::sa_family_t, sin_port: 0, sin_addr: libc::in_addr { s_addr: u32::from(*to.ip()).to_be() }, sin_zero: [0; 8] };
+            let dst = libc::sockaddr_in { sin_family: libc::sa_family_t::try_from(libc::AF_INET).unwrap_or(2), sin_port: 0, sin_addr: libc::in_addr { s_addr: u32::from(*to.ip()).to_be() }, sin_zero: [0; 8] };
             let mut sent = 0;
             for _ in 0..count {
                 // SAFETY: a valid fd, buffer and address of the sizes given.
@@ -42,6 +42,35 @@ impl Pod {
             Ok(sent)
         })
     }
+}
+
+/// The next sequence numbers of an open connection: (to send, expected from the peer), read
+/// in the socket's repair mode (`TCP_REPAIR`, root), left without a window probe.
+pub fn tcp_seqs(stream: &TcpStream) -> Result<(u32, u32)> {
+    use std::os::fd::AsRawFd as _;
+    const TCP_RECV_QUEUE: libc::c_int = 1;
+    const TCP_SEND_QUEUE: libc::c_int = 2;
+    const TCP_REPAIR_OFF_NO_WP: libc::c_int = -1;
+    let fd = stream.as_raw_fd();
+    let set = |opt: libc::c_int, v: libc::c_int| {
+        // SAFETY: a valid socket fd and a c_int option value.
+        let r = unsafe { libc::setsockopt(fd, libc::IPPROTO_TCP, opt, (&raw const v).cast(), 4) };
+        if r == 0 { Ok(()) } else { Err(anyhow::anyhow!("setsockopt {opt}: {}", std::io::Error::last_os_error())) }
+    };
+    let seq = |queue| -> Result<u32> {
+        set(libc::TCP_REPAIR_QUEUE, queue)?;
+        let mut v: u32 = 0;
+        let mut len: libc::socklen_t = 4;
+        // SAFETY: a valid fd and a 4-byte buffer.
+        if unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_QUEUE_SEQ, (&raw mut v).cast(), &raw mut len) } != 0 {
+            bail!("TCP_QUEUE_SEQ: {}", std::io::Error::last_os_error());
+        }
+        Ok(v)
+    };
+    set(libc::TCP_REPAIR, 1)?;
+    let seqs = seq(TCP_SEND_QUEUE).and_then(|snd| Ok((snd, seq(TCP_RECV_QUEUE)?)));
+    set(libc::TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)?;
+    seqs
 }
 
 /// A 20-byte TCP header with its checksum over the IPv4 pseudo-header.

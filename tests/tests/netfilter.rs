@@ -190,8 +190,8 @@ fn rule_in_cilium_and_kube_chains_reached_by_jumps() {
     }
     node.exec("iptables", &["-w", "-A", "FORWARD", "-m", "comment", "--comment", "cilium-feeder: CILIUM_FORWARD", "-j", "CILIUM_FORWARD"]).unwrap();
     node.exec("iptables", &["-w", "-A", "FORWARD", "-j", "KUBE-FIREWALL"]).unwrap();
-    // A rule on conntrack state cannot be evaluated from the packet: the rule counters of the
-    // window must rule it out.
+    // A rule on conntrack state: the drop's own state (NEW, from the skb) rules it out, so
+    // evaluation alone names the rule (before issue 16 the counters of the window had to).
     node.exec("iptables", &["-w", "-A", "CILIUM_FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]).unwrap();
     let cil = node.iptables("filter", "CILIUM_FORWARD", &["-d", &b.ip.to_string(), "-p", "udp", "--dport", "32041", "-j", "DROP"]).unwrap();
     let kube = node.iptables("filter", "KUBE-FIREWALL", &["-d", &c.ip.to_string(), "-p", "udp", "--dport", "32042", "-j", "REJECT"]).unwrap();
@@ -206,10 +206,11 @@ fn rule_in_cilium_and_kube_chains_reached_by_jumps() {
     let cl = save_line(node.netns(), "iptables-save", &cil.comment);
     let kl = save_line(node.netns(), "iptables-save", &kube.comment);
     expect_all(&done, 32041, 4, &serde_json::json!({"table": "filter", "chain": "CILIUM_FORWARD", "hook": "forward",
-        "verdict": "DROP", "rule": cl, "path": ["FORWARD", "CILIUM_FORWARD"], "attribution": "counters"}));
-    // KUBE-FIREWALL comes after CILIUM_FORWARD's INVALID rule: counters decide here too.
+        "verdict": "DROP", "rule": cl, "path": ["FORWARD", "CILIUM_FORWARD"], "attribution": "exact"}));
+    // KUBE-FIREWALL comes after CILIUM_FORWARD's INVALID rule: the state decides here too.
     expect_all(&done, 32042, 3, &serde_json::json!({"table": "filter", "chain": "KUBE-FIREWALL", "hook": "forward",
-        "verdict": "REJECT", "rule": kl, "path": ["FORWARD", "KUBE-FIREWALL"], "attribution": "counters"}));
+        "verdict": "REJECT", "rule": kl, "path": ["FORWARD", "KUBE-FIREWALL"], "attribution": "exact"}));
+    assert!(done.events.iter().all(|e| e["ct"]["state"] == "NEW"), "{}", done.events[0]);
     assert_eq!(by_rule_count(&done, &cl), 4);
     assert_eq!(by_rule_count(&done, &kl), 3);
 }
@@ -396,7 +397,7 @@ fn state_and_mark_guards(backend: &str) {
             listing.lines().map(str::trim).find(|l| l.contains(needle) && l.contains("drop")).unwrap().to_string()
         } else {
             let out = cmd::run_in(node.netns(), save, &[] as &[&str]).unwrap();
-            out.lines().find(|l| l.starts_with(&format!("-A {chain}")) && l.contains(needle)).unwrap().to_string()
+            out.lines().find(|l| l.starts_with(&format!("-A {chain}")) && l.contains(needle) && l.ends_with("-j DROP")).unwrap().to_string()
         }
     };
     let (by_mark, by_port) = if save.is_empty() { (rule_of("0x00000f00"), rule_of("dport 32072")) } else { (rule_of("--mark 0x200/0xf00"), rule_of("--dport 32072")) };
@@ -425,17 +426,17 @@ fn state_and_mark_guards(backend: &str) {
 }
 
 #[test]
-fn state_and_mark_guards_iptables_nft() {
+fn ct_state_and_mark_guards_iptables_nft() {
     state_and_mark_guards("iptables-nft");
 }
 
 #[test]
-fn state_and_mark_guards_iptables_legacy() {
+fn ct_state_and_mark_guards_iptables_legacy() {
     state_and_mark_guards("iptables-legacy");
 }
 
 #[test]
-fn state_and_mark_guards_native_nft() {
+fn ct_state_and_mark_guards_native_nft() {
     if !observers_possible() {
         return;
     }
@@ -446,7 +447,7 @@ fn state_and_mark_guards_native_nft() {
 /// `-m conntrack --ctstate INVALID -j DROP` drops it: the event says `ct.state` INVALID and
 /// names that rule.
 #[test]
-fn out_of_window_segment_is_invalid() {
+fn ct_state_invalid_for_an_out_of_window_segment() {
     let mut node = Node::new(2).unwrap();
     let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
     let rule = node.iptables("filter", "FORWARD", &["-p", "tcp", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]).unwrap();
@@ -455,9 +456,11 @@ fn out_of_window_segment_is_invalid() {
     wait::until("the connection accepted", TIMEOUT, Duration::from_millis(10), || Ok((listener.connections() >= 1).then_some(()))).unwrap();
     let SocketAddr::V4(from) = conn.local_addr().unwrap() else { panic!("not IPv4") };
     let run = tracer().capture().expression(format!("tcp and dst port 32081 and src host {}", a.ip)).start().unwrap();
-    // Numbers from the clock: with a window of a few KiB in 2^32, far outside it.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let numbers = (nanos.wrapping_mul(2_654_435_761), nanos.rotate_left(16) ^ 0x5555_5555);
+    // A quarter of the sequence space past what the client sends next: over the upper bound
+    // of the window, which conntrack calls INVALID (a segment under the lower bound it would
+    // only ignore, as a possible retransmission).
+    let (snd, rcv) = integration_tests::segments::tcp_seqs(&conn).unwrap();
+    let numbers = (snd.wrapping_add(1 << 30), rcv);
     assert_eq!(a.send_tcp_segments(from, b.addr(32081), numbers, integration_tests::segments::ACK, 3).unwrap(), 3);
     wait::until("the INVALID rule's counter", TIMEOUT, Duration::from_millis(10), || Ok((node.iptables_packets(&rule)? >= 3).then_some(()))).unwrap();
     let done = stop(run, 3);
