@@ -51,9 +51,11 @@ fn a_burst_is_kept_whole_while_ruleset_listings_are_slow() {
     let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
     node.exec("iptables", &["-w", "-N", "CILIUM_FORWARD"]).unwrap();
     node.exec("iptables", &["-w", "-A", "FORWARD", "-m", "comment", "--comment", "cilium-feeder: CILIUM_FORWARD", "-j", "CILIUM_FORWARD"]).unwrap();
-    // Conntrack state cannot be evaluated from the packet: only the rule counters of the
-    // window rule this one out, so every drop waits for a (slow) listing.
-    node.exec("iptables", &["-w", "-A", "CILIUM_FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]).unwrap();
+    // A statistic match (kube-proxy's load balancing uses them) depends on a counter the kernel
+    // keeps per rule: neither the packet nor its conntrack facts decide it, so only the rule
+    // counters of the window rule this one out, and every drop waits for a (slow) listing.
+    // (The millionth packet would match; the burst is far shorter.)
+    node.exec("iptables", &["-w", "-A", "CILIUM_FORWARD", "-m", "statistic", "--mode", "nth", "--every", "1000000", "--packet", "999999", "-j", "DROP"]).unwrap();
     let rule = node.iptables("filter", "CILIUM_FORWARD", &["-d", &b.ip.to_string(), "-p", "udp", "--dport", &PORT.to_string(), "-j", "DROP"]).unwrap();
     let run = Tracer::from_env()
         .unwrap_or_else(|e| panic!("{e:#}"))
