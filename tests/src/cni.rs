@@ -4,6 +4,16 @@ use serde_json::json;
 
 use crate::{Node, TempDir};
 
+/// The pod's addresses as the CNI result lists them (IPv6 too on a dual-stack node), on the
+/// pod's interface (index 1).
+fn ips(p: &crate::Pod) -> serde_json::Value {
+    let mut ips = vec![json!({"address": format!("{}/32", p.ip), "interface": 1})];
+    if let Some(ip6) = p.ip6 {
+        ips.push(json!({"address": format!("{ip6}/128"), "interface": 1}));
+    }
+    json!(ips)
+}
+
 fn mac(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
@@ -40,14 +50,16 @@ pub fn cni_cache(node: &Node, host_side: bool) -> Result<TempDir> {
                     {"name": p.lxc, "mac": mac(p.lxc_mac)},
                     {"name": p.eth, "mac": mac(p.eth_mac), "sandbox": sandbox},
                 ],
-                "ips": [{"address": format!("{}/32", p.ip), "interface": 1}],
+                "ips": ips(p),
                 "routes": [{"dst": "0.0.0.0/0"}],
             },
         });
         let mut entry = entry;
         if !host_side {
             entry["result"]["interfaces"].as_array_mut().unwrap().remove(0);
-            entry["result"]["ips"][0]["interface"] = json!(0);
+            for ip in entry["result"]["ips"].as_array_mut().unwrap() {
+                ip["interface"] = json!(0);
+            }
         }
         std::fs::write(results.join(format!("cilium-{cid}-eth0")), serde_json::to_vec(&entry)?)?;
     }

@@ -79,6 +79,14 @@ pub fn snmp(name: &str, group: &str, field: &str) -> Result<u64> {
     counter(name, "snmp", group, field)?.ok_or_else(|| anyhow!("no {group} {field} in /proc/net/snmp of netns {name}"))
 }
 
+/// An IPv6 SNMP counter (`/proc/net/snmp6`, one `Name value` per line, e.g. `Udp6NoPorts`) of
+/// the named namespace.
+pub fn snmp6(name: &str, field: &str) -> Result<u64> {
+    let text = run(name, || Ok(std::fs::read_to_string("/proc/thread-self/net/snmp6")?))?;
+    let line = text.lines().find(|l| l.split_whitespace().next() == Some(field)).ok_or_else(|| anyhow!("no {field} in /proc/net/snmp6 of netns {name}"))?;
+    Ok(line.split_whitespace().nth(1).unwrap_or_default().parse()?)
+}
+
 /// A `/proc/net/netstat` counter (`TcpExt` and the like) in namespace `name`; 0 when this
 /// kernel does not have that field.
 pub fn netstat(name: &str, group: &str, field: &str) -> Result<u64> {

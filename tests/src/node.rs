@@ -15,10 +15,16 @@
 //!   with the gateway `A.B.k.1/32` on `cilium_host`; `blackhole A.B.0.0/16`; `ip_forward=1`;
 //!   IPv6 disabled.
 //!
+//! With `NodeOptions::ipv6` the node is dual-stack, the same shape in IPv6: pod `i` also has
+//! `fd00:A:B:k::(10+i)/128` (hex), the gateway `fd00:A:B:k::1` on `cilium_host` (answered on
+//! each lxc by proxy NDP, as Cilium's ND responder does), `blackhole fd00:A:B::/48`,
+//! `forwarding=1`; no DAD, router solicitations or router advertisements (addresses usable at
+//! once, no unrelated packets beyond the MLD reports of links coming up).
+//!
 //! Neighbour entries are static (as Cilium's ARP responder makes them answer at once): a first
 //! packet never waits in an ARP queue, so exact counts do not depend on ARP timing.
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6},
     path::PathBuf,
 };
 
@@ -36,11 +42,13 @@ pub struct NodeOptions {
     pub range: [u8; 2],
     /// Number of pods.
     pub pods: usize,
+    /// Dual-stack (see the module's doc); IPv4 only by default.
+    pub ipv6: bool,
 }
 
 impl Default for NodeOptions {
     fn default() -> Self {
-        Self { prefix: "tb".into(), range: [10, 210], pods: 2 }
+        Self { prefix: "tb".into(), range: [10, 210], pods: 2, ipv6: false }
     }
 }
 
@@ -51,6 +59,8 @@ pub struct Pod {
     /// Name of its network namespace (under /var/run/netns).
     pub netns: String,
     pub ip: Ipv4Addr,
+    /// With `NodeOptions::ipv6`.
+    pub ip6: Option<Ipv6Addr>,
     /// Its interface inside the pod (always `eth0`, as in Kubernetes).
     pub eth: String,
     pub eth_mac: [u8; 6],
@@ -67,6 +77,12 @@ impl Pod {
         SocketAddrV4::new(self.ip, port)
     }
 
+    /// The pod's IPv6 address and `port`. Panics on an IPv4-only node (a test bug).
+    #[must_use]
+    pub fn addr6(&self, port: u16) -> SocketAddrV6 {
+        SocketAddrV6::new(self.ip6.expect("an IPv6 address: build the node with NodeOptions::ipv6"), port, 0, 0)
+    }
+
     #[must_use]
     pub fn netns_path(&self) -> PathBuf {
         netns::path(&self.netns)
@@ -81,6 +97,8 @@ impl Pod {
 /// An iptables rule added through [`Node::iptables`]; removed when the node drops.
 #[derive(Debug, Clone)]
 pub struct IptRule {
+    /// `iptables` or `ip6tables`.
+    pub tool: String,
     pub table: String,
     pub chain: String,
     /// The rule's comment: how its counters are found in `iptables -vnxL`.
@@ -102,6 +120,7 @@ pub struct Node {
     slot: u8,
     name: String,
     gateway: Ipv4Addr,
+    gateway6: Option<Ipv6Addr>,
     pods: Vec<Pod>,
     /// Namespaces created so far (the node's first), deleted on drop.
     namespaces: Vec<String>,
@@ -129,6 +148,7 @@ impl Node {
         let [a, b] = opts.range;
         let mut node = Self {
             gateway: Ipv4Addr::new(a, b, slot, 1),
+            gateway6: opts.ipv6.then(|| v6(opts.range, slot, 1)),
             name: name.clone(),
             namespaces: vec![name],
             owner_file: Some(owner_file),
@@ -149,7 +169,13 @@ impl Node {
 
     fn build_host(&mut self) -> Result<()> {
         let ns = self.name.clone();
-        quiet_ipv6(&ns)?;
+        if self.opts.ipv6 {
+            ipv6_on(&ns)?;
+            netns::sysctl(&ns, "net.ipv6.conf.all.forwarding", "1")?;
+            netns::sysctl(&ns, "net.ipv6.conf.default.forwarding", "1")?;
+        } else {
+            quiet_ipv6(&ns)?;
+        }
         netns::sysctl(&ns, "net.ipv4.ip_forward", "1")?;
         netns::sysctl(&ns, "net.ipv4.conf.all.rp_filter", "0")?;
         netns::sysctl(&ns, "net.ipv4.conf.default.rp_filter", "0")?;
@@ -161,6 +187,10 @@ impl Node {
         ip(&ns, &["addr", "add", &format!("{}/32", self.gateway), "dev", "cilium_host"])?;
         let [a, b] = self.opts.range;
         ip(&ns, &["route", "add", "blackhole", &format!("{a}.{b}.0.0/16")])?;
+        if let Some(gw6) = self.gateway6 {
+            ip(&ns, &["-6", "addr", "add", &format!("{gw6}/128"), "dev", "cilium_host", "nodad"])?;
+            ip(&ns, &["-6", "route", "add", "blackhole", &format!("{}/48", v6(self.opts.range, 0, 0))])?;
+        }
         Ok(())
     }
 
@@ -169,7 +199,11 @@ impl Node {
         let pod_ns = format!("{}{}p{i}", self.opts.prefix, self.slot);
         cmd::run("ip", &["netns", "add", &pod_ns])?;
         self.namespaces.push(pod_ns.clone());
-        quiet_ipv6(&pod_ns)?;
+        if self.opts.ipv6 {
+            ipv6_on(&pod_ns)?;
+        } else {
+            quiet_ipv6(&pod_ns)?;
+        }
         ip(&pod_ns, &["link", "set", "lo", "up"])?;
         let [a, b] = self.opts.range;
         let pod_ip = Ipv4Addr::new(a, b, self.slot, 10 + idx);
@@ -185,7 +219,12 @@ impl Node {
         )?;
         self.links.push(lxc.clone());
         // Host side: as Cilium sets up an endpoint with per-endpoint routes.
-        if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        if self.opts.ipv6 {
+            netns::sysctl(&self.name, &format!("net.ipv6.conf.{lxc}.proxy_ndp"), "1")?;
+            // Answered at once, as Cilium's responder does (a delayed answer queues a clone
+            // and frees the solicitation with kfree_skb: a drop to the tracer).
+            netns::sysctl(&self.name, &format!("net.ipv6.neigh.{lxc}.proxy_delay"), "0")?;
+        } else if std::path::Path::new("/proc/sys/net/ipv6").exists() {
             netns::sysctl(&self.name, &format!("net.ipv6.conf.{lxc}.disable_ipv6"), "1")?;
         }
         netns::sysctl(&self.name, &format!("net.ipv4.conf.{lxc}.proxy_arp"), "1")?;
@@ -199,9 +238,19 @@ impl Node {
         let gw = self.gateway.to_string();
         ip(&pod_ns, &["route", "add", "default", "via", &gw, "dev", "eth0", "onlink"])?;
         ip(&pod_ns, &["neigh", "replace", &gw, "lladdr", &mac(lxc_mac), "dev", "eth0", "nud", "permanent"])?;
+        let ip6 = self.gateway6.map(|_| v6(self.opts.range, self.slot, 10 + u16::from(idx)));
+        if let (Some(pod6), Some(gw6)) = (ip6, self.gateway6) {
+            let (pod6, gw6) = (pod6.to_string(), gw6.to_string());
+            ip(&self.name, &["-6", "route", "add", &format!("{pod6}/128"), "dev", &lxc])?;
+            ip(&self.name, &["-6", "neigh", "replace", &pod6, "lladdr", &mac(eth_mac), "dev", &lxc, "nud", "permanent"])?;
+            ip(&self.name, &["-6", "neigh", "add", "proxy", &gw6, "dev", &lxc])?;
+            ip(&pod_ns, &["-6", "addr", "add", &format!("{pod6}/128"), "dev", "eth0", "nodad"])?;
+            ip(&pod_ns, &["-6", "route", "add", "default", "via", &gw6, "dev", "eth0", "onlink"])?;
+            ip(&pod_ns, &["-6", "neigh", "replace", &gw6, "lladdr", &mac(lxc_mac), "dev", "eth0", "nud", "permanent"])?;
+        }
         let eth_ifindex = ifindex(&pod_ns, "eth0")?;
         let lxc_ifindex = ifindex(&self.name, &lxc)?;
-        self.pods.push(Pod { index: i, netns: pod_ns, ip: pod_ip, eth: "eth0".into(), eth_mac, eth_ifindex, lxc, lxc_mac, lxc_ifindex });
+        self.pods.push(Pod { index: i, netns: pod_ns, ip: pod_ip, ip6, eth: "eth0".into(), eth_mac, eth_ifindex, lxc, lxc_mac, lxc_ifindex });
         Ok(())
     }
 
@@ -240,6 +289,18 @@ impl Node {
         Ipv4Addr::new(a, b, self.slot, 250)
     }
 
+    /// The IPv6 gateway (on `cilium_host`); None on an IPv4-only node.
+    #[must_use]
+    pub fn gateway6(&self) -> Option<Ipv6Addr> {
+        self.gateway6
+    }
+
+    /// The IPv6 twin of [`Node::unused_ip`] (under the IPv6 blackhole route).
+    #[must_use]
+    pub fn unused_ip6(&self) -> Ipv6Addr {
+        v6(self.opts.range, self.slot, 250)
+    }
+
     #[must_use]
     pub fn pod(&self, i: usize) -> &Pod {
         &self.pods[i]
@@ -258,21 +319,31 @@ impl Node {
     /// Appends an iptables rule (`iptables -t TABLE -A CHAIN RULE… -m comment`) in the node
     /// namespace; it is deleted when the node drops.
     pub fn iptables(&mut self, table: &str, chain: &str, rule: &[&str]) -> Result<IptRule> {
+        self.xtables("iptables", table, chain, rule)
+    }
+
+    /// [`Node::iptables`] with `ip6tables`.
+    pub fn ip6tables(&mut self, table: &str, chain: &str, rule: &[&str]) -> Result<IptRule> {
+        self.xtables("ip6tables", table, chain, rule)
+    }
+
+    fn xtables(&mut self, tool: &str, table: &str, chain: &str, rule: &[&str]) -> Result<IptRule> {
         let comment = format!("{}{}-r{}", self.opts.prefix, self.slot, self.next_id);
         self.next_id += 1;
         let mut spec: Vec<String> = rule.iter().map(ToString::to_string).collect();
         spec.extend(["-m".into(), "comment".into(), "--comment".into(), comment.clone()]);
         let mut args = vec!["-w".to_string(), "-t".into(), table.into(), "-A".into(), chain.into()];
         args.extend(spec.iter().cloned());
-        cmd::run_in(&self.name, "iptables", &args)?;
-        let r = IptRule { table: table.into(), chain: chain.into(), comment, spec };
+        cmd::run_in(&self.name, tool, &args)?;
+        let r = IptRule { tool: tool.into(), table: table.into(), chain: chain.into(), comment, spec };
         self.undo.push(Undo::Iptables(r.clone()));
         Ok(r)
     }
 
-    /// Packet counter of a rule added with [`Node::iptables`] (`iptables -vnxL`).
+    /// Packet counter of a rule added with [`Node::iptables`] or [`Node::ip6tables`]
+    /// (`iptables -vnxL`).
     pub fn iptables_packets(&self, rule: &IptRule) -> Result<u64> {
-        let out = cmd::run_in(&self.name, "iptables", &["-w", "-t", &rule.table, "-vnxL", &rule.chain])?;
+        let out = cmd::run_in(&self.name, &rule.tool, &["-w", "-t", &rule.table, "-vnxL", &rule.chain])?;
         let needle = format!("/* {} */", rule.comment);
         let line = out
             .lines()
@@ -307,7 +378,7 @@ impl Node {
                 Undo::Iptables(r) => {
                     let mut args = vec!["-w".to_string(), "-t".into(), r.table.clone(), "-D".into(), r.chain.clone()];
                     args.extend(r.spec.iter().cloned());
-                    cmd::run_in(&self.name, "iptables", &args).map(drop)
+                    cmd::run_in(&self.name, &r.tool, &args).map(drop)
                 }
                 Undo::NftTable { family, name } => cmd::run_in(&self.name, "nft", &["delete", "table", family, name]).map(drop),
                 Undo::Route(args) => {
@@ -367,6 +438,21 @@ fn quiet_ipv6(ns: &str) -> Result<()> {
     }
     netns::sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
     netns::sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
+}
+
+/// IPv6 on in a namespace without DAD, router solicitations or advertisements.
+fn ipv6_on(ns: &str) -> Result<()> {
+    for (key, value) in [("disable_ipv6", "0"), ("accept_dad", "0"), ("dad_transmits", "0"), ("router_solicitations", "0"), ("accept_ra", "0")] {
+        for scope in ["all", "default"] {
+            netns::sysctl(ns, &format!("net.ipv6.conf.{scope}.{key}"), value)?;
+        }
+    }
+    Ok(())
+}
+
+/// `fd00:A:B:slot::host` for the range `A.B`.
+fn v6([a, b]: [u8; 2], slot: u8, host: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, u16::from(a), u16::from(b), u16::from(slot), 0, 0, 0, host)
 }
 
 fn mac(m: [u8; 6]) -> String {

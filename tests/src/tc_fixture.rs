@@ -2,7 +2,7 @@
 //! of one interface, with a policy map the test edits while it runs (see src/bin/tc-fixture.rs).
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::PathBuf,
     process::{Child, ChildStdin, Command, Stdio},
     sync::mpsc::Receiver,
@@ -51,7 +51,8 @@ pub struct TcFixtureOptions {
     pub programs: Vec<String>,
     /// `cls_bpf` priority of the first program (lower runs first).
     pub priority: u16,
-    pub deny: Vec<Ipv4Addr>,
+    /// Destinations `cil_from_container` drops (IPv4 or IPv6).
+    pub deny: Vec<IpAddr>,
 }
 
 impl TcFixtureOptions {
@@ -66,7 +67,7 @@ impl TcFixtureOptions {
             attach,
             programs: vec!["cil_from_container".into()],
             priority: 1,
-            deny: deny.to_vec(),
+            deny: deny.iter().map(|&d| d.into()).collect(),
         }
     }
 }
@@ -226,11 +227,13 @@ impl TcFixture {
     }
 
     /// Adds `ip` to `POLICY_DENY`: `cil_from_container` drops packets to it from now on.
-    pub fn deny(&mut self, ip: Ipv4Addr) -> Result<()> {
+    pub fn deny(&mut self, ip: impl Into<IpAddr>) -> Result<()> {
+        let ip = ip.into();
         self.request(&format!("deny {ip}")).map(drop)
     }
 
-    pub fn allow(&mut self, ip: Ipv4Addr) -> Result<()> {
+    pub fn allow(&mut self, ip: impl Into<IpAddr>) -> Result<()> {
+        let ip = ip.into();
         self.request(&format!("allow {ip}")).map(drop)
     }
 

@@ -1,7 +1,7 @@
 //! Traffic with exact counts, made by this process inside a pod's namespace (see `netns`).
 use std::{
     io::{ErrorKind, Read as _, Write as _},
-    net::{SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
+    net::{SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream, UdpSocket},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -34,13 +34,19 @@ impl Pod {
         send_udp_in(&self.netns, self.addr(sport), to, count, payload)
     }
 
-    /// Tries `attempts` TCP connections to `to`, each bounded by `timeout`, and sorts the
-    /// outcomes. Connections that succeed are closed at once.
-    pub fn tcp_connect(&self, to: SocketAddrV4, attempts: usize, timeout: Duration) -> Result<ConnectResults> {
+    /// [`Pod::send_udp`] from and to IPv6 addresses (a dual-stack node).
+    pub fn send_udp6(&self, sport: u16, to: SocketAddrV6, count: usize, payload: &[u8]) -> Result<usize> {
+        send_udp_in(&self.netns, self.addr6(sport), to, count, payload)
+    }
+
+    /// Tries `attempts` TCP connections to `to` (IPv4 or IPv6), each bounded by `timeout`, and
+    /// sorts the outcomes. Connections that succeed are closed at once.
+    pub fn tcp_connect(&self, to: impl Into<SocketAddr>, attempts: usize, timeout: Duration) -> Result<ConnectResults> {
+        let to = to.into();
         netns::run(&self.netns, || {
             let mut r = ConnectResults::default();
             for _ in 0..attempts {
-                match TcpStream::connect_timeout(&SocketAddr::V4(to), timeout) {
+                match TcpStream::connect_timeout(&to, timeout) {
                     Ok(_) => r.connected += 1,
                     Err(e) if e.kind() == ErrorKind::ConnectionRefused => r.refused += 1,
                     Err(e) if e.kind() == ErrorKind::TimedOut || e.kind() == ErrorKind::WouldBlock => r.timed_out += 1,
@@ -75,7 +81,12 @@ impl Pod {
 
     /// A UDP listener on `port` in this pod, counting datagrams until stopped.
     pub fn listen_udp(&self, port: u16) -> Result<UdpListener> {
-        UdpListener::start(self, port)
+        UdpListener::start(self, self.addr(port).into())
+    }
+
+    /// [`Pod::listen_udp`] on the pod's IPv6 address.
+    pub fn listen_udp6(&self, port: u16) -> Result<UdpListener> {
+        UdpListener::start(self, self.addr6(port).into())
     }
 
     /// A TCP listener on `port` in this pod, counting connections and bytes until stopped.
@@ -88,7 +99,8 @@ impl Pod {
 /// number the kernel accepted. EPERM is not an error: it is what a netfilter DROP on the
 /// sender's own output path returns, and that packet was dropped (the kind of fault tests
 /// plant); such sends are just not counted. Any other send error fails.
-pub fn send_udp_in(netns_name: &str, from: SocketAddrV4, to: SocketAddrV4, count: usize, payload: &[u8]) -> Result<usize> {
+pub fn send_udp_in(netns_name: &str, from: impl Into<SocketAddr>, to: impl Into<SocketAddr>, count: usize, payload: &[u8]) -> Result<usize> {
+    let (from, to) = (from.into(), to.into());
     netns::run(netns_name, || {
         let s = UdpSocket::bind(from).with_context(|| format!("bind {from}"))?;
         let mut accepted = 0;
@@ -131,13 +143,13 @@ pub struct UdpListener {
 }
 
 impl UdpListener {
-    fn start(pod: &Pod, port: u16) -> Result<Self> {
+    fn start(pod: &Pod, at: SocketAddr) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let received = Arc::new(AtomicU64::new(0));
         let (tx, rx) = std::sync::mpsc::channel();
-        let (s2, r2, ip) = (stop.clone(), received.clone(), pod.ip);
+        let (s2, r2) = (stop.clone(), received.clone());
         let thread = netns::spawn(&pod.netns, move || {
-            let bound = UdpSocket::bind(SocketAddrV4::new(ip, port))
+            let bound = UdpSocket::bind(at)
                 .and_then(|s| s.set_read_timeout(Some(TICK)).map(|()| s))
                 .and_then(|s| force_rcvbuf(&s).map(|()| s));
             let s = match bound {
@@ -146,7 +158,7 @@ impl UdpListener {
                     s
                 }
                 Err(e) => {
-                    let _ = tx.send(Err(format!("bind {ip}:{port}: {e}")));
+                    let _ = tx.send(Err(format!("bind {at}: {e}")));
                     return Ok(());
                 }
             };
@@ -157,7 +169,7 @@ impl UdpListener {
                         r2.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
-                    Err(e) => return Err(anyhow!("recv on {ip}:{port}: {e}")),
+                    Err(e) => return Err(anyhow!("recv on {at}: {e}")),
                 }
             }
             Ok(())
@@ -168,7 +180,7 @@ impl UdpListener {
             Ok(Err(e)) => Err(anyhow!(e)),
             Err(_) => {
                 l.stop.store(true, Ordering::Relaxed);
-                bail!("UDP listener on {ip}:{port} did not start", ip = pod.ip)
+                bail!("UDP listener on {at} did not start")
             }
         }
     }

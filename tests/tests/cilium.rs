@@ -21,7 +21,7 @@ fn tracer() -> Tracer {
 }
 
 fn node() -> Node {
-    Node::with_options(NodeOptions { prefix: "cl".into(), range: [10, 232], pods: 2 }).unwrap()
+    Node::with_options(NodeOptions { prefix: "cl".into(), range: [10, 232], pods: 2, ..NodeOptions::default() }).unwrap()
 }
 
 fn fixture_bin() -> std::path::PathBuf {

@@ -223,7 +223,7 @@ fn daemonset_container_counts_a_planted_drop_and_dumps_it() {
     let tag = tag(&archive);
     let _loaded = Loaded::new(&podman, &archive);
 
-    let mut node = Node::with_options(NodeOptions { prefix: "im".into(), range: [10, 236], pods: 2 }).unwrap();
+    let mut node = Node::with_options(NodeOptions { prefix: "im".into(), range: [10, 236], pods: 2, ..NodeOptions::default() }).unwrap();
     let (client, server) = (node.pod(0).clone(), node.pod(1).clone());
     let rule = node.iptables("filter", "FORWARD", &["-d", &server.ip.to_string(), "-p", "udp", "--dport", "7451", "-j", "DROP"]).unwrap();
     let comment = rule.comment.clone();
@@ -327,7 +327,7 @@ fn capture_job_container_leaves_a_bundle() {
     let archive = archive();
     let tag = tag(&archive);
     let _loaded = Loaded::new(&podman, &archive);
-    let mut node = Node::with_options(NodeOptions { prefix: "ij".into(), range: [10, 237], pods: 2 }).unwrap();
+    let mut node = Node::with_options(NodeOptions { prefix: "ij".into(), range: [10, 237], pods: 2, ..NodeOptions::default() }).unwrap();
     let (client, server) = (node.pod(0).clone(), node.pod(1).clone());
     let rule = node.iptables("filter", "FORWARD", &["-d", &server.ip.to_string(), "-p", "udp", "--dport", "7461", "-j", "DROP"]).unwrap();
 

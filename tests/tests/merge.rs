@@ -33,7 +33,7 @@ fn tracer() -> Tracer {
 }
 
 fn node() -> Node {
-    Node::with_options(NodeOptions { prefix: "mg".into(), range: [10, 236], pods: 1 }).unwrap()
+    Node::with_options(NodeOptions { prefix: "mg".into(), range: [10, 236], pods: 1, ..NodeOptions::default() }).unwrap()
 }
 
 /// A veth between two node namespaces (as the nodes' network between them) and a route on

@@ -16,7 +16,7 @@ fn tracer() -> Tracer {
 }
 
 fn node(pods: usize) -> Node {
-    Node::with_options(NodeOptions { prefix: "pd".into(), range: [10, 230], pods }).unwrap()
+    Node::with_options(NodeOptions { prefix: "pd".into(), range: [10, 230], pods, ..NodeOptions::default() }).unwrap()
 }
 
 fn fixture_bin() -> std::path::PathBuf {

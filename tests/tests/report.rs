@@ -272,7 +272,7 @@ fn damaged_archive_is_one_line_and_writes_nothing() {
 /// with Cilium's own reason, source line and code.
 #[test]
 fn cilium_reasons_section() {
-    let node = Node::with_options(NodeOptions { prefix: "rc".into(), range: [10, 233], pods: 2 }).unwrap();
+    let node = Node::with_options(NodeOptions { prefix: "rc".into(), range: [10, 233], pods: 2, ..NodeOptions::default() }).unwrap();
     let (a, b) = (node.pod(0), node.pod(1));
     let fix = CiliumFixture::start(&CiliumOptions {
         bin: std::env::var_os("CILIUM_FIXTURE_BIN").map_or_else(|| env!("CARGO_BIN_EXE_cilium-fixture").into(), Into::into),

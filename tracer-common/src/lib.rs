@@ -153,6 +153,17 @@ pub struct Offsets {
     pub ct_status: u32,
     pub ct_mark: u32,
     pub ct_zone: u32,
+    /// Skb facts of a drop event (issue 16): `sk_buff.pkt_type` (a 3-bit field: the byte
+    /// holding it and the shift within it), `sk_buff._skb_refdst` (the route, `dst_entry *`
+    /// with flag bit 0), `dst_entry.dev`, `net_device.mtu`, `sk_buff.end` (an offset from
+    /// `head` on 64-bit kernels) and `skb_shared_info.gso_size` (`gso_segs` follows it).
+    pub skb_pkt_type: u32,
+    pub skb_pkt_type_shift: u32,
+    pub skb_refdst: u32,
+    pub dst_dev: u32,
+    pub dev_mtu: u32,
+    pub skb_end: u32,
+    pub shinfo_gso_size: u32,
     /// The part of `struct sk_buff` holding every `skb_*` field above (start 8-aligned, length
     /// ≤ `SKB_SPAN_MAX`): a probe copies it with one read instead of one read per field.
     /// Length 0: the fields lie too far apart and are read one by one.
@@ -333,6 +344,25 @@ pub struct PacketEvent {
     pub ct_info: u8,
     /// `ct_flags::*`.
     pub ct_flags: u8,
+    /// Drop events: the MTU of the device the packet was routed to (its `dst`), else of its
+    /// own device; GSO size and segments (0: not GSO); `skb->pkt_type` (`PACKET_*`).
+    pub mtu: u32,
+    pub gso_size: u16,
+    pub gso_segs: u16,
+    pub pkt_type: u8,
+    /// `skb_facts::*`: which of the above were read.
+    pub skb_facts: u8,
+    #[expect(clippy::pub_underscore_fields, reason = "explicit #[repr(C)] padding: the header stays a multiple of 8 bytes")]
+    pub _pad: [u8; 6],
+}
+
+/// What of the skb facts a drop event carries (`PacketEvent::skb_facts`).
+pub mod skb_facts {
+    pub const MTU: u8 = 1;
+    /// `mtu` is the routed-to device's (else the skb's own device's).
+    pub const MTU_OF_ROUTE: u8 = 2;
+    pub const GSO: u8 = 4;
+    pub const PKT_TYPE: u8 = 8;
 }
 
 /// What of the conntrack facts a drop event carries (`PacketEvent::ct_flags`).

@@ -24,6 +24,13 @@ static OFFSETS: Offsets = Offsets {
     ct_status: 0,
     ct_mark: 0,
     ct_zone: 0,
+    skb_pkt_type: 0,
+    skb_pkt_type_shift: 0,
+    skb_refdst: 0,
+    dst_dev: 0,
+    dev_mtu: 0,
+    skb_end: 0,
+    shinfo_gso_size: 0,
     skb_span_start: 0,
     skb_span_len: 0,
 };

@@ -37,8 +37,9 @@ pub fn fill(h: &mut PacketEvent, skb: u64, location: u64, reason: u32, seen: &cr
     h.linktype = seen.linktype;
     h.kind = kind;
     h.ifname = seen.ifname;
-    // The drop probe fills the conntrack facts after this; other events carry none.
+    // The drop probe fills the conntrack and skb facts after this; other events carry none.
     h.ct_flags = 0;
+    h.skb_facts = 0;
 }
 
 

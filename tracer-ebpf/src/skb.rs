@@ -1,6 +1,6 @@
 //! Reading kernel structs through offsets from BTF (no CO-RE in Rust eBPF).
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
-use tracer_common::{Offsets, PacketEvent, SKB_SPAN_MAX, ct_flags};
+use tracer_common::{Offsets, PacketEvent, SKB_SPAN_MAX, ct_flags, skb_facts};
 
 use crate::maps::{DEV_CACHE, DevCache, Scratch};
 
@@ -164,6 +164,39 @@ pub fn conntrack<M: Mem>(skb: u64, o: &Offsets, h: &mut PacketEvent) {
         }
     }
     h.ct_flags = flags;
+}
+
+/// The skb facts of a drop event: the MTU of the routed-to device (else the skb's own), GSO
+/// size and segments from `skb_shared_info` (at `head + end`), `pkt_type` (a bitfield:
+/// byte and shift from BTF). Each read only where BTF gave its offsets.
+#[inline(always)]
+pub fn facts<M: Mem>(skb: u64, o: &Offsets, h: &mut PacketEvent) {
+    let mut flags = 0;
+    // `_skb_refdst`: a `dst_entry *` with the "no reference" flag in bit 0; a plain number.
+    let dst = get::<M, u64>(skb, o.skb_refdst).unwrap_or(0) & !1;
+    let routed = read::<u64>(dst, o.dst_dev).unwrap_or(0);
+    if let Some(mtu) = read::<u32>(routed, o.dev_mtu) {
+        h.mtu = mtu;
+        flags |= skb_facts::MTU | skb_facts::MTU_OF_ROUTE;
+    } else if let Some(mtu) = get::<M, u64>(skb, o.skb_dev).and_then(|dev| get::<M, u32>(dev, o.dev_mtu)) {
+        h.mtu = mtu;
+        flags |= skb_facts::MTU;
+    }
+    let head = get::<M, u64>(skb, o.skb_head).unwrap_or(0);
+    if let Some(end) = get::<M, u32>(skb, o.skb_end)
+        && head != 0
+        && let Some(gso) = read::<u32>(head + u64::from(end), o.shinfo_gso_size)
+    {
+        // gso_size then gso_segs, little-endian.
+        h.gso_size = gso as u16;
+        h.gso_segs = (gso >> 16) as u16;
+        flags |= skb_facts::GSO;
+    }
+    if let Some(b) = get::<M, u8>(skb, o.skb_pkt_type) {
+        h.pkt_type = (b >> (o.skb_pkt_type_shift & 7)) & 7;
+        flags |= skb_facts::PKT_TYPE;
+    }
+    h.skb_facts = flags;
 }
 
 /// The namespace inode of a socket (0 when unreadable).

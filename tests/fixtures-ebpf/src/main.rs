@@ -1,5 +1,6 @@
 //! tc programs that play Cilium's part in the tests: `cil_from_container` drops (TC_ACT_SHOT)
-//! IPv4 packets whose destination is in `POLICY_DENY`, `cil_to_container` only passes.
+//! packets whose destination is in `POLICY_DENY` (IPv4) or `POLICY_DENY6` (IPv6),
+//! `cil_to_container` only passes.
 //! Also one do-nothing program per tracing attach kind (`probe_*`): the testbed's kernel probes
 //! (`integration_tests::kernel`) load and attach them to learn what the running kernel allows.
 //!
@@ -20,12 +21,19 @@ use aya_ebpf::{
 const CONTINUE: i32 = -1;
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
 /// Offset of the IPv4 destination address in an Ethernet frame.
 const IPV4_DST: usize = ETH_HLEN + 16;
+/// Offset of the IPv6 destination address in an Ethernet frame.
+const IPV6_DST: usize = ETH_HLEN + 24;
 
 /// IPv4 destinations to drop, keyed by the address as it sits in the packet (network order).
 #[map(name = "POLICY_DENY")]
 static POLICY_DENY: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// IPv6 destinations to drop, keyed by the address's 16 bytes.
+#[map(name = "POLICY_DENY6")]
+static POLICY_DENY6: HashMap<[u8; 16], u8> = HashMap::with_max_entries(1024, 0);
 
 /// Per-program verdict counters, so a test can compare its drops with what the program did.
 /// Index: `stat::*`.
@@ -88,16 +96,22 @@ pub fn probe_tracepoint(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// True when the frame is IPv4 and its destination is in `POLICY_DENY`.
+/// True when the frame's destination is in `POLICY_DENY` (IPv4) or `POLICY_DENY6` (IPv6).
 #[expect(clippy::needless_borrows_for_generic_args, reason = "map keys stay borrowed as written: the eBPF code is kept as the verifier accepted it")]
 fn try_denied(ctx: &TcContext) -> Result<bool, i64> {
-    let ethertype = u16::from_be(ctx.load::<u16>(12)?);
-    if ethertype != ETH_P_IP {
-        return Ok(false);
+    match u16::from_be(ctx.load::<u16>(12)?) {
+        ETH_P_IP => {
+            let dst = ctx.load::<u32>(IPV4_DST)?;
+            // SAFETY: a lookup by value; the map holds plain bytes.
+            Ok(unsafe { POLICY_DENY.get(&dst) }.is_some())
+        }
+        ETH_P_IPV6 => {
+            let dst = ctx.load::<[u8; 16]>(IPV6_DST)?;
+            // SAFETY: as above.
+            Ok(unsafe { POLICY_DENY6.get(&dst) }.is_some())
+        }
+        _ => Ok(false),
     }
-    let dst = ctx.load::<u32>(IPV4_DST)?;
-    // SAFETY: a lookup by value; the map holds plain bytes.
-    Ok(unsafe { POLICY_DENY.get(&dst) }.is_some())
 }
 
 #[inline(always)]

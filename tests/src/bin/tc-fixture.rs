@@ -1,13 +1,13 @@
 //! `tc-fixture`: loads the test tc programs (`fixtures-ebpf`) and attaches them to one hook of
 //! one interface, the way Cilium attaches `cil_from_container`/`cil_to_container` to a pod's
 //! lxc device, then serves a line protocol on stdin until EOF, SIGINT or SIGTERM:
-//!   `deny A.B.C.D` / `allow A.B.C.D`  → `ok`       (edit `POLICY_DENY`)
+//!   `deny ADDR` / `allow ADDR`  → `ok`       (edit `POLICY_DENY`, or `POLICY_DENY6` for IPv6)
 //!   `stats` → `stats from_shot=N from_passed=N to_passed=N`
 //! Once attached it writes `--ready-file` (JSON: the programs' names, ids and tags).
 //! On exit it detaches its programs and, for `cls_bpf`, removes the clsact qdisc it added.
 use std::{
     io::BufRead as _,
-    net::Ipv4Addr,
+    net::IpAddr,
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
@@ -60,9 +60,9 @@ struct Args {
     /// `cls_bpf` priority of the first program (the next ones get +1 each; lower runs first).
     #[arg(long, default_value_t = 1)]
     priority: u16,
-    /// IPv4 destination for `POLICY_DENY`; repeatable.
+    /// Destination to drop (IPv4 or IPv6); repeatable.
     #[arg(long)]
-    deny: Vec<Ipv4Addr>,
+    deny: Vec<IpAddr>,
     /// Written (JSON) once every program is attached.
     #[arg(long)]
     ready_file: PathBuf,
@@ -192,10 +192,16 @@ fn command(ebpf: &mut Ebpf, line: &str) -> Result<String> {
     }
 }
 
-fn set_deny(ebpf: &mut Ebpf, ip: Ipv4Addr, deny: bool) -> Result<()> {
-    let mut map: HashMap<_, u32, u8> = HashMap::try_from(ebpf.map_mut("POLICY_DENY").context("no POLICY_DENY")?)?;
-    // The key is the address as the packet carries it (network order), read natively.
-    let key = u32::from_ne_bytes(ip.octets());
+fn set_deny(ebpf: &mut Ebpf, ip: IpAddr, deny: bool) -> Result<()> {
+    match ip {
+        // The key is the address as the packet carries it (network order), read natively.
+        IpAddr::V4(ip) => edit_policy(ebpf, "POLICY_DENY", u32::from_ne_bytes(ip.octets()), deny),
+        IpAddr::V6(ip) => edit_policy(ebpf, "POLICY_DENY6", ip.octets(), deny),
+    }
+}
+
+fn edit_policy<K: aya::Pod>(ebpf: &mut Ebpf, name: &str, key: K, deny: bool) -> Result<()> {
+    let mut map: HashMap<_, K, u8> = HashMap::try_from(ebpf.map_mut(name).with_context(|| format!("no {name}"))?)?;
     if deny {
         map.insert(key, 1, 0)?;
     } else if let Err(e) = map.remove(&key)

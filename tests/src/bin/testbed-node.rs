@@ -25,6 +25,9 @@ struct Args {
     range: [u8; 2],
     #[arg(long, default_value_t = 2)]
     pods: usize,
+    /// Dual-stack: pods get `fd00:A:B:k::(10+i)` too.
+    #[arg(long)]
+    ipv6: bool,
 }
 
 fn parse_range(s: &str) -> Result<[u8; 2], String> {
@@ -56,19 +59,19 @@ fn run(args: &Args) -> Result<()> {
         sa.sa_sigaction = on_term as *const () as libc::sighandler_t;
         libc::sigaction(libc::SIGTERM, &raw const sa, std::ptr::null_mut());
     }
-    let node = Node::with_options(NodeOptions { prefix: args.prefix.clone(), range: args.range, pods: args.pods })?;
+    let node = Node::with_options(NodeOptions { prefix: args.prefix.clone(), range: args.range, pods: args.pods, ipv6: args.ipv6 })?;
     let pods: Vec<_> = node
         .pods()
         .iter()
         .map(|p| {
             serde_json::json!({
-                "netns": p.netns, "ip": p.ip.to_string(), "eth": p.eth, "eth_ifindex": p.eth_ifindex,
+                "netns": p.netns, "ip": p.ip.to_string(), "ip6": p.ip6.map(|a| a.to_string()), "eth": p.eth, "eth_ifindex": p.eth_ifindex,
                 "lxc": p.lxc, "lxc_ifindex": p.lxc_ifindex,
             })
         })
         .collect();
     let desc = serde_json::json!({
-        "node": node.netns(), "gateway": node.gateway().to_string(), "netns_inode": node.netns_inode()?, "pods": pods,
+        "node": node.netns(), "gateway": node.gateway().to_string(), "gateway6": node.gateway6().map(|a| a.to_string()), "netns_inode": node.netns_inode()?, "pods": pods,
     });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{desc}")?;

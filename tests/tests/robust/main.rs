@@ -45,7 +45,7 @@ fn tracer() -> Tracer {
 }
 
 fn node(pods: usize) -> Node {
-    Node::with_options(NodeOptions { prefix: "rb".into(), range: [10, 240], pods }).unwrap()
+    Node::with_options(NodeOptions { prefix: "rb".into(), range: [10, 240], pods, ..NodeOptions::default() }).unwrap()
 }
 
 fn fixture(node: &Node, pod: &Pod, attach: Attach, direction: Direction, programs: &[&str], deny: &[std::net::Ipv4Addr]) -> TcFixture {

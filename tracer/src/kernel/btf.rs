@@ -67,8 +67,9 @@ impl KernelBtf {
         None
     }
 
-    /// Bit offset and type of `name` in `s`, looking through anonymous structs and unions.
-    fn find_member(&self, s: &Struct, name: &str, depth: u32) -> Option<(u32, Type)> {
+    /// Bit offset, type and bitfield size (None: not a bitfield) of `name` in `s`, looking
+    /// through anonymous structs and unions.
+    fn find_member(&self, s: &Struct, name: &str, depth: u32) -> Option<(u32, Type, Option<u32>)> {
         if depth > 8 {
             return None;
         }
@@ -76,14 +77,14 @@ impl KernelBtf {
             let mname = self.btf.resolve_name(m).unwrap_or_default();
             let ty = self.btf.resolve_chained_type(m).ok()?;
             if mname == name {
-                return Some((m.bit_offset(), ty));
+                return Some((m.bit_offset(), ty, m.bitfield_size().filter(|&b| b != 0)));
             }
             if mname.is_empty()
                 && let Some(inner) = self.as_composite(ty)
-                && let Some((off, t)) = self.find_member(&inner, name, depth + 1)
+                && let Some((off, t, bits)) = self.find_member(&inner, name, depth + 1)
             {
                 // Corrupt BTF may overflow (found by fuzzing): no such member then.
-                return Some((m.bit_offset().checked_add(off)?, t));
+                return Some((m.bit_offset().checked_add(off)?, t, bits));
             }
         }
         None
@@ -95,7 +96,7 @@ impl KernelBtf {
         let mut bits = 0;
         let mut parts = path.split('.').peekable();
         while let Some(part) = parts.next() {
-            let (off, ty) = self
+            let (off, ty, _) = self
                 .find_member(&s, part, 0)
                 .ok_or_else(|| anyhow!("struct {strukt} has no field {path} in this kernel's BTF"))?;
             bits = u32::checked_add(bits, off).ok_or_else(|| anyhow!("struct {strukt} field {path}: offset out of range in this BTF"))?;
@@ -109,6 +110,28 @@ impl KernelBtf {
             bail!("{strukt}.{path} is a bitfield");
         }
         Ok(bits / 8)
+    }
+
+    /// `strukt.name` as a bitfield of `bits` bits within one byte: (byte offset, shift in that
+    /// byte). x86-64 is little-endian: BTF bit offsets count from a byte's lowest bit.
+    pub fn bitfield_in_byte(&self, strukt: &str, name: &str, bits: u32) -> Option<(u32, u32)> {
+        let s = self.named_struct(strukt).ok()?;
+        let (off, _, size) = self.find_member(&s, name, 0)?;
+        (size == Some(bits) && off % 8 + bits <= 8).then_some((off / 8, off % 8))
+    }
+
+    /// Byte offset of `strukt.name` when it is an integer of `size` bytes (through typedefs).
+    fn int_member(&self, strukt: &str, name: &str, size: usize) -> Option<u32> {
+        let s = self.named_struct(strukt).ok()?;
+        let (off, mut ty, bits) = self.find_member(&s, name, 0)?;
+        for _ in 0..8 {
+            match ty {
+                Type::Int(i) => return (i.size() == size && bits.is_none() && off % 8 == 0).then_some(off / 8),
+                Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) => ty = self.btf.resolve_chained_type(ty.as_btf_type()?).ok()?,
+                _ => return None,
+            }
+        }
+        None
     }
 
     /// The enumerators of `enum name`, as (name, value).
@@ -177,9 +200,27 @@ impl KernelBtf {
             ct_status: u32::MAX,
             ct_mark: u32::MAX,
             ct_zone: u32::MAX,
+            skb_pkt_type: u32::MAX,
+            skb_pkt_type_shift: 0,
+            skb_refdst: opt("sk_buff", "_skb_refdst"),
+            dst_dev: opt("dst_entry", "dev"),
+            dev_mtu: opt("net_device", "mtu"),
+            // An offset from `head` (`sk_buff_data_t` is `unsigned int` on 64-bit kernels); a
+            // pointer there is not read.
+            skb_end: self.int_member("sk_buff", "end", 4).unwrap_or(u32::MAX),
+            shinfo_gso_size: u32::MAX,
             skb_span_start: 0,
             skb_span_len: 0,
         };
+        if let Some((byte, shift)) = self.bitfield_in_byte("sk_buff", "pkt_type", 3) {
+            (o.skb_pkt_type, o.skb_pkt_type_shift) = (byte, shift);
+        }
+        // One 4-byte read takes both: only where gso_segs follows gso_size.
+        if let (Ok(size), Ok(segs)) = (self.member_offset("skb_shared_info", "gso_size"), self.member_offset("skb_shared_info", "gso_segs"))
+            && segs == size + 2
+        {
+            o.shinfo_gso_size = size;
+        }
         (o.skb_span_start, o.skb_span_len) = skb_span(&o);
         Ok(o)
     }
@@ -281,6 +322,19 @@ mod tests {
         assert!(reasons.contains(&("SKB_DROP_REASON_NETFILTER_DROP".into(), 12)));
         assert!(b.typedef_id("btf_trace_kfree_skb").is_some() && b.func_id("ip_rcv").is_some());
         assert!(KernelBtf::from_bytes(b"not BTF").is_err());
+    }
+
+    /// The running kernel's own layout (where it has BTF): the skb facts' offsets are found,
+    /// `pkt_type` as a 3-bit field inside one byte.
+    #[test]
+    fn skb_facts_offsets_on_this_kernel() {
+        let Ok(b) = KernelBtf::from_file("/sys/kernel/btf/vmlinux") else { return };
+        let o = b.offsets().unwrap();
+        for (name, off) in [("pkt_type", o.skb_pkt_type), ("_skb_refdst", o.skb_refdst), ("dst_entry.dev", o.dst_dev), ("mtu", o.dev_mtu), ("end", o.skb_end), ("gso_size", o.shinfo_gso_size)] {
+            assert_ne!(off, u32::MAX, "{name}");
+        }
+        assert!(o.skb_pkt_type_shift < 6, "three bits in one byte");
+        assert_eq!(b.member_offset("skb_shared_info", "gso_segs").unwrap(), o.shinfo_gso_size + 2);
     }
 
     /// Found by `cargo xtask fuzz --target btf`: member offsets that overflow when added up

@@ -10,6 +10,7 @@ use super::{
     conntrack::{Ct, hex_opt},
     headers::{Headers, parse_headers},
     netfilter::NetfilterInfo,
+    skb::{self, Gso},
     tc::TcInfo,
     time::rfc3339,
     wire::{ifname, link_name},
@@ -80,6 +81,16 @@ pub struct DropEvent {
     /// The packet's conntrack entry at the drop (state, direction, zone, connmark, status).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ct: Option<Ct>,
+    /// `skb->pkt_type` at the drop: `HOST`, `BROADCAST`, `MULTICAST`, `OTHERHOST`, `OUTGOING`…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pkt_type: Option<&'static str>,
+    /// MTU of the device the packet was routed to (else of its own device): with `len`, what
+    /// an MTU or PMTU drop is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// A GSO packet's segment size and count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gso: Option<Gso>,
 }
 
 impl DropEvent {
@@ -87,6 +98,7 @@ impl DropEvent {
     pub fn from_wire(h: &PacketEvent, data: &[u8], names: &mut impl Names) -> Self {
         let reason = names.reason(h.reason);
         let ct = names.conntrack(h, reason == "NETFILTER_DROP");
+        let (pkt_type, mtu, gso) = skb::facts(h);
         Self {
             kind: "drop",
             time: rfc3339(names.wall(h.ts_ns)),
@@ -111,6 +123,9 @@ impl DropEvent {
             stack: h.stack.checked_sub(1).and_then(|id| names.stack(id)),
             mark: (h.ct_flags & ct_flags::MARK != 0).then_some(h.mark),
             ct,
+            pkt_type,
+            mtu,
+            gso,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! contract names them.
 use std::net::IpAddr;
 
-use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
+use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TcpSlice, TransportSlice, UdpSlice};
 use serde::Serialize;
 use tracer_common::linktype;
 
@@ -116,7 +116,8 @@ pub fn parse_headers(lt: u8, data: &[u8]) -> Headers {
             h.src = Some(IpAddr::V6(hdr.source_addr()));
             h.dst = Some(IpAddr::V6(hdr.destination_addr()));
             h.proto = Some(Proto::from_ip_number(ip.payload().ip_number.0));
-            h.payload_len = Some(usize::from(hdr.payload_length()));
+            // The extension headers are not the upper layer's payload.
+            h.payload_len = Some(usize::from(hdr.payload_length()).saturating_sub(ip.extensions().slice().len()));
         }
         Some(LaxNetSlice::Arp(_)) => h.ethertype = Some("arp".into()),
         None => {
@@ -125,17 +126,18 @@ pub fn parse_headers(lt: u8, data: &[u8]) -> Headers {
             }
         }
     }
-    match &p.transport {
+    match p.transport.clone().or_else(|| first_fragment(&p)) {
         Some(TransportSlice::Tcp(t)) => {
             h.sport = Some(t.source_port());
             h.dport = Some(t.destination_port());
-            h.tcp_flags = Some(tcp_flags(t));
+            h.tcp_flags = Some(tcp_flags(&t));
             h.payload_len = h.payload_len.map(|l| l.saturating_sub(t.header_len()));
         }
         Some(TransportSlice::Udp(u)) => {
             h.sport = Some(u.source_port());
             h.dport = Some(u.destination_port());
-            h.payload_len = h.payload_len.map(|l| l.saturating_sub(8));
+            // The datagram's own length: a first fragment's header speaks for all of it.
+            h.payload_len = Some(usize::from(u.length()).saturating_sub(8));
         }
         Some(TransportSlice::Icmpv4(i)) => {
             h.icmp_type = Some(i.type_u8());
@@ -148,6 +150,27 @@ pub fn parse_headers(lt: u8, data: &[u8]) -> Headers {
         _ => h.payload_len = None,
     }
     h
+}
+
+/// The transport header of a first fragment (offset 0, more to come), which etherparse leaves
+/// unparsed: its ports are read as tcpdump reads them. Later fragments carry no header.
+fn first_fragment<'a>(p: &LaxSlicedPacket<'a>) -> Option<TransportSlice<'a>> {
+    let (first, payload) = match &p.net {
+        Some(LaxNetSlice::Ipv4(ip)) => (ip.header().fragments_offset().value() == 0, ip.payload()),
+        Some(LaxNetSlice::Ipv6(ip)) => {
+            let offset0 = ip.extensions().clone().into_iter().all(|x| !matches!(x, Ipv6ExtensionSlice::Fragment(f) if f.fragment_offset().value() != 0));
+            (offset0, ip.payload())
+        }
+        _ => return None,
+    };
+    if !first || !payload.fragmented {
+        return None;
+    }
+    match payload.ip_number {
+        IpNumber::UDP => UdpSlice::from_slice_lax(payload.payload).ok().map(TransportSlice::Udp),
+        IpNumber::TCP => TcpSlice::from_slice(payload.payload).ok().map(TransportSlice::Tcp),
+        _ => None,
+    }
 }
 
 fn tcp_flags(t: &etherparse::TcpSlice<'_>) -> String {
@@ -192,6 +215,53 @@ mod tests {
         assert_eq!(h.dst, Some("10.0.0.2".parse().unwrap()));
         assert_eq!(h.sport, None);
         assert_eq!(h.proto, Some(Proto::Name("udp")));
+    }
+
+    /// IPv6 (raw IP) from `fd00::a` to `fd00::b` whose first header is `next`, then `body`.
+    fn ipv6(next: u8, body: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&u16::try_from(body.len()).unwrap().to_be_bytes());
+        p.extend_from_slice(&[next, 64]);
+        p.extend_from_slice(&"fd00::a".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p.extend_from_slice(&"fd00::b".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p.extend_from_slice(body);
+        p
+    }
+
+    /// UDP 1234 → 9999 with 40 payload bytes (checksum left 0: nothing here checks it).
+    fn udp40() -> Vec<u8> {
+        let mut u = vec![0x04, 0xd2, 0x27, 0x0f, 0, 48, 0, 0];
+        u.extend_from_slice(&[7; 40]);
+        u
+    }
+
+    #[test]
+    fn walks_a_hop_by_hop_header_to_udp() {
+        let mut body = vec![17, 0, 1, 4, 0, 0, 0, 0];
+        body.extend_from_slice(&udp40());
+        let h = parse_headers(linktype::RAW_IP, &ipv6(0, &body));
+        assert_eq!((h.proto, h.sport, h.dport, h.payload_len), (Some(Proto::Name("udp")), Some(1234), Some(9999), Some(40)));
+    }
+
+    #[test]
+    fn first_fragment_has_ports_later_ones_none() {
+        let udp = udp40();
+        let frag = |offset: u16, more: bool, data: &[u8]| {
+            let mut b = vec![17, 0];
+            b.extend_from_slice(&(offset | u16::from(more)).to_be_bytes());
+            b.extend_from_slice(&[0, 0, 7, 16]);
+            b.extend_from_slice(data);
+            ipv6(44, &b)
+        };
+        let first = parse_headers(linktype::RAW_IP, &frag(0, true, &udp[..24]));
+        assert_eq!((first.proto, first.sport, first.dport, first.payload_len), (Some(Proto::Name("udp")), Some(1234), Some(9999), Some(40)));
+        let second = parse_headers(linktype::RAW_IP, &frag(24, false, &udp[24..]));
+        assert_eq!((second.proto, second.sport, second.dport, second.payload_len), (Some(Proto::Name("udp")), None, None, None));
+        // IPv4: the same for a first fragment (MF set, offset 0).
+        let mut v4 = udp_packet()[14..].to_vec();
+        v4[6] = 0x20;
+        let h = parse_headers(linktype::RAW_IP, &v4);
+        assert_eq!((h.sport, h.dport), (Some(1234), Some(9999)));
     }
 
     #[test]

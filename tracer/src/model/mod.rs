@@ -8,6 +8,7 @@ pub mod hooks;
 pub mod netfilter;
 pub mod path;
 pub mod render;
+pub mod skb;
 pub mod tc;
 pub mod time;
 pub mod wire;

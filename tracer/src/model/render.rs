@@ -55,6 +55,15 @@ pub fn drop_comment(ev: &DropEvent) -> String {
     if let Some(ct) = &ev.ct {
         let _ = write!(comment, " ct=\"{}\"", ct_text(ct));
     }
+    if let Some(t) = ev.pkt_type {
+        let _ = write!(comment, " pkt_type={t}");
+    }
+    if let Some(mtu) = ev.mtu {
+        let _ = write!(comment, " mtu={mtu}");
+    }
+    if let Some(g) = ev.gso {
+        let _ = write!(comment, " gso={}x{}", g.size, g.segs);
+    }
     if let Some(frames) = &ev.stack {
         let _ = write!(comment, " stack=\"{}\"", short_stack(frames));
     }

@@ -118,6 +118,12 @@ fn wire(kind: u8, reason: u32, dport: u16, packet_id: u64, hook: u32) -> Vec<u8>
         ct_zone: 0,
         ct_info: 0,
         ct_flags: 0,
+        mtu: 0,
+        gso_size: 0,
+        gso_segs: 0,
+        pkt_type: 0,
+        skb_facts: 0,
+        _pad: [0; 6],
     };
     // SAFETY: PacketEvent is plain old data.
     let head = unsafe { std::slice::from_raw_parts((&raw const h).cast::<u8>(), EVENT_HEADER_LEN) };
