@@ -23,6 +23,7 @@
 pub mod cilium_fixture;
 pub mod cmd;
 pub mod cni;
+pub mod expect;
 pub mod frames;
 pub mod kernel;
 pub mod kube;

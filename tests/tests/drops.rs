@@ -3,9 +3,9 @@
 //! namespace, 5-tuple, and exact counts against what was sent and what the kernel counted.
 //! Needs root. Every expression names this test's own addresses and ports, so drops elsewhere
 //! on the machine never change a count.
-use std::{net::Ipv4Addr, time::Duration};
+use std::time::Duration;
 
-use integration_tests::{Attach, Feature, Finished, Node, TcFixture, TcFixtureOptions, Tracer, function, netns, pcap, require, wait};
+use integration_tests::{Attach, Feature, Finished, Node, TcFixture, TcFixtureOptions, Tracer, expect::{Expect, check}, netns, pcap, require, wait};
 
 /// Bound on waiting for the kernel's own counters: only reached when something is wrong.
 const TIMEOUT: Duration = Duration::from_mins(1);
@@ -16,66 +16,6 @@ fn tracer() -> Tracer {
 
 fn fixture_bin() -> std::path::PathBuf {
     integration_tests::fixture_bin(env!("CARGO_BIN_EXE_tc-fixture"))
-}
-
-/// What every event of one planted fault must say.
-struct Expect<'a> {
-    reason: &'a str,
-    /// Accepted functions for the location (the symbol the kernel reports, without
-    /// `+0xoff` and clone suffixes such as `.constprop.0`).
-    functions: &'a [&'a str],
-    ifname: &'a str,
-    ifindex: u32,
-    netns: u64,
-    proto: &'a str,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    /// None: any source port (TCP connects pick their own).
-    sport: Option<u16>,
-    dport: u16,
-}
-
-/// Checks every event and the summary against `want`, with exactly `n` drops.
-fn check(done: &Finished, n: u64, want: &Expect<'_>) {
-    let s = done.summary().unwrap();
-    assert_eq!(done.drops().unwrap(), n, "summary drops; stderr:\n{}", done.stderr);
-    assert_eq!(s["lost_events"], 0, "lost events");
-    assert_eq!(done.events.len() as u64, n, "one JSON line per drop");
-    for e in &done.events {
-        assert_eq!(e["type"], "drop");
-        assert_eq!(e["reason"], want.reason, "reason of {e}");
-        let loc = e["location"].as_str().unwrap();
-        assert!(want.functions.contains(&function(loc)), "location {loc} not in {:?}", want.functions);
-        assert!(loc.contains("+0x"), "location {loc} is symbol+0xoff");
-        assert_eq!(e["ifname"], want.ifname, "ifname of {e}");
-        assert_eq!(e["ifindex"], want.ifindex, "ifindex of {e}");
-        assert_eq!(e["netns"], want.netns, "netns of {e}");
-        assert_eq!(e["proto"], want.proto);
-        assert_eq!(e["src"], want.src.to_string());
-        assert_eq!(e["dst"], want.dst.to_string());
-        if let Some(p) = want.sport {
-            assert_eq!(e["sport"], p);
-        }
-        assert_eq!(e["dport"], want.dport);
-        assert!(e["time"].as_str().unwrap().ends_with('Z'), "RFC 3339 time in {e}");
-        assert!(e["len"].as_u64().unwrap() > 0);
-    }
-    // Aggregates: one reason, one location symbol, one interface, all with the exact total.
-    assert_eq!(s["by_reason"], serde_json::json!([{"reason": want.reason, "count": n}]));
-    let locs = s["by_location"].as_array().unwrap();
-    assert_eq!(locs.iter().map(|l| l["count"].as_u64().unwrap()).sum::<u64>(), n);
-    assert!(locs.iter().all(|l| want.functions.contains(&function(l["location"].as_str().unwrap()))), "{locs:?}");
-    let ifaces = s["by_iface"].as_array().unwrap();
-    assert_eq!(ifaces.len(), 1, "{ifaces:?}");
-    assert_eq!(ifaces[0]["ifname"], want.ifname);
-    assert_eq!(ifaces[0]["count"], n);
-    let flows = s["by_flow"].as_array().unwrap();
-    assert_eq!(flows.iter().map(|f| f["count"].as_u64().unwrap()).sum::<u64>(), n, "{flows:?}");
-    for f in flows {
-        assert_eq!(f["reason"], want.reason);
-        assert_eq!(f["dst"], want.dst.to_string());
-        assert_eq!(f["dport"], want.dport);
-    }
 }
 
 /// Stops the capture once it has counted `n` drops and read everything it counted.
@@ -110,8 +50,8 @@ fn iptables_drop_in_forward_is_netfilter_drop() {
         ifindex: a.lxc_ifindex,
         netns: node.netns_inode().unwrap(),
         proto: "udp",
-        src: a.ip,
-        dst: b.ip,
+        src: a.ip.into(),
+        dst: b.ip.into(),
         sport: Some(sport),
         dport,
     });
@@ -137,8 +77,8 @@ fn closed_tcp_port_is_no_socket_at_tcp_v4_rcv() {
         ifindex: b.eth_ifindex,
         netns: b.netns_inode().unwrap(),
         proto: "tcp",
-        src: a.ip,
-        dst: b.ip,
+        src: a.ip.into(),
+        dst: b.ip.into(),
         sport: None,
         dport,
     });
@@ -169,8 +109,8 @@ fn udp_without_listener_is_no_socket_at_udp4_lib_rcv() {
         ifindex: b.eth_ifindex,
         netns: b.netns_inode().unwrap(),
         proto: "udp",
-        src: a.ip,
-        dst: b.ip,
+        src: a.ip.into(),
+        dst: b.ip.into(),
         sport: Some(sport),
         dport,
     });
@@ -212,8 +152,8 @@ fn full_receive_buffer_is_socket_rcvbuff() {
         ifindex: b.eth_ifindex,
         netns: b.netns_inode().unwrap(),
         proto: "udp",
-        src: a.ip,
-        dst: b.ip,
+        src: a.ip.into(),
+        dst: b.ip.into(),
         sport: Some(sport),
         dport,
     });
@@ -258,8 +198,8 @@ fn tc_shot_on_lxc_ingress(attach: Attach, base_port: u16) {
         ifindex: client.lxc_ifindex,
         netns: node.netns_inode().unwrap(),
         proto: "udp",
-        src: client.ip,
-        dst: denied.ip,
+        src: client.ip.into(),
+        dst: denied.ip.into(),
         sport: Some(sport),
         dport,
     });
@@ -302,8 +242,8 @@ fn tc_shot_on_lxc_egress(attach: Attach, base_port: u16) {
         ifindex: server.lxc_ifindex,
         netns: node.netns_inode().unwrap(),
         proto: "udp",
-        src: client.ip,
-        dst: server.ip,
+        src: client.ip.into(),
+        dst: server.ip.into(),
         sport: Some(sport),
         dport,
     });
@@ -340,8 +280,8 @@ fn blackhole_route_drops_at_ip_error() {
         ifindex: a.lxc_ifindex,
         netns: node.netns_inode().unwrap(),
         proto: "udp",
-        src: a.ip,
-        dst,
+        src: a.ip.into(),
+        dst: dst.into(),
         sport: Some(sport),
         dport,
     });

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{Attach, Feature, Finished, Node, NodeOptions, RunningCapture, TcFixture, TcFixtureOptions, Tracer, cmd, frames::Udp6, function, netns, pcap, require, unchecked, wait};
+use integration_tests::{Attach, Feature, Finished, Node, NodeOptions, RunningCapture, TcFixture, TcFixtureOptions, Tracer, cmd, expect::{Expect, check}, frames::Udp6, function, netns, require, unchecked, wait};
 use serde_json::Value;
 
 /// Bound on waiting for the kernel's own counters: only reached when something is wrong.
@@ -32,40 +32,6 @@ fn ip6(p: &integration_tests::Pod) -> Ipv6Addr {
 /// Stops the capture once it has counted `n` drops and read everything it counted.
 fn stop(run: RunningCapture, n: u64) -> Finished {
     run.stop_after(n).unwrap().ok().unwrap()
-}
-
-/// What every event of one planted fault must say.
-struct Expect<'a> {
-    reason: &'a str,
-    /// Accepted functions for the location (without `+0xoff` and clone suffixes).
-    functions: &'a [&'a str],
-    ifname: &'a str,
-    netns: u64,
-    proto: &'a str,
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    dport: u16,
-}
-
-/// Every event and the summary against `want`, with exactly `n` drops and nothing lost.
-fn check(done: &Finished, n: u64, want: &Expect<'_>) {
-    let s = done.summary().unwrap();
-    assert_eq!(done.drops().unwrap(), n, "summary drops; stderr:\n{}", done.stderr);
-    assert_eq!(s["lost_events"], 0, "lost events");
-    assert_eq!(done.events.len() as u64, n, "one JSON line per drop");
-    for e in &done.events {
-        assert_eq!(e["reason"], want.reason, "reason of {e}");
-        let loc = e["location"].as_str().unwrap();
-        assert!(want.functions.contains(&function(loc)), "location {loc} not in {:?}", want.functions);
-        assert_eq!((e["ifname"].as_str(), e["netns"].as_u64()), (Some(want.ifname), Some(want.netns)), "{e}");
-        assert_eq!((e["proto"].as_str(), e["dport"].as_u64()), (Some(want.proto), Some(u64::from(want.dport))), "{e}");
-        assert_eq!((e["src"].as_str(), e["dst"].as_str()), (Some(want.src.to_string().as_str()), Some(want.dst.to_string().as_str())), "{e}");
-    }
-    assert_eq!(s["by_reason"], serde_json::json!([{"reason": want.reason, "count": n}]));
-    let flows = s["by_flow"].as_array().unwrap();
-    assert_eq!(flows.iter().map(|f| f["count"].as_u64().unwrap()).sum::<u64>(), n, "{flows:?}");
-    assert!(flows.iter().all(|f| f["dst"] == want.dst.to_string().as_str() && f["dport"] == want.dport), "{flows:?}");
-    assert_eq!(pcap::read(done.pcap().unwrap()).unwrap().packets.len() as u64, n, "packets in the pcapng");
 }
 
 /// Layer: netfilter attribution for IPv6 in FORWARD, behind a conntrack guard that only the
@@ -100,10 +66,12 @@ fn forward_drop(backend: &str, port: u16) {
         reason: "NETFILTER_DROP",
         functions: &["nft_do_chain", "ip6t_do_table", "nf_hook_slow"],
         ifname: &a.lxc,
+        ifindex: a.lxc_ifindex,
         netns: node.netns_inode().unwrap(),
         proto: "udp",
-        src: ip6(&a),
-        dst: ip6(&b),
+        src: ip6(&a).into(),
+        dst: ip6(&b).into(),
+        sport: Some(port + 100),
         dport: port,
     });
     let rule = match backend {
@@ -164,10 +132,12 @@ fn ipv6_input_drop_inside_a_pod() {
         reason: "NETFILTER_DROP",
         functions: &["nft_do_chain", "ip6t_do_table", "nf_hook_slow"],
         ifname: "eth0",
+        ifindex: b.eth_ifindex,
         netns: b.netns_inode().unwrap(),
         proto: "udp",
-        src: ip6(a),
-        dst: ip6(b),
+        src: ip6(a).into(),
+        dst: ip6(b).into(),
+        sport: Some(port + 100),
         dport: port,
     });
     let line = cmd::run_in(&b.netns, "ip6tables-save", &[] as &[&str]).unwrap().lines().find(|l| l.contains("pod6-input")).unwrap().to_string();
@@ -195,7 +165,18 @@ fn ipv6_closed_tcp_port_is_no_socket() {
     let done = stop(run, n as u64);
     assert_eq!((r.refused, r.connected), (n as u64, 0), "every attempt refused");
     assert_eq!(netns::snmp(&b.netns, "Tcp", "OutRsts").unwrap() - rsts, n as u64, "one RST per SYN");
-    check(&done, n as u64, &Expect { reason: "NO_SOCKET", functions: &["tcp_v6_rcv"], ifname: "eth0", netns: b.netns_inode().unwrap(), proto: "tcp", src: ip6(a), dst: ip6(b), dport: port });
+    check(&done, n as u64, &Expect {
+        reason: "NO_SOCKET",
+        functions: &["tcp_v6_rcv"],
+        ifname: "eth0",
+        ifindex: b.eth_ifindex,
+        netns: b.netns_inode().unwrap(),
+        proto: "tcp",
+        src: ip6(a).into(),
+        dst: ip6(b).into(),
+        sport: None,
+        dport: port,
+    });
     assert!(done.events.iter().all(|e| e["tcp_flags"] == "S"), "only SYNs");
 }
 
@@ -211,7 +192,18 @@ fn ipv6_udp_without_listener_is_no_socket() {
     wait::until("Udp6NoPorts", TIMEOUT, Duration::from_millis(10), || Ok((netns::snmp6(&b.netns, "Udp6NoPorts")? - before >= n as u64).then_some(()))).unwrap();
     let done = stop(run, n as u64);
     assert_eq!(netns::snmp6(&b.netns, "Udp6NoPorts").unwrap() - before, n as u64);
-    check(&done, n as u64, &Expect { reason: "NO_SOCKET", functions: &["__udp6_lib_rcv"], ifname: "eth0", netns: b.netns_inode().unwrap(), proto: "udp", src: ip6(a), dst: ip6(b), dport: port });
+    check(&done, n as u64, &Expect {
+        reason: "NO_SOCKET",
+        functions: &["__udp6_lib_rcv"],
+        ifname: "eth0",
+        ifindex: b.eth_ifindex,
+        netns: b.netns_inode().unwrap(),
+        proto: "udp",
+        src: ip6(a).into(),
+        dst: ip6(b).into(),
+        sport: Some(port + 100),
+        dport: port,
+    });
 }
 
 /// Kernel functions where a forwarded IPv6 packet to a blackhole route is freed.
@@ -230,7 +222,18 @@ fn ipv6_blackhole_route_drops() {
     // is the place, the device, the flow and the count.
     let reason = done.events.first().map(|e| e["reason"].as_str().unwrap().to_string()).unwrap_or_default();
     assert!(!reason.is_empty() && reason.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'), "reason {reason:?}");
-    check(&done, n as u64, &Expect { reason: &reason, functions: BLACKHOLE6, ifname: &a.lxc, netns: node.netns_inode().unwrap(), proto: "udp", src: ip6(a), dst, dport: port });
+    check(&done, n as u64, &Expect {
+        reason: &reason,
+        functions: BLACKHOLE6,
+        ifname: &a.lxc,
+        ifindex: a.lxc_ifindex,
+        netns: node.netns_inode().unwrap(),
+        proto: "udp",
+        src: ip6(a).into(),
+        dst: dst.into(),
+        sport: Some(port + 100),
+        dport: port,
+    });
     eprintln!("IPv6 blackhole: {}", done.events[0]);
 }
 
@@ -260,10 +263,12 @@ fn ipv6_tc_drop_names_pods_and_pod_filter_selects_them() {
         reason: "TC_INGRESS",
         functions: &["__netif_receive_skb_core"],
         ifname: &client.lxc,
+        ifindex: client.lxc_ifindex,
         netns: node.netns_inode().unwrap(),
         proto: "udp",
-        src: ip6(client),
-        dst: ip6(b),
+        src: ip6(client).into(),
+        dst: ip6(b).into(),
+        sport: Some(port + 100),
         dport: port,
     });
     for e in &done.events {
