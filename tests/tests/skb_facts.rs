@@ -86,6 +86,7 @@ fn reset(stream: TcpStream) {
     // SAFETY: a valid socket and a `linger` value of the size given.
     let r = unsafe { libc::setsockopt(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&raw const off).cast(), libc::socklen_t::try_from(size_of::<libc::linger>()).unwrap_or(8)) };
     assert_eq!(r, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    drop(stream);
 }
 
 /// A burst on an open TCP connection, shot by `cil_from_container` on the sender's lxc once
