@@ -32,6 +32,7 @@ pub mod node;
 pub mod pcap;
 pub mod podman;
 pub mod progress;
+pub mod rules;
 pub mod segments;
 pub mod tc_fixture;
 pub mod tempdir;

@@ -4,9 +4,9 @@
 //! is ready without reading the rules (observers are placed from the base chains), the drop by
 //! the rule after all of them is still named `exact`, and a rule added during the capture is
 //! named too. Needs root.
-use std::{fmt::Write as _, time::Duration, time::Instant};
+use std::{time::Duration, time::Instant};
 
-use integration_tests::{Feature, Node, Tracer, cmd, require};
+use integration_tests::{Feature, Node, Tracer, cmd, require, rules::kube_proxy_like};
 
 /// Rules in the node namespace (about: each service adds four).
 const RULES: usize = 20_000;
@@ -20,28 +20,6 @@ const READY_WITHIN: Duration = Duration::from_secs(2);
 const GROWTH: u32 = 2;
 const PORT: u16 = 32_181;
 const ADDED_PORT: u16 = 32_182;
-
-/// `iptables-nft-restore --noflush` input: KUBE-SERVICES jumped to from FORWARD, one
-/// KUBE-SVC chain per service (comment, a conntrack rule, an ACCEPT for its endpoints' range,
-/// a DROP for another port). None of it matches UDP, so the drops below are decided by rule
-/// evaluation alone after walking all of it.
-fn kube_proxy_like(rules: usize) -> String {
-    let services = rules / 4;
-    let mut s = String::from("*filter\n:KUBE-SERVICES - [0:0]\n");
-    for i in 0..services {
-        writeln!(s, ":KUBE-SVC-{i:05} - [0:0]").unwrap();
-    }
-    s.push_str("-A FORWARD -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n");
-    for i in 0..services {
-        let (hi, lo) = (i / 250, i % 250 + 1);
-        writeln!(s, "-A KUBE-SERVICES -d 10.96.{hi}.{lo}/32 -p tcp -m comment --comment \"ns/svc-{i}:http cluster IP\" -m tcp --dport 80 -j KUBE-SVC-{i:05}").unwrap();
-        writeln!(s, "-A KUBE-SVC-{i:05} -m comment --comment \"ns/svc-{i}:http\" -m conntrack --ctstate INVALID -j DROP").unwrap();
-        writeln!(s, "-A KUBE-SVC-{i:05} -s 10.244.{}.0/24 -m comment --comment \"ns/svc-{i}:http -> endpoints\" -j ACCEPT", i % 250).unwrap();
-        writeln!(s, "-A KUBE-SVC-{i:05} -p tcp -m comment --comment \"ns/svc-{i}:http other port\" -m tcp --dport 81 -j DROP").unwrap();
-    }
-    s.push_str("COMMIT\n");
-    s
-}
 
 fn save_line(netns: &str, needle: &str) -> String {
     let out = cmd::run_in(netns, "iptables-save", &[] as &[&str]).unwrap();

@@ -28,6 +28,10 @@ struct Args {
     /// Dual-stack: pods get `fd00:A:B:k::(10+i)` too.
     #[arg(long)]
     ipv6: bool,
+    /// Print `iptables-nft-restore --noflush` input for about N kube-proxy-like rules (see
+    /// `integration_tests::rules`) and exit without building a node.
+    #[arg(long, value_name = "N")]
+    print_kube_rules: Option<usize>,
 }
 
 fn parse_range(s: &str) -> Result<[u8; 2], String> {
@@ -50,6 +54,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &Args) -> Result<()> {
+    if let Some(n) = args.print_kube_rules {
+        std::io::stdout().lock().write_all(integration_tests::rules::kube_proxy_like(n).as_bytes())?;
+        return Ok(());
+    }
     // SAFETY: ignoring signals, and a handler that only stores to an atomic (installed without
     // SA_RESTART so the blocking read below returns EINTR).
     unsafe {

@@ -11,6 +11,7 @@ mod pcapng;
 mod peer;
 mod proc;
 mod report;
+mod scale;
 mod soak;
 mod stats;
 mod traffic;
@@ -108,6 +109,11 @@ pub struct Args {
     /// RSS read after each [default: 10, --quick: 0 (none)].
     #[arg(long, value_name = "MINUTES")]
     soak: Option<f64>,
+    /// Run the scale arm (issue 18: ready time, CPU and RSS of a capture with 0 to 50,000
+    /// kube-proxy-like rules and 0 or 100 pod namespaces, and a counter-attributed storm at
+    /// 20,000 rules; about 8 minutes) [default: in a full run only, not with --quick or --arms].
+    #[arg(long)]
+    scale: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +146,7 @@ pub struct Arm {
 
 /// Everything one invocation does.
 #[derive(Debug, Clone)]
+#[expect(clippy::struct_excessive_bools, reason = "the command line's switches, as given")]
 pub struct Plan {
     pub quick: bool,
     pub rounds: u32,
@@ -156,6 +163,8 @@ pub struct Plan {
     pub arms: Vec<Arm>,
     /// Minutes of the watch soak (0: none).
     pub soak_min: f64,
+    /// Run the scale arm after the soak.
+    pub scale: bool,
 }
 
 /// Exactness of one traced flood.
@@ -279,11 +288,21 @@ pub fn run(args: &Args) -> Result<()> {
         soak::run(&ctx, plan.soak_min)
     });
     drop(node);
+    // Its own nodes (one with a hundred pods more): after the main node is gone.
+    let scale = (runs.is_ok() && plan.scale).then(|| {
+        cmd::step("bench: scale arm");
+        scale::run(&scale::Env { tracer: &tracer, blast: &helpers.udpblast, node: &helpers.node, work: &work, peer_cpu: plan.peer_cpu })
+    });
     let _ = std::fs::remove_dir_all(&work);
     let runs = runs?;
     let report = report::Report::new(&plan, &runs, soak.as_ref(), &tracer, started.elapsed());
-    std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&report.json())? + "\n")?;
-    let md = report.markdown();
+    let mut json = report.json();
+    let mut md = report.markdown();
+    if let Some(s) = &scale {
+        json["scale"] = s.to_json();
+        md.push_str(&s.markdown());
+    }
+    std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&json)? + "\n")?;
     std::fs::write(out.join("bench.md"), &md)?;
     println!("{md}");
     cmd::step(format!("bench: wrote {} and {}", out.join("bench.json").display(), out.join("bench.md").display()));
@@ -418,6 +437,7 @@ fn plan(args: &Args, tracer: &Path, bpftrace: bool) -> Result<Plan> {
         conntrack: args.conntrack,
         // The soak needs watch (an older tracer has none).
         soak_min: if peer::tracer_has_watch(tracer)? { args.soak.unwrap_or(if q { 0.0 } else { 10.0 }).max(0.0) } else { 0.0 },
+        scale: args.scale || (!q && args.arms.is_empty()),
         arms,
     })
 }

@@ -37,6 +37,16 @@ pub struct Node {
     pub pods: Vec<Pod>,
     child: Option<Child>,
     stdin: Option<ChildStdin>,
+    /// Bound on building or removing this node.
+    bound: Duration,
+}
+
+/// What node to build: names, range, pods (the first two carry the traffic).
+pub struct Shape<'a> {
+    pub prefix: &'a str,
+    pub range: &'a str,
+    pub pods: usize,
+    pub conntrack: bool,
 }
 
 impl Node {
@@ -45,8 +55,16 @@ impl Node {
     /// `conntrack`, also a nat MASQUERADE rule for traffic leaving the pod range (which makes
     /// conntrack see every packet, as on a node with kube-proxy or Cilium's iptables rules).
     pub fn start(helper: &Path, conntrack: bool) -> Result<Self> {
+        Self::start_with(helper, &Shape { prefix: PREFIX, range: RANGE, pods: 2, conntrack })
+    }
+
+    /// [`Node::start`] with another shape (the scale arm's node has a hundred pods more).
+    pub fn start_with(helper: &Path, shape: &Shape<'_>) -> Result<Self> {
+        let (conntrack, range) = (shape.conntrack, shape.range);
+        // A few dozen `ip` calls per pod.
+        let bound = NODE_TIMEOUT * u32::try_from(1 + shape.pods / 20).unwrap_or(10);
         let mut child = Command::new(helper)
-            .args(["--prefix", PREFIX, "--range", RANGE, "--pods", "2"])
+            .args(["--prefix", shape.prefix, "--range", range, "--pods", &shape.pods.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -60,10 +78,10 @@ impl Node {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let mut node = Self { netns: String::new(), netns_inode: 0, pods: Vec::new(), child: Some(child), stdin };
+        let mut node = Self { netns: String::new(), netns_inode: 0, pods: Vec::new(), child: Some(child), stdin, bound };
         let line = rx
-            .recv_timeout(NODE_TIMEOUT)
-            .map_err(|_| anyhow!("testbed-node did not report a node within {NODE_TIMEOUT:?}"))?;
+            .recv_timeout(bound)
+            .map_err(|_| anyhow!("testbed-node did not report a node within {bound:?}"))?;
         if line.trim().is_empty() {
             bail!("testbed-node failed to build the node (see its error above)");
         }
@@ -79,20 +97,32 @@ impl Node {
         if node.pods.len() < 2 {
             bail!("testbed-node built {} pods, the bench needs 2", node.pods.len());
         }
-        let dst = format!("{}/32", node.pods[1].ip);
-        let port = FLOOD_PORT.to_string();
-        node.iptables(&[
-            "-I", "FORWARD", "1", "-d", &dst, "-p", "udp", "--dport", &port, "-m", "comment", "--comment", RULE_COMMENT, "-j",
-            "DROP",
-        ])?;
+        let rule = node.flood_rule();
+        let mut args: Vec<&str> = rule.split(' ').collect();
+        args.splice(0..2, ["-I", "FORWARD", "1"]);
+        node.iptables(&args)?;
         if conntrack {
-            let range = format!("{RANGE}.0.0/16");
+            let range = format!("{range}.0.0/16");
             node.iptables(&[
                 "-t", "nat", "-A", "POSTROUTING", "-s", &range, "!", "-d", &range, "-m", "comment", "--comment", "bench-masq", "-j",
                 "MASQUERADE",
             ])?;
         }
         Ok(node)
+    }
+
+    /// The flood's DROP rule as `iptables-save` prints it (`-A FORWARD …`, no quoting needed).
+    pub fn flood_rule(&self) -> String {
+        format!("-A FORWARD -d {}/32 -p udp -m udp --dport {FLOOD_PORT} -m comment --comment {RULE_COMMENT} -j DROP", self.pods[1].ip)
+    }
+
+    /// Replaces the tables `text` names (`iptables-nft-restore` input) in the node namespace.
+    pub fn restore(&self, text: &str) -> Result<()> {
+        let file = std::env::temp_dir().join(format!("tracer-bench-rules-{}", std::process::id()));
+        std::fs::write(&file, format!("{}\n", text.trim_end())).with_context(|| format!("cannot write {}", file.display()))?;
+        let r = proc::output("ip", &["netns", "exec", &self.netns, "iptables-nft-restore", "-w", &file.display().to_string()], Duration::from_mins(5));
+        let _ = std::fs::remove_file(&file);
+        r.map(drop)
     }
 
     fn iptables(&self, args: &[&str]) -> Result<String> {
@@ -129,7 +159,7 @@ impl Drop for Node {
             loop {
                 match c.try_wait() {
                     Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if start.elapsed() > NODE_TIMEOUT => {
+                    Ok(None) if start.elapsed() > self.bound => {
                         eprintln!("xtask: bench: testbed-node did not finish its cleanup; killed (namespaces {PREFIX}* may remain)");
                         let _ = c.kill();
                         let _ = c.wait();
