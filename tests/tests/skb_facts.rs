@@ -54,7 +54,7 @@ fn too_big(v6: bool, port: u16) {
     assert_eq!(e["ifname"], if v6 { b.lxc.as_str() } else { a.lxc.as_str() }, "{e}");
     assert_eq!(e["reason"], "PKT_TOO_BIG", "{e}");
     // The MTU is the routed-to device's (b's lxc), not the receiving one's (1500).
-    assert_eq!(e["mtu"], SMALL_MTU, "{e}");
+    assert_eq!((e["mtu"].as_u64(), e["mtu_from"].as_str()), (Some(u64::from(SMALL_MTU)), Some("route")), "{e}");
     let ip_len = e["len"].as_u64().unwrap() - 14;
     assert!(ip_len > u64::from(SMALL_MTU), "{ip_len} bytes of IP over an MTU of {SMALL_MTU}: {e}");
     assert_eq!(e["pkt_type"], "HOST", "{e}");
@@ -117,6 +117,7 @@ fn skb_facts_gso_packet_shot_by_tc() {
     let first: &Value = done.events.iter().find(|e| e["reason"] == "TC_INGRESS").unwrap_or_else(|| panic!("no tc drop: {:#?}", done.events));
     let (size, segs) = (first["gso"]["size"].as_u64().unwrap_or(0), first["gso"]["segs"].as_u64().unwrap_or(0));
     let mtu = first["mtu"].as_u64().unwrap();
+    assert_eq!(first["mtu_from"], "device", "tc ingress runs before routing: {first}");
     // The MSS over a 1500-byte MTU (timestamps on: 1448), and more than one of them.
     assert!((1000..=1460).contains(&size) && segs >= 2, "a GSO packet: {first}");
     assert!(first["len"].as_u64().unwrap() > mtu, "longer than the MTU {mtu}: {first}");

@@ -88,6 +88,9 @@ pub struct DropEvent {
     /// an MTU or PMTU drop is about.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// Whose MTU `mtu` is: `"route"` (the routed-to device) or `"device"` (the packet's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu_from: Option<&'static str>,
     /// A GSO packet's segment size and count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gso: Option<Gso>,
@@ -124,7 +127,8 @@ impl DropEvent {
             mark: (h.ct_flags & ct_flags::MARK != 0).then_some(h.mark),
             ct,
             pkt_type,
-            mtu,
+            mtu: mtu.map(|m| m.mtu),
+            mtu_from: mtu.map(|m| m.from),
             gso,
         }
     }

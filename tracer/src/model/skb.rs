@@ -26,13 +26,21 @@ pub struct Gso {
     pub segs: u16,
 }
 
-/// What a drop event's header says: (`pkt_type`, `mtu`, `gso`), each None when not read
-/// (`gso` also when the packet is not GSO).
+/// The MTU a drop met and whose it is: `"route"` (the device the packet was routed to) or
+/// `"device"` (its own, before any routing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mtu {
+    pub mtu: u32,
+    pub from: &'static str,
+}
+
+/// What a drop event's header says: (`pkt_type`, MTU, `gso`), each None when not read (`gso`
+/// also when the packet is not GSO).
 #[must_use]
-pub fn facts(h: &PacketEvent) -> (Option<&'static str>, Option<u32>, Option<Gso>) {
+pub fn facts(h: &PacketEvent) -> (Option<&'static str>, Option<Mtu>, Option<Gso>) {
     let has = |f: u8| h.skb_facts & f != 0;
     let pkt_type = if has(skb_facts::PKT_TYPE) { pkt_type_name(h.pkt_type) } else { None };
-    let mtu = has(skb_facts::MTU).then_some(h.mtu);
+    let mtu = has(skb_facts::MTU).then_some(Mtu { mtu: h.mtu, from: if has(skb_facts::MTU_OF_ROUTE) { "route" } else { "device" } });
     let gso = (has(skb_facts::GSO) && h.gso_size != 0).then_some(Gso { size: h.gso_size, segs: h.gso_segs });
     (pkt_type, mtu, gso)
 }
@@ -54,7 +62,9 @@ mod tests {
         (h.mtu, h.gso_size, h.gso_segs, h.pkt_type) = (1280, 1448, 3, 2);
         assert_eq!(facts(&h), (None, None, None));
         h.skb_facts = skb_facts::MTU | skb_facts::GSO | skb_facts::PKT_TYPE;
-        assert_eq!(facts(&h), (Some("MULTICAST"), Some(1280), Some(Gso { size: 1448, segs: 3 })));
+        assert_eq!(facts(&h), (Some("MULTICAST"), Some(Mtu { mtu: 1280, from: "device" }), Some(Gso { size: 1448, segs: 3 })));
+        h.skb_facts |= skb_facts::MTU_OF_ROUTE;
+        assert_eq!(facts(&h).1, Some(Mtu { mtu: 1280, from: "route" }));
         h.gso_size = 0;
         assert_eq!(facts(&h).2, None, "not GSO");
     }

@@ -148,6 +148,7 @@ mod tests {
             ct: None,
             pkt_type: None,
             mtu: None,
+            mtu_from: None,
             gso: None,
         };
         DropRecord { event, iface: Iface { netns: 1, ifindex: 1, ifname: "eth0".into(), linktype: 1, pod: None }, ts: Duration::from_secs(ts_s), data: vec![0; bytes], in_pcap: false }
