@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use super::{
     INTERRUPTED, node,
     peer::{self, Kind, Outputs},
-    proc, traffic,
+    proc,
+    stats::Spread,
+    traffic,
 };
 
 /// What the arm runs with: the tracer, the flood sender, `testbed-node`, a scratch directory.
@@ -35,6 +37,9 @@ pub const RULES: [usize; 4] = [0, 5_000, 20_000, 50_000];
 pub const POD_NAMESPACES: [usize; 2] = [0, 100];
 /// How long each capture runs (no drops).
 const CAPTURE: Duration = Duration::from_secs(30);
+/// Starts per row for the ready time (its median): the 30 s capture and this many more, each
+/// stopped once ready.
+const READY_SAMPLES: usize = 5;
 /// The storm: rules, packets (at most `STORM_S` seconds).
 const STORM_RULES: usize = 20_000;
 const STORM_PACKETS: u64 = 2_000_000;
@@ -48,10 +53,17 @@ const GUARD: &str = "-A FORWARD -m statistic --mode nth --every 1000000 --packet
 pub struct Row {
     pub rules: usize,
     pub pods: usize,
-    pub ready_s: f64,
+    /// Start → ready of each start.
+    pub ready: Vec<f64>,
     pub cpu_s: f64,
     pub peak_kib: u64,
     pub error: Option<String>,
+}
+
+impl Row {
+    fn ready(&self) -> Option<Spread> {
+        Spread::of(&self.ready)
+    }
 }
 
 /// The counter-attributed storm.
@@ -113,7 +125,8 @@ pub fn run(env: &Env<'_>) -> Scale {
 }
 
 fn cmd_step(r: &Row) {
-    crate::cmd::step(format!("bench: scale: {} rules, {} pod namespaces: ready {:.2} s, CPU {:.2} s, peak {} KiB", r.rules, r.pods, r.ready_s, r.cpu_s, r.peak_kib));
+    let ready = r.ready().map_or_else(|| "–".into(), |s| s.show(3));
+    crate::cmd::step(format!("bench: scale: {} rules, {} pod namespaces: ready {ready} s, CPU {:.2} s, peak {} KiB", r.rules, r.pods, r.cpu_s, r.peak_kib));
 }
 
 /// Each pod namespace beyond the first two gets a small ruleset of its own.
@@ -142,10 +155,15 @@ fn capture(env: &Env<'_>, node: &node::Node, row: &mut Row) -> Result<()> {
     let dir = env.work.join(format!("scale-{}-{}", row.rules, row.pods));
     let expression = format!("udp and dst host {} and dst port {}", node.pods[1].ip, node::FLOOD_PORT);
     let start = peer::Start { tracer: env.tracer, dir: &dir, expression: &expression, outputs: Outputs::Summary, cpu: env.peer_cpu };
-    let running = peer::start(Kind::Tracer { netfilter: true, path: false, watch: false, stack: false }, &start)?;
+    let kind = Kind::Tracer { netfilter: true, path: false, watch: false, stack: false };
+    let running = peer::start(kind, &start)?;
     std::thread::sleep(CAPTURE);
     let stopped = running.stop()?;
-    (row.ready_s, row.cpu_s, row.peak_kib) = (stopped.ready_s, stopped.cpu_s, stopped.rss_kib);
+    row.ready.push(stopped.ready_s);
+    (row.cpu_s, row.peak_kib) = (stopped.cpu_s, stopped.rss_kib);
+    for _ in 1..READY_SAMPLES {
+        row.ready.push(peer::start(kind, &start)?.stop()?.ready_s);
+    }
     Ok(())
 }
 
@@ -192,7 +210,7 @@ impl Scale {
         let rows: Vec<Value> = self
             .rows
             .iter()
-            .map(|r| json!({"rules": r.rules, "pod_namespaces": r.pods, "ready_s": r.ready_s, "cpu_s": r.cpu_s, "peak_rss_kib": r.peak_kib, "error": r.error}))
+            .map(|r| json!({"rules": r.rules, "pod_namespaces": r.pods, "ready_s": r.ready().map(|s| s.to_json(3)), "cpu_s": r.cpu_s, "peak_rss_kib": r.peak_kib, "error": r.error}))
             .collect();
         let s = &self.storm;
         json!({
@@ -207,17 +225,15 @@ impl Scale {
         #[expect(clippy::cast_precision_loss, reason = "KiB counts far below 2^52")]
         let mib = |k: u64| k as f64 / 1024.0;
         let mut out = format!(
-            "\n**Scale** (issue 18): a {} s capture (`udp and dst host … and dst port 9999`, no drops) on a node with kube-proxy-like rules in FORWARD's chains and pod namespaces holding a rule each; CPU counts the listings the tracer ran:\n\n| rules | pod namespaces | ready, s | CPU, s | peak RSS, MiB |\n|---|---|---|---|---|\n",
+            "\n**Scale** (issue 18): a {} s capture (`udp and dst host … and dst port 9999`, no drops) on a node with kube-proxy-like rules in FORWARD's chains and pod namespaces holding a rule each; ready: median [min–max] of {READY_SAMPLES} starts; CPU (counting the listings the tracer ran) and peak RSS of the 30 s capture:\n\n| rules | pod namespaces | ready, s | CPU, s | peak RSS, MiB |\n|---|---|---|---|---|\n",
             CAPTURE.as_secs()
         );
         for r in &self.rows {
-            match &r.error {
-                Some(e) => {
-                    let _ = writeln!(out, "| {} | {} | failed: {e} | | |", r.rules, r.pods);
-                }
-                None => {
-                    let _ = writeln!(out, "| {} | {} | {:.3} | {:.2} | {:.1} |", r.rules, r.pods, r.ready_s, r.cpu_s, mib(r.peak_kib));
-                }
+            if let Some(e) = &r.error {
+                let _ = writeln!(out, "| {} | {} | failed: {e} | | |", r.rules, r.pods);
+            } else {
+                let ready = r.ready().map_or_else(|| "–".into(), |s| s.show(3));
+                let _ = writeln!(out, "| {} | {} | {ready} | {:.2} | {:.1} |", r.rules, r.pods, r.cpu_s, mib(r.peak_kib));
             }
         }
         let s = &self.storm;
