@@ -168,9 +168,10 @@ pub fn conntrack<M: Mem>(skb: u64, o: &Offsets, h: &mut PacketEvent) {
 
 /// The skb facts of a drop event: the MTU of the routed-to device (else the skb's own), GSO
 /// size and segments from `skb_shared_info` (at `head + end`), `pkt_type` (a bitfield:
-/// byte and shift from BTF). Each read only where BTF gave its offsets.
+/// byte and shift from BTF). Each read only where BTF gave its offsets; `head` and `dev` come
+/// from the span `load` already copied.
 #[inline(always)]
-pub fn facts<M: Mem>(skb: u64, o: &Offsets, h: &mut PacketEvent) {
+pub fn facts<M: Mem>(skb: u64, o: &Offsets, s: *const Scratch, h: &mut PacketEvent) {
     let mut flags = 0;
     // `_skb_refdst`: a `dst_entry *` with the "no reference" flag in bit 0; a plain number.
     let dst = get::<M, u64>(skb, o.skb_refdst).unwrap_or(0) & !1;
@@ -178,11 +179,11 @@ pub fn facts<M: Mem>(skb: u64, o: &Offsets, h: &mut PacketEvent) {
     if let Some(mtu) = read::<u32>(routed, o.dev_mtu) {
         h.mtu = mtu;
         flags |= skb_facts::MTU | skb_facts::MTU_OF_ROUTE;
-    } else if let Some(mtu) = get::<M, u64>(skb, o.skb_dev).and_then(|dev| get::<M, u32>(dev, o.dev_mtu)) {
+    } else if let Some(mtu) = field::<M, u64>(skb, o, s, o.skb_dev).and_then(|dev| get::<M, u32>(dev, o.dev_mtu)) {
         h.mtu = mtu;
         flags |= skb_facts::MTU;
     }
-    let head = get::<M, u64>(skb, o.skb_head).unwrap_or(0);
+    let head = field::<M, u64>(skb, o, s, o.skb_head).unwrap_or(0);
     if let Some(end) = get::<M, u32>(skb, o.skb_end)
         && head != 0
         && let Some(gso) = read::<u32>(head + u64::from(end), o.shinfo_gso_size)
