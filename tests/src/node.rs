@@ -322,6 +322,11 @@ impl Node {
         self.xtables("iptables", table, chain, rule)
     }
 
+    /// [`Node::iptables`] with `iptables-legacy` (`x_tables`: no `nf_tables` generation).
+    pub fn iptables_legacy(&mut self, table: &str, chain: &str, rule: &[&str]) -> Result<IptRule> {
+        self.xtables("iptables-legacy", table, chain, rule)
+    }
+
     /// [`Node::iptables`] with `ip6tables`.
     pub fn ip6tables(&mut self, table: &str, chain: &str, rule: &[&str]) -> Result<IptRule> {
         self.xtables("ip6tables", table, chain, rule)

@@ -1,7 +1,9 @@
 //! A slow `iptables-save`/`nft` (a node with tens of thousands of rules) must not cost events
 //! (issue 11): the ring is read on its own thread and ruleset listings run on a worker, so a
 //! burst of netfilter drops whose rule only the rule counters can name is kept whole while
-//! every listing takes 3 s. Needs root.
+//! every listing takes 3 s (iptables-legacy: its counters are only read by listing). And with
+//! `nf_tables`, a counter window does not list the rules at all while they stand (issue 18):
+//! the counters come over netlink, and a change of the rules brings one listing. Needs root.
 //!
 //! Sizes: the event ring is 8 MiB (tracer-ebpf/src/maps.rs). With `--snaplen 2048` and
 //! 1,400-byte datagrams an event takes 1,544 bytes there, so the ring holds about 5,400 of
@@ -14,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{Feature, Node, TempDir, Tracer, cmd, pcap, require, wait};
+use integration_tests::{Feature, IptRule, Node, TempDir, Tracer, cmd, pcap, require, wait};
 
 const BURST: usize = 12_000;
 const PAYLOAD: [u8; 1400] = [0x5a; 1400];
@@ -22,22 +24,32 @@ const PORT: u16 = 32_077;
 /// Each listing sleeps this long first.
 const DELAY_S: u32 = 3;
 
-/// A directory of `iptables-save`/`nft`… wrappers that sleep `DELAY_S` then run the real tool,
-/// first on the PATH the tracer gets.
-fn slow_tools() -> (TempDir, String) {
-    let dir = TempDir::new("tb-slowtools").unwrap();
+/// A directory of wrappers for the listing tools, first on the PATH the tracer gets: each runs
+/// the shell line `first(dir, tool)`, then the real tool.
+fn wrapped_tools(first: impl Fn(&Path, &str) -> String) -> (TempDir, String) {
+    let dir = TempDir::new("tb-tools").unwrap();
     let path = std::env::var("PATH").unwrap_or_default();
     for tool in ["nft", "iptables-save", "ip6tables-save", "iptables-nft-save", "ip6tables-nft-save", "iptables-legacy-save", "ip6tables-legacy-save"] {
         let Some(real) = std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file()) else { continue };
-        write_shim(&dir.join(tool), &real);
+        let at = dir.join(tool);
+        std::fs::write(&at, format!("#!/bin/sh\n{}\nexec {} \"$@\"\n", first(dir.path(), tool), real.display())).unwrap();
+        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let path = format!("{}:{path}", dir.path().display());
     (dir, path)
 }
 
-fn write_shim(at: &Path, real: &Path) {
-    std::fs::write(at, format!("#!/bin/sh\nsleep {DELAY_S}\nexec {} \"$@\"\n", real.display())).unwrap();
-    std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o755)).unwrap();
+/// FORWARD → `CILIUM_FORWARD`: an `nth` statistic DROP, then a DROP of udp to `to`:`port` (the
+/// one returned), with `tool` (iptables or iptables-legacy). A statistic match (kube-proxy's
+/// load balancing uses them) depends on a counter the kernel keeps per rule: neither the packet
+/// nor its conntrack facts decide it, so only the rule counters of the window rule it out and
+/// every drop waits for a listing. (The millionth packet would match; the bursts are shorter.)
+fn guarded_drop(node: &mut Node, tool: &str, to: std::net::Ipv4Addr, port: u16) -> IptRule {
+    node.exec(tool, &["-w", "-N", "CILIUM_FORWARD"]).unwrap();
+    node.exec(tool, &["-w", "-A", "FORWARD", "-m", "comment", "--comment", "cilium-feeder: CILIUM_FORWARD", "-j", "CILIUM_FORWARD"]).unwrap();
+    node.exec(tool, &["-w", "-A", "CILIUM_FORWARD", "-m", "statistic", "--mode", "nth", "--every", "1000000", "--packet", "999999", "-j", "DROP"]).unwrap();
+    let rule: &[&str] = &["-d", &to.to_string(), "-p", "udp", "--dport", &port.to_string(), "-j", "DROP"];
+    if tool == "iptables-legacy" { node.iptables_legacy("filter", "CILIUM_FORWARD", rule) } else { node.iptables("filter", "CILIUM_FORWARD", rule) }.unwrap()
 }
 
 #[test]
@@ -46,17 +58,11 @@ fn a_burst_is_kept_whole_while_ruleset_listings_are_slow() {
     if !require(Feature::NetfilterLink) {
         return;
     }
-    let (_tools, path) = slow_tools();
+    let (_tools, path) = wrapped_tools(|_, _| format!("sleep {DELAY_S}"));
     let mut node = Node::new(2).unwrap();
     let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
-    node.exec("iptables", &["-w", "-N", "CILIUM_FORWARD"]).unwrap();
-    node.exec("iptables", &["-w", "-A", "FORWARD", "-m", "comment", "--comment", "cilium-feeder: CILIUM_FORWARD", "-j", "CILIUM_FORWARD"]).unwrap();
-    // A statistic match (kube-proxy's load balancing uses them) depends on a counter the kernel
-    // keeps per rule: neither the packet nor its conntrack facts decide it, so only the rule
-    // counters of the window rule this one out, and every drop waits for a (slow) listing.
-    // (The millionth packet would match; the burst is far shorter.)
-    node.exec("iptables", &["-w", "-A", "CILIUM_FORWARD", "-m", "statistic", "--mode", "nth", "--every", "1000000", "--packet", "999999", "-j", "DROP"]).unwrap();
-    let rule = node.iptables("filter", "CILIUM_FORWARD", &["-d", &b.ip.to_string(), "-p", "udp", "--dport", &PORT.to_string(), "-j", "DROP"]).unwrap();
+    // Legacy tables have no generation: every window lists them (slowly) again.
+    let rule = guarded_drop(&mut node, "iptables-legacy", b.ip, PORT);
     let run = Tracer::from_env()
         .unwrap_or_else(|e| panic!("{e:#}"))
         .capture()
@@ -72,7 +78,7 @@ fn a_burst_is_kept_whole_while_ruleset_listings_are_slow() {
     wait::until("the rule counter", Duration::from_mins(2), Duration::from_millis(10), || Ok((node.iptables_packets(&rule)? >= BURST as u64).then_some(())))
         .unwrap();
     let done = run.stop().unwrap().ok().unwrap();
-    let line = cmd::run_in(node.netns(), "iptables-save", &[] as &[&str])
+    let line = cmd::run_in(node.netns(), "iptables-legacy-save", &[] as &[&str])
         .unwrap()
         .lines()
         .find(|l| l.starts_with("-A ") && l.contains(&rule.comment))
@@ -87,4 +93,60 @@ fn a_burst_is_kept_whole_while_ruleset_listings_are_slow() {
         assert_eq!((nf["rule"].as_str(), nf["attribution"].as_str()), (Some(line.as_str()), Some("counters")), "{e}");
     }
     assert_eq!(pcap::read(done.pcap().unwrap()).unwrap().packets.len(), BURST, "packets in the pcapng");
+}
+
+fn listings(tools: &TempDir) -> usize {
+    std::fs::read_to_string(tools.join("runs.log")).map_or(0, |s| s.lines().count())
+}
+
+#[test]
+fn counter_windows_list_the_rules_again_only_when_they_change() {
+    const PORT: u16 = 32_078;
+    const N: usize = 40;
+    // Each run of a listing tool is a line in the log.
+    let (tools, path) = wrapped_tools(|dir, tool| format!("echo {tool} >> {}", dir.join("runs.log").display()));
+    let mut node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
+    let rule = guarded_drop(&mut node, "iptables", b.ip, PORT);
+    let run = Tracer::from_env()
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .capture()
+        .env("PATH", &path)
+        .arg("--max-event-rate")
+        .arg("0")
+        .expression(format!("udp and src host {} and dst port {PORT}", a.ip))
+        .start()
+        .unwrap();
+    // Three bursts, each attributed (written) before the next: the first after whatever
+    // listing the start or the first window needed, the second with the rules unchanged, the
+    // third after a rule went in before the DROP (every position below it moved).
+    let mut seen = Vec::new();
+    for burst in 1..=3u64 {
+        if burst == 3 {
+            node.exec("iptables", &["-w", "-I", "CILIUM_FORWARD", "1", "-p", "udp", "--dport", "9", "-j", "ACCEPT"]).unwrap();
+        }
+        let before = listings(&tools);
+        assert_eq!(a.send_udp(32_178, b.addr(PORT), N, &[0x5a; 64]).unwrap(), N);
+        run.wait_for_written(burst * N as u64).unwrap();
+        seen.push((before, listings(&tools)));
+    }
+    let done = run.stop().unwrap().ok().unwrap();
+    assert_eq!(seen[1].0, seen[1].1, "a window with the rules unchanged ran no listing tool (runs before/after each burst: {seen:?})");
+    assert!(seen[2].1 > seen[2].0, "the changed rules were listed again (runs before/after each burst: {seen:?})");
+    let line = cmd::run_in(node.netns(), "iptables-save", &[] as &[&str])
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("-A ") && l.contains(&rule.comment))
+        .unwrap()
+        .to_string();
+    assert_eq!(node.iptables_packets(&rule).unwrap(), 3 * N as u64);
+    let drops: Vec<_> = done.events.iter().filter(|e| e["type"] == "drop").collect();
+    assert_eq!(drops.len(), 3 * N, "stderr:\n{}", done.stderr);
+    for e in &drops {
+        let nf = &e["netfilter"];
+        assert_eq!(nf["rule"].as_str(), Some(line.as_str()), "{e}");
+        // Observers name the hook (counters decide between two rules); without BPF netfilter
+        // links only the window's counters do.
+        assert!(matches!(nf["attribution"].as_str(), Some("counters" | "window")), "{e}");
+    }
 }

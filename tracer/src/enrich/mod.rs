@@ -42,6 +42,10 @@ pub trait Node: Send + Sync {
     fn tc_hook(&self, ns: &Netns, ifindex: u32, egress: bool) -> Option<Hook>;
     /// A namespace's rulesets now (runs `iptables-save`/`nft`: slow on big rulesets).
     fn rulesets(&self, ns: &Netns) -> Snapshot;
+    /// A window's rulesets after `prev` (this namespace's latest): by default listed again.
+    fn refresh(&self, ns: &Netns, _prev: &Snapshot) -> Snapshot {
+        self.rulesets(ns)
+    }
 }
 
 /// A node that answers nothing: programs are taken as loaded, no hook is looked up, rulesets
@@ -214,6 +218,12 @@ impl Enricher {
     pub fn oldest_held(&self) -> Option<std::time::Duration> {
         let tc = self.tc_held.iter().map(|(r, _)| r.ts).min();
         self.nf.as_ref().and_then(|(_, w)| w.oldest_held()).into_iter().chain(tc).min()
+    }
+
+    /// Whether drops wait (for a tc answer, a Cilium or netfilter window): the loop then runs
+    /// as often as records come.
+    pub fn holds(&self) -> bool {
+        !self.tc_held.is_empty() || self.nf.as_ref().is_some_and(|(_, w)| w.holds()) || self.cilium.as_ref().is_some_and(CiliumAttributor::holds)
     }
 
     /// True when held drops reached their bound (the caller polls at once).

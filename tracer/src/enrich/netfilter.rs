@@ -21,9 +21,10 @@ const ANY_HOOK: u32 = u32::MAX;
 const IMPLIED_HOOK: u32 = u32::MAX - 1;
 
 /// A ruleset snapshot and when it was taken (`CLOCK_MONOTONIC` ns, the clock of the kernel's
-/// event times): a drop before `start` is in its counters, one after `end` is not.
+/// event times): a drop before `start` is in its counters, one after `end` is not. Shared:
+/// the next window's listing starts from it (`Snapshot::refresh`).
 pub struct Timed {
-    pub snap: Snapshot,
+    pub snap: std::sync::Arc<Snapshot>,
     pub start: u64,
     pub end: u64,
 }
@@ -85,7 +86,7 @@ impl Attributor {
                 let observed = slots.iter().any(|s| s.netns == netns.inode);
                 // Only a namespace without observers has its drops placed from it.
                 let capable = if observed { Vec::new() } else { capable::capable(&snap, &entries) };
-                (netns.inode, NsState { netns, history: VecDeque::from([Timed { snap, start: 0, end: taken }]), entries, capable, observed, loading: false })
+                (netns.inode, NsState { netns, history: VecDeque::from([Timed { snap: snap.into(), start: 0, end: taken }]), entries, capable, observed, loading: false })
             })
             .collect();
         Self { unobserved_drops: false, ns, slots }
@@ -96,16 +97,11 @@ impl Attributor {
     #[must_use]
     pub fn with_loading(mut self, spaces: Vec<Netns>) -> Self {
         for netns in spaces {
-            let empty = Timed { snap: Snapshot::default(), start: 0, end: 0 };
+            let empty = Timed { snap: Snapshot::default().into(), start: 0, end: 0 };
             let observed = self.slots.iter().any(|s| s.netns == netns.inode);
             self.ns.insert(netns.inode, NsState { netns, history: VecDeque::from([empty]), entries: Vec::new(), capable: Vec::new(), observed, loading: true });
         }
         self
-    }
-
-    /// The namespaces whose rules are still to be read.
-    pub fn loading(&self) -> Vec<(u32, Netns)> {
-        self.ns.iter().filter(|(_, st)| st.loading).map(|(inode, st)| (*inode, st.netns.clone())).collect()
     }
 
     pub fn entries(&self, inode: u32) -> &[Entry] {
@@ -168,7 +164,7 @@ impl Attributor {
     pub fn resolve_at(&self, slot: &Slot, p: &PacketInfo, mono: u64, now: &Snapshot) -> Option<NetfilterInfo> {
         debug_assert_ne!(slot.hook, IMPLIED_HOOK, "an implied slot is placed before it is resolved");
         let st = self.ns.get(&slot.netns)?;
-        let base = &st.before(mono).snap;
+        let base = &*st.before(mono).snap;
         let cands = Self::candidates(st, slot, p, Some((base, now)));
         let any_hook = slot.hook == ANY_HOOK;
         if cands.is_empty() {
@@ -219,7 +215,7 @@ impl Attributor {
     fn candidates<'a>(st: &'a NsState, slot: &Slot, p: &PacketInfo, window: Option<(&Snapshot, &Snapshot)>) -> Vec<Cand<'a>> {
         let (base, now) = match window {
             Some((b, n)) => (b, Some(n)),
-            None => (&st.latest().snap, None),
+            None => (&*st.latest().snap, None),
         };
         let snap = now.unwrap_or(base);
         let mut out = Vec::new();
@@ -286,7 +282,12 @@ impl Attributor {
 
     /// The latest snapshot of a namespace.
     pub fn latest(&self, inode: u32) -> Option<&Snapshot> {
-        self.ns.get(&inode).map(|st| &st.latest().snap)
+        self.ns.get(&inode).map(|st| &*st.latest().snap)
+    }
+
+    /// The latest snapshot of a namespace whose rules were read, to start the next from.
+    pub fn latest_shared(&self, inode: u32) -> Option<std::sync::Arc<Snapshot>> {
+        self.ns.get(&inode).filter(|st| !st.loading).map(|st| st.latest().snap.clone())
     }
 
     /// The latest snapshot of `inode` when it surely closes the window of a drop at `mono`
@@ -296,7 +297,7 @@ impl Attributor {
         let st = self.ns.get(&inode)?;
         let latest = st.latest();
         let baseline = st.history.iter().rev().skip(1).any(|t| t.end < mono);
-        (baseline && mono < latest.start).then_some(&latest.snap)
+        (baseline && mono < latest.start).then_some(&*latest.snap)
     }
 
     /// Makes `now` the baseline of the next window of its namespace; true when it brought the

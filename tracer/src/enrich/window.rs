@@ -25,9 +25,10 @@ use crate::{
 /// flight. Each holds its event and bytes (~2 KiB): 4096 keep a storm of counter-attributed
 /// drops (every `NETFILTER_DROP` on kernels without observers) within the memory budget.
 pub const MAX_HELD: usize = 4096;
-/// The bound while the rules are first read (`Windows::load`): drops that need counters then
-/// wait for that listing and the next, twice as long as a window; blocking the loop at
-/// `MAX_HELD` would leave the ring to fill meanwhile. ~16 MiB at most, for the start only.
+/// The bound while a namespace's rules are first read (at its first held drop: a node with
+/// 50,000 rules lists them for seconds): drops that need counters then wait for that listing
+/// and the next, twice as long as a window; blocking the loop at `MAX_HELD` would leave the
+/// ring to fill meanwhile. ~16 MiB at most, once per namespace.
 const MAX_HELD_LOADING: usize = 2 * MAX_HELD;
 
 /// A drop waiting for the rule counters of its window.
@@ -41,31 +42,37 @@ pub struct Held {
 
 /// Snapshots of the namespaces asked for, by namespace inode.
 type Snaps = HashMap<u32, Snapshot>;
+/// A namespace to list, with its latest snapshot (when its rules were read before).
+type Ask = (u32, Netns, Option<Arc<Snapshot>>);
 
 pub struct Windows {
     /// Lists rulesets; at most one request in flight.
-    worker: Worker<Vec<(u32, Netns)>, Snaps>,
+    worker: Worker<Vec<Ask>, Snaps>,
     held: Vec<Held>,
     /// Least time between the end of one snapshot and the next request (0: back to back).
     /// A storm of held drops otherwise lists every ruleset continuously.
     min_gap_ns: u64,
     /// When the last snapshot ended (`CLOCK_MONOTONIC` ns).
     last_end: u64,
-    /// The rules of some namespaces are being read for the first time.
-    loading: bool,
+    /// Answers still to come under `MAX_HELD_LOADING`: a namespace's first listing and the
+    /// one after it (which the drops held during the first wait for).
+    loading: u8,
 }
 
 impl Windows {
     /// Starts the snapshot worker; it ends when this is dropped.
     pub fn new(node: Arc<dyn Node>) -> Self {
-        let worker = Worker::spawn("tracer-rulesets", move |spaces: Vec<(u32, Netns)>| {
+        let worker = Worker::spawn("tracer-rulesets", move |spaces: Vec<Ask>| {
             std::thread::scope(|s| {
                 let node = &node;
-                let handles: Vec<_> = spaces.iter().map(|(inode, ns)| s.spawn(move || (*inode, node.rulesets(ns)))).collect();
+                let handles: Vec<_> = spaces
+                    .iter()
+                    .map(|(inode, ns, prev)| s.spawn(move || (*inode, prev.as_deref().map_or_else(|| node.rulesets(ns), |p| node.refresh(ns, p)))))
+                    .collect();
                 handles.into_iter().filter_map(|h| h.join().ok()).collect()
             })
         });
-        Self { worker, held: Vec::new(), min_gap_ns: 0, last_end: 0, loading: false }
+        Self { worker, held: Vec::new(), min_gap_ns: 0, last_end: 0, loading: 0 }
     }
 
     /// Snapshots at most once per `gap` while drops keep coming (sooner only when `MAX_HELD`
@@ -84,8 +91,13 @@ impl Windows {
         self.held.iter().map(|h| h.record.ts).min()
     }
 
+    /// Drops wait, or a listing is in flight.
+    pub fn holds(&self) -> bool {
+        !self.held.is_empty() || self.worker.busy()
+    }
+
     pub fn is_full(&self) -> bool {
-        self.held.len() >= if self.loading { MAX_HELD_LOADING } else { MAX_HELD }
+        self.held.len() >= if self.loading > 0 { MAX_HELD_LOADING } else { MAX_HELD }
     }
 
     /// Drops whose window closed since the last call, attributed; asks for the next snapshot
@@ -94,8 +106,8 @@ impl Windows {
         let mut done = Vec::new();
         if let Some(a) = self.worker.answer(wait) {
             self.last_end = a.end;
-            // The first answer is the load, when one was asked for.
-            self.loading = false;
+            // The drops held during a first listing wait for the next one too.
+            self.loading = self.loading.saturating_sub(1);
             done = self.resolve(nf, a);
         }
         // The clock is read only when a request could go out.
@@ -122,18 +134,18 @@ impl Windows {
         done
     }
 
-    /// Reads the rules of the namespaces still loading (the capture is ready before they are:
-    /// their drops wait here like any other for a snapshot taken after them).
-    pub fn load(&mut self, nf: &Attributor) {
-        let spaces = nf.loading();
-        if !spaces.is_empty() {
-            self.loading = self.worker.ask(spaces).is_some();
-        }
-    }
-
+    /// Lists the namespaces of the held drops: with their latest snapshot, to read only the
+    /// counters when the rules stand; without, for a namespace whose rules were never read
+    /// (they are read at its first drop that needs them, not at start: an idle capture on a
+    /// node of 100 pods lists nothing).
     fn request(&mut self, nf: &Attributor) {
         let spaces: BTreeMap<u32, Netns> = self.held.iter().filter_map(|h| nf.netns(h.slot.netns).map(|n| (h.slot.netns, n.clone()))).collect();
-        self.worker.ask(spaces.into_iter().collect());
+        let asks: Vec<Ask> = spaces.into_iter().map(|(inode, ns)| (inode, ns, nf.latest_shared(inode))).collect();
+        let first = asks.iter().any(|(_, _, prev)| prev.is_none());
+        if self.worker.ask(asks).is_some() && first {
+            // This answer and the next: the drops held during this listing wait for the next.
+            self.loading = 2;
+        }
     }
 
     /// Attributes the drops surely in `a`'s counters (before it started); those during it wait
@@ -146,7 +158,7 @@ impl Windows {
         let mut first = BTreeSet::new();
         for (inode, snap) in a.value {
             let tools = snap.missing.clone();
-            if nf.advance(inode, Timed { snap, start: a.start, end: a.end }) {
+            if nf.advance(inode, Timed { snap: Arc::new(snap), start: a.start, end: a.end }) {
                 first.insert(inode);
                 missing.extend(tools);
             }

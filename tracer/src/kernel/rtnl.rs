@@ -125,6 +125,14 @@ impl Rtnl {
     /// Sends one request and collects the payloads of the answers (for a dump, every part up
     /// to `NLMSG_DONE`; with `NLM_F_ACK`, up to the acknowledgement).
     pub(super) fn request(&mut self, msg_type: u16, flags: u16, body: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.request_each(msg_type, flags, body, |t, p| out.push((t, p.to_vec())))?;
+        Ok(out)
+    }
+
+    /// [`Self::request`], handing each answer's payload to `each` as it is read (a dump of
+    /// 50,000 rules is never held whole).
+    pub(super) fn request_each(&mut self, msg_type: u16, flags: u16, body: &[u8], mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let len = NLMSG_HDRLEN + body.len();
@@ -141,9 +149,8 @@ impl Rtnl {
             return Err(io::Error::last_os_error());
         }
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-        let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
-        // A dump of a few thousand interfaces fits in far fewer reads than this.
+        // A dump of 50,000 rules fits in far fewer reads than this.
         for _ in 0..100_000 {
             // SAFETY: reading into our buffer.
             let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -164,20 +171,20 @@ impl Rtnl {
                     continue;
                 }
                 match mtype {
-                    NLMSG_DONE => return Ok(out),
+                    NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
                         let err = payload.get(0..4).map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("4 bytes")));
                         if err != 0 {
                             return Err(io::Error::from_raw_os_error(-err));
                         }
                         if !dump {
-                            return Ok(out);
+                            return Ok(());
                         }
                     }
                     t => {
-                        out.push((t, payload.to_vec()));
+                        each(t, payload);
                         if !dump && flags & NLM_F_ACK == 0 {
-                            return Ok(out);
+                            return Ok(());
                         }
                     }
                 }

@@ -2,6 +2,7 @@
 //! the hook entries they register, which is where the observers go and what a drop between
 //! two observers is attributed to. Read-only: we list rulesets, never change them.
 pub mod capable;
+pub mod counters;
 pub mod eval;
 pub mod iptables;
 pub mod layout;

@@ -15,12 +15,33 @@ pub struct Snapshot {
     pub nft: Ruleset,
     /// Tools needed here but not found in PATH.
     pub missing: BTreeSet<String>,
+    /// The `nf_tables` generation the listing read (the same before and after it), when
+    /// known: a later window with the same one needs only the counters (`counters.rs`).
+    pub generation: Option<u32>,
 }
 
 impl Snapshot {
     /// Lists every ruleset of the namespace at `ns_path`. Only the tools whose tables exist
     /// are run (a pod namespace usually has none), so a node with a hundred pods starts fast.
     pub fn take(ns_path: &Path) -> Self {
+        let before = super::counters::generation(ns_path);
+        let mut snap = Self::list(ns_path);
+        snap.generation = before.filter(|g| super::counters::generation(ns_path) == Some(*g));
+        snap
+    }
+
+    /// A window's snapshot after `prev`: its copy with fresh counters when the rules did not
+    /// change since (one netlink dump), else [`Snapshot::take`].
+    pub fn refresh(ns_path: &Path, prev: &Self) -> Self {
+        if let Some(s) = super::counters::refreshed(ns_path, prev) {
+            log::debug!("{}: counters read over netlink (rules unchanged)", ns_path.display());
+            return s;
+        }
+        log::debug!("{}: rules listed again (changed, legacy, or unknown generation)", ns_path.display());
+        Self::take(ns_path)
+    }
+
+    fn list(ns_path: &Path) -> Self {
         let missing = std::sync::Mutex::new(BTreeSet::new());
         let run = |prog: &str, args: &[&str]| -> Option<String> {
             let mut cmd = netns::command_in(ns_path, prog).ok()?;
@@ -72,7 +93,7 @@ impl Snapshot {
             let text = run("nft", &["-a", "list", "table", family, table]).unwrap_or_default();
             nft.chains.extend(Ruleset::parse(&json, &text).chains);
         }
-        Self { nft_v4, nft_v6, legacy_v4, legacy_v6, nft, missing: missing.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) }
+        Self { nft_v4, nft_v6, legacy_v4, legacy_v6, nft, missing: missing.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner), generation: None }
     }
 
     pub fn iptables_nft(&self, pf: u32) -> &Save {

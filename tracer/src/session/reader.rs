@@ -1,9 +1,15 @@
-//! The ring buffer is read on its own thread, every `POLL`, whatever the event loop is doing:
-//! records wait in a queue for the loop instead of in the ring, so a slow step downstream
-//! (a ruleset listing, a full disk) costs memory here before it costs events there. The queue
-//! is bounded too: past as many bytes as the ring holds, the reader leaves records in the ring,
-//! which then holds as much again before the kernel counts events lost (exactly, as always).
+//! The ring buffer is read on its own thread, whatever the event loop is doing: records wait
+//! in a queue for the loop instead of in the ring, so a slow step downstream (a ruleset
+//! listing, a full disk) costs memory here before it costs events there. The queue is bounded
+//! too: past as many bytes as the ring holds, the reader leaves records in the ring, which
+//! then holds as much again before the kernel counts events lost (exactly, as always).
+//!
+//! Waking: the probes let the kernel wake the reader only for a record that lands in an empty
+//! ring (its default: at most one wakeup per drain), and the reader, once woken, sleeps `POLL`
+//! before draining again, so a busy ring is read in batches and an idle capture costs no
+//! wakeups but one per `IDLE`.
 use std::{
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -17,8 +23,12 @@ use aya::maps::{MapData, RingBuf};
 
 use crate::pipeline::Pipeline;
 
-/// How often the ring buffer is drained (programs do not wake us; see bench/README).
+/// How long the reader lets records gather after a drain that found some.
 pub const POLL: Duration = Duration::from_millis(10);
+/// The longest an idle reader waits before draining again (how stale the "every record
+/// before this time is read" mark that Cilium's windows wait for can get), and the event
+/// loop's pace when nothing comes and nothing waits (progress, Cilium's baselines).
+pub const IDLE: Duration = Duration::from_millis(100);
 
 pub struct Reader {
     rx: Receiver<Vec<u8>>,
@@ -33,26 +43,57 @@ struct Shared {
     max_queued: usize,
     /// Set once the probes are detached: drain what is left and end.
     stop: AtomicBool,
+    /// Written to wake the reader out of its wait when `stop` is set.
+    stop_fd: OwnedFd,
     /// `CLOCK_MONOTONIC` ns when the reader last started a drain that emptied the ring: every
     /// record committed before then has been queued.
     drained: AtomicU64,
+    /// Told after every drain that queued records: what the event loop waits for.
+    queued_some: tokio::sync::Notify,
 }
 
 impl Reader {
     pub fn spawn(ring: RingBuf<MapData>, max_queued: usize) -> std::io::Result<Self> {
         let (tx, rx) = channel();
-        let shared = Arc::new(Shared { queued: AtomicUsize::new(0), max_queued, stop: AtomicBool::new(false), drained: AtomicU64::new(0) });
+        // SAFETY: eventfd has no memory preconditions; the fd is owned from here on.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let stop_fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let shared = Arc::new(Shared {
+            queued: AtomicUsize::new(0),
+            max_queued,
+            stop: AtomicBool::new(false),
+            stop_fd,
+            drained: AtomicU64::new(0),
+            queued_some: tokio::sync::Notify::new(),
+        });
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new().name("tracer-ring".into()).spawn(move || read(ring, &tx, &s))?;
         Ok(Self { rx, shared, thread: Some(thread) })
     }
 
+    /// Resolves once the reader has queued records since the last call (at once if it did
+    /// meanwhile): the event loop's cue.
+    pub async fn records(&self) {
+        self.shared.queued_some.notified().await;
+    }
+
     /// The records read so far into the pipeline, which then has every drop the kernel
     /// recorded before the reader last emptied the ring (a record is committed within
-    /// microseconds of its time stamp): what Cilium's windows wait for.
-    pub fn feed(&self, pipe: &mut Pipeline) {
+    /// microseconds of its time stamp): what Cilium's windows wait for. Answers how long the
+    /// loop may wait before the next feed (records also wake it): `POLL` while records come or
+    /// drops wait for their windows, else `IDLE`.
+    pub fn feed(&self, pipe: &mut Pipeline) -> Duration {
         pipe.enrich.caught_up = self.shared.drained.load(Ordering::Acquire);
-        self.take(|r| pipe.handle(r));
+        let mut fed = false;
+        self.take(|r| {
+            fed = true;
+            pipe.handle(r);
+        });
+        if fed || pipe.enrich.holds() { POLL } else { IDLE }
     }
 
     /// The probes are detached: every record left into the pipeline, which then has them all.
@@ -77,6 +118,10 @@ impl Reader {
     /// The probes are detached: reads the ring to its end, then hands over every record left.
     pub fn finish(mut self, each: impl FnMut(&[u8])) {
         self.shared.stop.store(true, Ordering::Release);
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to our eventfd. A failure only leaves the
+        // reader to notice the flag at its next wake (at most `IDLE`).
+        let _ = unsafe { libc::write(self.shared.stop_fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -89,20 +134,48 @@ fn read(mut ring: RingBuf<MapData>, tx: &Sender<Vec<u8>>, s: &Shared) {
         // Read after the flag: whatever the detached probes wrote is in the ring by then.
         let last = s.stop.load(Ordering::Acquire);
         let started = crate::model::time::mono_now();
+        let mut sent = 0usize;
+        let mut emptied = false;
         // The last drain takes everything: no more records come.
         while last || s.queued.load(Ordering::Relaxed) < s.max_queued {
             let Some(item) = ring.next() else {
                 s.drained.store(started, Ordering::Release);
+                emptied = true;
                 break;
             };
             s.queued.fetch_add(item.len(), Ordering::Relaxed);
             if tx.send(item.to_vec()).is_err() {
                 return;
             }
+            sent += 1;
+        }
+        if sent > 0 {
+            s.queued_some.notify_one();
         }
         if last {
             return;
         }
+        if sent > 0 || !emptied {
+            // Records came (more are likely) or the queue is full: let them gather.
+            std::thread::sleep(POLL);
+        } else {
+            wait(&ring, s);
+        }
+    }
+}
+
+/// Until the ring has a record, the reader is told to stop, or `IDLE` passes.
+fn wait(ring: &RingBuf<MapData>, s: &Shared) {
+    let mut fds = [
+        libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: s.stop_fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+    ];
+    #[expect(clippy::cast_possible_truncation, reason = "IDLE is 100 ms")]
+    let timeout = IDLE.as_millis() as libc::c_int;
+    // SAFETY: two initialised pollfd entries, both descriptors alive while `s` and `ring` are.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+    if n < 0 {
+        // EINTR or worse: fall back to a plain pause rather than spin.
         std::thread::sleep(POLL);
     }
 }

@@ -30,8 +30,6 @@ use crate::{
     },
 };
 
-/// How often the loop takes the records read so far.
-const TICK: std::time::Duration = std::time::Duration::from_millis(10);
 /// How often outputs are flushed to disk (and netfilter windows closed).
 const FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -71,12 +69,8 @@ fn sinks(args: &CaptureArgs, bundle: Option<crate::bundle::Bundle>, created: &mu
 pub fn enricher(pods: Pods, reasons: &Reasons, nf: Option<crate::enrich::netfilter::Attributor>, tc: crate::enrich::tc::TcAttributor) -> Enricher {
     let codes = ReasonCodes { netfilter_drop: reasons.value("NETFILTER_DROP"), tc_ingress: reasons.value("TC_INGRESS"), tc_egress: reasons.value("TC_EGRESS") };
     let mut enrich = Enricher::new(pods, codes);
-    enrich.nf = nf.map(|a| {
-        let mut windows = Windows::new(std::sync::Arc::new(super::start::ProbeNode));
-        // The rules not read at start-up are read now, while the capture runs.
-        windows.load(&a);
-        (a, windows)
-    });
+    // The rules not read at start-up are read at the first drop that needs them.
+    enrich.nf = nf.map(|a| (a, Windows::new(std::sync::Arc::new(super::start::ProbeNode))));
     enrich.tc = Some(tc);
     enrich
 }
@@ -112,17 +106,18 @@ pub async fn run(
     let start = Instant::now();
     let start_wall = rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?);
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(TICK);
+    let mut next = super::reader::IDLE;
     let mut last_flush = Instant::now();
     let mut progress = Progress::new();
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(next) => {}
+            () = reader.records() => {}
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             () = sleep_until(deadline) => break,
         }
-        reader.feed(&mut pipe);
+        next = reader.feed(&mut pipe);
         if last_flush.elapsed() >= FLUSH {
             pipe.flush();
             last_flush = Instant::now();

@@ -33,6 +33,10 @@ impl Node for ProbeNode {
     fn rulesets(&self, ns: &Netns) -> Snapshot {
         Snapshot::take(&ns.path)
     }
+
+    fn refresh(&self, ns: &Netns, prev: &Snapshot) -> Snapshot {
+        Snapshot::refresh(&ns.path, prev)
+    }
 }
 
 /// Netfilter observers before every hook entry of every namespace in scope, and the attributor

@@ -44,7 +44,7 @@ const MAX_PENDING: usize = 10_000;
 pub struct Rules {
     attributor: Attributor,
     pending: Vec<Pending>,
-    requests: mpsc::Sender<Netns>,
+    requests: mpsc::Sender<(Netns, Option<std::sync::Arc<Snapshot>>)>,
     results: mpsc::Receiver<(u32, Timed)>,
     in_flight: HashSet<u32>,
 }
@@ -53,14 +53,14 @@ impl Rules {
     /// `attributor`: the slots of the attached observers over start-up snapshots. Snapshots
     /// are taken on a thread of their own (`iptables-save`/`nft` may be slow).
     pub fn new(attributor: Attributor) -> std::io::Result<Self> {
-        let (requests, rx) = mpsc::channel::<Netns>();
+        let (requests, rx) = mpsc::channel::<(Netns, Option<std::sync::Arc<Snapshot>>)>();
         let (tx, results) = mpsc::channel();
         std::thread::Builder::new().name("tracer-rules".into()).spawn(move || {
-            for ns in rx {
+            for (ns, prev) in rx {
                 let start = mono_now();
-                let snap = Snapshot::take(&ns.path);
+                let snap = prev.map_or_else(|| Snapshot::take(&ns.path), |p| Snapshot::refresh(&ns.path, &p));
                 let end = mono_now();
-                if tx.send((ns.inode, Timed { snap, start, end })).is_err() {
+                if tx.send((ns.inode, Timed { snap: snap.into(), start, end })).is_err() {
                     break;
                 }
             }
@@ -90,7 +90,7 @@ impl Rules {
             return;
         }
         if let Some(ns) = self.attributor.netns(netns).cloned()
-            && self.requests.send(ns).is_ok()
+            && self.requests.send((ns, self.attributor.latest_shared(netns))).is_ok()
         {
             self.in_flight.insert(netns);
         }

@@ -30,11 +30,13 @@ use crate::{
     pipeline::{Namer, Pipeline},
     pods::Pods,
     probes::loader::Maps,
-    session::{Attached, Checked, Loaded, reader::Reader},
+    session::{
+        Attached, Checked, Loaded,
+        reader::{self, Reader},
+    },
     sinks::Sinks,
 };
 
-const TICK: Duration = Duration::from_millis(10);
 /// How often the kernel totals are read (the metrics' and triggers' resolution).
 const UPDATE: Duration = Duration::from_secs(1);
 /// How often the CNI cache is checked for new pods.
@@ -134,11 +136,12 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     }
     log::info!("watching; metrics on {}", args.listen);
 
-    let mut tick = tokio::time::interval(TICK);
+    let mut next = reader::IDLE;
     let mut last_update = Instant::now();
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(next) => {}
+            () = reader.records() => {}
             _ = sig.int.recv() => break,
             _ = sig.term.recv() => break,
             _ = sig.usr1.recv() => match w.dumps.request("signal", wall()) {
@@ -149,7 +152,7 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
                 let _ = req.reply.send(w.dumps.request("http", wall()));
             }
         }
-        reader.feed(&mut pipe);
+        next = reader.feed(&mut pipe);
         pipe.poll();
         if last_update.elapsed() >= UPDATE {
             last_update = Instant::now();

@@ -125,6 +125,10 @@ impl CiliumAttributor {
         }
     }
 
+    pub fn holds(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     pub fn is_full(&self) -> bool {
         self.held.len() >= MAX_HELD
     }

@@ -1,0 +1,149 @@
+//! A counter window without listing the rules again: when the `nf_tables` generation is the
+//! one the last snapshot was read at (before and after reading the counters), the rules stand
+//! as that snapshot holds them and only their counters moved, so the counters of every rule
+//! and base chain, read over netlink in one dump (binary, ≈ 100 times cheaper than
+//! `iptables-nft-save` at 20,000 rules), are written into a copy of it. Any doubt — another
+//! generation, legacy tables (no generation, no netlink listing), a chain whose rule count
+//! differs — and the caller lists everything as before.
+use std::path::Path;
+
+use super::{iptables::Save, nft::Ruleset, snapshot::Snapshot};
+use crate::kernel::nfnl::{ChainKey, Counters, Nfnl};
+
+/// The generation of the namespace's `nf_tables` rules, if it can be read.
+pub fn generation(ns_path: &Path) -> Option<u32> {
+    Nfnl::open_in(ns_path).ok()?.generation().ok()
+}
+
+/// `prev` with fresh counters, when nothing but counters changed since it was read.
+pub fn refreshed(ns_path: &Path, prev: &Snapshot) -> Option<Snapshot> {
+    let generation = prev.generation?;
+    if !prev.legacy_v4.tables.is_empty() || !prev.legacy_v6.tables.is_empty() {
+        return None;
+    }
+    let mut nl = Nfnl::open_in(ns_path).ok()?;
+    if nl.generation().ok()? != generation {
+        return None;
+    }
+    let c = nl.counters().ok()?;
+    // A change committed while the dump ran may be half in it.
+    if nl.generation().ok()? != generation {
+        return None;
+    }
+    let mut snap = prev.clone();
+    apply_save(&mut snap.nft_v4, family(super::NFPROTO_IPV4), &c)?;
+    apply_save(&mut snap.nft_v6, family(super::NFPROTO_IPV6), &c)?;
+    apply_nft(&mut snap.nft, &c)?;
+    Some(snap)
+}
+
+#[expect(clippy::cast_possible_truncation, reason = "NFPROTO_* values fit a byte")]
+const fn family(pf: u32) -> u8 {
+    pf as u8
+}
+
+/// The `NFPROTO_*` number of an nft family name.
+fn family_of(name: &str) -> Option<u8> {
+    Some(match name {
+        "inet" => 1,
+        "ip" => 2,
+        "arp" => 3,
+        "netdev" => 5,
+        "bridge" => 7,
+        "ip6" => 10,
+        _ => return None,
+    })
+}
+
+/// iptables-nft-save lists each chain's rules in the kernel's order, with the counters of
+/// their `counter` expressions and, for base chains, the chain's own.
+fn apply_save(save: &mut Save, family: u8, c: &Counters) -> Option<()> {
+    for table in &mut save.tables {
+        for chain in &mut table.chains {
+            let key: ChainKey = (family, table.name.clone(), chain.name.clone());
+            let got = c.rules.get(&key).map_or(&[][..], Vec::as_slice);
+            if got.len() != chain.rules.len() {
+                return None;
+            }
+            for (rule, (_, count)) in chain.rules.iter_mut().zip(got) {
+                (rule.packets, rule.bytes) = count.unwrap_or((0, 0));
+            }
+            if let Some(&(packets, bytes)) = c.chains.get(&key) {
+                (chain.packets, chain.bytes) = (packets, bytes);
+            }
+        }
+    }
+    Some(())
+}
+
+/// Native nft rules by handle (a rule without `counter` has none to update). Chains listed
+/// without their rules (iptables-nft's, read from iptables-nft-save) are left as they are.
+fn apply_nft(rs: &mut Ruleset, c: &Counters) -> Option<()> {
+    for chain in rs.chains.iter_mut().filter(|ch| !ch.rules.is_empty()) {
+        let key: ChainKey = (family_of(&chain.family)?, chain.table.clone(), chain.name.clone());
+        let got = c.rules.get(&key)?;
+        if got.len() != chain.rules.len() {
+            return None;
+        }
+        for rule in &mut chain.rules {
+            let (_, count) = got.iter().find(|(h, _)| *h == rule.handle)?;
+            rule.packets = count.map(|(p, _)| p);
+        }
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::nfnl::RuleCounter;
+
+    const SAVE: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [5:300]\n:KUBE-FORWARD - [0:0]\n[9:540] -A FORWARD -j KUBE-FORWARD\n[1:60] -A KUBE-FORWARD -p udp -j DROP\n[0:0] -A KUBE-FORWARD -p tcp -j DROP\nCOMMIT\n";
+
+    fn counters(rules: &[(&str, &[RuleCounter])], chains: &[(&str, (u64, u64))]) -> Counters {
+        let key = |chain: &str| (2u8, "filter".to_string(), chain.to_string());
+        Counters {
+            rules: rules.iter().map(|(ch, r)| (key(ch), r.to_vec())).collect(),
+            chains: chains.iter().map(|(ch, n)| (key(ch), *n)).collect(),
+        }
+    }
+
+    #[test]
+    fn counters_go_to_their_rules_in_order() {
+        let mut save = Save::parse(SAVE);
+        let c = counters(&[("FORWARD", &[(2, Some((20, 1_200)))]), ("KUBE-FORWARD", &[(3, Some((7, 420))), (4, None)])], &[("FORWARD", (6, 360)), ("INPUT", (1, 60))]);
+        apply_save(&mut save, 2, &c).unwrap();
+        let fwd = save.chain("filter", "FORWARD").unwrap();
+        assert_eq!((fwd.packets, fwd.rules[0].packets), (6, 20));
+        let kube = save.chain("filter", "KUBE-FORWARD").unwrap();
+        assert_eq!(kube.rules.iter().map(|r| (r.packets, r.bytes)).collect::<Vec<_>>(), vec![(7, 420), (0, 0)]);
+        // The rules and their texts are the ones listed before.
+        assert_eq!(kube.rules[0].text, Save::parse(SAVE).chain("filter", "KUBE-FORWARD").unwrap().rules[0].text);
+    }
+
+    #[test]
+    fn a_chain_with_another_rule_count_refuses_the_copy() {
+        let mut save = Save::parse(SAVE);
+        let c = counters(&[("FORWARD", &[(2, Some((20, 1_200)))]), ("KUBE-FORWARD", &[(3, Some((7, 420)))])], &[]);
+        assert!(apply_save(&mut save, 2, &c).is_none());
+        // Rules in a chain the listing has none in: refused too.
+        let c = counters(&[("FORWARD", &[(2, Some((1, 1)))]), ("KUBE-FORWARD", &[(3, None), (4, None)]), ("INPUT", &[(9, None)])], &[]);
+        assert!(apply_save(&mut Save::parse(SAVE), 2, &c).is_none());
+    }
+
+    #[test]
+    fn native_rules_by_handle() {
+        let json = r#"{"nftables":[{"chain":{"family":"inet","table":"t","name":"fwd","hook":"forward","prio":0,"policy":"accept","type":"filter"}},
+            {"rule":{"family":"inet","table":"t","chain":"fwd","handle":4,"expr":[{"counter":{"packets":1,"bytes":60}},{"drop":null}]}},
+            {"rule":{"family":"inet","table":"t","chain":"fwd","handle":5,"expr":[{"drop":null}]}}]}"#;
+        let mut rs = Ruleset::parse(json, "");
+        let key = (1u8, "t".to_string(), "fwd".to_string());
+        let c = Counters { rules: [(key, vec![(4, Some((8, 480))), (5, None)])].into_iter().collect(), chains: std::collections::HashMap::default() };
+        apply_nft(&mut rs, &c).unwrap();
+        let packets: Vec<Option<u64>> = rs.chains[0].rules.iter().map(|r| r.packets).collect();
+        assert_eq!(packets, vec![Some(8), None]);
+        // A handle the listing does not have: refused.
+        let c = Counters { rules: [((1u8, "t".to_string(), "fwd".to_string()), vec![(4, None), (6, None)])].into_iter().collect(), chains: std::collections::HashMap::default() };
+        assert!(apply_nft(&mut rs, &c).is_none());
+    }
+}
