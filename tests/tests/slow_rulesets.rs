@@ -39,17 +39,17 @@ fn wrapped_tools(first: impl Fn(&Path, &str) -> String) -> (TempDir, String) {
     (dir, path)
 }
 
-/// FORWARD → `CILIUM_FORWARD`: an `nth` statistic DROP, then a DROP of udp to `to`:`port` (the
-/// one returned), with `tool` (iptables or iptables-legacy). A statistic match (kube-proxy's
-/// load balancing uses them) depends on a counter the kernel keeps per rule: neither the packet
-/// nor its conntrack facts decide it, so only the rule counters of the window rule it out and
-/// every drop waits for a listing. (The millionth packet would match; the bursts are shorter.)
-fn guarded_drop(node: &mut Node, tool: &str, to: std::net::Ipv4Addr, port: u16) -> IptRule {
-    node.exec(tool, &["-w", "-N", "CILIUM_FORWARD"]).unwrap();
-    node.exec(tool, &["-w", "-A", "FORWARD", "-m", "comment", "--comment", "cilium-feeder: CILIUM_FORWARD", "-j", "CILIUM_FORWARD"]).unwrap();
-    node.exec(tool, &["-w", "-A", "CILIUM_FORWARD", "-m", "statistic", "--mode", "nth", "--every", "1000000", "--packet", "999999", "-j", "DROP"]).unwrap();
+/// FORWARD → `chain`: an `nth` statistic DROP, then a DROP of udp to `to`:`port` (the one
+/// returned), with `tool` (iptables or iptables-legacy). A statistic match (kube-proxy's load
+/// balancing uses them) depends on a counter the kernel keeps per rule: neither the packet nor
+/// its conntrack facts decide it, so only the rule counters of the window rule it out and every
+/// drop waits for a window. (The millionth packet would match; the bursts are shorter.)
+fn guarded_drop(node: &mut Node, tool: &str, chain: &str, to: std::net::Ipv4Addr, port: u16) -> IptRule {
+    node.exec(tool, &["-w", "-N", chain]).unwrap();
+    node.exec(tool, &["-w", "-A", "FORWARD", "-m", "comment", "--comment", &format!("feeder: {chain}"), "-j", chain]).unwrap();
+    node.exec(tool, &["-w", "-A", chain, "-m", "statistic", "--mode", "nth", "--every", "1000000", "--packet", "999999", "-j", "DROP"]).unwrap();
     let rule: &[&str] = &["-d", &to.to_string(), "-p", "udp", "--dport", &port.to_string(), "-j", "DROP"];
-    if tool == "iptables-legacy" { node.iptables_legacy("filter", "CILIUM_FORWARD", rule) } else { node.iptables("filter", "CILIUM_FORWARD", rule) }.unwrap()
+    if tool == "iptables-legacy" { node.iptables_legacy("filter", chain, rule) } else { node.iptables("filter", chain, rule) }.unwrap()
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn a_burst_is_kept_whole_while_ruleset_listings_are_slow() {
     let mut node = Node::new(2).unwrap();
     let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
     // Legacy tables have no generation: every window lists them (slowly) again.
-    let rule = guarded_drop(&mut node, "iptables-legacy", b.ip, PORT);
+    let rule = guarded_drop(&mut node, "iptables-legacy", "CILIUM_FORWARD", b.ip, PORT);
     let run = Tracer::from_env()
         .unwrap_or_else(|e| panic!("{e:#}"))
         .capture()
@@ -102,49 +102,61 @@ fn listings(tools: &TempDir) -> usize {
 #[test]
 fn counter_windows_list_the_rules_again_only_when_they_change() {
     const PORT: u16 = 32_078;
+    const OTHER: u16 = 32_079;
     const N: usize = 40;
     // Each run of a listing tool is a line in the log.
     let (tools, path) = wrapped_tools(|dir, tool| format!("echo {tool} >> {}", dir.join("runs.log").display()));
     let mut node = Node::new(2).unwrap();
     let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
-    let rule = guarded_drop(&mut node, "iptables", b.ip, PORT);
+    let rule = guarded_drop(&mut node, "iptables", "CILIUM_FORWARD", b.ip, PORT);
+    // A second chain, whose drops come after windows that read only the first's counters.
+    let other = guarded_drop(&mut node, "iptables", "KUBE-FORWARD", b.ip, OTHER);
     let run = Tracer::from_env()
         .unwrap_or_else(|e| panic!("{e:#}"))
         .capture()
         .env("PATH", &path)
+        .env("RUST_LOG", "tracer::netfilter::snapshot=debug")
         .arg("--max-event-rate")
         .arg("0")
-        .expression(format!("udp and src host {} and dst port {PORT}", a.ip))
+        .expression(format!("udp and src host {} and (dst port {PORT} or dst port {OTHER})", a.ip))
         .start()
         .unwrap();
-    // Three bursts, each attributed (written) before the next: the first after whatever
-    // listing the start or the first window needed, the second with the rules unchanged, the
-    // third after a rule went in before the DROP (every position below it moved).
+    // Bursts, each attributed (written) before the next: the first after whatever listing the
+    // start or the first window needed, the second with the rules unchanged, the third to the
+    // other chain (its counters last read before the second), the fourth after a rule went in
+    // before the DROP (every position below it moved).
     let mut seen = Vec::new();
-    for burst in 1..=3u64 {
-        if burst == 3 {
+    for (burst, port) in (1..=4u64).zip([PORT, PORT, OTHER, PORT]) {
+        if burst == 4 {
             node.exec("iptables", &["-w", "-I", "CILIUM_FORWARD", "1", "-p", "udp", "--dport", "9", "-j", "ACCEPT"]).unwrap();
         }
         let before = listings(&tools);
-        assert_eq!(a.send_udp(32_178, b.addr(PORT), N, &[0x5a; 64]).unwrap(), N);
+        assert_eq!(a.send_udp(32_178, b.addr(port), N, &[0x5a; 64]).unwrap(), N);
         run.wait_for_written(burst * N as u64).unwrap();
         seen.push((before, listings(&tools)));
     }
     let done = run.stop().unwrap().ok().unwrap();
-    assert_eq!(seen[1].0, seen[1].1, "a window with the rules unchanged ran no listing tool (runs before/after each burst: {seen:?})");
-    assert!(seen[2].1 > seen[2].0, "the changed rules were listed again (runs before/after each burst: {seen:?})");
-    let line = cmd::run_in(node.netns(), "iptables-save", &[] as &[&str])
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("-A ") && l.contains(&rule.comment))
-        .unwrap()
-        .to_string();
+    for i in [1, 2] {
+        assert_eq!(seen[i].0, seen[i].1, "a window with the rules unchanged ran no listing tool (runs before/after each burst: {seen:?})");
+    }
+    assert!(seen[3].1 > seen[3].0, "the changed rules were listed again (runs before/after each burst: {seen:?})");
+    // Observers place each drop at its hook: a window reads the counters of its candidate
+    // chains alone (CILIUM_FORWARD's for the first port; for the other, KUBE-FORWARD's and
+    // CILIUM_FORWARD's, whose statistic rule could have dropped it too), not those of the
+    // node's other chains. Without BPF netfilter links (< 6.4) any hook could have: every one.
+    let reads: Vec<&str> = done.stderr.lines().filter(|l| l.contains("read over netlink")).collect();
+    let wanted: &[&str] = if Feature::NetfilterLink.probe().is_ok() { &["counters of 1 chains", "counters of 2 chains"] } else { &["counters of every chain"] };
+    assert!(reads.len() >= 2 && reads.iter().all(|l| wanted.iter().any(|w| l.contains(w))), "each window without a change reads {wanted:?}: {reads:#?}");
+    let saved = cmd::run_in(node.netns(), "iptables-save", &[] as &[&str]).unwrap();
+    let line = |r: &IptRule| saved.lines().find(|l| l.starts_with("-A ") && l.contains(&r.comment)).unwrap().to_string();
     assert_eq!(node.iptables_packets(&rule).unwrap(), 3 * N as u64);
+    assert_eq!(node.iptables_packets(&other).unwrap(), N as u64);
     let drops: Vec<_> = done.events.iter().filter(|e| e["type"] == "drop").collect();
-    assert_eq!(drops.len(), 3 * N, "stderr:\n{}", done.stderr);
+    assert_eq!(drops.len(), 4 * N, "stderr:\n{}", done.stderr);
     for e in &drops {
         let nf = &e["netfilter"];
-        assert_eq!(nf["rule"].as_str(), Some(line.as_str()), "{e}");
+        let by = if e["dport"] == OTHER { &other } else { &rule };
+        assert_eq!(nf["rule"].as_str(), Some(line(by).as_str()), "{e}");
         // Observers name the hook (counters decide between two rules); without BPF netfilter
         // links only the window's counters do.
         assert!(matches!(nf["attribution"].as_str(), Some("counters" | "window")), "{e}");

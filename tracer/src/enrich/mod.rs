@@ -23,6 +23,7 @@ use crate::{
         hooks::Hook,
     },
     netfilter::{
+        counters::Needs,
         packet::{CtState, PacketInfo},
         snapshot::Snapshot,
     },
@@ -42,8 +43,9 @@ pub trait Node: Send + Sync {
     fn tc_hook(&self, ns: &Netns, ifindex: u32, egress: bool) -> Option<Hook>;
     /// A namespace's rulesets now (runs `iptables-save`/`nft`: slow on big rulesets).
     fn rulesets(&self, ns: &Netns) -> Snapshot;
-    /// A window's rulesets after `prev` (this namespace's latest): by default listed again.
-    fn refresh(&self, ns: &Netns, _prev: &Snapshot) -> Snapshot {
+    /// A window's rulesets after `prev` (this namespace's latest), with the counters of
+    /// `needs`' chains at least: by default listed again.
+    fn refresh(&self, ns: &Netns, _prev: &Snapshot, _needs: &Needs) -> Snapshot {
         self.rulesets(ns)
     }
 }
@@ -151,18 +153,20 @@ impl Enricher {
         };
         let Some(slot) = slot.filter(|s| nf.knows(s.netns)) else { return Some(r) };
         let packet = packet_info(&r.event, slot.hook);
-        if !self.window_only
-            && let Some(info) = nf.try_exact_at(&slot, &packet)
-        {
-            r.event.netfilter = Some(info);
-            return Some(r);
-        }
-        if let Some(now) = nf.covering(slot.netns, h.ts_ns) {
+        let needs = match nf.exact_or_needs(&slot, &packet) {
+            Ok(info) if !self.window_only => {
+                r.event.netfilter = Some(info);
+                return Some(r);
+            }
+            Ok(_) => None,
+            Err(needs) => needs,
+        };
+        if let Some(now) = nf.covering(slot.netns, h.ts_ns, &needs) {
             // `now` is the latest snapshot, the one `place` reads.
             r.event.netfilter = nf.resolve_at(&nf.place(&slot), &packet, h.ts_ns, now);
             return Some(r);
         }
-        windows.hold(Held { record: r, slot, packet, mono: h.ts_ns });
+        windows.hold(Held { record: r, slot, packet, mono: h.ts_ns, needs });
         None
     }
 

@@ -7,6 +7,7 @@ use crate::{
     model::{hooks::Slot, netfilter::NetfilterInfo},
     netfilter::{
         self, Backend, Entry, capable,
+        counters::{self, Needs},
         eval::{self, Candidate},
         nft,
         packet::PacketInfo,
@@ -146,15 +147,21 @@ impl Attributor {
     /// Attributes a drop when evaluation alone decides; None when the rule counters of the
     /// window are needed (then `resolve_at` with a snapshot taken after the drop).
     pub fn try_exact_at(&self, slot: &Slot, p: &PacketInfo) -> Option<NetfilterInfo> {
+        self.exact_or_needs(slot, p).ok()
+    }
+
+    /// [`Self::try_exact_at`], else the chains whose counters its window must read: those
+    /// of its candidate rules (every chain when any hook is a candidate).
+    pub fn exact_or_needs(&self, slot: &Slot, p: &PacketInfo) -> Result<NetfilterInfo, Needs> {
         let slot = &self.place(slot);
         if slot.hook == ANY_HOOK {
-            return None;
+            return Err(None);
         }
-        let st = self.ns.get(&slot.netns)?;
+        let Some(st) = self.ns.get(&slot.netns) else { return Err(None) };
         let cands = Self::candidates(st, slot, p, None);
         match cands.first() {
-            Some(c) if c.c.certain && cands.len() == 1 => Some(info(c, "exact", Vec::new(), None)),
-            _ => None,
+            Some(c) if c.c.certain && cands.len() == 1 => Ok(info(c, "exact", Vec::new(), None)),
+            _ => Err(needs(&cands)),
         }
     }
 
@@ -291,13 +298,13 @@ impl Attributor {
     }
 
     /// The latest snapshot of `inode` when it surely closes the window of a drop at `mono`
-    /// (it started after the drop, and one kept before it ended before it): drops read from a
-    /// backlog after a slow snapshot need no other.
-    pub fn covering(&self, inode: u32, mono: u64) -> Option<&Snapshot> {
+    /// (it started after the drop, read the counters `needs` names, and one kept before it
+    /// ended before it): drops read from a backlog after a slow snapshot need no other.
+    pub fn covering(&self, inode: u32, mono: u64, needs: &Needs) -> Option<&Snapshot> {
         let st = self.ns.get(&inode)?;
         let latest = st.latest();
         let baseline = st.history.iter().rev().skip(1).any(|t| t.end < mono);
-        (baseline && mono < latest.start).then_some(&*latest.snap)
+        (baseline && mono < latest.start && latest.snap.reads(needs)).then_some(&*latest.snap)
     }
 
     /// Makes `now` the baseline of the next window of its namespace; true when it brought the
@@ -327,6 +334,25 @@ impl Attributor {
 /// conntrack state where a rule of the table may have changed them before the drop.
 fn facts_for<'p>(table: &impl eval::Chains, p: &'p PacketInfo) -> std::borrow::Cow<'p, PacketInfo> {
     if table.sets_facts() { std::borrow::Cow::Owned(p.without_kernel_facts()) } else { std::borrow::Cow::Borrowed(p) }
+}
+
+/// The chains whose counters tell `cands` apart: each candidate rule's (a policy's: its base
+/// chain's own). Legacy rules are not read over netlink, and no candidate may mean the
+/// rules changed: every chain then.
+fn needs(cands: &[Cand<'_>]) -> Needs {
+    let mut chains = std::collections::BTreeSet::new();
+    for c in cands {
+        let e = c.entry;
+        let family = match e.backend {
+            Backend::IptablesNft => u8::try_from(e.pf).ok()?,
+            Backend::Nftables => counters::family_of(&e.family)?,
+            Backend::IptablesLegacy => return None,
+            Backend::Conntrack => continue,
+        };
+        let chain = if c.c.chain.is_empty() { &e.chain } else { &c.c.chain };
+        chains.insert((family, e.table.clone(), chain.clone()));
+    }
+    (!cands.is_empty()).then_some(chains)
 }
 
 fn describe(c: &Cand<'_>) -> String {

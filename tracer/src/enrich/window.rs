@@ -14,7 +14,9 @@ use super::{
 };
 use crate::{
     model::{drop::DropRecord, hooks::Slot, time::mono_now},
+    kernel::nfnl::ChainKey,
     netfilter::{
+        counters::Needs,
         packet::PacketInfo,
         snapshot::{self, Snapshot},
     },
@@ -38,12 +40,15 @@ pub struct Held {
     pub packet: PacketInfo,
     /// Kernel time of the drop (`CLOCK_MONOTONIC` ns).
     pub mono: u64,
+    /// The chains whose counters its window reads.
+    pub needs: Needs,
 }
 
 /// Snapshots of the namespaces asked for, by namespace inode.
 type Snaps = HashMap<u32, Snapshot>;
-/// A namespace to list, with its latest snapshot (when its rules were read before).
-type Ask = (u32, Netns, Option<Arc<Snapshot>>);
+/// A namespace to list, with its latest snapshot (when its rules were read before) and the
+/// chains whose counters its held drops need.
+type Ask = (u32, Netns, Option<Arc<Snapshot>>, Needs);
 
 pub struct Windows {
     /// Lists rulesets; at most one request in flight.
@@ -67,7 +72,7 @@ impl Windows {
                 let node = &node;
                 let handles: Vec<_> = spaces
                     .iter()
-                    .map(|(inode, ns, prev)| s.spawn(move || (*inode, prev.as_deref().map_or_else(|| node.rulesets(ns), |p| node.refresh(ns, p)))))
+                    .map(|(inode, ns, prev, needs)| s.spawn(move || (*inode, prev.as_deref().map_or_else(|| node.rulesets(ns), |p| node.refresh(ns, p, needs)))))
                     .collect();
                 handles.into_iter().filter_map(|h| h.join().ok()).collect()
             })
@@ -139,9 +144,18 @@ impl Windows {
     /// (they are read at its first drop that needs them, not at start: an idle capture on a
     /// node of 100 pods lists nothing).
     fn request(&mut self, nf: &Attributor) {
-        let spaces: BTreeMap<u32, Netns> = self.held.iter().filter_map(|h| nf.netns(h.slot.netns).map(|n| (h.slot.netns, n.clone()))).collect();
-        let asks: Vec<Ask> = spaces.into_iter().map(|(inode, ns)| (inode, ns, nf.latest_shared(inode))).collect();
-        let first = asks.iter().any(|(_, _, prev)| prev.is_none());
+        let mut spaces: BTreeMap<u32, (Netns, Needs)> = BTreeMap::new();
+        for h in &self.held {
+            let Some(ns) = nf.netns(h.slot.netns) else { continue };
+            let (_, needs) = spaces.entry(h.slot.netns).or_insert_with(|| (ns.clone(), Some(BTreeSet::new())));
+            // Every chain as soon as one drop needs them all.
+            match (needs.as_mut(), &h.needs) {
+                (Some(all), Some(more)) => all.extend(more.iter().cloned()),
+                _ => *needs = None,
+            }
+        }
+        let asks: Vec<Ask> = spaces.into_iter().map(|(inode, (ns, needs))| (inode, ns, nf.latest_shared(inode), needs)).collect();
+        let first = asks.iter().any(|(_, _, prev, _)| prev.is_none());
         if self.worker.ask(asks).is_some() && first {
             // This answer and the next: the drops held during this listing wait for the next.
             self.loading = 2;
@@ -153,7 +167,8 @@ impl Windows {
     /// read their namespace's rules and evaluation alone names the rule.
     fn resolve(&mut self, nf: &mut Attributor, a: Answer<Snaps>) -> Vec<DropRecord> {
         // The namespaces' entries first: a drop of a namespace this answer first read needs them.
-        let answered: BTreeSet<u32> = a.value.keys().copied().collect();
+        // And which counters each read (a drop whose chains it did not read waits for the next).
+        let answered: HashMap<u32, Option<Arc<BTreeSet<ChainKey>>>> = a.value.iter().map(|(inode, s)| (*inode, s.fresh.clone())).collect();
         let mut missing = BTreeSet::new();
         let mut first = BTreeSet::new();
         for (inode, snap) in a.value {
@@ -168,7 +183,8 @@ impl Windows {
         let mut done = Vec::new();
         for mut h in std::mem::take(&mut self.held) {
             let ns = h.slot.netns;
-            if answered.contains(&ns) && h.mono < a.start {
+            let read = answered.get(&ns).is_some_and(|fresh| fresh.as_ref().is_none_or(|f| h.needs.as_ref().is_some_and(|n| n.is_subset(f))));
+            if read && h.mono < a.start {
                 // The baseline is the newest snapshot that ended before the drop, never `a`;
                 // a drop in a namespace without observers is placed with `a` (the latest).
                 h.record.event.netfilter = nf.latest(ns).and_then(|now| nf.resolve_at(&nf.place(&h.slot), &h.packet, h.mono, now));

@@ -2,11 +2,15 @@
 //! chains with their hooks, without running `nft` (a process per namespace) or listing a rule;
 //! the ruleset's generation and the counters of every rule and base chain, without the rest
 //! of the rules (what a counter window needs when the rules did not change). Read-only requests.
-use std::{collections::HashMap, io, path::Path};
+use std::{
+    collections::{BTreeSet, HashMap},
+    io,
+    path::Path,
+};
 
 use anyhow::Result;
 
-use super::rtnl::{NLM_F_DUMP, Rtnl, attrs, cstr};
+use super::rtnl::{NLM_F_DUMP, Rtnl, attrs, cstr, put_attr};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETCHAIN: u16 = 4;
@@ -80,13 +84,15 @@ impl Nfnl {
         id.ok_or_else(|| io::Error::other("nf_tables answered no generation id"))
     }
 
-    /// Every rule's and base chain's counters, each rule's kept as it is read (the dump of
-    /// 50,000 rules is never held whole).
-    pub fn counters(&mut self) -> io::Result<Counters> {
+    /// The counters of every rule and base chain (`only` None), or of the rules of `only`'s
+    /// chains and of those that are base chains (a dump filtered by table and chain per
+    /// chain: a window's candidate chains, not the 50,000 rules of the others). Each rule's
+    /// counter is kept as it is read (a dump of 50,000 rules is never held whole).
+    pub fn counters(&mut self, only: Option<&BTreeSet<ChainKey>>) -> io::Result<Counters> {
         let mut c = Counters::default();
         let mut last: Option<ChainKey> = None;
         let mut run: Vec<RuleCounter> = Vec::new();
-        self.0.request_each(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETRULE, NLM_F_DUMP, &nfgenmsg(0), |_, p| {
+        let mut each = |_: u16, p: &[u8]| {
             let Some((key, rule)) = parse_rule(p) else { return };
             // A chain's rules come together: keyed once per chain, not once per rule.
             if last.as_ref() != Some(&key)
@@ -95,17 +101,44 @@ impl Nfnl {
                 c.rules.entry(k).or_default().append(&mut run);
             }
             run.push(rule);
-        })?;
+        };
+        let rules = NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETRULE;
+        match only {
+            None => self.0.request_each(rules, NLM_F_DUMP, &nfgenmsg(0), &mut each)?,
+            Some(chains) => {
+                for key in chains {
+                    self.0.request_each(rules, NLM_F_DUMP, &named(key, NFTA_RULE_TABLE, NFTA_RULE_CHAIN), &mut each)?;
+                }
+            }
+        }
         if let Some(k) = last {
             c.rules.entry(k).or_default().append(&mut run);
         }
-        self.0.request_each(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETCHAIN, NLM_F_DUMP, &nfgenmsg(0), |_, p| {
+        let mut each = |_: u16, p: &[u8]| {
             if let Some((key, counter)) = parse_chain_counters(p) {
                 c.chains.insert(key, counter);
             }
-        })?;
+        };
+        let chains = NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETCHAIN;
+        match only {
+            None => self.0.request_each(chains, NLM_F_DUMP, &nfgenmsg(0), &mut each)?,
+            Some(keys) => {
+                for key in keys {
+                    self.0.request_each(chains, 0, &named(key, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME), &mut each)?;
+                }
+            }
+        }
         Ok(c)
     }
+}
+
+/// The header and the table and chain attributes of a request about one chain.
+fn named((family, table, chain): &ChainKey, table_attr: u16, chain_attr: u16) -> Vec<u8> {
+    let mut b = nfgenmsg(*family).to_vec();
+    for (t, name) in [(table_attr, table), (chain_attr, chain)] {
+        put_attr(&mut b, t, &[name.as_bytes(), b"\0"].concat());
+    }
+    b
 }
 
 fn nfgenmsg(family: u8) -> [u8; NFGENMSG_LEN] {

@@ -275,7 +275,7 @@ fn tcmsg(ifindex: u32, handle: u32, parent: u32, info: u32) -> Vec<u8> {
     b
 }
 
-fn put_attr(buf: &mut Vec<u8>, t: u16, v: &[u8]) {
+pub(super) fn put_attr(buf: &mut Vec<u8>, t: u16, v: &[u8]) {
     let len = 4 + v.len();
     buf.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_ne_bytes());
     buf.extend_from_slice(&t.to_ne_bytes());

@@ -5,7 +5,13 @@
 //! `iptables-nft-save` at 20,000 rules), are written into a copy of it. Any doubt — another
 //! generation, legacy tables (no generation, no netlink listing), a chain whose rule count
 //! differs — and the caller lists everything as before.
-use std::path::Path;
+//!
+//! A window asks for its drops' candidate chains only (`Needs`): their rules' counters are
+//! read by a dump filtered by chain; the other chains keep the counters of their last read,
+//! which is before any drop they are later a candidate of (counters only grow): their next
+//! window reaches back to that read, and a drop is resolved only with a snapshot that read
+//! every chain it needs (`Snapshot::reads`).
+use std::{collections::BTreeSet, path::Path, sync::Arc};
 
 use super::{iptables::Save, nft::Ruleset, snapshot::Snapshot};
 use crate::kernel::nfnl::{ChainKey, Counters, Nfnl};
@@ -15,8 +21,13 @@ pub fn generation(ns_path: &Path) -> Option<u32> {
     Nfnl::open_in(ns_path).ok()?.generation().ok()
 }
 
-/// `prev` with fresh counters, when nothing but counters changed since it was read.
-pub fn refreshed(ns_path: &Path, prev: &Snapshot) -> Option<Snapshot> {
+/// Chains whose counters a window must read: `None`, every chain (a drop whose candidates
+/// span every hook, or legacy rules).
+pub type Needs = Option<BTreeSet<ChainKey>>;
+
+/// `prev` with fresh counters (of `only`'s chains, else of all), when nothing but counters
+/// changed since it was read.
+pub fn refreshed(ns_path: &Path, prev: &Snapshot, only: Option<&BTreeSet<ChainKey>>) -> Option<Snapshot> {
     let generation = prev.generation?;
     if !prev.legacy_v4.tables.is_empty() || !prev.legacy_v6.tables.is_empty() {
         return None;
@@ -25,15 +36,16 @@ pub fn refreshed(ns_path: &Path, prev: &Snapshot) -> Option<Snapshot> {
     if nl.generation().ok()? != generation {
         return None;
     }
-    let c = nl.counters().ok()?;
+    let c = nl.counters(only).ok()?;
     // A change committed while the dump ran may be half in it.
     if nl.generation().ok()? != generation {
         return None;
     }
     let mut snap = prev.clone();
-    apply_save(&mut snap.nft_v4, family(super::NFPROTO_IPV4), &c)?;
-    apply_save(&mut snap.nft_v6, family(super::NFPROTO_IPV6), &c)?;
-    apply_nft(&mut snap.nft, &c)?;
+    apply_save(&mut snap.nft_v4, family(super::NFPROTO_IPV4), &c, only)?;
+    apply_save(&mut snap.nft_v6, family(super::NFPROTO_IPV6), &c, only)?;
+    apply_nft(&mut snap.nft, &c, only)?;
+    snap.fresh = only.map(|o| Arc::new(o.clone()));
     Some(snap)
 }
 
@@ -43,7 +55,7 @@ const fn family(pf: u32) -> u8 {
 }
 
 /// The `NFPROTO_*` number of an nft family name.
-fn family_of(name: &str) -> Option<u8> {
+pub fn family_of(name: &str) -> Option<u8> {
     Some(match name {
         "inet" => 1,
         "ip" => 2,
@@ -55,12 +67,20 @@ fn family_of(name: &str) -> Option<u8> {
     })
 }
 
+/// Whether `only` (None: every chain) includes `key`.
+fn read(only: Option<&BTreeSet<ChainKey>>, key: &ChainKey) -> bool {
+    only.is_none_or(|o| o.contains(key))
+}
+
 /// iptables-nft-save lists each chain's rules in the kernel's order, with the counters of
 /// their `counter` expressions and, for base chains, the chain's own.
-fn apply_save(save: &mut Save, family: u8, c: &Counters) -> Option<()> {
+fn apply_save(save: &mut Save, family: u8, c: &Counters, only: Option<&BTreeSet<ChainKey>>) -> Option<()> {
     for table in &mut save.tables {
         for chain in &mut table.chains {
             let key: ChainKey = (family, table.name.clone(), chain.name.clone());
+            if !read(only, &key) {
+                continue;
+            }
             let got = c.rules.get(&key).map_or(&[][..], Vec::as_slice);
             if got.len() != chain.rules.len() {
                 return None;
@@ -78,9 +98,12 @@ fn apply_save(save: &mut Save, family: u8, c: &Counters) -> Option<()> {
 
 /// Native nft rules by handle (a rule without `counter` has none to update). Chains listed
 /// without their rules (iptables-nft's, read from iptables-nft-save) are left as they are.
-fn apply_nft(rs: &mut Ruleset, c: &Counters) -> Option<()> {
+fn apply_nft(rs: &mut Ruleset, c: &Counters, only: Option<&BTreeSet<ChainKey>>) -> Option<()> {
     for chain in rs.chains.iter_mut().filter(|ch| !ch.rules.is_empty()) {
         let key: ChainKey = (family_of(&chain.family)?, chain.table.clone(), chain.name.clone());
+        if !read(only, &key) {
+            continue;
+        }
         let got = c.rules.get(&key)?;
         if got.len() != chain.rules.len() {
             return None;
@@ -112,7 +135,7 @@ mod tests {
     fn counters_go_to_their_rules_in_order() {
         let mut save = Save::parse(SAVE);
         let c = counters(&[("FORWARD", &[(2, Some((20, 1_200)))]), ("KUBE-FORWARD", &[(3, Some((7, 420))), (4, None)])], &[("FORWARD", (6, 360)), ("INPUT", (1, 60))]);
-        apply_save(&mut save, 2, &c).unwrap();
+        apply_save(&mut save, 2, &c, None).unwrap();
         let fwd = save.chain("filter", "FORWARD").unwrap();
         assert_eq!((fwd.packets, fwd.rules[0].packets), (6, 20));
         let kube = save.chain("filter", "KUBE-FORWARD").unwrap();
@@ -125,10 +148,27 @@ mod tests {
     fn a_chain_with_another_rule_count_refuses_the_copy() {
         let mut save = Save::parse(SAVE);
         let c = counters(&[("FORWARD", &[(2, Some((20, 1_200)))]), ("KUBE-FORWARD", &[(3, Some((7, 420)))])], &[]);
-        assert!(apply_save(&mut save, 2, &c).is_none());
+        assert!(apply_save(&mut save, 2, &c, None).is_none());
         // Rules in a chain the listing has none in: refused too.
         let c = counters(&[("FORWARD", &[(2, Some((1, 1)))]), ("KUBE-FORWARD", &[(3, None), (4, None)]), ("INPUT", &[(9, None)])], &[]);
-        assert!(apply_save(&mut Save::parse(SAVE), 2, &c).is_none());
+        assert!(apply_save(&mut Save::parse(SAVE), 2, &c, None).is_none());
+    }
+
+    #[test]
+    fn only_the_chains_asked_for_are_read() {
+        let mut save = Save::parse(SAVE);
+        let only: BTreeSet<ChainKey> = [(2u8, "filter".to_string(), "KUBE-FORWARD".to_string())].into_iter().collect();
+        // The dump of the one chain: FORWARD's rule is not in it, and must not be refused.
+        let c = counters(&[("KUBE-FORWARD", &[(3, Some((7, 420))), (4, Some((2, 120)))])], &[]);
+        apply_save(&mut save, 2, &c, Some(&only)).unwrap();
+        let packets = |save: &Save, chain: &str| save.chain("filter", chain).unwrap().rules.iter().map(|r| r.packets).collect::<Vec<_>>();
+        assert_eq!(packets(&save, "KUBE-FORWARD"), vec![7, 2]);
+        // FORWARD keeps the counters of its last read.
+        assert_eq!(packets(&save, "FORWARD"), vec![9]);
+        assert_eq!(save.chain("filter", "FORWARD").unwrap().packets, 5);
+        // A chain asked for whose rule count differs: refused.
+        let c = counters(&[("KUBE-FORWARD", &[(3, Some((7, 420)))])], &[]);
+        assert!(apply_save(&mut Save::parse(SAVE), 2, &c, Some(&only)).is_none());
     }
 
     #[test]
@@ -139,11 +179,11 @@ mod tests {
         let mut rs = Ruleset::parse(json, "");
         let key = (1u8, "t".to_string(), "fwd".to_string());
         let c = Counters { rules: [(key, vec![(4, Some((8, 480))), (5, None)])].into_iter().collect(), chains: std::collections::HashMap::default() };
-        apply_nft(&mut rs, &c).unwrap();
+        apply_nft(&mut rs, &c, None).unwrap();
         let packets: Vec<Option<u64>> = rs.chains[0].rules.iter().map(|r| r.packets).collect();
         assert_eq!(packets, vec![Some(8), None]);
         // A handle the listing does not have: refused.
         let c = Counters { rules: [((1u8, "t".to_string(), "fwd".to_string()), vec![(4, None), (6, None)])].into_iter().collect(), chains: std::collections::HashMap::default() };
-        assert!(apply_nft(&mut rs, &c).is_none());
+        assert!(apply_nft(&mut rs, &c, None).is_none());
     }
 }

@@ -3,8 +3,8 @@
 //! the capture can tell the user what it skipped.
 use std::{collections::BTreeSet, path::Path, process::Stdio};
 
-use super::{NFPROTO_IPV6, iptables::Save, nft::Ruleset};
-use crate::netns;
+use super::{NFPROTO_IPV6, counters::Needs, iptables::Save, nft::Ruleset};
+use crate::{kernel::nfnl::ChainKey, netns};
 
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -18,6 +18,9 @@ pub struct Snapshot {
     /// The `nf_tables` generation the listing read (the same before and after it), when
     /// known: a later window with the same one needs only the counters (`counters.rs`).
     pub generation: Option<u32>,
+    /// The chains whose counters this snapshot read, when not all (a window's candidate
+    /// chains: the others' are those of an earlier read, see `counters.rs`).
+    pub fresh: Option<std::sync::Arc<BTreeSet<ChainKey>>>,
 }
 
 impl Snapshot {
@@ -30,11 +33,14 @@ impl Snapshot {
         snap
     }
 
-    /// A window's snapshot after `prev`: its copy with fresh counters when the rules did not
-    /// change since (one netlink dump), else [`Snapshot::take`].
-    pub fn refresh(ns_path: &Path, prev: &Self) -> Self {
-        if let Some(s) = super::counters::refreshed(ns_path, prev) {
-            log::debug!("{}: counters read over netlink (rules unchanged)", ns_path.display());
+    /// A window's snapshot after `prev`: its copy with fresh counters (of `needs`' chains)
+    /// when the rules did not change since (netlink dumps), else [`Snapshot::take`].
+    pub fn refresh(ns_path: &Path, prev: &Self, needs: &Needs) -> Self {
+        if let Some(s) = super::counters::refreshed(ns_path, prev, needs.as_ref()) {
+            match needs {
+                Some(chains) => log::debug!("{}: counters of {} chains read over netlink (rules unchanged)", ns_path.display(), chains.len()),
+                None => log::debug!("{}: counters of every chain read over netlink (rules unchanged)", ns_path.display()),
+            }
             return s;
         }
         log::debug!("{}: rules listed again (changed, legacy, or unknown generation)", ns_path.display());
@@ -93,7 +99,16 @@ impl Snapshot {
             let text = run("nft", &["-a", "list", "table", family, table]).unwrap_or_default();
             nft.chains.extend(Ruleset::parse(&json, &text).chains);
         }
-        Self { nft_v4, nft_v6, legacy_v4, legacy_v6, nft, missing: missing.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner), generation: None }
+        Self { nft_v4, nft_v6, legacy_v4, legacy_v6, nft, missing: missing.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner), generation: None, fresh: None }
+    }
+
+    /// Whether this snapshot read the counters of every chain in `needs`.
+    pub fn reads(&self, needs: &Needs) -> bool {
+        match (&self.fresh, needs) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(fresh), Some(needs)) => needs.is_subset(fresh),
+        }
     }
 
     pub fn iptables_nft(&self, pf: u32) -> &Save {

@@ -11,6 +11,7 @@ use crate::{
     model::{hooks::Hook, time::mono_now},
     netfilter::{
         self, capable,
+        counters::Needs,
         snapshot::{self, Snapshot},
     },
     netns::Netns,
@@ -34,8 +35,8 @@ impl Node for ProbeNode {
         Snapshot::take(&ns.path)
     }
 
-    fn refresh(&self, ns: &Netns, prev: &Snapshot) -> Snapshot {
-        Snapshot::refresh(&ns.path, prev)
+    fn refresh(&self, ns: &Netns, prev: &Snapshot, needs: &Needs) -> Snapshot {
+        Snapshot::refresh(&ns.path, prev, needs)
     }
 }
 

@@ -58,7 +58,7 @@ impl Rules {
         std::thread::Builder::new().name("tracer-rules".into()).spawn(move || {
             for (ns, prev) in rx {
                 let start = mono_now();
-                let snap = prev.map_or_else(|| Snapshot::take(&ns.path), |p| Snapshot::refresh(&ns.path, &p));
+                let snap = prev.map_or_else(|| Snapshot::take(&ns.path), |p| Snapshot::refresh(&ns.path, &p, &None));
                 let end = mono_now();
                 if tx.send((ns.inode, Timed { snap: snap.into(), start, end })).is_err() {
                     break;
