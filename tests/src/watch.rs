@@ -114,13 +114,21 @@ pub fn http(method: &str, url: &str, extra: &[&str]) -> Result<Answer> {
 pub struct Watch {
     bin: PathBuf,
     args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
 }
 
 impl Watch {
     /// With `--listen 127.0.0.1:0`, a dump directory of its own and `--ready-file`.
     #[must_use]
     pub fn new(bin: &Path) -> Self {
-        Self { bin: bin.to_path_buf(), args: Vec::new() }
+        Self { bin: bin.to_path_buf(), args: Vec::new(), env: Vec::new() }
+    }
+
+    /// An environment variable of its own (e.g. a `PATH` with wrapped listing tools).
+    #[must_use]
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     #[must_use]
@@ -139,6 +147,7 @@ impl Watch {
             c.arg("--dump-dir").arg(d);
         }
         c.args(&self.args);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c.current_dir(dir.path());
         c
     }

@@ -10,13 +10,9 @@
 //! them: the burst below (12,000, sent in well under a second) fits the ring when it is
 //! drained, but not a ring left alone for the ≥ 9 s of the listings the event loop used to run
 //! itself once 4,096 drops waited (7,900 events would have had to wait in the ring).
-use std::{
-    os::unix::fs::PermissionsExt as _,
-    path::Path,
-    time::Duration,
-};
+use std::time::Duration;
 
-use integration_tests::{Feature, IptRule, Node, TempDir, Tracer, cmd, pcap, require, wait};
+use integration_tests::{Feature, IptRule, Node, TempDir, Tracer, cmd, pcap, require, rules, wait};
 
 const BURST: usize = 12_000;
 const PAYLOAD: [u8; 1400] = [0x5a; 1400];
@@ -24,45 +20,17 @@ const PORT: u16 = 32_077;
 /// Each listing sleeps this long first.
 const DELAY_S: u32 = 3;
 
-/// A directory of wrappers for the listing tools, first on the PATH the tracer gets: each runs
-/// the shell line `first(dir, tool)`, then the real tool.
-fn wrapped_tools(first: impl Fn(&Path, &str) -> String) -> (TempDir, String) {
-    let dir = TempDir::new("tb-tools").unwrap();
-    let path = std::env::var("PATH").unwrap_or_default();
-    for tool in ["nft", "iptables-save", "ip6tables-save", "iptables-nft-save", "ip6tables-nft-save", "iptables-legacy-save", "ip6tables-legacy-save"] {
-        let Some(real) = std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file()) else { continue };
-        let at = dir.join(tool);
-        std::fs::write(&at, format!("#!/bin/sh\n{}\nexec {} \"$@\"\n", first(dir.path(), tool), real.display())).unwrap();
-        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let path = format!("{}:{path}", dir.path().display());
-    (dir, path)
-}
-
-/// FORWARD → `chain`: an `nth` statistic DROP, then a DROP of udp to `to`:`port` (the one
-/// returned), with `tool` (iptables or iptables-legacy). A statistic match (kube-proxy's load
-/// balancing uses them) depends on a counter the kernel keeps per rule: neither the packet nor
-/// its conntrack facts decide it, so only the rule counters of the window rule it out and every
-/// drop waits for a window. (The millionth packet would match; the bursts are shorter.)
-fn guarded_drop(node: &mut Node, tool: &str, chain: &str, to: std::net::Ipv4Addr, port: u16) -> IptRule {
-    node.exec(tool, &["-w", "-N", chain]).unwrap();
-    node.exec(tool, &["-w", "-A", "FORWARD", "-m", "comment", "--comment", &format!("feeder: {chain}"), "-j", chain]).unwrap();
-    node.exec(tool, &["-w", "-A", chain, "-m", "statistic", "--mode", "nth", "--every", "1000000", "--packet", "999999", "-j", "DROP"]).unwrap();
-    let rule: &[&str] = &["-d", &to.to_string(), "-p", "udp", "--dport", &port.to_string(), "-j", "DROP"];
-    if tool == "iptables-legacy" { node.iptables_legacy("filter", chain, rule) } else { node.iptables("filter", chain, rule) }.unwrap()
-}
-
 #[test]
 fn a_burst_is_kept_whole_while_ruleset_listings_are_slow() {
     // The rule is named per packet from its observer: BPF netfilter links (≥ 6.4).
     if !require(Feature::NetfilterLink) {
         return;
     }
-    let (_tools, path) = wrapped_tools(|_, _| format!("sleep {DELAY_S}"));
+    let (_tools, path) = rules::wrapped_tools(|_, _| format!("sleep {DELAY_S}"));
     let mut node = Node::new(2).unwrap();
     let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
     // Legacy tables have no generation: every window lists them (slowly) again.
-    let rule = guarded_drop(&mut node, "iptables-legacy", "CILIUM_FORWARD", b.ip, PORT);
+    let rule = rules::guarded_drop(&mut node, "iptables-legacy", "CILIUM_FORWARD", b.ip, PORT).unwrap();
     let run = Tracer::from_env()
         .unwrap_or_else(|e| panic!("{e:#}"))
         .capture()
@@ -105,12 +73,12 @@ fn counter_windows_list_the_rules_again_only_when_they_change() {
     const OTHER: u16 = 32_079;
     const N: usize = 40;
     // Each run of a listing tool is a line in the log.
-    let (tools, path) = wrapped_tools(|dir, tool| format!("echo {tool} >> {}", dir.join("runs.log").display()));
+    let (tools, path) = rules::wrapped_tools(|dir, tool| format!("echo {tool} >> {}", dir.join("runs.log").display()));
     let mut node = Node::new(2).unwrap();
     let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
-    let rule = guarded_drop(&mut node, "iptables", "CILIUM_FORWARD", b.ip, PORT);
+    let rule = rules::guarded_drop(&mut node, "iptables", "CILIUM_FORWARD", b.ip, PORT).unwrap();
     // A second chain, whose drops come after windows that read only the first's counters.
-    let other = guarded_drop(&mut node, "iptables", "KUBE-FORWARD", b.ip, OTHER);
+    let other = rules::guarded_drop(&mut node, "iptables", "KUBE-FORWARD", b.ip, OTHER).unwrap();
     let run = Tracer::from_env()
         .unwrap_or_else(|e| panic!("{e:#}"))
         .capture()

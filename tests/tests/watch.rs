@@ -6,7 +6,7 @@
 use std::{net::SocketAddrV4, time::Duration};
 
 use integration_tests::{
-    Feature, Node, TempDir, Tracer, cmd, require, wait,
+    Feature, Node, TempDir, Tracer, cmd, require, rules, wait,
     watch::{RunningWatch, Scrape, Watch, http, unpack},
 };
 use serde_json::json;
@@ -113,6 +113,61 @@ fn intermittent_rule_dumps_once_per_burst() {
     }
     let (status, stderr) = w.stop().unwrap();
     assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+}
+
+/// Ready before a kube-proxy node's rules are listed (50,000 rules list for seconds): the
+/// listing tools are held shut (they wait for a file) until after ready; then a DROP only the rule
+/// counters can name (behind a statistic rule) drops, its first counts before any listing
+/// (their baseline is an empty ruleset: every counter zero), and its series still equals the
+/// rule's own counter. The windows read the counters of the candidate chains (debug log).
+#[test]
+fn ready_before_the_rules_are_listed() {
+    if !require(Feature::NetfilterLink) {
+        return;
+    }
+    let gate = TempDir::new("tb-gate").unwrap();
+    let open = gate.join("open");
+    let mut node = Node::new(2).unwrap();
+    // In the node's namespace (a pod's few rules may be read before ready, by design: see
+    // session/start.rs) each tool waits for the gate (bounded: 60 s), then says it ran.
+    let (tools, path) = rules::wrapped_tools(|dir, tool| {
+        format!(
+            "if [ \"$(ip netns identify 2>/dev/null)\" = {} ]; then i=0; while [ ! -e {} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; echo {tool} >> {}; fi",
+            node.netns(),
+            open.display(),
+            dir.join("runs.log").display()
+        )
+    });
+    let listed = || std::fs::read_to_string(tools.join("runs.log")).map_or(0, |s| s.lines().count());
+    let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
+    // A kube-proxy node's rules (more chains than start-up reads early), then the DROP.
+    cmd::run_with_input("ip", &["netns", "exec", node.netns(), "iptables-nft-restore", "--noflush"], &rules::kube_proxy_like(2_000)).unwrap();
+    let rule = rules::guarded_drop(&mut node, "iptables", "KUBE-FIREWALL-X", b.ip, 7411).unwrap();
+    let w = watch().env("PATH", &path).env("RUST_LOG", "tracer::netfilter::snapshot=debug").start().unwrap();
+    assert_eq!(listed(), 0, "watch was ready before the node's rules were listed");
+    // Drops before the first listing; they wait for it (no series can name their rule yet).
+    assert_eq!(a.send_udp(7410, b.addr(7411), 50, b"early").unwrap(), 50);
+    let counter = || node.iptables_packets(&rule).unwrap();
+    wait::until("the early drops", TIMEOUT, Duration::from_millis(10), || Ok((counter() >= 50).then_some(()))).unwrap();
+    assert_eq!(w.metrics().unwrap().drops_where("rule", &rule.comment), 0, "no rule is named before its rules are read");
+    assert_eq!(listed(), 0, "the gate is shut");
+    std::fs::write(&open, b"").unwrap();
+    w.until("the rule's series to reach its counter", TIMEOUT, |m| m.drops_where("rule", &rule.comment) >= counter()).unwrap();
+    // More, counted after the rules were read: windows of counters only.
+    let before = counter();
+    send_until(&w, &a, 7410, b.addr(7411), "more drops", |m| m.drops_where("rule", &rule.comment) >= before + 100);
+    let total = counter();
+    let m = w.until("the rule's series to equal its counter", TIMEOUT, |m| m.drops_where("rule", &rule.comment) >= total).unwrap();
+    assert_eq!(m.drops_where("rule", &rule.comment), total, "series vs counter");
+    assert_eq!(m.sum("tracer_netfilter_unattributed_drops_total", &[]), 0, "stderr:\n{}", w.stderr());
+    let (status, stderr) = w.stop().unwrap();
+    assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+    // The recorded drops' windows read their one candidate chain (the statistic rule and the
+    // DROP share it); the counts' (packets unknown: every chain with a DROP, one per service
+    // here) read every rule in one dump.
+    let reads: Vec<&str> = stderr.lines().filter(|l| l.contains("read over netlink")).collect();
+    assert!(reads.iter().any(|l| l.contains("counters of 1 chains")), "{reads:#?}");
+    assert!(reads.iter().all(|l| l.contains("counters of 1 chains") || l.contains("counters of every chain")), "{reads:#?}");
 }
 
 /// SIGUSR1 and POST /dump each write a dump holding the recorded drops; a second POST within

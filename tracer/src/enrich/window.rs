@@ -16,7 +16,7 @@ use crate::{
     model::{drop::DropRecord, hooks::Slot, time::mono_now},
     kernel::nfnl::ChainKey,
     netfilter::{
-        counters::Needs,
+        counters::{self, Needs},
         packet::PacketInfo,
         snapshot::{self, Snapshot},
     },
@@ -144,17 +144,11 @@ impl Windows {
     /// (they are read at its first drop that needs them, not at start: an idle capture on a
     /// node of 100 pods lists nothing).
     fn request(&mut self, nf: &Attributor) {
-        let mut spaces: BTreeMap<u32, (Netns, Needs)> = BTreeMap::new();
-        for h in &self.held {
-            let Some(ns) = nf.netns(h.slot.netns) else { continue };
-            let (_, needs) = spaces.entry(h.slot.netns).or_insert_with(|| (ns.clone(), Some(BTreeSet::new())));
-            // Every chain as soon as one drop needs them all.
-            match (needs.as_mut(), &h.needs) {
-                (Some(all), Some(more)) => all.extend(more.iter().cloned()),
-                _ => *needs = None,
-            }
-        }
-        let asks: Vec<Ask> = spaces.into_iter().map(|(inode, (ns, needs))| (inode, ns, nf.latest_shared(inode), needs)).collect();
+        let spaces: BTreeMap<u32, Netns> = self.held.iter().filter_map(|h| nf.netns(h.slot.netns).map(|n| (h.slot.netns, n.clone()))).collect();
+        let asks: Vec<Ask> = spaces
+            .into_iter()
+            .map(|(inode, ns)| (inode, ns, nf.latest_shared(inode), counters::union(self.held.iter().filter(|h| h.slot.netns == inode).map(|h| &h.needs))))
+            .collect();
         let first = asks.iter().any(|(_, _, prev, _)| prev.is_none());
         if self.worker.ask(asks).is_some() && first {
             // This answer and the next: the drops held during this listing wait for the next.

@@ -25,6 +25,20 @@ pub fn generation(ns_path: &Path) -> Option<u32> {
 /// span every hook, or legacy rules).
 pub type Needs = Option<BTreeSet<ChainKey>>;
 
+/// Chains read one dump each at most: past it one dump of every rule costs less (a watch's
+/// counts, whose packets are not known, have every chain with a DROP as a candidate: on a
+/// kube-proxy node, one per service).
+const MAX_CHAIN_DUMPS: usize = 64;
+
+/// The chains all of `needs` need (every chain as soon as one needs them all).
+pub fn union<'a>(needs: impl IntoIterator<Item = &'a Needs>) -> Needs {
+    let mut all = BTreeSet::new();
+    for n in needs {
+        all.extend(n.as_ref()?.iter().cloned());
+    }
+    Some(all)
+}
+
 /// `prev` with fresh counters (of `only`'s chains, else of all), when nothing but counters
 /// changed since it was read.
 pub fn refreshed(ns_path: &Path, prev: &Snapshot, only: Option<&BTreeSet<ChainKey>>) -> Option<Snapshot> {
@@ -36,6 +50,7 @@ pub fn refreshed(ns_path: &Path, prev: &Snapshot, only: Option<&BTreeSet<ChainKe
     if nl.generation().ok()? != generation {
         return None;
     }
+    let only = only.filter(|o| o.len() <= MAX_CHAIN_DUMPS);
     let c = nl.counters(only).ok()?;
     // A change committed while the dump ran may be half in it.
     if nl.generation().ok()? != generation {

@@ -37,7 +37,7 @@ impl Snapshot {
     /// when the rules did not change since (netlink dumps), else [`Snapshot::take`].
     pub fn refresh(ns_path: &Path, prev: &Self, needs: &Needs) -> Self {
         if let Some(s) = super::counters::refreshed(ns_path, prev, needs.as_ref()) {
-            match needs {
+            match &s.fresh {
                 Some(chains) => log::debug!("{}: counters of {} chains read over netlink (rules unchanged)", ns_path.display(), chains.len()),
                 None => log::debug!("{}: counters of every chain read over netlink (rules unchanged)", ns_path.display()),
             }

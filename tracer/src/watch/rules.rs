@@ -9,16 +9,24 @@
 //! `tracer_netfilter_unattributed_drops_total`: a rule that appeared and vanished between two
 //! snapshots, two rules dropping in the same second at the same hook, nft rules without
 //! `counter`.
+//!
+//! Rulesets are read on a thread: every namespace's once right after ready (until then, and
+//! for counts before that read, the baseline is an empty snapshot: every counter zero), then
+//! for each window the counters of the chains its counts' candidate rules are in.
 use std::{
-    collections::HashSet,
-    sync::mpsc,
+    collections::{BTreeSet, HashSet},
+    sync::{Arc, mpsc},
     time::{Duration, Instant},
 };
 
 use crate::{
     enrich::netfilter::{Attributor, Timed},
     model::{hooks::Slot, time::mono_now},
-    netfilter::{packet::PacketInfo, snapshot::Snapshot},
+    netfilter::{
+        counters::{self, Needs},
+        packet::PacketInfo,
+        snapshot::Snapshot,
+    },
     netns::Netns,
 };
 
@@ -34,7 +42,12 @@ struct Pending {
     from: u64,
     to: u64,
     since: Instant,
+    /// The chains whose counters its window reads.
+    needs: Needs,
 }
+
+/// A namespace to read: its latest snapshot (None: list its rules) and the chains to read.
+type Request = (Netns, Option<Arc<Snapshot>>, Needs);
 
 /// A pending count is given up (rule "") when no snapshot closed its window this long.
 const GIVE_UP: Duration = Duration::from_mins(2);
@@ -44,28 +57,33 @@ const MAX_PENDING: usize = 10_000;
 pub struct Rules {
     attributor: Attributor,
     pending: Vec<Pending>,
-    requests: mpsc::Sender<(Netns, Option<std::sync::Arc<Snapshot>>)>,
+    requests: mpsc::Sender<Request>,
     results: mpsc::Receiver<(u32, Timed)>,
     in_flight: HashSet<u32>,
 }
 
 impl Rules {
-    /// `attributor`: the slots of the attached observers over start-up snapshots. Snapshots
-    /// are taken on a thread of their own (`iptables-save`/`nft` may be slow).
-    pub fn new(attributor: Attributor) -> std::io::Result<Self> {
-        let (requests, rx) = mpsc::channel::<(Netns, Option<std::sync::Arc<Snapshot>>)>();
+    /// `attributor`: the slots of the attached observers, `spaces` loading in it (their rules
+    /// are listed now, in the background). Snapshots are taken on a thread of their own
+    /// (`iptables-save`/`nft` may take seconds on a node with 50,000 rules).
+    pub fn new(attributor: Attributor, spaces: Vec<Netns>) -> std::io::Result<Self> {
+        let (requests, rx) = mpsc::channel::<Request>();
         let (tx, results) = mpsc::channel();
         std::thread::Builder::new().name("tracer-rules".into()).spawn(move || {
-            for (ns, prev) in rx {
+            for (ns, prev, needs) in rx {
                 let start = mono_now();
-                let snap = prev.map_or_else(|| Snapshot::take(&ns.path), |p| Snapshot::refresh(&ns.path, &p, &None));
+                let snap = prev.map_or_else(|| Snapshot::take(&ns.path), |p| Snapshot::refresh(&ns.path, &p, &needs));
                 let end = mono_now();
                 if tx.send((ns.inode, Timed { snap: snap.into(), start, end })).is_err() {
                     break;
                 }
             }
         })?;
-        Ok(Self { attributor, pending: Vec::new(), requests, results, in_flight: HashSet::new() })
+        let mut rules = Self { attributor, pending: Vec::new(), requests, results, in_flight: HashSet::new() };
+        for ns in spaces {
+            rules.request(ns.inode);
+        }
+        Ok(rules)
     }
 
     /// `n` drops at observer `slot` between the reads at `from` and `to`; they come back from
@@ -80,17 +98,22 @@ impl Rules {
         let Some(slot) = slot.filter(|_| self.attributor.knows(netns) && self.pending.len() < MAX_PENDING) else {
             return Some((labels, n));
         };
-        self.pending.push(Pending { labels, slot, netns, n, from, to, since: Instant::now() });
+        // Nothing is known of the packets: the candidates are every rule that can drop there.
+        let needs = self.attributor.exact_or_needs(&slot, &PacketInfo::default()).map_or_else(|needs| needs, |_| Some(BTreeSet::new()));
+        self.pending.push(Pending { labels, slot, netns, n, from, to, since: Instant::now(), needs });
         self.request(netns);
         None
     }
 
+    /// Reads `netns`' rulesets, unless a read is in flight: the counters of the chains its
+    /// pending counts need (listed again if the rules changed), or, first, its rules.
     fn request(&mut self, netns: u32) {
         if self.in_flight.contains(&netns) {
             return;
         }
+        let needs = counters::union(self.pending.iter().filter(|p| p.netns == netns).map(|p| &p.needs));
         if let Some(ns) = self.attributor.netns(netns).cloned()
-            && self.requests.send((ns, self.attributor.latest_shared(netns))).is_ok()
+            && self.requests.send((ns, self.attributor.latest_shared(netns), needs)).is_ok()
         {
             self.in_flight.insert(netns);
         }
@@ -101,7 +124,7 @@ impl Rules {
         let mut out = Vec::new();
         while let Ok((inode, timed)) = self.results.try_recv() {
             self.in_flight.remove(&inode);
-            let start = timed.start;
+            let (start, snap) = (timed.start, timed.snap.clone());
             // The new snapshot first (as the capture's windows do): it is what places drops of a
             // namespace without observers; baselines are those that ended before each window.
             self.attributor.advance(inode, timed);
@@ -110,7 +133,7 @@ impl Rules {
             for p in std::mem::take(&mut self.pending) {
                 if p.netns != inode {
                     keep.push(p);
-                } else if p.to < start {
+                } else if p.to < start && snap.reads(&p.needs) {
                     out.push(self.resolve(p));
                 } else {
                     again = true;

@@ -26,7 +26,6 @@ use crate::{
         hooks::Slot,
         time::{Clock, mono_now},
     },
-    netfilter::snapshot::Snapshot,
     pipeline::{Namer, Pipeline},
     pods::Pods,
     probes::loader::Maps,
@@ -72,7 +71,7 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     let Attached { ebpf, probe, path, netfilter, tc } = attached;
     let (observers, attributor) = netfilter.map_or((None, None), |(o, a)| (Some(o), Some(a)));
     let rules = match &observers {
-        Some(o) => Some(Rules::new(rule_attributor(&o.slots)).context("cannot start the ruleset snapshot thread")?),
+        Some(o) => Some(Rules::new(rule_attributor(&o.slots), crate::netns::known()).context("cannot start the ruleset snapshot thread")?),
         _ => None,
     };
     let (tc_observers, tc_attributor) = tc;
@@ -249,11 +248,11 @@ impl Watcher {
     }
 }
 
-/// The rules' own attributor: the observers' slots over snapshots taken now, of every
-/// namespace (one left without observers has its drops' chain implied by its ruleset).
+/// The rules' own attributor: the observers' slots, every namespace's rules still to read
+/// (`Rules` lists them after ready; one left without observers has its drops' chain implied
+/// by its ruleset).
 fn rule_attributor(slots: &[Slot]) -> Attributor {
-    let snapshots = crate::session::start::in_parallel(&crate::netns::known(), |ns| Snapshot::take(&ns.path));
-    Attributor::new(snapshots, slots.to_vec(), mono_now())
+    Attributor::new(Vec::new(), slots.to_vec(), 0).with_loading(crate::netns::known())
 }
 
 /// Follows the CNI cache: reloads the pod table when its files change.
