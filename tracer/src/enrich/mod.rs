@@ -3,6 +3,7 @@
 //! session implements over the probes and the tests over fixtures; what needs the node for
 //! long (ruleset listings) runs on a worker (window.rs).
 pub mod cilium;
+mod deltas;
 pub mod netfilter;
 pub mod tc;
 pub mod window;
@@ -158,7 +159,8 @@ impl Enricher {
                 r.event.netfilter = Some(info);
                 return Some(r);
             }
-            Ok(_) => None,
+            // Named whatever the counters say (watch holds it for its window anyway).
+            Ok(_) => Some(std::collections::BTreeSet::new()),
             Err(needs) => needs,
         };
         if let Some(now) = nf.covering(slot.netns, h.ts_ns, &needs) {

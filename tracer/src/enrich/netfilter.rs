@@ -3,13 +3,13 @@
 //! against the packet, narrowed by rule counters over the window, gives the rule.
 use std::collections::{HashMap, VecDeque};
 
+use super::deltas;
 use crate::{
     model::{hooks::Slot, netfilter::NetfilterInfo},
     netfilter::{
         self, Backend, Entry, capable,
-        counters::{self, Needs},
+        counters::Needs,
         eval::{self, Candidate},
-        nft,
         packet::PacketInfo,
         snapshot::Snapshot,
     },
@@ -161,7 +161,7 @@ impl Attributor {
         let cands = Self::candidates(st, slot, p, None);
         match cands.first() {
             Some(c) if c.c.certain && cands.len() == 1 => Ok(info(c, "exact", Vec::new(), None)),
-            _ => Err(needs(&cands)),
+            _ => Err(deltas::needs(cands.iter().map(|c| (c.entry, &c.c)))),
         }
     }
 
@@ -238,14 +238,14 @@ impl Attributor {
                     let old = if entry.backend == Backend::IptablesNft { base.iptables_nft(entry.pf) } else { base.iptables_legacy(entry.pf) };
                     let found = save.table(&entry.table).map(|t| eval::candidates(t, &entry.chain, &facts_for(t, p)));
                     for c in found.unwrap_or_default() {
-                        let delta = now.map(|_| iptables_delta(old, save, &entry.table, &c));
+                        let delta = now.map(|_| deltas::iptables(old, save, &entry.table, &c));
                         out.push(Cand { entry, c, delta });
                     }
                 }
                 Backend::Nftables => {
                     let table = snap.nft.table(&entry.family, &entry.table);
                     for c in eval::candidates(&table, &entry.chain, &facts_for(&table, p)) {
-                        let delta = now.and_then(|_| nft_delta(&base.nft, &snap.nft, entry, &c));
+                        let delta = now.and_then(|_| deltas::nft(&base.nft, &snap.nft, entry, &c));
                         out.push(Cand { entry, c, delta });
                     }
                 }
@@ -336,51 +336,8 @@ fn facts_for<'p>(table: &impl eval::Chains, p: &'p PacketInfo) -> std::borrow::C
     if table.sets_facts() { std::borrow::Cow::Owned(p.without_kernel_facts()) } else { std::borrow::Cow::Borrowed(p) }
 }
 
-/// The chains whose counters tell `cands` apart: each candidate rule's (a policy's: its base
-/// chain's own). Legacy rules are not read over netlink, and no candidate may mean the
-/// rules changed: every chain then.
-fn needs(cands: &[Cand<'_>]) -> Needs {
-    let mut chains = std::collections::BTreeSet::new();
-    for c in cands {
-        let e = c.entry;
-        let family = match e.backend {
-            Backend::IptablesNft => u8::try_from(e.pf).ok()?,
-            Backend::Nftables => counters::family_of(&e.family)?,
-            Backend::IptablesLegacy => return None,
-            Backend::Conntrack => continue,
-        };
-        let chain = if c.c.chain.is_empty() { &e.chain } else { &c.c.chain };
-        chains.insert((family, e.table.clone(), chain.clone()));
-    }
-    (!cands.is_empty()).then_some(chains)
-}
-
 fn describe(c: &Cand<'_>) -> String {
     format!("{} {} {}: {}", c.entry.backend.name(), c.entry.table, c.c.chain, c.c.rule)
-}
-
-fn iptables_delta(old: &netfilter::iptables::Save, new: &netfilter::iptables::Save, table: &str, c: &Candidate) -> u64 {
-    let (Some(nc), oc) = (new.chain(table, &c.chain), old.chain(table, &c.chain)) else { return 0 };
-    let Some(i) = c.index else {
-        return nc.packets.saturating_sub(oc.map_or(0, |o| o.packets));
-    };
-    let now = nc.rules.get(i).map_or(0, |r| r.packets);
-    let before = oc
-        .and_then(|o| o.rules.get(i).filter(|r| r.text == c.rule).or_else(|| o.rules.iter().find(|r| r.text == c.rule)))
-        .map_or(0, |r| r.packets);
-    now.saturating_sub(before)
-}
-
-fn nft_delta(old: &nft::Ruleset, new: &nft::Ruleset, e: &Entry, c: &Candidate) -> Option<u64> {
-    let i = c.index?;
-    let rule = new.chain(&e.family, &e.table, &c.chain)?.rules.get(i)?;
-    let now = rule.packets?;
-    let before = old
-        .chain(&e.family, &e.table, &c.chain)
-        .and_then(|ch| ch.rules.iter().find(|r| r.handle == rule.handle))
-        .and_then(|r| r.packets)
-        .unwrap_or(0);
-    Some(now.saturating_sub(before))
 }
 
 fn info(c: &Cand<'_>, how: &str, candidates: Vec<String>, hint: Option<String>) -> NetfilterInfo {

@@ -177,7 +177,7 @@ impl Windows {
         let mut done = Vec::new();
         for mut h in std::mem::take(&mut self.held) {
             let ns = h.slot.netns;
-            let read = answered.get(&ns).is_some_and(|fresh| fresh.as_ref().is_none_or(|f| h.needs.as_ref().is_some_and(|n| n.is_subset(f))));
+            let read = answered.get(&ns).is_some_and(|fresh| counters::covers(fresh.as_deref(), &h.needs));
             if read && h.mono < a.start {
                 // The baseline is the newest snapshot that ended before the drop, never `a`;
                 // a drop in a namespace without observers is placed with `a` (the latest).

@@ -39,6 +39,16 @@ pub fn union<'a>(needs: impl IntoIterator<Item = &'a Needs>) -> Needs {
     Some(all)
 }
 
+/// Whether a snapshot that read the counters of `fresh` (None: of every chain) read those
+/// `needs` names.
+pub fn covers(fresh: Option<&BTreeSet<ChainKey>>, needs: &Needs) -> bool {
+    match (fresh, needs) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(fresh), Some(needs)) => needs.is_subset(fresh),
+    }
+}
+
 /// `prev` with fresh counters (of `only`'s chains, else of all), when nothing but counters
 /// changed since it was read.
 pub fn refreshed(ns_path: &Path, prev: &Snapshot, only: Option<&BTreeSet<ChainKey>>) -> Option<Snapshot> {

@@ -104,11 +104,7 @@ impl Snapshot {
 
     /// Whether this snapshot read the counters of every chain in `needs`.
     pub fn reads(&self, needs: &Needs) -> bool {
-        match (&self.fresh, needs) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(fresh), Some(needs)) => needs.is_subset(fresh),
-        }
+        super::counters::covers(self.fresh.as_deref(), needs)
     }
 
     pub fn iptables_nft(&self, pf: u32) -> &Save {
