@@ -102,7 +102,11 @@ fn intermittent_rule_dumps_once_per_burst() {
             assert!(d.files.iter().any(|p| p == f), "{f} in {:?}", d.files);
         }
         let of_burst: Vec<_> = d.events.iter().filter(|e| e["netfilter"]["rule"].as_str().is_some_and(|r| r.contains(&comment))).collect();
-        assert!(!of_burst.is_empty(), "dump {} holds no drop of {comment}", f.display());
+        let named = d.events.iter().fold(std::collections::BTreeMap::<&str, usize>::new(), |mut m, e| {
+            *m.entry(e["netfilter"]["rule"].as_str().unwrap_or("(no rule)")).or_default() += 1;
+            m
+        });
+        assert!(!of_burst.is_empty(), "dump {} holds no drop of {comment}; its events per rule: {named:?}; manifest: {}", f.display(), d.manifest["dump"]);
         for e in of_burst {
             assert_eq!(e["reason"], "NETFILTER_DROP");
             assert_eq!(e["netfilter"]["chain"], "FORWARD");
