@@ -257,13 +257,8 @@ impl Drop for Running {
 /// ready file) once two scrapes a second apart agree: the metrics follow the kernel's totals
 /// every second, and the load has ended.
 fn watch_drops(dir: &Path) -> Result<u64> {
-    let addr = std::fs::read_to_string(dir.join("ready"))?.trim().to_string();
     let scrape = || -> Result<u64> {
-        let out = Command::new("curl").args(["-sS", "--max-time", "10"]).arg(format!("http://{addr}/metrics")).output().context("cannot run curl")?;
-        if !out.status.success() {
-            bail!("curl {addr}/metrics: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout)
+        Ok(metrics(dir)?
             .lines()
             .filter(|l| l.starts_with("tracer_drops_total{") && l.contains("reason=\"NETFILTER_DROP\""))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
@@ -279,6 +274,26 @@ fn watch_drops(dir: &Path) -> Result<u64> {
         last = now;
     }
     bail!("tracer watch's count did not settle within 30 s (last {last})")
+}
+
+/// `tracer watch`'s `/metrics` text (the address is in the ready file in `dir`).
+fn metrics(dir: &Path) -> Result<String> {
+    let addr = std::fs::read_to_string(dir.join("ready"))?.trim().to_string();
+    let out = Command::new("curl").args(["-sS", "--max-time", "10"]).arg(format!("http://{addr}/metrics")).output().context("cannot run curl")?;
+    if !out.status.success() {
+        bail!("curl {addr}/metrics: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Running {
+    /// A label-less gauge or counter of a running `tracer watch` (e.g. `tracer_recorder_bytes`).
+    pub fn watch_metric(&self, name: &str) -> Result<u64> {
+        let text = metrics(&self.dir)?;
+        let value = text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
+        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "byte and event counts, whole and positive")]
+        value.map(|v| v as u64).with_context(|| format!("no {name} in /metrics"))
+    }
 }
 
 fn tail(s: &str) -> String {

@@ -31,6 +31,9 @@ pub struct Soak {
     pub minutes: f64,
     /// (seconds since start, `VmRSS` KiB) after each flood.
     pub samples: Vec<(f64, u64)>,
+    /// What the flight recorder held then, by its own count (`tracer_recorder_bytes`), KiB:
+    /// tells a recorder still filling from memory that grows for another reason.
+    pub recorder_kib: Vec<u64>,
     /// Drops the rule counted during the soak, and what watch's `/metrics` said at the end.
     pub rule_drops: u64,
     pub counted: Option<u64>,
@@ -46,9 +49,16 @@ impl Soak {
         (n >= 3).then(|| [self.samples[0], self.samples[n / 2], self.samples[n - 1]])
     }
 
+    /// The recorder's own count at the same three samples, KiB.
+    fn recorder_at(&self) -> Option<[u64; 3]> {
+        let n = self.recorder_kib.len();
+        (n >= 3 && n == self.samples.len()).then(|| [self.recorder_kib[0], self.recorder_kib[n / 2], self.recorder_kib[n - 1]])
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "minutes": self.minutes, "samples": self.samples.iter().map(|(t, r)| json!([super::stats::round(*t, 1), r])).collect::<Vec<_>>(),
+            "recorder_kib": self.recorder_kib,
             "rule_drops": self.rule_drops, "counted": self.counted, "peak_rss_kib": self.peak_kib,
             "cpu_s": super::stats::round(self.cpu_s, 2), "error": self.error,
         })
@@ -81,6 +91,7 @@ fn measure(ctx: &Ctx, soak: &mut Soak) -> Result<()> {
         let next = t0.elapsed() + EVERY;
         traffic::flood(ctx.node, ctx.blast, SOAK_PACKETS, FLOOD_S)?;
         soak.samples.push((t0.elapsed().as_secs_f64(), rss_kib(pid).context("the watch process is gone")?));
+        soak.recorder_kib.push(running.watch_metric("tracer_recorder_bytes")? / 1024);
         if let Some(wait) = next.checked_sub(t0.elapsed()) {
             std::thread::sleep(wait.min(length.saturating_sub(t0.elapsed())));
         }
@@ -103,14 +114,19 @@ fn rss_kib(pid: i32) -> Option<u64> {
 pub fn markdown(s: &Soak) -> String {
     #[expect(clippy::cast_precision_loss, reason = "KiB counts far below 2^52")]
     let mib = |k: u64| format!("{:.1}", k as f64 / 1024.0);
-    let mut out = format!("\n**Soak**: `tracer watch` (flight recorder 64 MiB) for {} min, a {SOAK_PACKETS}-packet drop flood every {} s; `VmRSS` after each flood:\n\n", s.minutes, EVERY.as_secs());
+    let mut out = format!(
+        "\n**Soak**: `tracer watch` (flight recorder 64 MiB) for {} min, a {SOAK_PACKETS}-packet drop flood every {} s; `VmRSS` after each flood (and what the recorder held by its own count, `tracer_recorder_bytes`):\n\n",
+        s.minutes,
+        EVERY.as_secs()
+    );
     if let Some(e) = &s.error {
         let _ = writeln!(out, "failed: {e}");
         return out;
     }
     out.push_str("| start | middle | end | peak | floods | CPU, s | counted = rule's drops |\n|---|---|---|---|---|---|---|\n");
-    let cell = |(t, k): (f64, u64)| format!("{} MiB at {t:.0} s", mib(k));
-    let (first, middle, last) = s.start_middle_end().map_or_else(|| ("–".into(), "–".into(), "–".into()), |[f, m, l]| (cell(f), cell(m), cell(l)));
+    let rec = s.recorder_at().map(|r| r.map(|k| format!(" (recorder {})", mib(k))));
+    let cell = |(t, k): (f64, u64), i: usize| format!("{} MiB at {t:.0} s{}", mib(k), rec.as_ref().map_or("", |r| r[i].as_str()));
+    let (first, middle, last) = s.start_middle_end().map_or_else(|| ("–".into(), "–".into(), "–".into()), |[f, m, l]| (cell(f, 0), cell(m, 1), cell(l, 2)));
     let exact = match s.counted {
         Some(c) if c == s.rule_drops => format!("yes ({c})"),
         Some(c) => format!("**no** ({c} of {})", s.rule_drops),
