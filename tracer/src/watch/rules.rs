@@ -60,6 +60,9 @@ pub struct Rules {
     requests: mpsc::Sender<Request>,
     results: mpsc::Receiver<(u32, Timed)>,
     in_flight: HashSet<u32>,
+    /// The chains each observer slot's counts need, until its namespace's next snapshot: the
+    /// evaluation behind it walks every rule at the hook, and a slot's counts come every second.
+    needs: Vec<(Slot, Needs)>,
 }
 
 impl Rules {
@@ -79,7 +82,7 @@ impl Rules {
                 }
             }
         })?;
-        let mut rules = Self { attributor, pending: Vec::new(), requests, results, in_flight: HashSet::new() };
+        let mut rules = Self { attributor, pending: Vec::new(), requests, results, in_flight: HashSet::new(), needs: Vec::new() };
         for ns in spaces {
             rules.request(ns.inode);
         }
@@ -98,11 +101,21 @@ impl Rules {
         let Some(slot) = slot.filter(|_| self.attributor.knows(netns) && self.pending.len() < MAX_PENDING) else {
             return Some((labels, n));
         };
-        // Nothing is known of the packets: the candidates are every rule that can drop there.
-        let needs = self.attributor.exact_or_needs(&slot, &PacketInfo::default()).map_or_else(|needs| needs, |_| Some(BTreeSet::new()));
+        let needs = self.needs_of(&slot);
         self.pending.push(Pending { labels, slot, netns, n, from, to, since: Instant::now(), needs });
         self.request(netns);
         None
+    }
+
+    /// The chains `slot`'s counts need. Nothing is known of the packets: the candidates are
+    /// every rule that can drop there.
+    fn needs_of(&mut self, slot: &Slot) -> Needs {
+        if let Some((_, needs)) = self.needs.iter().find(|(s, _)| s == slot) {
+            return needs.clone();
+        }
+        let needs = self.attributor.exact_or_needs(slot, &PacketInfo::default()).map_or_else(|needs| needs, |_| Some(BTreeSet::new()));
+        self.needs.push((slot.clone(), needs.clone()));
+        needs
     }
 
     /// Reads `netns`' rulesets, unless a read is in flight: the counters of the chains its
@@ -128,6 +141,7 @@ impl Rules {
             // The new snapshot first (as the capture's windows do): it is what places drops of a
             // namespace without observers; baselines are those that ended before each window.
             self.attributor.advance(inode, timed);
+            self.needs.retain(|(s, _)| s.netns != inode);
             let mut again = false;
             let mut keep = Vec::with_capacity(self.pending.len());
             for p in std::mem::take(&mut self.pending) {
