@@ -86,6 +86,7 @@ impl Counts {
                 m.add_drops(labels.clone(), n);
                 added.push((labels, n, at));
             }
+            m.pending = rules.pending();
         }
         self.last_read = to;
         m.lost_events = maps.counter(counter::LOST)? + pipe.unreadable;

@@ -50,6 +50,9 @@ pub struct Metrics {
     pub nf_unattributed: u64,
     /// Drops the kernel counted in no key (its per-key table was full).
     pub stats_full: u64,
+    /// Netfilter drops counted by the kernel, not yet in `tracer_drops_total`: their rule waits
+    /// for a read of the rule counters.
+    pub pending: u64,
     pub info: Vec<(String, String)>,
 }
 
@@ -73,6 +76,7 @@ impl Metrics {
             armed: BTreeMap::new(),
             nf_unattributed: 0,
             stats_full: 0,
+            pending: 0,
             info,
         }
     }
@@ -130,6 +134,11 @@ impl Metrics {
         };
         r.register("tracer_lost_events", "Drop events lost before userspace read them (ring full or unreadable); the drop totals still count them", counter(self.lost_events));
         r.register("tracer_rate_limited_events", "Drop events held back by --max-event-rate (counted in tracer_drops_total, not recorded)", counter(self.rate_limited));
+        r.register(
+            "tracer_drops_pending",
+            "Netfilter drops counted by the kernel and not yet in tracer_drops_total: their rule waits for the next read of the rule counters (0 once the totals are complete)",
+            gauge(self.pending),
+        );
         r.register("tracer_recorder_bytes", "Memory held by the flight recorder's drops", gauge(self.recorder_bytes));
         r.register("tracer_recorder_records", "Drops held by the flight recorder", gauge(self.recorder_records));
         r.register("tracer_recorder_evicted", "Drops evicted from the flight recorder (older than --keep or past --keep-bytes)", counter(self.recorder_evicted));

@@ -132,6 +132,11 @@ impl Rules {
         }
     }
 
+    /// Drops counted and waiting for their window to close.
+    pub fn pending(&self) -> u64 {
+        self.pending.iter().map(|p| p.n).sum()
+    }
+
     /// Counts whose window closed: (labels with the rule or "", count, attributed, read time).
     pub fn poll(&mut self) -> Vec<(DropLabels, u64, bool, u64)> {
         let mut out = Vec::new();

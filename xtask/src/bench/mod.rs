@@ -85,9 +85,10 @@ pub struct Args {
     /// README's table.
     #[arg(long, value_delimiter = ',', value_name = "ARMS")]
     arms: Vec<String>,
-    /// Turn on the kernel's BPF run-time statistics for the whole bench (every arm, baseline
-    /// too) and report the ns per run of the peers' programs. Adds the statistics' own cost
-    /// (two clock reads per program run) to every BPF program on the machine meanwhile.
+    /// Report the ns per run of the peers' programs: after the measured rounds of each phase,
+    /// one more round of every tracer and bpftrace arm with the kernel's BPF run-time
+    /// statistics on. Its rates are not used: the statistics' own two clock reads per program
+    /// run cost the node more than some probes do, so the measured rounds run without them.
     #[arg(long)]
     bpf_stats: bool,
     /// Pin the tracer (or bpftrace) to this CPU; by default the scheduler places it, as on a
@@ -208,6 +209,9 @@ pub struct Run {
     pub round: u32,
     pub seq: usize,
     pub arm: &'static str,
+    /// Taken in the BPF statistics round (`--bpf-stats`): its program run times count, its
+    /// rates do not.
+    pub stats: bool,
     /// `udp_kpps`, `tcp_gbps`, `flood_kpps`.
     pub values: Vec<(&'static str, f64)>,
     pub cpu: Vec<(&'static str, CpuUse)>,
@@ -230,7 +234,7 @@ impl Run {
 
     fn to_json(&self) -> Value {
         json!({
-            "phase": self.phase.name(), "round": self.round, "seq": self.seq, "arm": self.arm,
+            "phase": self.phase.name(), "round": self.round, "seq": self.seq, "arm": self.arm, "bpf_stats_round": self.stats,
             "values": self.values.iter().map(|(k, v)| (k.to_string(), json!(stats::round(*v, 3)))).collect::<serde_json::Map<_, _>>(),
             "cpu": self.cpu.iter().map(|(k, c)| (k.to_string(), c.to_json())).collect::<serde_json::Map<_, _>>(),
             "background": self.background.to_json(), "busy": self.busy, "foreign_bpf": self.foreign_bpf, "netns": self.netns,
@@ -277,7 +281,6 @@ pub fn run(args: &Args) -> Result<()> {
         out.display()
     ));
     let nf_value = if bpftrace { Some(peer::netfilter_drop_value()?) } else { None };
-    let _stats = plan.bpf_stats.then(bpfstats::enable).transpose()?;
     let node = node::Node::start(&helpers.node, plan.conntrack)?;
     cmd::step(format!("bench: node {} (pods {} → {})", node.netns, node.pods[0].ip, node.pods[1].ip));
     let work = out.join("work");
@@ -464,14 +467,32 @@ fn run_all(ctx: &Ctx) -> Result<Vec<Run>> {
                     bail!("interrupted");
                 }
                 pause(ctx.plan)?;
-                let seq = runs.len();
-                let r = one_run(ctx, phase, round, seq, arm);
+                let r = one_run(ctx, phase, round, runs.len(), arm);
                 eprintln!("{}", report::progress_line(ctx.plan, &r));
                 runs.push(r);
             }
         }
+        if ctx.plan.bpf_stats {
+            stats_round(ctx, phase, &arms, &mut runs)?;
+        }
     }
     Ok(runs)
+}
+
+/// One run of every arm with a peer, the kernel's BPF statistics on only meanwhile.
+fn stats_round(ctx: &Ctx, phase: Phase, arms: &[&Arm], runs: &mut Vec<Run>) -> Result<()> {
+    let _on = bpfstats::enable()?;
+    for arm in arms.iter().filter(|a| a.peer.is_some()) {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            bail!("interrupted");
+        }
+        pause(ctx.plan)?;
+        let mut r = one_run(ctx, phase, ctx.plan.rounds, runs.len(), arm);
+        r.stats = true;
+        eprintln!("{} (BPF statistics round)", report::progress_line(ctx.plan, &r));
+        runs.push(r);
+    }
+    Ok(())
 }
 
 fn pause(plan: &Plan) -> Result<()> {
@@ -491,6 +512,7 @@ fn one_run(ctx: &Ctx, phase: Phase, round: u32, seq: usize, arm: &Arm) -> Run {
         round,
         seq,
         arm: arm.key,
+        stats: false,
         values: Vec::new(),
         cpu: Vec::new(),
         background: CpuUse::default(),

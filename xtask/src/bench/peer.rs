@@ -254,26 +254,27 @@ impl Drop for Running {
 }
 
 /// `tracer_drops_total{reason="NETFILTER_DROP"}` summed from `/metrics` (the address is in the
-/// ready file) once two scrapes a second apart agree: the metrics follow the kernel's totals
-/// every second, and the load has ended.
+/// ready file) once two scrapes a second apart agree with no drop pending (waiting for its
+/// rule: `tracer_drops_pending`): the metrics follow the kernel's totals every second, and
+/// the load has ended.
 fn watch_drops(dir: &Path) -> Result<u64> {
-    let scrape = || -> Result<u64> {
-        Ok(metrics(dir)?
-            .lines()
-            .filter(|l| l.starts_with("tracer_drops_total{") && l.contains("reason=\"NETFILTER_DROP\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum())
+    let scrape = || -> Result<(u64, u64)> {
+        let text = metrics(dir)?;
+        let value = |l: &str| l.rsplit(' ').next()?.parse::<u64>().ok();
+        let drops = text.lines().filter(|l| l.starts_with("tracer_drops_total{") && l.contains("reason=\"NETFILTER_DROP\"")).filter_map(value).sum();
+        let pending = text.lines().filter(|l| l.starts_with("tracer_drops_pending ")).filter_map(value).sum();
+        Ok((drops, pending))
     };
     let mut last = scrape()?;
     for _ in 0..30 {
         std::thread::sleep(Duration::from_millis(1100));
         let now = scrape()?;
-        if now == last {
-            return Ok(now);
+        if now == last && now.1 == 0 {
+            return Ok(now.0);
         }
         last = now;
     }
-    bail!("tracer watch's count did not settle within 30 s (last {last})")
+    bail!("tracer watch's count did not settle within 30 s (last {} drops, {} pending)", last.0, last.1)
 }
 
 /// `tracer watch`'s `/metrics` text (the address is in the ready file in `dir`).

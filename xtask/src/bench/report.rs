@@ -55,8 +55,14 @@ impl<'a> Report<'a> {
         }
     }
 
+    /// The measured rounds' runs that succeeded (not the BPF statistics round's).
     fn ok_runs(&self, phase: Phase, arm: &str) -> impl Iterator<Item = &Run> {
-        self.runs.iter().filter(move |r| r.phase == phase && r.arm == arm && r.error.is_none())
+        self.runs.iter().filter(move |r| r.phase == phase && r.arm == arm && r.error.is_none() && !r.stats)
+    }
+
+    /// The BPF statistics round's runs that succeeded.
+    fn stats_runs(&self, phase: Phase, arm: &str) -> impl Iterator<Item = &Run> {
+        self.runs.iter().filter(move |r| r.phase == phase && r.arm == arm && r.error.is_none() && r.stats)
     }
 
     fn values(&self, phase: Phase, arm: &str, key: &str) -> Vec<f64> {
@@ -81,7 +87,7 @@ impl<'a> Report<'a> {
     }
 
     fn busy(&self, phase: Phase, arm: &str) -> (usize, usize) {
-        let runs: Vec<&Run> = self.runs.iter().filter(|r| r.phase == phase && r.arm == arm).collect();
+        let runs: Vec<&Run> = self.runs.iter().filter(|r| r.phase == phase && r.arm == arm && !r.stats).collect();
         (runs.iter().filter(|r| r.busy || !r.foreign_bpf.is_empty()).count(), runs.len())
     }
 
@@ -206,7 +212,7 @@ impl<'a> Report<'a> {
             "Node: the testbed's netns node (pods on `lxc…` veths, /32 routes, forwarding in the node namespace), iptables: the flood's DROP rule{}; peer {}{}.",
             if p.conntrack { " and a nat MASQUERADE rule (conntrack on)" } else { " only (no conntrack)" },
             p.peer_cpu.map_or("not pinned".to_string(), |c| format!("pinned to CPU {c}")),
-            if p.bpf_stats { "; BPF run-time statistics on for the whole run" } else { "" }
+            if p.bpf_stats { "; BPF run time from one more run per arm and phase with the kernel's statistics on (not in the rates: the statistics' clock reads cost the node too)" } else { "" }
         );
         let _ = writeln!(s, "Medians [min–max] over the rounds; ratio = arm median / baseline median; pairs = per-round arm/baseline [min–max].\n");
 
@@ -294,12 +300,12 @@ impl<'a> Report<'a> {
     /// ns per program run from the kernel's statistics, per arm and phase.
     fn bpf_table(&self) -> String {
         let mut s = String::from(
-            "\n**BPF run time** (kernel statistics, including their own two clock reads per run): probes = the drop probe (or bpftrace's program), observers = netfilter observers; runs = invocations per measured run; for floods, the BPF time per flood packet and the rate ratio that time alone allows against the baseline's median (1 / (1 + ns per packet × baseline rate)):\n\n| arm | phase | probes, ns/run | probe runs | observers, ns/run | observer runs | flood: BPF ns per packet | ratio bound |\n|---|---|---|---|---|---|---|---|\n",
+            "\n**BPF run time** (kernel statistics, including their own two clock reads per run; from the statistics round): probes = the drop probe (or bpftrace's program), observers = netfilter observers; runs = invocations per measured run; for floods, the BPF time per flood packet and the rate ratio that time alone allows against the baseline's median (1 / (1 + ns per packet × baseline rate)):\n\n| arm | phase | probes, ns/run | probe runs | observers, ns/run | observer runs | flood: BPF ns per packet | ratio bound |\n|---|---|---|---|---|---|---|---|\n",
         );
         for a in self.plan.arms.iter().filter(|a| a.peer.is_some() && a.unavailable.is_none()) {
             for phase in [Phase::Throughput, Phase::Flood] {
                 let costs: Vec<super::bpfstats::Cost> =
-                    self.ok_runs(phase, a.key).filter_map(|r| r.peer.as_ref()?.bpf).collect();
+                    self.stats_runs(phase, a.key).filter_map(|r| r.peer.as_ref()?.bpf).collect();
                 if costs.is_empty() {
                     continue;
                 }
@@ -324,10 +330,10 @@ impl<'a> Report<'a> {
 
     /// ns per run of each program (by name), median over the arm's runs of a phase.
     fn bpf_program_table(&self) -> String {
-        let mut s = String::from("\n**BPF run time per program** (median ns/run over the arm's runs [min–max]; runs: median invocations per run):\n\n| arm | phase | program | ns/run | runs |\n|---|---|---|---|---|\n");
+        let mut s = String::from("\n**BPF run time per program** (statistics round: median ns/run over the arm's runs [min–max]; runs: median invocations per run):\n\n| arm | phase | program | ns/run | runs |\n|---|---|---|---|---|\n");
         for a in self.plan.arms.iter().filter(|a| a.peer.is_some() && a.unavailable.is_none()) {
             for phase in [Phase::Throughput, Phase::Flood] {
-                let per_run: Vec<&Vec<(String, super::bpfstats::Runs)>> = self.ok_runs(phase, a.key).filter_map(|r| Some(&r.peer.as_ref()?.bpf_programs)).collect();
+                let per_run: Vec<&Vec<(String, super::bpfstats::Runs)>> = self.stats_runs(phase, a.key).filter_map(|r| Some(&r.peer.as_ref()?.bpf_programs)).collect();
                 let mut names: Vec<&str> = per_run.iter().flat_map(|v| v.iter().map(|(n, _)| n.as_str())).collect();
                 names.sort_unstable();
                 names.dedup();
@@ -348,7 +354,7 @@ impl<'a> Report<'a> {
     /// alone would leave: the baseline spends 1/rate per packet on the sender's CPU.
     fn flood_bound(&self, arm: &str) -> (String, String) {
         let per_packet: Vec<f64> = self
-            .ok_runs(Phase::Flood, arm)
+            .stats_runs(Phase::Flood, arm)
             .filter_map(|r| {
                 let c = r.peer.as_ref()?.bpf?;
                 let sent = r.details["flood"]["sent"].as_u64()?;
