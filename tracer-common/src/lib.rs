@@ -23,6 +23,17 @@ pub const IFNAMSIZ: usize = 16;
 /// loads it smaller).
 pub const EVENTS_RING_BYTES: u32 = 8 << 20;
 
+/// Typed views of packet bytes (`tracer-ebpf/src/cast.rs`): the placeholder numbers the
+/// loader rewrites, and how many bytes the direct copy covers.
+pub mod cast {
+    /// `call` immediate standing for the `bpf_rdonly_cast` kfunc (no helper has this number).
+    pub const RDONLY_CAST_MAGIC: i32 = 0x7ace_0c01;
+    /// `r2 = imm` standing for the BTF id of the view's struct.
+    pub const BYTES_TYPE_MAGIC: i32 = 0x7ace_0c02;
+    /// Bytes the direct copy reads at most (16 words); a longer filter window uses the helper.
+    pub const DIRECT_MAX: usize = 128;
+}
+
 /// Map and program names (the loader looks them up by these).
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
@@ -214,6 +225,11 @@ pub struct Config {
     pub stats_nf_slot: u32,
     /// 1 with `--stack`: a drop that becomes an event records its kernel stack (`STACKS`).
     pub stack: u32,
+    /// 1 when the loader patched in `bpf_rdonly_cast` (`cast`): the filters' bytes are copied
+    /// with direct loads when they fit `cast::DIRECT_MAX`; 0: with `bpf_probe_read_kernel`.
+    pub direct_bytes: u32,
+    #[expect(clippy::pub_underscore_fields, reason = "explicit #[repr(C)] padding before the u64")]
+    pub _pad: u32,
     /// Minimum spacing of drop events per CPU, in ns (1e9 / events per second); 0 = no limit.
     pub event_interval_ns: u64,
 }
@@ -406,10 +422,12 @@ pub struct EventBudget {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DropKey {
     pub location: u64,
+    /// Second, so it is 8-aligned: the drop probe copies and compares it as two u64s (at an
+    /// odd offset the compiler moves it a byte at a time).
+    pub ifname: [u8; IFNAMSIZ],
     pub reason: u32,
     pub ifindex: u32,
     pub netns: u32,
-    pub ifname: [u8; IFNAMSIZ],
     /// Netfilter observer slot (see `PacketEvent::nf_slot`).
     pub nf_slot: u32,
     /// tc observer code (see `PacketEvent::tc_code`).

@@ -54,6 +54,8 @@ static CONFIG: Config = Config {
     filter_ebpf: 0,
     stats_nf_slot: 0,
     stack: 0,
+    direct_bytes: 0,
+    _pad: 0,
     event_interval_ns: 0,
 };
 

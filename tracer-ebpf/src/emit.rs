@@ -33,7 +33,7 @@ pub fn fill(h: &mut PacketEvent, skb: u64, location: u64, reason: u32, seen: &cr
     h.protocol = seen.protocol;
     h.linktype = seen.linktype;
     h.kind = kind;
-    h.ifname = seen.ifname;
+    // `h.ifname`: `skb::device` wrote it.
     // The drop probe fills the conntrack and skb facts after this; other events carry none.
     h.ct_flags = 0;
     h.skb_facts = 0;

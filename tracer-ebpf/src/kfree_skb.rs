@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext, tracing::StackIdContext},
 };
-use tracer_common::{DropKey, counter, hook, kind};
+use tracer_common::{DropKey, IFNAMSIZ, counter, hook, kind};
 
 use crate::{
     capture, config, emit, maps, netfilter, path,
@@ -53,7 +53,10 @@ fn on_drop<M: Mem, C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: 
     // whose per-rule metrics come from these totals.
     let tc_code = if reason == cfg.reason_tc_ingress || reason == cfg.reason_tc_egress { tc::last_code(skb, seen.ifindex) } else { 0 };
     let key_nf_slot = if cfg.stats_nf_slot != 0 && reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };
-    emit::count_drop(&DropKey { location, reason, ifindex: seen.ifindex, netns: seen.netns, ifname: seen.ifname, nf_slot: key_nf_slot, tc_code, _pad: 0 });
+    let mut key = DropKey { location, ifname: [0; IFNAMSIZ], reason, ifindex: seen.ifindex, netns: seen.netns, nf_slot: key_nf_slot, tc_code, _pad: 0 };
+    // SAFETY: this CPU's scratch; `capture::device` wrote the name.
+    skb::copy_name(&mut key.ifname, unsafe { &(*s).hdr.ifname });
+    emit::count_drop(&key);
     // Under a flood events are rate limited (the totals above stay exact); a followed
     // packet's end always goes out.
     if packet_id == 0 && !emit::take_event_token(cfg.event_interval_ns) {

@@ -7,6 +7,7 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod capture;
+mod cast;
 mod compiled;
 mod config;
 mod emit;

@@ -27,9 +27,10 @@ pub struct Scratch {
 pub struct DevCache {
     pub dev: u64,
     pub at_jiffies: u64,
+    /// 8-aligned, like the header's: a hit copies it with two u64 moves.
+    pub ifname: [u8; IFNAMSIZ],
     pub ifindex: u32,
     pub netns: u32,
-    pub ifname: [u8; IFNAMSIZ],
 }
 
 /// This CPU's scratch record.

@@ -50,7 +50,9 @@ pub fn path_sk_data_ready(ctx: RawTracePointContext) -> i32 {
     forget(skb);
     let Some(s) = crate::maps::scratch() else { return 0 };
     let netns = crate::skb::sk_netns::<Probe>(sk, config::offsets());
-    emit_hop(s, skb, id, hook::DELIVER, 0, 0, (0, [0; IFNAMSIZ], netns), 0);
+    // SAFETY: this CPU's scratch. A delivery has no device.
+    unsafe { (*s).hdr.ifname = [0; IFNAMSIZ] };
+    emit_hop(s, skb, id, hook::DELIVER, 0, 0, (0, netns), 0);
     0
 }
 
@@ -162,8 +164,7 @@ pub fn tc_hop(skb: u64, code: u32) {
     let Some(s) = crate::maps::scratch() else { return };
     let o = config::offsets();
     crate::skb::load::<Probe>(skb, o, s);
-    let (ifindex, ifname, netns) = crate::skb::device::<Probe>(skb, o, s);
-    emit_hop(s, skb, id, hook::TC, 0, 0, (ifindex, ifname, netns), code);
+    emit_hop(s, skb, id, hook::TC, 0, 0, crate::skb::device::<Probe>(skb, o, s), code);
 }
 
 /// The packet id of a tracked skb, forgetting it (its path ends); 0 when not tracked.
@@ -221,11 +222,12 @@ fn live_add(n: u64) {
     }
 }
 
-/// A header-only path event; `dev` is (ifindex, name, netns), `tc_code` the tc observer code.
+/// A header-only path event; `dev` is (ifindex, netns) from `skb::device`, which wrote the
+/// device's name into the header; `tc_code` the tc observer code.
 #[expect(clippy::too_many_arguments, reason = "the event's fields")]
 #[inline(always)]
-pub fn emit_hop(s: *mut Scratch, skb: u64, id: u64, h: u32, location: u64, reason: u32, dev: (u32, [u8; IFNAMSIZ], u32), tc_code: u32) {
-    let (ifindex, ifname, netns) = dev;
+pub fn emit_hop(s: *mut Scratch, skb: u64, id: u64, h: u32, location: u64, reason: u32, dev: (u32, u32), tc_code: u32) {
+    let (ifindex, netns) = dev;
     // SAFETY: this CPU's scratch.
     unsafe {
         let hdr = &mut (*s).hdr;
@@ -240,7 +242,6 @@ pub fn emit_hop(s: *mut Scratch, skb: u64, id: u64, h: u32, location: u64, reaso
         hdr.protocol = 0;
         hdr.linktype = 0;
         hdr.kind = kind::PATH;
-        hdr.ifname = ifname;
         hdr.nf_slot = 0;
         hdr.tc_code = tc_code;
         hdr.packet_id = id;

@@ -2,7 +2,7 @@
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use tracer_common::{Offsets, PacketEvent, SKB_SPAN_MAX, ct_flags, skb_facts};
 
-use crate::maps::{DEV_CACHE, DevCache, Scratch};
+use crate::maps::{DEV_CACHE, Scratch};
 
 /// How a probe reads the skb and the structs it points to. A tp_btf program gets the skb as a
 /// typed pointer: with the offsets constants (`.rodata`, frozen at load, so the verifier knows
@@ -101,13 +101,18 @@ fn field<M: Mem, T: Copy>(skb: u64, o: &Offsets, s: *const Scratch, off: u32) ->
     Some(unsafe { (*s).skb.as_ptr().cast::<u8>().add(rel).cast::<T>().read() })
 }
 
-/// The device and namespace of a packet: from `skb->dev`, else from `skb->sk`. `load` ran.
-/// A cache hit returns before any name buffer is zeroed (zeroing calls a byte-loop `memset`).
+/// The device and namespace of a packet, (ifindex, netns): from `skb->dev`, else from
+/// `skb->sk`. The device's name goes straight into the scratch header (`hdr.ifname`), where
+/// the filters, the drop totals' key and events read it: carried by value it would be moved a
+/// byte at a time through every caller. `load` ran.
 #[inline(always)]
-pub fn device<M: Mem>(skb: u64, o: &Offsets, s: *const Scratch) -> (u32, [u8; tracer_common::IFNAMSIZ], u32) {
+pub fn device<M: Mem>(skb: u64, o: &Offsets, s: *mut Scratch) -> (u32, u32) {
+    // SAFETY: this CPU's scratch; the name is 8-aligned in the header.
+    let name = unsafe { &mut (*s).hdr.ifname };
     let dev: u64 = field::<M, u64>(skb, o, s, o.skb_dev).unwrap_or(0);
     if dev == 0 {
-        return (0, [0; tracer_common::IFNAMSIZ], sk_netns::<M>(field::<M, u64>(skb, o, s, o.skb_sk).unwrap_or(0), o));
+        *name = [0; tracer_common::IFNAMSIZ];
+        return (0, sk_netns::<M>(field::<M, u64>(skb, o, s, o.skb_sk).unwrap_or(0), o));
     }
     let ifindex = get::<M, u32>(dev, o.dev_ifindex).unwrap_or(0);
     // SAFETY: no preconditions.
@@ -117,21 +122,47 @@ pub fn device<M: Mem>(skb: u64, o: &Offsets, s: *const Scratch) -> (u32, [u8; tr
         // SAFETY: this CPU's slot; probes do not nest on one CPU.
         let c = unsafe { &*c };
         if c.dev == dev && c.ifindex == ifindex && now.wrapping_sub(c.at_jiffies) < DEV_CACHE_JIFFIES {
-            return (ifindex, c.ifname, c.netns);
+            copy_name(name, &c.ifname);
+            return (ifindex, c.netns);
         }
     }
-    // The name is an array: one helper read (a miss only) rather than sixteen byte loads.
-    let ifname = read(dev, o.dev_name).unwrap_or([0; tracer_common::IFNAMSIZ]);
+    // The name is an array: one helper read (a miss only) rather than sixteen byte loads; a
+    // failed read leaves it zeroed.
+    if o.dev_name == u32::MAX {
+        *name = [0; tracer_common::IFNAMSIZ];
+    } else {
+        // SAFETY: IFNAMSIZ bytes into the header's name; the helper checks the address.
+        unsafe { generated::bpf_probe_read_kernel(name.as_mut_ptr().cast(), tracer_common::IFNAMSIZ as u32, (dev + u64::from(o.dev_name)) as *const _) };
+    }
     let net: u64 = get::<M, u64>(dev, o.dev_nd_net).unwrap_or(0);
     let netns = get::<M, u32>(net, o.net_ns_inum).unwrap_or(0);
     if netns == 0 {
-        return (ifindex, ifname, sk_netns::<M>(field::<M, u64>(skb, o, s, o.skb_sk).unwrap_or(0), o));
+        return (ifindex, sk_netns::<M>(field::<M, u64>(skb, o, s, o.skb_sk).unwrap_or(0), o));
     }
     if let Some(c) = cache {
         // SAFETY: as above.
-        unsafe { *c = DevCache { dev, at_jiffies: now, ifindex, netns, ifname } };
+        let c = unsafe { &mut *c };
+        c.dev = dev;
+        c.at_jiffies = now;
+        c.ifindex = ifindex;
+        c.netns = netns;
+        copy_name(&mut c.ifname, name);
     }
-    (ifindex, ifname, netns)
+    (ifindex, netns)
+}
+
+/// Copies a device name between two 8-aligned places with two u64 moves: an assignment
+/// between places the compiler cannot prove apart becomes a call to a byte-wise `memmove`.
+#[inline(always)]
+#[expect(clippy::cast_ptr_alignment, reason = "every name it copies is 8-aligned (see the safety note)")]
+pub fn copy_name(dst: &mut [u8; tracer_common::IFNAMSIZ], src: &[u8; tracer_common::IFNAMSIZ]) {
+    let (d, s) = (dst.as_mut_ptr().cast::<u64>(), src.as_ptr().cast::<u64>());
+    // SAFETY: both are 16 bytes at 8-aligned offsets of 8-aligned structs (the header's and
+    // `DevCache`'s names, `DropKey`'s).
+    unsafe {
+        d.write(s.read());
+        d.add(1).write(s.add(1).read());
+    }
 }
 
 /// A drop event's `skb->mark` and conntrack facts, into its header (`ct_flags` says which

@@ -26,7 +26,14 @@ impl Object {
         unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), self.0.len() * 8) }
     }
 
-    fn bytes_mut(&mut self) -> &mut [u8] {
+    /// A copy of `elf` to patch.
+    pub fn copy(elf: &[u8]) -> Self {
+        let mut obj = Self(vec![0u64; elf.len().div_ceil(8)]);
+        obj.bytes_mut()[..elf.len()].copy_from_slice(elf);
+        obj
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: as above, uniquely borrowed.
         unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), self.0.len() * 8) }
     }
@@ -40,8 +47,7 @@ pub fn patch(elf: &[u8], code: &[Insn]) -> Result<Object> {
     if code.len() > slots {
         bail!("the compiled filter has {} instructions; the placeholder holds {slots}", code.len());
     }
-    let mut obj = Object(vec![0u64; elf.len().div_ceil(8)]);
-    obj.bytes_mut()[..elf.len()].copy_from_slice(elf);
+    let mut obj = Object::copy(elf);
     let body = &mut obj.bytes_mut()[start..start + slots * INSN];
     for (i, insn) in padding(slots - code.len())?.iter().chain(code).enumerate() {
         body[i * INSN..(i + 1) * INSN].copy_from_slice(&encode(*insn));
@@ -87,7 +93,7 @@ fn placeholder(elf: &[u8]) -> Result<(usize, usize)> {
     Ok((usize::try_from(offset + at)?, usize::try_from(len)?))
 }
 
-fn encode(i: Insn) -> [u8; INSN] {
+pub(crate) fn encode(i: Insn) -> [u8; INSN] {
     let mut b = [0u8; INSN];
     b[0] = i.code;
     b[1] = i.regs;

@@ -224,6 +224,31 @@ impl KernelBtf {
         (o.skb_span_start, o.skb_span_len) = skb_span(&o);
         Ok(o)
     }
+
+    /// BTF id of a struct whose first member is an integer array of at least `len` bytes
+    /// (`linux_mib`: the SNMP counters, `unsigned long mibs[]`): a view of packet bytes the
+    /// verifier lets a program load 8 bytes at a time anywhere in (`tracer-ebpf/src/cast.rs`).
+    /// Each load must lie within one member, so a struct of several arrays will not do.
+    pub fn byte_view_struct(&self, len: usize) -> Option<u32> {
+        const CANDIDATES: &[&str] = &["linux_mib", "ipstats_mib", "icmp_mib", "tcp_mib"];
+        CANDIDATES.iter().find_map(|name| {
+            let id = self.id_of(name, |t| matches!(t, Type::Struct(_)))?;
+            let Ok(Type::Struct(s)) = self.btf.resolve_type_by_id(id) else { return None };
+            (self.first_array_bytes(&s) >= len).then_some(id)
+        })
+    }
+
+    /// Bytes of `s`'s first member when it is an integer array at offset 0 (else 0).
+    fn first_array_bytes(&self, s: &Struct) -> usize {
+        let Some(m) = s.members.first().filter(|m| m.bit_offset() == 0) else { return 0 };
+        match self.btf.resolve_chained_type(m) {
+            Ok(Type::Array(a)) => match self.btf.resolve_chained_type(&a) {
+                Ok(Type::Int(i)) => i.size().saturating_mul(a.len()),
+                _ => 0,
+            },
+            _ => 0,
+        }
+    }
 }
 
 /// Conntrack's facts as this kernel lays them out: `nf_conn` offsets and the enumerators of

@@ -52,12 +52,21 @@ pub struct PodSelection {
     pub addrs: Vec<[u8; 16]>,
 }
 
-pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces: &[IfacePattern], pods: &PodSelection, ring_bytes: Option<u32>) -> Result<(Ebpf, Maps)> {
+/// What the loader writes into the object's code before loading it.
+pub struct Patches<'a> {
+    pub filter: &'a CompiledFilter,
+    /// The typed views of packet bytes (`Config::direct_bytes` says which way they went).
+    pub casts: Option<super::casts::Ids>,
+}
+
+pub fn load(offsets: &Offsets, config: &Config, patches: &Patches<'_>, ifaces: &[IfacePattern], pods: &PodSelection, ring_bytes: Option<u32>) -> Result<(Ebpf, Maps)> {
+    let filter = patches.filter;
     // The expression compiled to eBPF goes into the object's filter placeholder.
-    let object = match &filter.ebpf {
-        Some(code) if config.filter_ebpf != 0 => Some(crate::filter::inline::patch(OBJECT, code)?),
-        _ => None,
+    let mut object = match &filter.ebpf {
+        Some(code) if config.filter_ebpf != 0 => crate::filter::inline::patch(OBJECT, code)?,
+        _ => crate::filter::inline::Object::copy(OBJECT),
     };
+    super::casts::patch(object.bytes_mut(), patches.casts.filter(|_| config.direct_bytes != 0))?;
     // No CO-RE relocations in our programs (offsets are globals), so no BTF for the loader:
     // its own parse of the kernel BTF (~16 MB, made by `EbpfLoader::new`) is dropped before
     // the maps (the 8 MiB ring, mapped twice) and programs are created.
@@ -72,7 +81,7 @@ pub fn load(offsets: &Offsets, config: &Config, filter: &CompiledFilter, ifaces:
         .btf(None)
         .override_global(names::OFFSETS, offsets, true)
         .override_global(names::CONFIG, config, true)
-        .load(object.as_ref().map_or(OBJECT, crate::filter::inline::Object::bytes))
+        .load(object.bytes())
         .context("cannot load the eBPF object into the kernel")?;
 
     let mut insns: Array<_, CbpfInsn> = Array::try_from(map(&mut ebpf, names::FILTER_INSNS)?)?;

@@ -1,5 +1,6 @@
 //! The kernel programs: loading the embedded object with this kernel's offsets and the user's
 //! filters, attaching each probe with the best backend the kernel accepts, and detaching.
+pub mod casts;
 pub mod kfree_skb;
 pub mod loader;
 pub mod netfilter;

@@ -126,6 +126,7 @@ pub fn attach(args: &CaptureArgs, c: &Checked, opts: KernelOptions) -> Result<Lo
     }
     let reasons = Reasons::load(&btf)?;
     let nf_ctx_skb = btf.member_offset("bpf_nf_ctx", "skb").ok();
+    let casts = probes::casts::probe(&btf).inspect_err(|e| log::info!("filters copy packet bytes with bpf_probe_read_kernel: {e}")).ok();
     drop(btf);
     let kallsyms = Kallsyms::load()?;
     mem("kallsyms");
@@ -147,10 +148,12 @@ pub fn attach(args: &CaptureArgs, c: &Checked, opts: KernelOptions) -> Result<Lo
         filter_ebpf: u32::from(compiled.is_active() && compiled.ebpf.is_some()),
         stats_nf_slot: u32::from(opts.stats_nf_slot && !args.no_netfilter),
         stack: u32::from(args.stack),
+        direct_bytes: u32::from(casts.is_some()),
+        _pad: 0,
         event_interval_ns: 1_000_000_000u64.checked_div(args.max_event_rate).map_or(0, |ns| ns.max(1)),
     };
 
-    let (mut ebpf, maps) = probes::loader::load(&offsets, &config, compiled, ifaces, selection, opts.ring_bytes)?;
+    let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &probes::loader::Patches { filter: compiled, casts }, ifaces, selection, opts.ring_bytes)?;
     trim_heap();
     mem("loaded");
     let netfilter = if args.no_netfilter { None } else { start::start_netfilter(nf_ctx_skb, &ebpf, netns, args.path.then_some(maps.fds))? };

@@ -1,0 +1,55 @@
+//! Packet bytes read without a helper call: `bpf_rdonly_cast(addr, btf_id)` (Linux ≥ 6.2) gives
+//! a read-only typed view of any kernel address, the verifier turns the call into a register
+//! move, and a load through the view is one instruction whose fault the JIT catches (the load
+//! reads 0). `bpf_probe_read_kernel` costs a call and a return per read, which on CPUs with
+//! return-stack mitigations is most of a flood's per-drop cost.
+//!
+//! Rust has no kfunc calls, so the code calls a made-up helper number with a made-up type
+//! number in r2; the loader (tracer/src/probes/casts.rs) rewrites both before the object is
+//! loaded: into the kfunc call and the BTF id of a struct whose members are all byte arrays
+//! (the view's type, sized for `DIRECT_MAX`), or, on a kernel without them, into `r0 = r1` with
+//! `Config::direct_bytes` 0, and the helper path runs instead.
+use tracer_common::cast::{BYTES_TYPE_MAGIC, DIRECT_MAX, RDONLY_CAST_MAGIC};
+
+/// A read-only view of `addr`, typed for the loads of `copy` (patched at load, see above).
+#[inline(always)]
+fn bytes_view(addr: u64) -> u64 {
+    let view: u64;
+    // SAFETY: a register move once patched; it reads and writes no memory.
+    unsafe {
+        core::arch::asm!(
+            "r2 = {ty}",
+            "call {kfunc}",
+            ty = const BYTES_TYPE_MAGIC,
+            kfunc = const RDONLY_CAST_MAGIC,
+            inlateout("r1") addr => _,
+            lateout("r0") view,
+            lateout("r2") _,
+            lateout("r3") _,
+            lateout("r4") _,
+            lateout("r5") _,
+            options(nostack),
+        );
+    }
+    view
+}
+
+/// Copies `n` (1 ≤ n ≤ `DIRECT_MAX`) bytes at `start` to `dst`, 8 at a time through the view:
+/// one load and one store per word, at constant offsets (the verifier checks each against the
+/// view's type). The last word may copy up to 7 bytes past `n` (the caller counts `n`).
+#[inline(always)]
+pub fn copy(dst: *mut u8, start: u64, n: u32) {
+    let view = bytes_view(start);
+    let dst = dst.cast::<u64>();
+    macro_rules! words {
+        ($($i:literal)*) => {$(
+            if n > $i * 8 {
+                // SAFETY: the view's loads fault to 0 on a bad address; `dst` has `DIRECT_MAX`
+                // bytes (the scratch data, 8-aligned).
+                unsafe { dst.add($i).write(core::ptr::read_volatile((view + $i * 8) as *const u64)) };
+            }
+        )*};
+    }
+    words!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    const _: () = assert!(DIRECT_MAX == 16 * 8);
+}
