@@ -16,6 +16,13 @@ pub const MAX_FILTER_INSNS: u32 = 512;
 /// to eBPF (both link types, padding included); a longer translation falls back to the
 /// interpreter.
 pub const FILTER_PLACEHOLDER_INSNS: usize = 4096;
+/// `r0 = imm` that starts each inlined filter block (`tracer-ebpf/src/compiled.rs`); the block
+/// is this instruction, `FILTER_PLACEHOLDER_INSNS` of `ja +0` and `r0 = 0`.
+pub const FILTER_MARKER: i32 = 0x7ace_0f17;
+/// Where the compiled filter keeps its 16 memory words: right after the packet bytes it is
+/// given (the scratch record's `filter_mem`), not on the stack of the probe it is inlined in.
+#[expect(clippy::cast_possible_truncation, clippy::cast_possible_wrap, reason = "2056 fits an i16")]
+pub const FILTER_MEM_OFFSET: i16 = (MAX_CAPTURE + CAPTURE_SLACK) as i16;
 /// Largest number of `--iface` patterns.
 pub const MAX_IFACE_PATTERNS: u32 = 16;
 pub const IFNAMSIZ: usize = 16;

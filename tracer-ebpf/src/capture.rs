@@ -71,7 +71,7 @@ pub fn bytes<M: Mem>(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen:
         if cfg.filter_ebpf != 0 {
             // SAFETY: s is this CPU's scratch value; `cap` bytes of it are the packet's.
             let data = unsafe { (*s).data.as_ptr() };
-            if crate::compiled::tracer_filter_placeholder(data, seen.cap, seen.wire_len, u32::from(seen.linktype)) == 0 {
+            if crate::compiled::filter(data, seen.cap, seen.wire_len, u32::from(seen.linktype)) == 0 {
                 return false;
             }
         } else if !filter::cbpf_accepts(base, len, seen.cap, seen.wire_len) {

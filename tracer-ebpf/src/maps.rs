@@ -16,12 +16,15 @@ use tracer_common::{
 pub struct Scratch {
     pub hdr: PacketEvent,
     pub data: [u8; MAX_CAPTURE + CAPTURE_SLACK],
+    /// The compiled filter's memory words (`FILTER_MEM_OFFSET` past `data`).
+    pub filter_mem: [u32; 16],
     /// This run's copy of the skb's field span (`skb::load`); u64s keep it 8-aligned.
     pub skb: [u64; SKB_SPAN_MAX / 8],
 }
 
-/// This CPU's last device: a burst of packets on one device (a flood) then costs one read
-/// instead of four. Entries are trusted for `DEV_CACHE_JIFFIES` only, so a renamed device or
+/// One of this CPU's recent devices, for raw tracepoints (whose every read is a helper call; a
+/// tp_btf program loads the fields directly): a burst of packets on a few devices (a flood,
+/// `--path`'s hops) then costs one read instead of four. Entries are trusted for `DEV_CACHE_JIFFIES` only, so a renamed device or
 /// one moved to another namespace is seen right after.
 #[repr(C)]
 pub struct DevCache {
@@ -32,6 +35,9 @@ pub struct DevCache {
     pub ifindex: u32,
     pub netns: u32,
 }
+
+// The compiled filter finds its memory words at a constant distance from the packet bytes.
+const _: () = assert!(core::mem::offset_of!(Scratch, filter_mem) - core::mem::offset_of!(Scratch, data) == tracer_common::FILTER_MEM_OFFSET as usize);
 
 /// This CPU's scratch record.
 #[inline(always)]
@@ -104,8 +110,13 @@ pub static PATH_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "PATH_RX_LAST")]
 pub static PATH_RX_LAST: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 
+/// Ways of `DEV_CACHE` (a power of two): a packet crossing a node passes four devices (pod
+/// eth0, its lxc, the other lxc, the other pod's eth0), and `--path` looks each one up.
+pub const DEV_CACHE_WAYS: u32 = 8;
+
+/// Direct-mapped by the device's address (`skb::device`).
 #[map(name = "DEV_CACHE")]
-pub static DEV_CACHE: PerCpuArray<DevCache> = PerCpuArray::with_max_entries(1, 0);
+pub static DEV_CACHE: PerCpuArray<DevCache> = PerCpuArray::with_max_entries(DEV_CACHE_WAYS, 0);
 
 #[map(name = "TC_RING")]
 pub static TC_RING: PerCpuArray<TcRing> = PerCpuArray::with_max_entries(1, 0);

@@ -2,7 +2,7 @@
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use tracer_common::{Offsets, PacketEvent, SKB_SPAN_MAX, ct_flags, skb_facts};
 
-use crate::maps::{DEV_CACHE, Scratch};
+use crate::maps::{DEV_CACHE, DEV_CACHE_WAYS, Scratch};
 
 /// How a probe reads the skb and the structs it points to. A tp_btf program gets the skb as a
 /// typed pointer: with the offsets constants (`.rodata`, frozen at load, so the verifier knows
@@ -115,9 +115,22 @@ pub fn device<M: Mem>(skb: u64, o: &Offsets, s: *mut Scratch) -> (u32, u32) {
         return (0, sk_netns::<M>(field::<M, u64>(skb, o, s, o.skb_sk).unwrap_or(0), o));
     }
     let ifindex = get::<M, u32>(dev, o.dev_ifindex).unwrap_or(0);
+    if M::DIRECT {
+        // A typed pointer: the name is two loads, no helper call, so no cache either (it
+        // would cost as much as the loads, and a tp_btf program may not hash the pointer).
+        direct_name(dev, o, name);
+        let net: u64 = get::<M, u64>(dev, o.dev_nd_net).unwrap_or(0);
+        let netns = get::<M, u32>(net, o.net_ns_inum).unwrap_or(0);
+        if netns == 0 {
+            return (ifindex, sk_netns::<M>(field::<M, u64>(skb, o, s, o.skb_sk).unwrap_or(0), o));
+        }
+        return (ifindex, netns);
+    }
     // SAFETY: no preconditions.
     let now = unsafe { generated::bpf_jiffies64() };
-    let cache = DEV_CACHE.get_ptr_mut(0);
+    // Fibonacci hashing of the address: its top bits pick the way.
+    let way = (dev.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - DEV_CACHE_WAYS.trailing_zeros())) as u32;
+    let cache = DEV_CACHE.get_ptr_mut(way);
     if let Some(c) = cache {
         // SAFETY: this CPU's slot; probes do not nest on one CPU.
         let c = unsafe { &*c };
@@ -149,6 +162,19 @@ pub fn device<M: Mem>(skb: u64, o: &Offsets, s: *mut Scratch) -> (u32, u32) {
         copy_name(&mut c.ifname, name);
     }
     (ifindex, netns)
+}
+
+/// `dev->name` through a typed pointer (tp_btf), as two u64 loads within the array.
+#[inline(always)]
+#[expect(clippy::cast_ptr_alignment, reason = "the header's name is 8-aligned")]
+fn direct_name(dev: u64, o: &Offsets, name: &mut [u8; tracer_common::IFNAMSIZ]) {
+    let d = name.as_mut_ptr().cast::<u64>();
+    let words = if o.dev_name == u32::MAX { [0, 0] } else { [get::<Btf, u64>(dev, o.dev_name).unwrap_or(0), get::<Btf, u64>(dev, o.dev_name + 8).unwrap_or(0)] };
+    // SAFETY: 16 bytes at an 8-aligned place.
+    unsafe {
+        d.write(words[0]);
+        d.add(1).write(words[1]);
+    }
 }
 
 /// Copies a device name between two 8-aligned places with two u64 moves: an assignment

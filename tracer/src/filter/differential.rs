@@ -269,9 +269,10 @@ mod kernel {
 
     use crate::kernel::bpf::{self, Insn};
 
-    /// caplen, wirelen, link type, padding; then the packet bytes.
+    /// caplen, wirelen, link type, padding; then the packet bytes and the filter's 16 memory
+    /// words (as in the probes' scratch record).
     const HDR: usize = 16;
-    const VALUE: usize = HDR + MAX_CAPTURE + CAPTURE_SLACK;
+    const VALUE: usize = HDR + MAX_CAPTURE + CAPTURE_SLACK + 64;
 
     pub struct Array(OwnedFd);
 
@@ -289,8 +290,9 @@ mod kernel {
         }
     }
 
-    /// A tc program: looks the packet up and calls the translation (a subprogram after it)
-    /// with r1..r4 as the probes pass them; returns its verdict.
+    /// A tc program: looks the packet up and runs the translation inlined as the loader puts
+    /// it in the probes (its exits jumping past it) with r1..r4 as they pass them; returns
+    /// its verdict.
     pub fn harness(map: &Array, code: &[Insn]) -> Result<OwnedFd, String> {
         let i = Insn::new;
         let mut p = vec![
@@ -308,10 +310,9 @@ mod kernel {
             i(0x61, 4, 0, 8, 0), // link type
             i(0xbf, 1, 0, 0, 0),
             i(0x07, 1, 0, 0, i32::try_from(HDR).unwrap()), // r1 = packet bytes
-            i(0x85, 0, 1, 0, 1),          // call the subprogram right after the exit
-            i(0x95, 0, 0, 0, 0),
         ];
-        p.extend_from_slice(code);
+        p.extend(crate::filter::inline::inlined(code));
+        p.push(i(0x95, 0, 0, 0, 0));
         let spec = bpf::ProgSpec { prog_type: bpf::PROG_SCHED_CLS, ..Default::default() };
         bpf::load(&spec, "filter_test", &p, 16 << 20).map_err(|e| format!("{e}\n{}", e.log))
     }

@@ -14,7 +14,8 @@ pub fn run(code: &[Insn], packet: &[u8], wirelen: u32, linktype: u8) -> Option<u
     // r1 is the data pointer: modelled as offset 0 into `data`, tagged by a high bit.
     const DATA: u64 = 1 << 62;
     const STACK: u64 = 1 << 61;
-    let mut data = vec![0u8; MAX_CAPTURE + CAPTURE_SLACK];
+    // The packet window, then the 16 memory words (`FILTER_MEM_OFFSET`).
+    let mut data = vec![0u8; MAX_CAPTURE + CAPTURE_SLACK + 64];
     let cap = packet.len().min(MAX_CAPTURE);
     data[..cap].copy_from_slice(&packet[..cap]);
     let mut stack = [0u8; 64];

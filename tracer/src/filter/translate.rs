@@ -6,15 +6,16 @@
 //! 16 zeroed memory words, big-endian packet loads that reject the packet when out of the
 //! captured bytes, division by zero and shifts of 32 or more as the interpreter does them.
 //!
-//! The calling convention (the placeholder's arguments): r1 = packet bytes (map value, at least
-//! `MAX_CAPTURE + CAPTURE_SLACK` long), r2 = captured length (≤ `MAX_CAPTURE`), r3 = wire
-//! length, r4 = link type; the verdict is returned in r0. The code keeps A in r6, X in r7, uses
-//! r8/r9 as temporaries and the memory words at r10-64; it calls nothing, so the subprogram's
-//! own frame holds everything. Only forward jumps (classic BPF has no others), every
+//! The calling convention (the placeholder's arguments): r1 = packet bytes (map value,
+//! `MAX_CAPTURE + CAPTURE_SLACK` long, then the 16 memory words at `FILTER_MEM_OFFSET`),
+//! r2 = captured length (≤ `MAX_CAPTURE`), r3 = wire length, r4 = link type; the verdict is
+//! returned in r0 (by `exit`, which the loader turns into a jump past the inlined block). The
+//! code keeps A in r6, X in r7, uses r8/r9 as temporaries; it calls nothing and uses no stack
+//! (it runs inside the probe's frame). Only forward jumps (classic BPF has no others), every
 //! instruction reachable (the verifier rejects dead code), packet offsets bounded by constants
 //! the verifier can check.
 use anyhow::{Result, bail};
-use tracer_common::{CbpfInsn, MAX_CAPTURE, linktype};
+use tracer_common::{CbpfInsn, FILTER_MEM_OFFSET, MAX_CAPTURE, linktype};
 
 use crate::kernel::bpf::Insn;
 
@@ -26,9 +27,7 @@ const DATA: u8 = 1;
 const CAPLEN: u8 = 2;
 const WIRELEN: u8 = 3;
 const LINKTYPE: u8 = 4;
-const FP: u8 = 10;
-/// Memory word `i` lives at `r10 + MEM_BASE + 4 i`.
-const MEM_BASE: i16 = -64;
+/// Memory word `i` lives at `r1 + FILTER_MEM_OFFSET + 4 i`.
 #[expect(clippy::cast_possible_truncation, reason = "MAX_CAPTURE is 2048")]
 const MAX: u32 = MAX_CAPTURE as u32;
 
@@ -123,7 +122,7 @@ impl Emitter {
     }
 
     fn mem(k: u32) -> i16 {
-        MEM_BASE + 4 * i16::try_from(k & 15).unwrap_or(0)
+        FILTER_MEM_OFFSET + 4 * i16::try_from(k & 15).unwrap_or(0)
     }
 }
 
@@ -145,7 +144,7 @@ pub fn translate(ethernet: &[CbpfInsn], raw_ip: &[CbpfInsn]) -> Result<Vec<Insn>
     e.alu32_k(OP_MOV, X, 0);
     let words: u32 = progs.iter().flatten().filter(|i| reads_mem(**i)).fold(0, |m, i| m | (1 << (i.k & 15)));
     for k in (0..16).filter(|k| words & (1 << k) != 0) {
-        e.op(ST_MEM_W, FP, 0, Emitter::mem(k), 0);
+        e.op(ST_MEM_W, DATA, 0, Emitter::mem(k), 0);
     }
     e.jump(JMP | JNE, LINKTYPE, 0, i32::from(linktype::ETHERNET), Label::Raw);
     for (n, prog) in progs.iter().enumerate() {
@@ -208,7 +207,7 @@ fn one(e: &mut Emitter, len: usize, pc: usize, i: CbpfInsn) -> Result<()> {
                 (_, 0x00) => e.alu32_k(OP_MOV, dst, k),
                 (0x00, 0x20) => e.load_abs(A, k, width(code)),
                 (0x00, 0x40) => load_ind(e, k, width(code)),
-                (_, 0x60) => e.op(LDX_MEM | SIZE_W, dst, FP, Emitter::mem(k), 0),
+                (_, 0x60) => e.op(LDX_MEM | SIZE_W, dst, DATA, Emitter::mem(k), 0),
                 (_, 0x80) => e.alu32_x(OP_MOV, dst, WIRELEN),
                 (0x01, 0xa0) => {
                     e.load_abs(X, k, 1);
@@ -220,7 +219,7 @@ fn one(e: &mut Emitter, len: usize, pc: usize, i: CbpfInsn) -> Result<()> {
         }
         0x02 | 0x03 => {
             let src = if class == 0x02 { A } else { X };
-            e.op(STX_MEM_W, FP, src, Emitter::mem(k), 0);
+            e.op(STX_MEM_W, DATA, src, Emitter::mem(k), 0);
         }
         0x04 => alu(e, code, k),
         0x05 => {

@@ -62,10 +62,8 @@ pub struct Patches<'a> {
 pub fn load(offsets: &Offsets, config: &Config, patches: &Patches<'_>, ifaces: &[IfacePattern], pods: &PodSelection, ring_bytes: Option<u32>) -> Result<(Ebpf, Maps)> {
     let filter = patches.filter;
     // The expression compiled to eBPF goes into the object's filter placeholder.
-    let mut object = match &filter.ebpf {
-        Some(code) if config.filter_ebpf != 0 => crate::filter::inline::patch(OBJECT, code)?,
-        _ => crate::filter::inline::Object::copy(OBJECT),
-    };
+    let code = filter.ebpf.as_deref().filter(|_| config.filter_ebpf != 0);
+    let mut object = crate::filter::inline::patch(OBJECT, code)?;
     super::casts::patch(object.bytes_mut(), patches.casts.filter(|_| config.direct_bytes != 0))?;
     // No CO-RE relocations in our programs (offsets are globals), so no BTF for the loader:
     // its own parse of the kernel BTF (~16 MB, made by `EbpfLoader::new`) is dropped before
