@@ -55,6 +55,7 @@ pub mod names {
     pub const NF_RING: &str = "NF_RING";
     pub const TC_RING: &str = "TC_RING";
     pub const PATH_TRACK: &str = "PATH_TRACK";
+    pub const PATH_LIVE: &str = "PATH_LIVE";
     pub const DROP_CACHE: &str = "DROP_CACHE";
     /// Kernel functions `--path` follows with fentry/kprobe: (function, skb argument index).
     /// fentry programs are named `path_fe_<function without leading underscores>`; kprobes

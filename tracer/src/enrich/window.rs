@@ -62,6 +62,8 @@ pub struct Windows {
     /// Answers still to come under `MAX_HELD_LOADING`: a namespace's first listing and the
     /// one after it (which the drops held during the first wait for).
     loading: u8,
+    /// Drops held at most (twice as many while loading): `MAX_HELD` unless set lower.
+    max_held: usize,
 }
 
 impl Windows {
@@ -77,7 +79,7 @@ impl Windows {
                 handles.into_iter().filter_map(|h| h.join().ok()).collect()
             })
         });
-        Self { worker, held: Vec::new(), min_gap_ns: 0, last_end: 0, loading: 0 }
+        Self { worker, held: Vec::new(), min_gap_ns: 0, last_end: 0, loading: 0, max_held: MAX_HELD }
     }
 
     /// Snapshots at most once per `gap` while drops keep coming (sooner only when `MAX_HELD`
@@ -85,6 +87,12 @@ impl Windows {
     /// otherwise run `iptables-save`/`nft` without pause during a storm.
     pub fn set_min_gap(&mut self, gap: std::time::Duration) {
         self.min_gap_ns = u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX);
+    }
+
+    /// Holds at most `n` drops (`2 n` while a namespace's rules are first read): `tracer watch`,
+    /// whose recorder keeps every drop it names, bounds its memory so (`--keep-bytes` + 40 MiB).
+    pub fn set_max_held(&mut self, n: usize) {
+        self.max_held = n.clamp(1, MAX_HELD);
     }
 
     pub fn hold(&mut self, h: Held) {
@@ -102,7 +110,7 @@ impl Windows {
     }
 
     pub fn is_full(&self) -> bool {
-        self.held.len() >= if self.loading > 0 { MAX_HELD_LOADING } else { MAX_HELD }
+        self.held.len() >= if self.loading > 0 { self.max_held * (MAX_HELD_LOADING / MAX_HELD) } else { self.max_held }
     }
 
     /// Drops whose window closed since the last call, attributed; asks for the next snapshot

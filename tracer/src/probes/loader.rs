@@ -41,6 +41,7 @@ pub struct MapFds {
     pub events: i32,
     pub counters: i32,
     pub path_track: i32,
+    pub path_live: i32,
 }
 
 /// What `--pod` selects, as the kernel filter's maps hold it.
@@ -107,7 +108,7 @@ pub fn load(offsets: &Offsets, config: &Config, patches: &Patches<'_>, ifaces: &
         m.insert(a, 1, 0)?;
     }
 
-    let fds = MapFds { events: fd(&ebpf, names::EVENTS)?, counters: fd(&ebpf, names::COUNTERS)?, path_track: fd(&ebpf, names::PATH_TRACK)? };
+    let fds = MapFds { events: fd(&ebpf, names::EVENTS)?, counters: fd(&ebpf, names::COUNTERS)?, path_track: fd(&ebpf, names::PATH_TRACK)?, path_live: fd(&ebpf, names::PATH_LIVE)? };
     let maps = Maps {
         fds,
         events: Some(RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?),

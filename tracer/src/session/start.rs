@@ -83,7 +83,7 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
     let maps = probes::netfilter::asm::Maps {
         ring: probes::loader::fd(ebpf, tracer_common::names::NF_RING)?,
         // With --path the observers also report hops of followed packets.
-        path: path.map(|f| probes::netfilter::asm::PathMaps { track: f.path_track, events: f.events, counters: f.counters }),
+        path: path.map(|f| probes::netfilter::asm::PathMaps { track: f.path_track, events: f.events, counters: f.counters, live: f.path_live }),
     };
     let plans = snapshots
         .iter()

@@ -63,7 +63,21 @@ fn wall() -> Duration {
 
 /// Least time between two ruleset snapshots for held drops: a watch names rules a second
 /// late rather than listing every ruleset continuously during a storm.
+/// `tracer_info`'s labels.
+fn info(probe: &str, node: &str) -> Vec<(String, String)> {
+    vec![
+        ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("kernel".into(), crate::session::run::kernel_release()),
+        ("probe".into(), probe.to_string()),
+        ("node".into(), node.to_string()),
+    ]
+}
+
 const SNAPSHOT_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+/// Drops held for their counter window at most (2,048 while a namespace's rules are first
+/// read): ~2 KiB each, a second of the default event rate; past it the loop asks for the
+/// window's counters at once and waits for them (they are read per chain: milliseconds).
+const MAX_HELD: usize = 1024;
 
 pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     let Inputs { args, cargs, checked, loaded, listener, specs, token } = inputs;
@@ -80,6 +94,7 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     enrich.window_only = true;
     if let Some((_, windows)) = enrich.nf.as_mut() {
         windows.set_min_gap(SNAPSHOT_GAP);
+        windows.set_max_held(MAX_HELD);
     }
     enrich.cilium = crate::session::run::cilium_attributor(&args.cilium_bpffs);
     let recorder = Recorder::new(args.keep, args.keep_bytes);
@@ -89,13 +104,7 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     let reader = Reader::spawn(maps.events.take().context("the event ring is already taken")?, super::RING_BYTES as usize).context("cannot start the ring reader thread")?;
 
     let node = args.node();
-    let info = vec![
-        ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
-        ("kernel".into(), crate::session::run::kernel_release()),
-        ("probe".into(), probe.backend.to_string()),
-        ("node".into(), node.clone()),
-    ];
-    let metrics = Arc::new(Mutex::new(Metrics::new(args.max_series, info)));
+    let metrics = Arc::new(Mutex::new(Metrics::new(args.max_series, info(&probe.backend.to_string(), &node))));
     let ready = Arc::new(AtomicBool::new(false));
     let (dump_tx, mut dump_rx) = tokio::sync::mpsc::channel::<DumpRequest>(8);
     let bound = listener.as_ref().and_then(|l| l.local_addr().ok());

@@ -44,6 +44,8 @@ pub struct PathMaps {
     pub events: i32,
     /// `COUNTERS` (per-CPU array).
     pub counters: i32,
+    /// `PATH_LIVE`: 0 while nothing is followed (then no packet's lookup can hit).
+    pub live: i32,
 }
 
 const ST_B: u8 = 0x72;
@@ -141,6 +143,15 @@ pub fn observer(slot: u32, ctx_skb_off: i16, maps: Maps) -> Vec<Insn> {
 /// `nf_slot`, into the event ring; counted like the kernel programs' path events.
 fn path_hop(a: &mut Asm, slot: i32, p: PathMaps) {
     let field = |o: usize| REC + off::<i16>(o);
+    // No hash lookup while nothing is followed (an array lookup the verifier inlines).
+    a.push(insn(ST_W, 10, 0, -4, 0));
+    a.push(insn(MOV64_X, 2, 10, 0, 0));
+    a.push(insn(ADD64_K, 2, 0, 0, -4));
+    a.ld_map(1, p.live);
+    a.push(insn(CALL, 0, 0, 0, HELPER_MAP_LOOKUP_ELEM));
+    a.jump(JEQ_K, 0, 0, "accept");
+    a.push(insn(LDX_DW, 1, 0, 0, 0));
+    a.jump(JEQ_K, 1, 0, "accept");
     a.push(insn(STX_DW, 10, 6, -16, 0)); // track key = skb
     a.push(insn(MOV64_X, 2, 10, 0, 0));
     a.push(insn(ADD64_K, 2, 0, 0, -16));
@@ -185,7 +196,7 @@ mod tests {
 
     #[test]
     fn path_variant_jumps_stay_inside() {
-        let p = observer(7, 8, Maps { ring: 3, path: Some(PathMaps { track: 4, events: 5, counters: 6 }) });
+        let p = observer(7, 8, Maps { ring: 3, path: Some(PathMaps { track: 4, events: 5, counters: 6, live: 7 }) });
         for (i, x) in p.iter().enumerate() {
             if x.code == JEQ_K {
                 let t = i + 1 + usize::try_from(x.off).unwrap();
@@ -211,7 +222,7 @@ mod tests {
     /// the ring lookup gives. (tests/tests/robust/ checks the same on the loaded programs.)
     #[test]
     fn every_path_returns_accept() {
-        for maps in [Maps { ring: 3, path: None }, Maps { ring: 3, path: Some(PathMaps { track: 4, events: 5, counters: 6 }) }] {
+        for maps in [Maps { ring: 3, path: None }, Maps { ring: 3, path: Some(PathMaps { track: 4, events: 5, counters: 6, live: 7 }) }] {
             every_path_returns_accept_in(&observer(3, 8, maps));
         }
     }
