@@ -37,6 +37,10 @@ pub mod cast {
     pub const RDONLY_CAST_MAGIC: i32 = 0x7ace_0c01;
     /// `r2 = imm` standing for the BTF id of the view's struct.
     pub const BYTES_TYPE_MAGIC: i32 = 0x7ace_0c02;
+    /// `r2 = imm` standing for `struct dst_entry` and `struct skb_shared_info` (a drop event's
+    /// route MTU and GSO facts).
+    pub const DST_TYPE_MAGIC: i32 = 0x7ace_0c03;
+    pub const SHINFO_TYPE_MAGIC: i32 = 0x7ace_0c04;
     /// Bytes the direct copy reads at most (16 words); a longer filter window uses the helper.
     pub const DIRECT_MAX: usize = 128;
 }
@@ -236,8 +240,9 @@ pub struct Config {
     /// 1 when the loader patched in `bpf_rdonly_cast` (`cast`): the filters' bytes are copied
     /// with direct loads when they fit `cast::DIRECT_MAX`; 0: with `bpf_probe_read_kernel`.
     pub direct_bytes: u32,
-    #[expect(clippy::pub_underscore_fields, reason = "explicit #[repr(C)] padding before the u64")]
-    pub _pad: u32,
+    /// 1 when the loader also typed the views of a drop event's route and GSO facts: read
+    /// with direct loads instead of `bpf_probe_read_kernel`.
+    pub direct_facts: u32,
     /// Minimum spacing of drop events per CPU, in ns (1e9 / events per second); 0 = no limit.
     pub event_interval_ns: u64,
 }

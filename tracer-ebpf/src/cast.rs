@@ -6,21 +6,34 @@
 //!
 //! Rust has no kfunc calls, so the code calls a made-up helper number with a made-up type
 //! number in r2; the loader (tracer/src/probes/casts.rs) rewrites both before the object is
-//! loaded: into the kfunc call and the BTF id of a struct whose members are all byte arrays
-//! (the view's type, sized for `DIRECT_MAX`), or, on a kernel without them, into `r0 = r1` with
-//! `Config::direct_bytes` 0, and the helper path runs instead.
-use tracer_common::cast::{BYTES_TYPE_MAGIC, DIRECT_MAX, RDONLY_CAST_MAGIC};
+//! loaded: into the kfunc call and the BTF id of a struct whose first member is an integer
+//! array of at least `DIRECT_MAX` bytes (the view's type: each load must lie within one
+//! member), or, on a kernel that refuses them, into `r0 = r1` with `Config::direct_bytes` 0,
+//! and the helper path runs instead.
+use tracer_common::cast::{BYTES_TYPE_MAGIC, DIRECT_MAX, DST_TYPE_MAGIC, RDONLY_CAST_MAGIC, SHINFO_TYPE_MAGIC};
 
-/// A read-only view of `addr`, typed for the loads of `copy` (patched at load, see above).
+/// `addr` as a `struct dst_entry` (a drop event's route).
 #[inline(always)]
-fn bytes_view(addr: u64) -> u64 {
+pub fn dst_entry(addr: u64) -> u64 {
+    view::<DST_TYPE_MAGIC>(addr)
+}
+
+/// `addr` as a `struct skb_shared_info` (a drop event's GSO facts).
+#[inline(always)]
+pub fn shared_info(addr: u64) -> u64 {
+    view::<SHINFO_TYPE_MAGIC>(addr)
+}
+
+/// A read-only view of `addr` typed by the loader as `TYPE` says (patched at load, see above).
+#[inline(always)]
+fn view<const TYPE: i32>(addr: u64) -> u64 {
     let view: u64;
     // SAFETY: a register move once patched; it reads and writes no memory.
     unsafe {
         core::arch::asm!(
             "r2 = {ty}",
             "call {kfunc}",
-            ty = const BYTES_TYPE_MAGIC,
+            ty = const TYPE,
             kfunc = const RDONLY_CAST_MAGIC,
             inlateout("r1") addr => _,
             lateout("r0") view,
@@ -39,7 +52,7 @@ fn bytes_view(addr: u64) -> u64 {
 /// view's type). The last word may copy up to 7 bytes past `n` (the caller counts `n`).
 #[inline(always)]
 pub fn copy(dst: *mut u8, start: u64, n: u32) {
-    let view = bytes_view(start);
+    let view = view::<BYTES_TYPE_MAGIC>(start);
     let dst = dst.cast::<u64>();
     macro_rules! words {
         ($($i:literal)*) => {$(

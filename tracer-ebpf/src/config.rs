@@ -55,7 +55,7 @@ static CONFIG: Config = Config {
     stats_nf_slot: 0,
     stack: 0,
     direct_bytes: 0,
-    _pad: 0,
+    direct_facts: 0,
     event_interval_ns: 0,
 };
 

@@ -78,7 +78,7 @@ fn on_drop<M: Mem, C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: 
         h.hook = 0;
         h.stack = stack;
         skb::conntrack::<M>(skb, o, h);
-        skb::facts::<M>(skb, o, s, h);
+        skb::facts::<M>(skb, o, s, h, cfg.direct_facts != 0);
     }
     emit::output(s, snap);
 }

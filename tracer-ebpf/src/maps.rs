@@ -24,8 +24,9 @@ pub struct Scratch {
 
 /// One of this CPU's recent devices, for raw tracepoints (whose every read is a helper call; a
 /// tp_btf program loads the fields directly): a burst of packets on a few devices (a flood,
-/// `--path`'s hops) then costs one read instead of four. Entries are trusted for `DEV_CACHE_JIFFIES` only, so a renamed device or
-/// one moved to another namespace is seen right after.
+/// `--path`'s hops) then costs one read instead of four. Entries are trusted for
+/// `DEV_CACHE_JIFFIES` only, so a renamed device or one moved to another namespace is seen
+/// right after.
 #[repr(C)]
 pub struct DevCache {
     pub dev: u64,

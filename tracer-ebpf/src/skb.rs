@@ -228,12 +228,18 @@ pub fn conntrack<M: Mem>(skb: u64, o: &Offsets, h: &mut PacketEvent) {
 /// byte and shift from BTF). Each read only where BTF gave its offsets; `head` and `dev` come
 /// from the span `load` already copied.
 #[inline(always)]
-pub fn facts<M: Mem>(skb: u64, o: &Offsets, s: *const Scratch, h: &mut PacketEvent) {
+pub fn facts<M: Mem>(skb: u64, o: &Offsets, s: *const Scratch, h: &mut PacketEvent, direct: bool) {
     let mut flags = 0;
-    // `_skb_refdst`: a `dst_entry *` with the "no reference" flag in bit 0; a plain number.
+    // `_skb_refdst`: a `dst_entry *` with the "no reference" flag in bit 0; a plain number,
+    // read through a typed view (`direct`: loads, no helper calls) or with helper reads.
     let dst = get::<M, u64>(skb, o.skb_refdst).unwrap_or(0) & !1;
-    let routed = read::<u64>(dst, o.dst_dev).unwrap_or(0);
-    if let Some(mtu) = read::<u32>(routed, o.dev_mtu) {
+    let route_mtu = if direct {
+        let routed = get::<Btf, u64>(crate::cast::dst_entry(dst), o.dst_dev).unwrap_or(0);
+        get::<Btf, u32>(routed, o.dev_mtu)
+    } else {
+        read::<u64>(dst, o.dst_dev).and_then(|routed| read::<u32>(routed, o.dev_mtu))
+    };
+    if let Some(mtu) = route_mtu {
         h.mtu = mtu;
         flags |= skb_facts::MTU | skb_facts::MTU_OF_ROUTE;
     } else if let Some(mtu) = field::<M, u64>(skb, o, s, o.skb_dev).and_then(|dev| get::<M, u32>(dev, o.dev_mtu)) {
@@ -243,12 +249,20 @@ pub fn facts<M: Mem>(skb: u64, o: &Offsets, s: *const Scratch, h: &mut PacketEve
     let head = field::<M, u64>(skb, o, s, o.skb_head).unwrap_or(0);
     if let Some(end) = get::<M, u32>(skb, o.skb_end)
         && head != 0
-        && let Some(gso) = read::<u32>(head + u64::from(end), o.shinfo_gso_size)
     {
-        // gso_size then gso_segs, little-endian.
-        h.gso_size = gso as u16;
-        h.gso_segs = (gso >> 16) as u16;
-        flags |= skb_facts::GSO;
+        let shinfo = head + u64::from(end);
+        // gso_size then gso_segs: two u16 members (a view loads each on its own).
+        let gso = if direct {
+            let view = crate::cast::shared_info(shinfo);
+            get::<Btf, u16>(view, o.shinfo_gso_size).zip(get::<Btf, u16>(view, o.shinfo_gso_size.saturating_add(2)))
+        } else {
+            read::<u32>(shinfo, o.shinfo_gso_size).map(|g| (g as u16, (g >> 16) as u16))
+        };
+        if let Some((size, segs)) = gso {
+            h.gso_size = size;
+            h.gso_segs = segs;
+            flags |= skb_facts::GSO;
+        }
     }
     if let Some(b) = get::<M, u8>(skb, o.skb_pkt_type) {
         h.pkt_type = (b >> (o.skb_pkt_type_shift & 7)) & 7;

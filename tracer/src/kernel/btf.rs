@@ -164,6 +164,11 @@ impl KernelBtf {
         self.id_of(name, |t| matches!(t, Type::Typedef(_)))
     }
 
+    /// BTF id of `struct name`.
+    pub fn struct_id(&self, name: &str) -> Option<u32> {
+        self.id_of(name, |t| matches!(t, Type::Struct(_)))
+    }
+
     /// BTF id of function `name` (the target of an fentry program).
     pub fn func_id(&self, name: &str) -> Option<u32> {
         self.id_of(name, |t| matches!(t, Type::Func(_)))

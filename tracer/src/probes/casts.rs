@@ -5,7 +5,10 @@
 //! programs copy bytes with `bpf_probe_read_kernel` as before.
 use anyhow::{Result, bail};
 use object::{Object as _, ObjectSection as _, SectionKind};
-use tracer_common::cast::{BYTES_TYPE_MAGIC, DIRECT_MAX, RDONLY_CAST_MAGIC};
+use tracer_common::{
+    Offsets,
+    cast::{BYTES_TYPE_MAGIC, DIRECT_MAX, DST_TYPE_MAGIC, RDONLY_CAST_MAGIC, SHINFO_TYPE_MAGIC},
+};
 
 use crate::kernel::{
     bpf::{self, Insn, ProgSpec},
@@ -18,29 +21,59 @@ const CALL: u8 = 0x85;
 /// `BPF_ALU64 | BPF_MOV | BPF_K`, `| BPF_X`.
 const MOV_K: u8 = 0xb7;
 const MOV_X: u8 = 0xbf;
+const LDX_DW: u8 = 0x79;
 /// `insn.src_reg` of a kfunc call.
 const PSEUDO_KFUNC_CALL: u8 = 2;
 
-/// BTF ids of the kfunc and of the view's struct.
+/// BTF ids of the kfunc and of the views' structs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ids {
     pub kfunc: u32,
+    /// The packet bytes' view.
     pub view: u32,
+    /// `dst_entry` and `skb_shared_info`, when the kernel takes the event facts' loads
+    /// through them (`Config::direct_facts`).
+    pub facts: Option<(u32, u32)>,
 }
 
-/// The ids, when this kernel has both and loads a program that calls the kfunc with them;
-/// the reason why not otherwise (for the debug log).
-pub fn probe(btf: &KernelBtf) -> Result<Ids, String> {
+/// The ids, when this kernel has them and loads a program that calls the kfunc with them and
+/// loads through the views as the programs do; the reason why not otherwise (for the log).
+pub fn probe(btf: &KernelBtf, o: &Offsets) -> Result<Ids, String> {
     let kfunc = btf.func_id("bpf_rdonly_cast").ok_or("no bpf_rdonly_cast kfunc (Linux < 6.2)")?;
-    let view = btf.byte_view_struct(DIRECT_MAX).ok_or("no struct of byte arrays for the view")?;
-    let ids = Ids { kfunc, view };
+    let view = btf.byte_view_struct(DIRECT_MAX).ok_or("no struct whose first member is an integer array for the view")?;
     // Loads through the view at every word the programs load (`r1 = *(u64 *)(r0 + off)`).
-    let mut insns = vec![Insn::new(MOV_K, 1, 0, 0, 0), Insn::new(MOV_K, 2, 0, 0, view.cast_signed()), Insn::new(CALL, 0, PSEUDO_KFUNC_CALL, 0, kfunc.cast_signed())];
-    insns.extend((0..DIRECT_MAX).step_by(8).map(|off| Insn::new(0x79, 1, 0, i16::try_from(off).unwrap_or(0), 0)));
+    let mut insns = cast(kfunc, view);
+    insns.extend((0..DIRECT_MAX).step_by(8).map(|off| Insn::new(LDX_DW, 1, 0, i16::try_from(off).unwrap_or(0), 0)));
+    try_load(&insns).map_err(|e| format!("the kernel refused a bpf_rdonly_cast call: {e}"))?;
+    let facts = facts(btf, o, kfunc).inspect_err(|e| log::info!("drop events read their route and GSO facts with bpf_probe_read_kernel: {e}")).ok();
+    Ok(Ids { kfunc, view, facts })
+}
+
+/// The event facts' views: `dst_entry.dev->mtu` and `skb_shared_info`'s `gso_size`, `gso_segs`.
+fn facts(btf: &KernelBtf, o: &Offsets, kfunc: u32) -> Result<(u32, u32), String> {
+    let id = |name: &str| btf.struct_id(name).ok_or_else(|| format!("no struct {name} in BTF"));
+    let (dst, shinfo) = (id("dst_entry")?, id("skb_shared_info")?);
+    let off = |o: u32| i16::try_from(o).map_err(|_| "a facts offset is unknown or too large".to_string());
+    let mut insns = cast(kfunc, dst);
+    insns.push(Insn::new(LDX_DW, 0, 0, off(o.dst_dev)?, 0));
+    insns.push(Insn::new(0x61, 1, 0, off(o.dev_mtu)?, 0)); // r1 = *(u32 *)(r0 + mtu)
+    insns.extend(cast(kfunc, shinfo));
+    insns.push(Insn::new(0x69, 1, 0, off(o.shinfo_gso_size)?, 0)); // u16 loads
+    insns.push(Insn::new(0x69, 1, 0, off(o.shinfo_gso_size)? + 2, 0));
+    try_load(&insns).map_err(|e| format!("the kernel refused loads through dst_entry or skb_shared_info views: {e}"))?;
+    Ok((dst, shinfo))
+}
+
+/// `r0 = bpf_rdonly_cast(0, ty)`.
+fn cast(kfunc: u32, ty: u32) -> Vec<Insn> {
+    vec![Insn::new(MOV_K, 1, 0, 0, 0), Insn::new(MOV_K, 2, 0, 0, ty.cast_signed()), Insn::new(CALL, 0, PSEUDO_KFUNC_CALL, 0, kfunc.cast_signed())]
+}
+
+fn try_load(body: &[Insn]) -> Result<(), bpf::LoadError> {
+    let mut insns = body.to_vec();
     insns.extend(Insn::returning(0));
     let spec = ProgSpec { prog_type: bpf::PROG_RAW_TRACEPOINT, ..ProgSpec::default() };
-    bpf::load(&spec, "tracer_cast", &insns, 4096).map(drop).map_err(|e| format!("the kernel refused a bpf_rdonly_cast call: {e}"))?;
-    Ok(ids)
+    bpf::load(&spec, "tracer_cast", &insns, 4096).map(drop)
 }
 
 /// Rewrites every placeholder pair in `elf`'s code sections; the number of calls patched.
@@ -65,8 +98,14 @@ pub fn patch(elf: &mut [u8], ids: Option<Ids>) -> Result<usize> {
                     Some(ids) => Insn::new(CALL, 0, PSEUDO_KFUNC_CALL, 0, ids.kfunc.cast_signed()),
                     None => Insn::new(MOV_X, 0, 1, 0, 0),
                 }
-            } else if op == MOV_K && regs == 2 && imm == BYTES_TYPE_MAGIC {
-                Insn::new(MOV_K, 2, 0, 0, ids.map_or(0, |i| i.view.cast_signed()))
+            } else if op == MOV_K && regs == 2 && [BYTES_TYPE_MAGIC, DST_TYPE_MAGIC, SHINFO_TYPE_MAGIC].contains(&imm) {
+                // A type the kernel lacks stays 0: its loads are behind a config flag at 0.
+                let ty = ids.and_then(|i| match imm {
+                    BYTES_TYPE_MAGIC => Some(i.view),
+                    DST_TYPE_MAGIC => i.facts.map(|f| f.0),
+                    _ => i.facts.map(|f| f.1),
+                });
+                Insn::new(MOV_K, 2, 0, 0, ty.unwrap_or(0).cast_signed())
             } else {
                 continue;
             };
@@ -85,7 +124,7 @@ mod tests {
         for w in elf.chunks_exact(INSN) {
             let imm = i32::from_le_bytes([w[4], w[5], w[6], w[7]]);
             n.0 += usize::from(w[0] == CALL && w[1] == 0 && imm == RDONLY_CAST_MAGIC);
-            n.1 += usize::from(w[0] == MOV_K && w[1] == 2 && imm == BYTES_TYPE_MAGIC);
+            n.1 += usize::from(w[0] == MOV_K && w[1] == 2 && [BYTES_TYPE_MAGIC, DST_TYPE_MAGIC, SHINFO_TYPE_MAGIC].contains(&imm));
         }
         n
     }
@@ -94,9 +133,9 @@ mod tests {
     fn every_placeholder_is_rewritten() {
         let obj = crate::probes::loader::object();
         let (calls, types) = placeholders(obj);
-        assert!(calls >= 2, "the drop probe's two variants each copy through a view: {calls}");
+        assert!(calls >= 6, "the drop probe's two variants each copy through a view and read two facts: {calls}");
         assert_eq!(calls, types);
-        for ids in [Some(Ids { kfunc: 1234, view: 99 }), None] {
+        for ids in [Some(Ids { kfunc: 1234, view: 99, facts: Some((98, 97)) }), Some(Ids { kfunc: 1234, view: 99, facts: None }), None] {
             let mut copy = obj.to_vec();
             assert_eq!(patch(&mut copy, ids).unwrap(), calls);
             assert_eq!(placeholders(&copy), (0, 0));

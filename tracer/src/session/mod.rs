@@ -126,7 +126,7 @@ pub fn attach(args: &CaptureArgs, c: &Checked, opts: KernelOptions) -> Result<Lo
     }
     let reasons = Reasons::load(&btf)?;
     let nf_ctx_skb = btf.member_offset("bpf_nf_ctx", "skb").ok();
-    let casts = probes::casts::probe(&btf).inspect_err(|e| log::info!("filters copy packet bytes with bpf_probe_read_kernel: {e}")).ok();
+    let casts = probes::casts::probe(&btf, &offsets).inspect_err(|e| log::info!("filters copy packet bytes with bpf_probe_read_kernel: {e}")).ok();
     drop(btf);
     let kallsyms = Kallsyms::load()?;
     mem("kallsyms");
@@ -149,7 +149,7 @@ pub fn attach(args: &CaptureArgs, c: &Checked, opts: KernelOptions) -> Result<Lo
         stats_nf_slot: u32::from(opts.stats_nf_slot && !args.no_netfilter),
         stack: u32::from(args.stack),
         direct_bytes: u32::from(casts.is_some()),
-        _pad: 0,
+        direct_facts: u32::from(casts.is_some_and(|c| c.facts.is_some())),
         event_interval_ns: 1_000_000_000u64.checked_div(args.max_event_rate).map_or(0, |ns| ns.max(1)),
     };
 
