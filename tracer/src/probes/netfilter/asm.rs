@@ -77,6 +77,14 @@ impl Asm {
         self.push(insn(0, 0, 0, 0, 0));
     }
 
+    /// `r0 = bpf_map_lookup_elem(map, r10 + key)` (the key already on the stack).
+    fn lookup(&mut self, fd: i32, key: i16) {
+        self.push(insn(MOV64_X, 2, 10, 0, 0));
+        self.push(insn(ADD64_K, 2, 0, 0, i32::from(key)));
+        self.ld_map(1, fd);
+        self.push(insn(CALL, 0, 0, 0, HELPER_MAP_LOOKUP_ELEM));
+    }
+
     fn jump(&mut self, code: u8, dst: u8, imm: i32, label: &'static str) {
         self.fixups.push((self.code.len(), label));
         self.push(insn(code, dst, 0, 0, imm));
@@ -112,10 +120,7 @@ pub fn observer(slot: u32, ctx_skb_off: i16, maps: Maps) -> Vec<Insn> {
     let mut a = Asm::new();
     a.push(insn(LDX_DW, 6, 1, ctx_skb_off, 0)); // r6 = ctx->skb
     a.push(insn(ST_W, 10, 0, -4, 0)); // key = 0
-    a.push(insn(MOV64_X, 2, 10, 0, 0));
-    a.push(insn(ADD64_K, 2, 0, 0, -4)); // r2 = &key
-    a.ld_map(1, maps.ring);
-    a.push(insn(CALL, 0, 0, 0, HELPER_MAP_LOOKUP_ELEM));
+    a.lookup(maps.ring, -4);
     a.jump(JEQ_K, 0, 0, if maps.path.is_some() { "path" } else { "accept" });
     a.push(insn(LDX_W, 1, 0, 0, 0)); // r1 = head
     a.push(insn(MOV64_X, 2, 1, 0, 0));
@@ -145,18 +150,12 @@ fn path_hop(a: &mut Asm, slot: i32, p: PathMaps) {
     let field = |o: usize| REC + off::<i16>(o);
     // No hash lookup while nothing is followed (an array lookup the verifier inlines).
     a.push(insn(ST_W, 10, 0, -4, 0));
-    a.push(insn(MOV64_X, 2, 10, 0, 0));
-    a.push(insn(ADD64_K, 2, 0, 0, -4));
-    a.ld_map(1, p.live);
-    a.push(insn(CALL, 0, 0, 0, HELPER_MAP_LOOKUP_ELEM));
+    a.lookup(p.live, -4);
     a.jump(JEQ_K, 0, 0, "accept");
     a.push(insn(LDX_DW, 1, 0, 0, 0));
     a.jump(JEQ_K, 1, 0, "accept");
     a.push(insn(STX_DW, 10, 6, -16, 0)); // track key = skb
-    a.push(insn(MOV64_X, 2, 10, 0, 0));
-    a.push(insn(ADD64_K, 2, 0, 0, -16));
-    a.ld_map(1, p.track);
-    a.push(insn(CALL, 0, 0, 0, HELPER_MAP_LOOKUP_ELEM));
+    a.lookup(p.track, -16);
     a.jump(JEQ_K, 0, 0, "accept");
     a.push(insn(LDX_DW, 7, 0, 0, 0)); // r7 = packet id
     for i in 0..EVENT_HEADER_LEN.div_ceil(8) {
@@ -180,10 +179,7 @@ fn path_hop(a: &mut Asm, slot: i32, p: PathMaps) {
     a.jump(JEQ_K, 0, 0, "count");
     a.push(insn(ST_W, 10, 0, -4, off::<i32>(counter::PATH_LOST as usize)));
     a.label("count");
-    a.push(insn(MOV64_X, 2, 10, 0, 0));
-    a.push(insn(ADD64_K, 2, 0, 0, -4));
-    a.ld_map(1, p.counters);
-    a.push(insn(CALL, 0, 0, 0, HELPER_MAP_LOOKUP_ELEM));
+    a.lookup(p.counters, -4);
     a.jump(JEQ_K, 0, 0, "accept");
     a.push(insn(LDX_DW, 1, 0, 0, 0));
     a.push(insn(ADD64_K, 1, 0, 0, 1));
