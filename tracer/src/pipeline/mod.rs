@@ -34,6 +34,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Wall time before which every drop has been read from the ring into the pipeline (the
+    /// reader's last drain that emptied it; None once every record is in).
+    pub fn caught_up(&self) -> Option<std::time::Duration> {
+        (self.enrich.caught_up != u64::MAX).then(|| self.names.clock.wall(self.enrich.caught_up))
+    }
+
     pub fn new(names: Namer, enrich: Enricher, sinks: Sinks) -> Self {
         Self { names, enrich, sinks, path: None, all: false, unreadable: 0 }
     }

@@ -22,6 +22,14 @@ const MAX_WRITERS: usize = 2;
 /// How long past its due time a dump waits for drops of its window that still wait for
 /// their netfilter rule.
 const HELD_GRACE: Duration = Duration::from_secs(30);
+
+/// How far the pipeline is (wall times): every drop before `caught_up` has been read from the
+/// ring into it (None: all of them), and the oldest still waits for its rule (`held`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub caught_up: Option<Duration>,
+    pub held: Option<Duration>,
+}
 /// Dumps accepted but not yet written at most.
 const MAX_QUEUED: usize = 16;
 
@@ -84,17 +92,19 @@ impl Dumps {
         Ok(path)
     }
 
-    /// Starts the dumps that are due and whose drops have all reached the recorder: `held` is
-    /// the time of the oldest drop still waiting for its netfilter rule (None: none
-    /// waits). `force`: the run ended, every queued dump starts now.
-    pub fn start_due(&mut self, recorder: &Recorder, counts: &Counts, wall: Duration, held: Option<Duration>, force: bool) {
+    /// Starts the dumps that are due and whose drops have all reached the recorder: read from
+    /// the ring past the window's end, and none of the window still waiting for its netfilter
+    /// rule (`pipeline`). `force`: the run ended, every queued dump starts now.
+    pub fn start_due(&mut self, recorder: &Recorder, counts: &Counts, wall: Duration, pipeline: Progress, force: bool) {
         let now = Instant::now();
         let mut i = 0;
         while i < self.queued.len() {
             let q = &self.queued[i];
             let window_end = q.fired + self.settings.after;
-            // A drop of the window still waits for its rule: wait too, boundedly.
-            let complete = held.is_none_or(|h| h > window_end) || now >= q.due + HELD_GRACE;
+            // A drop of the window not yet read from the ring, or still waiting for its rule:
+            // wait too, boundedly.
+            let read = pipeline.caught_up.is_none_or(|c| c >= window_end);
+            let complete = (read && pipeline.held.is_none_or(|h| h > window_end)) || now >= q.due + HELD_GRACE;
             if self.writers >= MAX_WRITERS || !(force || (q.due <= now && complete)) {
                 i += 1;
                 continue;

@@ -12,7 +12,7 @@ use tokio::signal::unix::Signal;
 
 use super::{
     counts::Counts,
-    dumps::{Dumps, Settings},
+    dumps::{Dumps, Progress, Settings},
     http::{self, DumpRequest, Shared},
     metrics::Metrics,
     recorder::Recorder,
@@ -232,7 +232,8 @@ impl Watcher {
             m.recorder_records = ring.records() as u64;
             m.recorder_evicted = ring.evicted;
         }
-        self.dumps.start_due(&self.recorder, &self.counts, now, pipe.enrich.oldest_held(), false);
+        let progress = Progress { caught_up: pipe.caught_up(), held: pipe.enrich.oldest_held() };
+        self.dumps.start_due(&self.recorder, &self.counts, now, progress, false);
         self.dumps.collect(&mut m, false);
         drop(m);
         self.pods.follow(&mut pipe.enrich.pods);
@@ -250,7 +251,7 @@ impl Watcher {
         let now = wall();
         self.counts.update(maps, pipe, &mut m, now)?;
         while self.dumps.busy() {
-            self.dumps.start_due(&self.recorder, &self.counts, now, None, true);
+            self.dumps.start_due(&self.recorder, &self.counts, now, Progress::default(), true);
             self.dumps.collect(&mut m, true);
         }
         Ok(())
