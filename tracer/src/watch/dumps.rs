@@ -30,6 +30,7 @@ pub struct Progress {
     pub caught_up: Option<Duration>,
     pub held: Option<Duration>,
 }
+
 /// Dumps accepted but not yet written at most.
 const MAX_QUEUED: usize = 16;
 

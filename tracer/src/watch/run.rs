@@ -63,6 +63,12 @@ fn wall() -> Duration {
 
 /// Least time between two ruleset snapshots for held drops: a watch names rules a second
 /// late rather than listing every ruleset continuously during a storm.
+const SNAPSHOT_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+/// Drops held for their counter window at most (2,048 while a namespace's rules are first
+/// read): ~2 KiB each, a second of the default event rate; past it the loop asks for the
+/// window's counters at once and waits for them (they are read per chain: milliseconds).
+const MAX_HELD: usize = 1024;
+
 /// `tracer_info`'s labels.
 fn info(probe: &str, node: &str) -> Vec<(String, String)> {
     vec![
@@ -72,12 +78,6 @@ fn info(probe: &str, node: &str) -> Vec<(String, String)> {
         ("node".into(), node.to_string()),
     ]
 }
-
-const SNAPSHOT_GAP: std::time::Duration = std::time::Duration::from_secs(1);
-/// Drops held for their counter window at most (2,048 while a namespace's rules are first
-/// read): ~2 KiB each, a second of the default event rate; past it the loop asks for the
-/// window's counters at once and waits for them (they are read per chain: milliseconds).
-const MAX_HELD: usize = 1024;
 
 pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     let Inputs { args, cargs, checked, loaded, listener, specs, token } = inputs;
