@@ -260,10 +260,13 @@ impl Drop for Running {
 fn watch_drops(dir: &Path) -> Result<u64> {
     let scrape = || -> Result<(u64, u64)> {
         let text = metrics(dir)?;
-        let value = |l: &str| l.rsplit(' ').next()?.parse::<u64>().ok();
-        let drops = text.lines().filter(|l| l.starts_with("tracer_drops_total{") && l.contains("reason=\"NETFILTER_DROP\"")).filter_map(value).sum();
-        let pending = text.lines().filter(|l| l.starts_with("tracer_drops_pending ")).filter_map(value).sum();
-        Ok((drops, pending))
+        let drops = text
+            .lines()
+            .filter(|l| l.starts_with("tracer_drops_total{") && l.contains("reason=\"NETFILTER_DROP\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        // A tracer without the gauge (an older --tracer) has nothing to wait for.
+        Ok((drops, unlabelled(&text, "tracer_drops_pending").unwrap_or(0)))
     };
     let mut last = scrape()?;
     for _ in 0..30 {
@@ -290,11 +293,15 @@ fn metrics(dir: &Path) -> Result<String> {
 impl Running {
     /// A label-less gauge or counter of a running `tracer watch` (e.g. `tracer_recorder_bytes`).
     pub fn watch_metric(&self, name: &str) -> Result<u64> {
-        let text = metrics(&self.dir)?;
-        let value = text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
-        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "byte and event counts, whole and positive")]
-        value.map(|v| v as u64).with_context(|| format!("no {name} in /metrics"))
+        unlabelled(&metrics(&self.dir)?, name).with_context(|| format!("no {name} in /metrics"))
     }
+}
+
+/// The value of the label-less metric `name` in a `/metrics` text.
+fn unlabelled(text: &str, name: &str) -> Option<u64> {
+    let value = text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "byte and event counts, whole and positive")]
+    value.map(|v| v as u64)
 }
 
 fn tail(s: &str) -> String {
@@ -353,6 +360,13 @@ pub fn bpftrace_available() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unlabelled_metric_by_its_whole_name() {
+        let text = "# TYPE tracer_drops_pending gauge\ntracer_drops_pending_x 9\ntracer_drops_pending 12\ntracer_drops_total{reason=\"X\"} 3\n";
+        assert_eq!(unlabelled(text, "tracer_drops_pending"), Some(12));
+        assert_eq!(unlabelled(text, "tracer_recorder_bytes"), None);
+    }
 
     #[test]
     fn bpftrace_map_lines() {
