@@ -60,7 +60,7 @@ pub mod names {
     pub const TC_RING: &str = "TC_RING";
     pub const PATH_TRACK: &str = "PATH_TRACK";
     pub const PATH_LIVE: &str = "PATH_LIVE";
-    pub const DROP_CACHE: &str = "DROP_CACHE";
+    pub const DROP_STATE: &str = "DROP_STATE";
     /// Kernel functions `--path` follows with fentry/kprobe: (function, skb argument index).
     /// fentry programs are named `path_fe_<function without leading underscores>`; kprobes
     /// `path_kprobe_a<index>`.
@@ -105,13 +105,12 @@ pub mod names {
     /// Every map the kernel side declares (userspace reads some, cleans up after all);
     /// `tracer/tests/object.rs` checks the built object declares exactly these.
     pub const STACKS: &str = "STACKS";
-    pub const MAPS: [&str; 20] = [
+    pub const MAPS: [&str; 19] = [
         EVENTS,
         COUNTERS,
         DROP_STATS,
-        DROP_CACHE,
+        DROP_STATE,
         "SCRATCH",
-        "EVENT_BUDGET",
         FILTER_INSNS,
         "FILTER_VM",
         IFACE_PATTERNS,
@@ -130,6 +129,8 @@ pub mod names {
 }
 
 /// Indexes into the per-CPU `COUNTERS` array. Summed over CPUs by the loader.
+/// The drop probe counts `SEEN`, `MATCHED` and `RATE_LIMITED` in its `DropState` (one lookup
+/// per drop); userspace adds those to these slots (`Maps::counter`).
 pub mod counter {
     /// `kfree_skb` calls with a real drop reason, before any filter.
     pub const SEEN: u32 = 0;
@@ -408,14 +409,20 @@ pub mod ct_flags {
 
 pub const EVENT_HEADER_LEN: usize = core::mem::size_of::<PacketEvent>();
 
-/// This CPU's most recent `DROP_STATS` key and the drops counted for it that are not in the
-/// hash yet: a flood hits one key over and over, and a compare is cheaper than a hash lookup.
-/// Userspace adds the pending counts at the end.
+/// This CPU's drop-probe state, one map lookup per drop for all of it. `key`/`count`: the most
+/// recent `DROP_STATS` key and the drops counted for it that are not in the hash yet (a flood
+/// hits one key over and over, and a compare is cheaper than a hash lookup; userspace adds
+/// the pending counts). `seen`, `matched`, `rate_limited`: the probe's share of `COUNTERS`'
+/// slots of those names (userspace adds them). `budget`: the event rate limit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct DropCache {
+pub struct DropState {
     pub key: DropKey,
     pub count: u64,
+    pub seen: u64,
+    pub matched: u64,
+    pub rate_limited: u64,
+    pub budget: EventBudget,
 }
 
 /// Per-CPU state of the event rate limit: time budget (ns), when it was last topped up, and
@@ -519,7 +526,7 @@ mod pod {
     unsafe impl aya::Pod for super::CbpfInsn {}
     unsafe impl aya::Pod for super::IfacePattern {}
     unsafe impl aya::Pod for super::DropKey {}
-    unsafe impl aya::Pod for super::DropCache {}
+    unsafe impl aya::Pod for super::DropState {}
     unsafe impl aya::Pod for super::NfRing {}
     unsafe impl aya::Pod for super::TcRing {}
     unsafe impl aya::Pod for super::PodIfKey {}

@@ -1,9 +1,9 @@
 //! What every probe does last: count (exact per-CPU counters, `DROP_STATS` behind a per-CPU
 //! cache), spend the event budget, fill the scratch record's header and send it to the ring.
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_jiffies64};
-use tracer_common::{DropKey, EVENT_HEADER_LEN, MAX_CAPTURE, PacketEvent, counter};
+use tracer_common::{DropKey, DropState, EVENT_HEADER_LEN, EventBudget, MAX_CAPTURE, PacketEvent, counter};
 
-use crate::maps::{COUNTERS, DROP_CACHE, DROP_STATS, EVENT_BUDGET, EVENTS, Scratch};
+use crate::maps::{COUNTERS, DROP_STATE, DROP_STATS, EVENTS, Scratch};
 
 #[inline(always)]
 pub fn count(index: u32) {
@@ -40,16 +40,17 @@ pub fn fill(h: &mut PacketEvent, skb: u64, location: u64, reason: u32, seen: &cr
 }
 
 
+/// This CPU's drop-probe state (one lookup for its counters, cache and budget).
+#[inline(always)]
+pub fn drop_state() -> Option<&'static mut DropState> {
+    // SAFETY: this CPU's slot; the drop probe does not nest on one CPU.
+    DROP_STATE.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
 /// Adds one to the exact per-(reason, location, interface) total: into this CPU's cache when
 /// the key repeats, else the cached count goes to the hash and the cache takes the new key.
 #[inline(always)]
-pub fn count_drop(key: &DropKey) {
-    let Some(c) = DROP_CACHE.get_ptr_mut(0) else {
-        add_drops(key, 1);
-        return;
-    };
-    // SAFETY: this CPU's slot; the drop probe does not nest on one CPU.
-    let c = unsafe { &mut *c };
+pub fn count_drop(c: &mut DropState, key: &DropKey) {
     if c.count != 0 && c.key == *key {
         c.count += 1;
         return;
@@ -67,13 +68,10 @@ pub fn count_drop(key: &DropKey) {
 /// clock is read only when the jiffy changed since the last top-up: under a flood the refill
 /// comes once per tick, not a clock read per drop.
 #[inline(always)]
-pub fn take_event_token(interval_ns: u64) -> bool {
+pub fn take_event_token(b: &mut EventBudget, interval_ns: u64) -> bool {
     if interval_ns == 0 {
         return true;
     }
-    let Some(b) = EVENT_BUDGET.get_ptr_mut(0) else { return true };
-    // SAFETY: this CPU's slot.
-    let b = unsafe { &mut *b };
     // SAFETY: no preconditions (inlined by the verifier: a load of `jiffies`).
     let j = unsafe { bpf_jiffies64() };
     if j != b.last_jiffies {

@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext, tracing::StackIdContext},
 };
-use tracer_common::{DropKey, IFNAMSIZ, counter, hook, kind};
+use tracer_common::{DropKey, IFNAMSIZ, hook, kind};
 
 use crate::{
     capture, config, emit, maps, netfilter, path,
@@ -30,7 +30,8 @@ fn on_drop<M: Mem, C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: 
     if reason == cfg.reason_consumed || reason == cfg.reason_not_dropped {
         return;
     }
-    emit::count(counter::SEEN);
+    let Some(st) = emit::drop_state() else { return };
+    st.seen += 1;
     // A tracked packet's path ends here whether or not the drop itself matches the filters
     // (NAT may have changed the addresses the expression named).
     let packet_id = if cfg.path != 0 { path::untrack(skb) } else { 0 };
@@ -46,7 +47,7 @@ fn on_drop<M: Mem, C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: 
         end_path::<M>(s, skb, packet_id, location, reason, o);
         return;
     }
-    emit::count(counter::MATCHED);
+    st.matched += 1;
     // The exact totals: per (reason, location, interface), and per tc program (the tc slot is
     // part of the key). Netfilter rules are attributed from events, so the netfilter slot is
     // looked up only for a drop that becomes one, except for `tracer watch` (`stats_nf_slot`),
@@ -56,11 +57,11 @@ fn on_drop<M: Mem, C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: 
     let mut key = DropKey { location, ifname: [0; IFNAMSIZ], reason, ifindex: seen.ifindex, netns: seen.netns, nf_slot: key_nf_slot, tc_code, _pad: 0 };
     // SAFETY: this CPU's scratch; `capture::device` wrote the name.
     skb::copy_name(&mut key.ifname, unsafe { &(*s).hdr.ifname });
-    emit::count_drop(&key);
+    emit::count_drop(st, &key);
     // Under a flood events are rate limited (the totals above stay exact); a followed
     // packet's end always goes out.
-    if packet_id == 0 && !emit::take_event_token(cfg.event_interval_ns) {
-        emit::count(counter::RATE_LIMITED);
+    if packet_id == 0 && !emit::take_event_token(&mut st.budget, cfg.event_interval_ns) {
+        st.rate_limited += 1;
         return;
     }
     let nf_slot = if key_nf_slot != 0 { key_nf_slot } else if reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };

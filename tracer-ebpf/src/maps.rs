@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use tracer_common::{
-    CAPTURE_SLACK, CbpfInsn, DropCache, DropKey, EVENTS_RING_BYTES, EventBudget, IFNAMSIZ, IfacePattern, MAX_CAPTURE, MAX_FILTER_INSNS, MAX_IFACE_PATTERNS, NfRing, PacketEvent,
+    CAPTURE_SLACK, CbpfInsn, DropKey, DropState, EVENTS_RING_BYTES, IFNAMSIZ, IfacePattern, MAX_CAPTURE, MAX_FILTER_INSNS, MAX_IFACE_PATTERNS, NfRing, PacketEvent,
     PodIfKey, SKB_SPAN_MAX, TcRing, cbpf::Vm, counter,
 };
 
@@ -62,11 +62,8 @@ pub static DROP_STATS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_ent
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-#[map(name = "DROP_CACHE")]
-pub static DROP_CACHE: PerCpuArray<DropCache> = PerCpuArray::with_max_entries(1, 0);
-
-#[map(name = "EVENT_BUDGET")]
-pub static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "DROP_STATE")]
+pub static DROP_STATE: PerCpuArray<DropState> = PerCpuArray::with_max_entries(1, 0);
 
 /// Ethernet program at [0, MAX), raw-IP program at [MAX, 2*MAX).
 #[map(name = "FILTER_INSNS")]

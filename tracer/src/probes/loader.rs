@@ -5,7 +5,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
 };
-use tracer_common::{CbpfInsn, Config, DropCache, DropKey, IfacePattern, MAX_FILTER_INSNS, Offsets, PodIfKey, names};
+use tracer_common::{CbpfInsn, Config, DropKey, DropState, IfacePattern, MAX_FILTER_INSNS, Offsets, PodIfKey, counter, names};
 
 use crate::filter::expr::CompiledFilter;
 
@@ -28,7 +28,7 @@ pub struct Maps {
     pub counters: PerCpuArray<MapData, u64>,
     pub drop_stats: PerCpuHashMap<MapData, DropKey, u64>,
     /// Per-CPU last-key caches of `DROP_STATS` (counts not yet in the hash).
-    pub drop_cache: PerCpuArray<MapData, DropCache>,
+    pub drop_state: PerCpuArray<MapData, DropState>,
     /// `--stack`: the drop events' kernel stacks, until the session hands them to its namer.
     pub stacks: Option<StackTraceMap<MapData>>,
     /// Raw fds of the maps the hand-assembled netfilter observers write (valid while `Maps`
@@ -114,7 +114,7 @@ pub fn load(offsets: &Offsets, config: &Config, patches: &Patches<'_>, ifaces: &
         events: Some(RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?),
         counters: PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?,
         drop_stats: PerCpuHashMap::try_from(take(&mut ebpf, names::DROP_STATS)?)?,
-        drop_cache: PerCpuArray::try_from(take(&mut ebpf, names::DROP_CACHE)?)?,
+        drop_state: PerCpuArray::try_from(take(&mut ebpf, names::DROP_STATE)?)?,
         stacks: if config.stack != 0 { Some(StackTraceMap::try_from(take(&mut ebpf, names::STACKS)?)?) } else { None },
     };
     Ok((ebpf, maps))
@@ -143,21 +143,27 @@ fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
 }
 
 impl Maps {
-    /// Sum over CPUs of one `COUNTERS` slot.
+    /// Sum over CPUs of one `COUNTERS` slot, with the drop probe's share of it
+    /// (`DropState`).
     pub fn counter(&self, index: u32) -> Result<u64> {
         let v = self.counters.get(&index, 0)?;
-        Ok(v.iter().sum())
+        let probe: fn(&DropState) -> u64 = match index {
+            counter::SEEN => |s| s.seen,
+            counter::MATCHED => |s| s.matched,
+            counter::RATE_LIMITED => |s| s.rate_limited,
+            _ => return Ok(v.iter().sum()),
+        };
+        Ok(v.iter().sum::<u64>() + self.drop_state.get(&0, 0)?.iter().map(probe).sum::<u64>())
     }
 
-    /// Every `DROP_STATS` key with its total over CPUs.
-    /// Every key's total over CPUs: the hash plus each CPU's cached count.
+    /// Every total over CPUs: the hash plus each CPU's cached count.
     pub fn drop_stats(&self) -> Result<Vec<(DropKey, u64)>> {
         let mut totals: std::collections::HashMap<DropKey, u64> = std::collections::HashMap::new();
         for r in &self.drop_stats {
             let (k, v) = r?;
             *totals.entry(k).or_default() += v.iter().sum::<u64>();
         }
-        for c in self.drop_cache.get(&0, 0)?.iter() {
+        for c in self.drop_state.get(&0, 0)?.iter() {
             if c.count != 0 {
                 *totals.entry(c.key).or_default() += c.count;
             }
