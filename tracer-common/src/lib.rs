@@ -41,8 +41,9 @@ pub mod cast {
     /// route MTU and GSO facts).
     pub const DST_TYPE_MAGIC: i32 = 0x7ace_0c03;
     pub const SHINFO_TYPE_MAGIC: i32 = 0x7ace_0c04;
-    /// Bytes the direct copy reads at most (16 words); a longer filter window uses the helper.
-    pub const DIRECT_MAX: usize = 128;
+    /// Bytes the direct copy reads at most (32 words: the default snaplen); a longer filter
+    /// window or event uses the helper.
+    pub const DIRECT_MAX: usize = 256;
 }
 
 /// Map and program names (the loader looks them up by these).

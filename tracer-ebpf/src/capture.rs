@@ -58,7 +58,7 @@ pub fn bytes<M: Mem>(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen:
         seen.protocol = p.protocol;
         seen.start = p.start;
         seen.avail = p.avail;
-        copy_window(cfg, s, seen);
+        copy_upto(cfg, s, seen, cfg.copy_len);
     }
     if cfg.pod_filter != 0 && !filter::pod_matches(seen.ifindex, seen.netns, seen.linktype, seen.cap) {
         return false;
@@ -84,7 +84,7 @@ pub fn bytes<M: Mem>(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen:
 /// Copies the first `want` bytes of the located packet (those available) into scratch, unless
 /// they are there already.
 #[inline(always)]
-pub fn copy(s: *mut Scratch, seen: &mut Seen, want: u32) {
+fn copy(s: *mut Scratch, seen: &mut Seen, want: u32) {
     let n = seen.avail.min(want).min(MAX_CAPTURE as u32);
     if n <= seen.cap || seen.start == 0 {
         return;
@@ -98,21 +98,22 @@ pub fn copy(s: *mut Scratch, seen: &mut Seen, want: u32) {
     }
 }
 
-/// Copies the filters' window (`copy_len` bytes): with direct loads when the loader gave us
-/// the typed view and the window fits it (`cast`), else as `copy` does. Every filtered drop
-/// pays this, so the helper call it saves is most of a flood's per-drop cost.
+/// Copies the first `want` bytes as `copy` does, but with direct loads when the loader gave us
+/// the typed view and they fit it (`cast`). Every filtered drop pays this for the filters'
+/// window, so the helper call it saves is most of a flood's per-drop cost (and a good part
+/// of an event's).
 #[inline(always)]
-fn copy_window(cfg: &Config, s: *mut Scratch, seen: &mut Seen) {
-    let n = seen.avail.min(cfg.copy_len);
+fn copy_upto(cfg: &Config, s: *mut Scratch, seen: &mut Seen, want: u32) {
+    let n = seen.avail.min(want);
     if cfg.direct_bytes != 0 && n as usize <= DIRECT_MAX {
-        if n > 0 && seen.start != 0 {
+        if n > seen.cap && seen.start != 0 {
             // SAFETY: this CPU's scratch data, at least DIRECT_MAX bytes.
             cast::copy(unsafe { (*s).data.as_mut_ptr() }, seen.start, n);
             seen.cap = n;
         }
         return;
     }
-    copy(s, seen, cfg.copy_len);
+    copy(s, seen, want);
 }
 
 /// Locates the packet (if the filters did not) and copies `snaplen` bytes for an event.
@@ -127,7 +128,7 @@ pub fn event_bytes<M: Mem>(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch,
         seen.start = p.start;
         seen.avail = p.avail;
     }
-    copy(s, seen, cfg.snaplen);
+    copy_upto(cfg, s, seen, cfg.snaplen);
 }
 
 /// Both stages. None when a filter rejects the packet.
