@@ -4,7 +4,9 @@
 //! kernel accepts.
 use std::time::Duration;
 
-use integration_tests::{Feature, Finished, Node, RunningCapture, Tracer, netns, pcap, unchecked, wait};
+use integration_tests::{
+    Attach, Direction, Feature, Finished, Node, RunningCapture, TcFixture, TcFixtureOptions, Tracer, netns, pcap, unchecked, wait,
+};
 use serde_json::Value;
 
 /// Bound on waiting for deliveries: only reached when something is wrong.
@@ -83,9 +85,22 @@ fn kprobe_backend_when_asked() {
     assert!(in_lxc < f && f < out_lxc, "ip_forward between the lxcs: {path:#?}");
 }
 
-/// tcx observers exist on this kernel (tc hops need them on interfaces without programs).
-fn kernel_has_tcx(done: &Finished) -> bool {
-    done.events.iter().any(|e| e["hook"].as_str().is_some_and(|h| h.starts_with("tc ")))
+fn fixture_bin() -> std::path::PathBuf {
+    integration_tests::fixture_bin(env!("CARGO_BIN_EXE_tc-fixture"))
+}
+
+/// Cilium's programs on the pods' lxc hooks the packet crosses (`cil_from_container` on a's
+/// ingress, denying nothing; `cil_to_container` on b's egress), tcx where the kernel has it:
+/// tc hops are reported where programs run (a hook without one gets no observer).
+fn cilium_programs(node: &Node, a: &integration_tests::Pod, b: &integration_tests::Pod) -> (TcFixture, TcFixture) {
+    let attach = Attach::tcx_or_cls_bpf();
+    let mut from = TcFixtureOptions::from_container(Some(node.netns_path()), &a.lxc, attach, &[]);
+    from.bin = Some(fixture_bin());
+    let mut to = from.clone();
+    to.iface.clone_from(&b.lxc);
+    to.direction = Direction::Egress;
+    to.programs = vec!["cil_to_container".into()];
+    (TcFixture::start(&from).unwrap(), TcFixture::start(&to).unwrap())
 }
 
 #[test]
@@ -95,11 +110,14 @@ fn forwarded_pod_to_pod_packet_hook_by_hook() {
     let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
     // A FORWARD rule that accepts: the forward hook then has a table (and an observer).
     node.iptables("filter", "FORWARD", &["-d", &b.ip.to_string(), "-p", "udp", "--dport", "33001", "-j", "ACCEPT"]).unwrap();
+    let programs = cilium_programs(&node, &a, &b);
     let listener = b.listen_udp(33001).unwrap();
     let run = tracer().capture().arg("--path").expression(format!("udp port 33001 and host {}", b.ip)).start().unwrap();
     assert_eq!(a.send_udp(33100, b.addr(33001), 1, b"hello path").unwrap(), 1);
     listener.wait_for(1, TIMEOUT).unwrap();
     let done = stop(run, 0);
+    programs.0.stop().unwrap();
+    programs.1.stop().unwrap();
     let node_ns = node.netns_inode().unwrap();
     let (a_ns, b_ns) = (a.netns_inode().unwrap(), b.netns_inode().unwrap());
     let ps = packets(&done);
@@ -132,11 +150,15 @@ fn forwarded_pod_to_pod_packet_hook_by_hook() {
     if let Some(fwd) = fwd {
         assert!(in_lxc < fwd && fwd < out_lxc, "order: {path:#?}");
     }
-    if let (true, Some(fwd)) = (kernel_has_tcx(&done), fwd) {
-        let tc_in = find(&path, "tc ingress on a's lxc", |h| h.0 == "tc ingress" && h.1 == a.lxc);
-        let tc_out = find(&path, "tc egress on b's lxc", |h| h.0 == "tc egress" && h.1 == b.lxc);
-        assert!(in_lxc < tc_in && tc_in < fwd && fwd < tc_out && tc_out <= out_lxc + 1, "tc order: {path:#?}");
+    // The tc observers around the programs (before and after each).
+    let tc_in = find(&path, "tc ingress on a's lxc", |h| h.0 == "tc ingress" && h.1 == a.lxc);
+    let tc_out = find(&path, "tc egress on b's lxc", |h| h.0 == "tc egress" && h.1 == b.lxc);
+    assert!(in_lxc < tc_in && tc_in < out_lxc && tc_out <= out_lxc + 1, "tc order: {path:#?}");
+    if let Some(fwd) = fwd {
+        assert!(tc_in < fwd && fwd < tc_out, "tc order: {path:#?}");
     }
+    // No other hook has programs, so none has tc hops.
+    assert!(path.iter().all(|h| !h.0.starts_with("tc ") || h.1 == a.lxc || h.1 == b.lxc), "tc hops only where programs run: {path:#?}");
     // Offsets grow hop by hop.
     let t: Vec<u64> = p["path"].as_array().unwrap().iter().map(|h| h["t_ns"].as_u64().unwrap()).collect();
     assert!(t.windows(2).all(|w| w[0] <= w[1]) && t[0] == 0, "{t:?}");

@@ -157,7 +157,7 @@ pub fn attach(args: &CaptureArgs, c: &Checked, opts: KernelOptions) -> Result<Lo
     trim_heap();
     mem("loaded");
     let netfilter = if args.no_netfilter { None } else { start::start_netfilter(nf_ctx_skb, &ebpf, netns, args.path.then_some(maps.fds))? };
-    let tc = start::start_tc(&mut ebpf, netns, ifaces, args.no_tc, args.path);
+    let tc = start::start_tc(&mut ebpf, netns, ifaces, args.no_tc);
     mem("observers");
     // aya's parse of the kernel BTF (the tp_btf/fentry attach targets) is ~16 MB of heap:
     // made after the load (the loader's own copy is gone then, see loader.rs) and dropped

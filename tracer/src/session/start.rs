@@ -136,12 +136,12 @@ pub fn in_parallel<T: Send>(spaces: &[Netns], f: impl Fn(&Netns) -> T + Sync) ->
 /// Places tc observers on every hook in scope that runs BPF programs (after removing leftovers
 /// of a killed earlier run). Without observers (`--no-tc`, or the kernel refused them), tc drops
 /// are still attributed from the programs on their hook when a drop is seen there.
-pub fn start_tc(ebpf: &mut aya::Ebpf, netns: u32, ifaces: &[tracer_common::IfacePattern], off: bool, path: bool) -> (Option<probes::tc::TcObservers>, TcAttributor) {
+pub fn start_tc(ebpf: &mut aya::Ebpf, netns: u32, ifaces: &[tracer_common::IfacePattern], off: bool) -> (Option<probes::tc::TcObservers>, TcAttributor) {
     let spaces = crate::netns::known();
     if off {
         return (None, TcAttributor::new(Vec::new(), spaces).with_node(Arc::new(ProbeNode)));
     }
-    let scope = probes::tc::Scope { netns, ifaces: ifaces.to_vec(), path };
+    let scope = probes::tc::Scope { netns, ifaces: ifaces.to_vec() };
     match probes::tc::attach(ebpf, &spaces, &scope) {
         Ok(obs) => {
             if obs.cleaned > 0 {

@@ -96,7 +96,7 @@ pub fn plan(netns: u32, raw: &RawHook, used: &BTreeSet<u16>, pid: u32) -> (Hook,
     let position = u32::try_from(out.len()).unwrap_or(u32::MAX);
     let end = match raw.filters.last() {
         Some((f, _)) => f.prio.checked_add(1).map(|prio| Placement::Cls { position, prio, protocol: PROTO_ALL, handle: our_handle(position, &BTreeSet::new()), before_handle: None }),
-        None if !raw.tcx.is_empty() || raw.observe_empty => Some(Placement::TcxEnd { position }),
+        None if !raw.tcx.is_empty() => Some(Placement::TcxEnd { position }),
         None => None,
     };
     place(&mut hook, &mut out, end);
@@ -120,7 +120,7 @@ mod tests {
     }
 
     fn raw(tcx: Vec<ProgInfo>, filters: Vec<(Filter, Option<ProgInfo>)>) -> RawHook {
-        RawHook { ifindex: 5, ifname: "lxc1".into(), egress: false, tcx, filters, observe_empty: false }
+        RawHook { ifindex: 5, ifname: "lxc1".into(), egress: false, tcx, filters }
     }
 
     #[test]
