@@ -27,7 +27,8 @@ pub struct Maps {
     pub events: Option<RingBuf<MapData>>,
     pub counters: PerCpuArray<MapData, u64>,
     pub drop_stats: PerCpuHashMap<MapData, DropKey, u64>,
-    /// Per-CPU last-key caches of `DROP_STATS` (counts not yet in the hash).
+    /// The drop probe's per-CPU state: its last-key cache of `DROP_STATS` (counts not yet in
+    /// the hash) and its share of three `COUNTERS` slots.
     pub drop_state: PerCpuArray<MapData, DropState>,
     /// `--stack`: the drop events' kernel stacks, until the session hands them to its namer.
     pub stacks: Option<StackTraceMap<MapData>>,
