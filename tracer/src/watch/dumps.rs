@@ -19,9 +19,11 @@ use crate::args::CaptureArgs;
 
 /// Dumps written at the same time at most; more wait for a writer.
 const MAX_WRITERS: usize = 2;
-/// How long past its due time a dump waits for drops of its window that still wait for
-/// their netfilter rule.
+/// How long past its due time a dump waits for drops of its window not yet read from the
+/// ring or still waiting for their netfilter rule.
 const HELD_GRACE: Duration = Duration::from_secs(30);
+/// Dumps accepted but not yet written at most.
+const MAX_QUEUED: usize = 16;
 
 /// How far the pipeline is (wall times): every drop before `caught_up` has been read from the
 /// ring into it (None: all of them), and the oldest still waits for its rule (`held`).
@@ -30,9 +32,6 @@ pub struct Progress {
     pub caught_up: Option<Duration>,
     pub held: Option<Duration>,
 }
-
-/// Dumps accepted but not yet written at most.
-const MAX_QUEUED: usize = 16;
 
 struct Queued {
     name: String,
