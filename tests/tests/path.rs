@@ -1,5 +1,5 @@
 //! `--path` (issue 5) on real traffic: a forwarded pod-to-pod packet's hooks in order across
-//! both namespaces, a TCP connection without payload read back from the `--all` pcapng, and a
+//! both namespaces, a packet followed from where the node's NAT makes it match, a TCP connection without payload read back from the `--all` pcapng, and a
 //! drop in the middle of a path. Needs root; the back end that ran is asserted against what the
 //! kernel accepts.
 use std::time::Duration;
@@ -179,6 +179,31 @@ fn forwarded_pod_to_pod_packet_hook_by_hook() {
     assert_eq!(s["path"]["lost_events"], 0);
     assert_eq!(s["drops"], 0);
     eprintln!("path: {p}");
+}
+
+/// A packet the node rewrites (DNAT to another port) is followed from the first hook where it
+/// matches, b's lxc, and on into pod b; where its bytes did not match yet (pod a's eth0, a's
+/// lxc, whose receive takes the verdict of pod a's send) it has no hops.
+#[test]
+fn rewritten_packet_is_followed_from_where_it_first_matches() {
+    let mut node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
+    let to = format!("{}:33021", b.ip);
+    node.iptables("nat", "PREROUTING", &["-d", &b.ip.to_string(), "-p", "udp", "--dport", "33020", "-j", "DNAT", "--to-destination", &to]).unwrap();
+    let listener = b.listen_udp(33021).unwrap();
+    let run = tracer().capture().arg("--path").expression(format!("udp dst port 33021 and host {}", b.ip)).start().unwrap();
+    assert_eq!(a.send_udp(33120, b.addr(33020), 1, b"rewritten").unwrap(), 1);
+    listener.wait_for(1, TIMEOUT).unwrap();
+    let done = stop(run, 0);
+    let (node_ns, a_ns, b_ns) = (node.netns_inode().unwrap(), a.netns_inode().unwrap(), b.netns_inode().unwrap());
+    let ps = packets(&done);
+    assert_eq!(ps.len(), 1, "one packet, one story: {:#?}", done.events);
+    let path = hooks(ps[0]);
+    let first = &path[0];
+    assert_eq!((first.0.as_str(), first.1.as_str(), first.2), ("net_dev_start_xmit", b.lxc.as_str(), node_ns), "{path:#?}");
+    find(&path, "receive in pod b", |h| h.0 == "netif_receive_skb" && h.1 == "eth0" && h.2 == b_ns);
+    assert!(path.iter().all(|h| h.2 != a_ns && h.1 != a.lxc), "no hop before the rewrite: {path:#?}");
+    assert_eq!(ps[0]["dport"], 33021, "{}", ps[0]);
 }
 
 #[test]

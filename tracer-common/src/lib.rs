@@ -85,9 +85,8 @@ pub mod names {
     ];
     /// Raw tracepoint programs of the path (tracepoint back end): (program, tracepoint). The
     /// last one (`sk_data_ready`, Linux ≥ 6.6) is optional.
-    pub const PATH_TRACEPOINTS: [(&str, &str); 6] = [
+    pub const PATH_TRACEPOINTS: [(&str, &str); 5] = [
         ("path_netif_receive_skb", "netif_receive_skb"),
-        ("path_net_dev_queue", "net_dev_queue"),
         ("path_net_dev_start_xmit", "net_dev_start_xmit"),
         ("path_skb_copy_datagram_iovec", "skb_copy_datagram_iovec"),
         ("path_consume_skb", "consume_skb"),
@@ -96,7 +95,7 @@ pub mod names {
     /// `tp_btf` twins of the path's entry hooks (program, tracepoint): where the kernel takes
     /// them, they read the skb with direct loads (see `skb::Mem` in `tracer-ebpf`) instead of the
     /// raw tracepoint program of the same tracepoint.
-    pub const PATH_TP_BTF: [(&str, &str); 2] = [("path_netif_receive_skb_btf", "netif_receive_skb"), ("path_net_dev_queue_btf", "net_dev_queue")];
+    pub const PATH_TP_BTF: [(&str, &str); 2] = [("path_netif_receive_skb_btf", "netif_receive_skb"), ("path_net_dev_start_xmit_btf", "net_dev_start_xmit")];
     pub const POD_NETNS: &str = "POD_NETNS";
     pub const POD_IFACES: &str = "POD_IFACES";
     pub const POD_ADDRS: &str = "POD_ADDRS";
@@ -122,7 +121,7 @@ pub mod names {
         TC_RING,
         PATH_TRACK,
         "PATH_SEQ",
-        "PATH_RX_LAST",
+        "PATH_CPU",
         "PATH_LIVE",
         "DEV_CACHE",
         STACKS,
@@ -247,6 +246,10 @@ pub struct Config {
     pub direct_facts: u32,
     /// Minimum spacing of drop events per CPU, in ns (1e9 / events per second); 0 = no limit.
     pub event_interval_ns: u64,
+    /// 1 with `--path` when the filters read nothing but a packet's bytes and no interface ran
+    /// an XDP program at start: a receive of the skb this CPU just handed to a driver (a veth's
+    /// peer) takes the verdict the driver hook gave it, bytes unchanged.
+    pub path_reuse: u32,
 }
 
 /// One classic-BPF instruction, as `struct sock_filter`.
@@ -289,6 +292,7 @@ pub mod kind {
 /// Path hooks (`PacketEvent::hook` of `kind::PATH` events).
 pub mod hook {
     pub const NETIF_RECEIVE: u32 = 1;
+    /// Not a hop any more (`net_dev_start_xmit` is the transmit side's); the number stays taken.
     pub const NET_DEV_QUEUE: u32 = 2;
     pub const NET_DEV_START_XMIT: u32 = 3;
     /// Data copied to a socket's reader: delivered.

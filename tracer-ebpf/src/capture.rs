@@ -25,6 +25,14 @@ pub struct Seen {
     pub avail: u32,
 }
 
+impl Seen {
+    /// A packet on device `ifindex` in namespace `netns`, its bytes not located yet.
+    #[inline(always)]
+    pub fn on(ifindex: u32, netns: u32) -> Self {
+        Self { ifindex, netns, cap: 0, wire_len: 0, linktype: linktype::RAW_IP, protocol: 0, start: 0, avail: 0 }
+    }
+}
+
 /// True when the filters need the packet's bytes (else they can wait for the event).
 #[inline(always)]
 pub fn filters_need_bytes(cfg: &Config) -> bool {
@@ -44,22 +52,35 @@ pub fn device<M: Mem>(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch) -> O
     if cfg.iface_patterns != 0 && !filter::iface_matches(unsafe { &(*s).hdr.ifname }, cfg.iface_patterns) {
         return None;
     }
-    Some(Seen { ifindex, netns, cap: 0, wire_len: 0, linktype: linktype::RAW_IP, protocol: 0, start: 0, avail: 0 })
+    Some(Seen::on(ifindex, netns))
 }
 
-/// The bytes stage: locates the packet, copies what the filters read (`copy_len`, often a few
-/// dozen bytes: the snaplen's worth waits for an event, see `copy`) into scratch, then applies
-/// the pod and expression filters. False when one rejects the packet.
+/// The bytes stage: `locate`, then `filters`. False when a filter rejects the packet.
 #[inline(always)]
 pub fn bytes<M: Mem>(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen: &mut Seen) -> bool {
+    locate::<M>(skb, o, s, seen);
+    filters(cfg, s, seen)
+}
+
+/// Where the packet's bytes are (`skb::packet`), into `seen`; its `start` stays 0 where they
+/// cannot be found.
+#[inline(always)]
+pub fn locate<M: Mem>(skb: u64, o: &Offsets, s: *const Scratch, seen: &mut Seen) {
     if let Some(p) = skb::packet::<M>(skb, o, s) {
         seen.wire_len = p.wire_len;
         seen.linktype = p.linktype;
         seen.protocol = p.protocol;
         seen.start = p.start;
         seen.avail = p.avail;
-        copy_upto(cfg, s, seen, cfg.copy_len);
     }
+}
+
+/// Copies what the filters read (`copy_len`, often a few dozen bytes: the snaplen's worth
+/// waits for an event, see `copy`) of the located packet into scratch, then applies the pod
+/// and expression filters. False when one rejects the packet.
+#[inline(always)]
+pub fn filters(cfg: &Config, s: *mut Scratch, seen: &mut Seen) -> bool {
+    copy_upto(cfg, s, seen, cfg.copy_len);
     if cfg.pod_filter != 0 && !filter::pod_matches(seen.ifindex, seen.netns, seen.linktype, seen.cap) {
         return false;
     }
@@ -119,21 +140,8 @@ fn copy_upto(cfg: &Config, s: *mut Scratch, seen: &mut Seen, want: u32) {
 /// Locates the packet (if the filters did not) and copies `snaplen` bytes for an event.
 #[inline(always)]
 pub fn event_bytes<M: Mem>(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch, seen: &mut Seen) {
-    if seen.start == 0
-        && let Some(p) = skb::packet::<M>(skb, o, s)
-    {
-        seen.wire_len = p.wire_len;
-        seen.linktype = p.linktype;
-        seen.protocol = p.protocol;
-        seen.start = p.start;
-        seen.avail = p.avail;
+    if seen.start == 0 {
+        locate::<M>(skb, o, s, seen);
     }
     copy_upto(cfg, s, seen, cfg.snaplen);
-}
-
-/// Both stages. None when a filter rejects the packet.
-#[inline(always)]
-pub fn select<M: Mem>(skb: u64, cfg: &Config, o: &Offsets, s: *mut Scratch) -> Option<Seen> {
-    let mut seen = device::<M>(skb, cfg, o, s)?;
-    bytes::<M>(skb, cfg, o, s, &mut seen).then_some(seen)
 }

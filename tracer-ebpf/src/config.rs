@@ -57,6 +57,7 @@ static CONFIG: Config = Config {
     direct_bytes: 0,
     direct_facts: 0,
     event_interval_ns: 0,
+    path_reuse: 0,
 };
 
 /// The loader's values, read in place: a reference whose address the compiler cannot see

@@ -103,10 +103,29 @@ pub static PATH_LIVE: Array<u64> = Array::with_max_entries(1, 0);
 #[map(name = "PATH_SEQ")]
 pub static PATH_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// The skb this CPU received last and its packet id (0 = not followed). Receive processing
-/// runs one packet at a time per CPU, so an `sk_data_ready` that follows belongs to it.
-#[map(name = "PATH_RX_LAST")]
-pub static PATH_RX_LAST: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+/// Per-CPU state of the path's device hooks (`PathCpu`).
+#[map(name = "PATH_CPU")]
+pub static PATH_CPU: PerCpuArray<PathCpu> = PerCpuArray::with_max_entries(1, 0);
+
+/// What a CPU's device hooks pass on to the next one.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PathCpu {
+    /// The skb this CPU received last and its packet id (0 = not followed). Receive processing
+    /// runs one packet at a time per CPU, so an `sk_data_ready` that follows belongs to it.
+    pub rx_skb: u64,
+    pub rx_id: u64,
+    /// The skb this CPU last handed to a driver that matched no filter, with where its bytes
+    /// were (0: none). A veth (or `lo`) hands the same skb, bytes untouched, to its peer's
+    /// receive, which on the same CPU is the next receive: that receive need not evaluate the
+    /// expression again (`path::netif_receive`). Consumed by the next receive whatever it is.
+    pub sent_skb: u64,
+    pub sent_start: u64,
+    pub sent_wire_len: u32,
+    pub sent_avail: u32,
+    pub sent_linktype: u32,
+    pub _pad: u32,
+}
 
 /// Ways of `DEV_CACHE` (a power of two): a packet crossing a node passes four devices (pod
 /// eth0, its lxc, the other lxc, the other pod's eth0), and `--path` looks each one up.

@@ -1,7 +1,7 @@
 //! `--path`: follow matching packets hook by hook. The hooks where a packet can be seen first
-//! (receive, queue for transmit) apply the filters; a match gets a packet id, remembered by skb
-//! address in `PATH_TRACK`, and every later hook of that skb only looks it up. consume/kfree
-//! end the path.
+//! (a device receives it, a driver is handed it) apply the filters; a match gets a packet id,
+//! remembered by skb address in `PATH_TRACK`, and every later hook of that skb only looks it
+//! up. consume/kfree end the path.
 use aya_ebpf::{
     helpers::bpf_get_smp_processor_id,
     macros::{btf_tracepoint, raw_tracepoint},
@@ -10,9 +10,10 @@ use aya_ebpf::{
 use tracer_common::{IFNAMSIZ, hook, kind};
 
 use crate::{
-    capture, config, emit,
-    skb::{Btf, Mem, Probe},
-    maps::{PATH_LIVE, PATH_RX_LAST, PATH_SEQ, PATH_TRACK, Scratch},
+    capture::{self, Seen},
+    config, emit,
+    maps::{PATH_CPU, PATH_LIVE, PATH_SEQ, PATH_TRACK, PathCpu, Scratch},
+    skb::{self, Btf, Mem, Probe},
 };
 
 #[raw_tracepoint(tracepoint = "netif_receive_skb")]
@@ -27,26 +28,39 @@ pub fn path_netif_receive_skb_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// A receive. The filters run unless this skb is the one this CPU last handed to a driver,
+/// its bytes where they were then (`PathCpu::sent_skb`: a veth's peer or `lo` receiving it).
 #[inline(always)]
 fn netif_receive<M: Mem>(skb: u64) {
-    let id = on_hook::<M>(skb, hook::NETIF_RECEIVE, 0);
-    if let Some(last) = PATH_RX_LAST.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot.
-        unsafe { *last = [skb, id] };
+    let cfg = config::config();
+    if cfg.path == 0 {
+        return;
     }
+    let Some(c) = PATH_CPU.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's slot; the path's programs do not nest on one CPU.
+    let c = unsafe { &mut *c };
+    let sent = c.sent_skb == skb;
+    c.sent_skb = 0;
+    let mut id = tracked_hop::<M>(skb, hook::NETIF_RECEIVE, 0, false);
+    if id == 0 {
+        id = first_match::<M>(skb, hook::NETIF_RECEIVE, cfg, c, if sent { Sent::Compare } else { Sent::Ignore });
+    }
+    c.rx_skb = skb;
+    c.rx_id = id;
 }
 
 #[raw_tracepoint(tracepoint = "sk_data_ready")]
 pub fn path_sk_data_ready(ctx: RawTracePointContext) -> i32 {
     let sk = ctx.arg::<u64>(0);
-    let Some(last) = PATH_RX_LAST.get_ptr_mut(0) else { return 0 };
+    let Some(c) = PATH_CPU.get_ptr_mut(0) else { return 0 };
     // SAFETY: this CPU's slot.
-    let [skb, id] = unsafe { *last };
+    let c = unsafe { &mut *c };
+    let (skb, id) = (c.rx_skb, c.rx_id);
     if id == 0 {
         return 0;
     }
-    // SAFETY: as above.
-    unsafe { *last = [0, 0] };
+    c.rx_skb = 0;
+    c.rx_id = 0;
     forget(skb);
     let Some(s) = crate::maps::scratch() else { return 0 };
     let netns = crate::skb::sk_netns::<Probe>(sk, config::offsets());
@@ -56,25 +70,35 @@ pub fn path_sk_data_ready(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-#[raw_tracepoint(tracepoint = "net_dev_queue")]
-pub fn path_net_dev_queue(ctx: RawTracePointContext) -> i32 {
-    on_hook::<Probe>(ctx.arg::<u64>(0), hook::NET_DEV_QUEUE, 0);
-    0
-}
-
-#[btf_tracepoint(function = "net_dev_queue")]
-pub fn path_net_dev_queue_btf(ctx: BtfTracePointContext) -> i32 {
-    on_hook::<Btf>(ctx.arg::<u64>(0), hook::NET_DEV_QUEUE, 0);
-    0
-}
-
-/// Only follows: every skb a driver transmits passed `net_dev_queue` just before, unchanged,
-/// where the filters already ran (evaluating them again would double the cost of `--path` on
-/// the traffic it does not follow).
+/// A driver is handed the skb: where tcpdump's tap sees a packet leave, after the qdisc (and
+/// after GSO made segments of it, so each is seen). The transmit side's only hook:
+/// `net_dev_queue` before the qdisc would double the cost of `--path` on every forwarded
+/// packet it does not follow, and the qdisc's drops are drops (`kfree_skb`).
 #[raw_tracepoint(tracepoint = "net_dev_start_xmit")]
 pub fn path_net_dev_start_xmit(ctx: RawTracePointContext) -> i32 {
-    on_tracked(ctx.arg::<u64>(0), hook::NET_DEV_START_XMIT, 0, false);
+    start_xmit::<Probe>(ctx.arg::<u64>(0));
     0
+}
+
+#[btf_tracepoint(function = "net_dev_start_xmit")]
+pub fn path_net_dev_start_xmit_btf(ctx: BtfTracePointContext) -> i32 {
+    start_xmit::<Btf>(ctx.arg::<u64>(0));
+    0
+}
+
+#[inline(always)]
+fn start_xmit<M: Mem>(skb: u64) {
+    let cfg = config::config();
+    if cfg.path == 0 {
+        return;
+    }
+    let Some(c) = PATH_CPU.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's slot; the path's programs do not nest on one CPU.
+    let c = unsafe { &mut *c };
+    c.sent_skb = 0;
+    if tracked_hop::<M>(skb, hook::NET_DEV_START_XMIT, 0, false) == 0 {
+        first_match::<M>(skb, hook::NET_DEV_START_XMIT, cfg, c, Sent::Note);
+    }
 }
 
 #[raw_tracepoint(tracepoint = "skb_copy_datagram_iovec")]
@@ -90,21 +114,56 @@ pub fn path_consume_skb(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// A hook that may see a packet first: follow it if tracked, else apply the filters.
-/// Returns the packet id (0 when not followed).
+/// What `first_match` does with `PathCpu::sent_*`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Ignore,
+    /// A driver hook: note a miss whose bytes were located.
+    Note,
+    /// A receive of the skb noted last: a miss when its bytes are where they were. Between
+    /// the two tracepoints nothing runs that could change them (tc, netfilter and generic XDP
+    /// come after the receive's); the checks of place and length stand for the rest: to be
+    /// another packet, the skb and its head would have been freed and reused at the same
+    /// offsets, and that packet received first, on this CPU, before any other receive or
+    /// driver hand-off.
+    Compare,
+}
+
+/// Applies the filters to an skb nobody follows; a match starts its path (its first event
+/// carries its bytes). Returns the packet id (0 when not followed). `sent` applies only with
+/// `Config::path_reuse`: where the bytes alone are filtered (a filter on the device would not
+/// give a veth's peer the verdict of the veth) and no XDP program (which runs between a veth
+/// and its peer's receive) was seen.
 #[inline(always)]
-pub fn on_hook<M: Mem>(skb: u64, h: u32, location: u64) -> u64 {
-    let cfg = config::config();
-    if cfg.path == 0 {
-        return 0;
-    }
-    let id = tracked_hop::<M>(skb, h, location, false);
-    if id != 0 {
-        return id;
-    }
+fn first_match<M: Mem>(skb: u64, h: u32, cfg: &tracer_common::Config, c: &mut PathCpu, sent: Sent) -> u64 {
     let Some(s) = crate::maps::scratch() else { return 0 };
     let o = config::offsets();
-    let Some(mut seen) = capture::select::<M>(skb, cfg, o, s) else { return 0 };
+    let reuse = cfg.path_reuse != 0;
+    if sent == Sent::Compare && reuse {
+        skb::load::<M>(skb, o, s);
+        let mut now = Seen::on(0, 0);
+        capture::locate::<M>(skb, o, s, &mut now);
+        if now.start != 0
+            && now.start == c.sent_start
+            && now.wire_len == c.sent_wire_len
+            && now.avail == c.sent_avail
+            && u32::from(now.linktype) == c.sent_linktype
+        {
+            return 0;
+        }
+    }
+    let Some(mut seen) = capture::device::<M>(skb, cfg, o, s) else { return 0 };
+    capture::locate::<M>(skb, o, s, &mut seen);
+    if !capture::filters(cfg, s, &mut seen) {
+        if sent == Sent::Note && reuse && seen.start != 0 {
+            c.sent_skb = skb;
+            c.sent_start = seen.start;
+            c.sent_wire_len = seen.wire_len;
+            c.sent_avail = seen.avail;
+            c.sent_linktype = u32::from(seen.linktype);
+        }
+        return 0;
+    }
     capture::event_bytes::<M>(skb, cfg, o, s, &mut seen);
     let id = next_id();
     if !track(skb, id) {
@@ -114,7 +173,7 @@ pub fn on_hook<M: Mem>(skb: u64, h: u32, location: u64) -> u64 {
     // SAFETY: this CPU's scratch.
     unsafe {
         let hdr = &mut (*s).hdr;
-        emit::fill(hdr, skb, location, 0, &seen, snap, kind::PATH);
+        emit::fill(hdr, skb, 0, 0, &seen, snap, kind::PATH);
         hdr.nf_slot = 0;
         hdr.tc_code = 0;
         hdr.packet_id = id;

@@ -31,6 +31,8 @@ const IFLA_LINK: u16 = 5;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_LINK_NETNSID: u16 = 37;
+/// `IFLA_XDP` and, nested in it, `IFLA_XDP_ATTACHED` (non-zero: a program runs).
+const IFLA_XDP: (u16, u16) = (43, 2);
 
 const RTM_NEWNSID: u16 = 88;
 const RTM_GETNSID: u16 = 90;
@@ -60,6 +62,8 @@ pub struct Link {
     pub link: Option<u32>,
     pub link_netnsid: Option<i32>,
     pub kind: Option<String>,
+    /// An XDP program is attached.
+    pub xdp: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,13 +315,14 @@ fn u32_of(v: &[u8]) -> Option<u32> {
 
 fn parse_link(p: &[u8]) -> Option<Link> {
     let ifindex = u32::from_ne_bytes(p.get(4..8)?.try_into().ok()?);
-    let mut l = Link { ifindex, name: String::new(), link: None, link_netnsid: None, kind: None };
+    let mut l = Link { ifindex, name: String::new(), link: None, link_netnsid: None, kind: None, xdp: false };
     for (t, v) in attrs(p.get(16..)?) {
         match t {
             IFLA_IFNAME => l.name = cstr(v),
             IFLA_LINK => l.link = u32_of(v).filter(|&i| i != 0),
             IFLA_LINK_NETNSID => l.link_netnsid = u32_of(v).map(|n| i32::from_ne_bytes(n.to_ne_bytes())),
             IFLA_LINKINFO => l.kind = attrs(v).find(|(t, _)| *t == IFLA_INFO_KIND).map(|(_, k)| cstr(k)),
+            t if t == IFLA_XDP.0 => l.xdp = attrs(v).any(|(t, a)| t == IFLA_XDP.1 && a.first().is_some_and(|&m| m != 0)),
             _ => {}
         }
     }
@@ -359,41 +364,5 @@ fn parse_filter(p: &[u8]) -> Option<Filter> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attrs_stop_at_garbage() {
-        let mut b = Vec::new();
-        put_attr(&mut b, TCA_KIND, b"bpf\0");
-        put_attr(&mut b, 9, &[1, 2, 3]);
-        b.extend_from_slice(&[200, 0, 1, 0]); // claims 200 bytes
-        let v: Vec<_> = attrs(&b).collect();
-        assert_eq!(v, vec![(TCA_KIND, &b"bpf\0"[..]), (9, &[1u8, 2, 3][..])]);
-    }
-
-    #[test]
-    fn parses_a_bpf_filter_message() {
-        let mut p = tcmsg(7, 1, CLSACT_INGRESS, (1 << 16) | u32::from(PROTO_ALL));
-        put_attr(&mut p, TCA_KIND, b"bpf\0");
-        let mut o = Vec::new();
-        put_attr(&mut o, TCA_BPF_ID, &42u32.to_ne_bytes());
-        put_attr(&mut o, TCA_BPF_NAME, b"bpf_lxc.o:[from-container]\0");
-        put_attr(&mut o, TCA_BPF_FLAGS, &1u32.to_ne_bytes());
-        put_attr(&mut o, TCA_BPF_TAG, &[1, 2, 3, 4, 5, 6, 7, 8]);
-        put_attr(&mut p, TCA_OPTIONS | NLA_F_NESTED, &o);
-        let f = parse_filter(&p).unwrap();
-        assert_eq!((f.prio, f.protocol, f.handle, f.kind.as_str()), (1, PROTO_ALL, 1, "bpf"));
-        let b = f.bpf.unwrap();
-        assert_eq!(b.prog_id, Some(42));
-        assert_eq!(b.name.as_deref(), Some("bpf_lxc.o:[from-container]"));
-        assert!(b.direct_action);
-        assert_eq!(b.tag, Some([1, 2, 3, 4, 5, 6, 7, 8]));
-        // The per-priority classifier message (handle 0) is not a filter.
-        assert!(parse_filter(&tcmsg(7, 0, CLSACT_INGRESS, 1 << 16)).is_none());
-        // Truncated input never panics.
-        for n in 0..p.len() {
-            let _ = parse_filter(&p[..n]);
-        }
-    }
-}
+#[path = "rtnl_tests.rs"]
+mod tests;

@@ -41,6 +41,25 @@ impl PathProbes {
     }
 }
 
+/// Whether an interface of a known namespace runs an XDP program (or cannot be listed): a
+/// veth's XDP program runs between the veth's driver hook and its peer's receive and may
+/// change the bytes, so the receive cannot take the verdict the driver hook gave
+/// (`Config::path_reuse`).
+pub fn xdp_anywhere() -> bool {
+    let found = crate::netns::known().iter().find_map(|ns| {
+        let links = crate::kernel::rtnl::Rtnl::open_in(&ns.path).ok().and_then(|mut r| r.links().ok());
+        match links {
+            Some(l) if !l.iter().any(|l| l.xdp) => None,
+            Some(l) => Some(format!("an XDP program on {} in {}", l.iter().find(|l| l.xdp).map_or("?", |l| l.name.as_str()), ns.name)),
+            None => Some(format!("the interfaces of {} not listed", ns.name)),
+        }
+    });
+    if let Some(why) = &found {
+        log::info!("{why}: every receive applies the filters");
+    }
+    found.is_some()
+}
+
 pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf, choice: BackendChoice) -> Result<PathProbes> {
     let mut links: Vec<Box<dyn std::any::Any>> = Vec::new();
     let last = names::PATH_TRACEPOINTS.len() - 1;

@@ -151,6 +151,7 @@ pub fn attach(args: &CaptureArgs, c: &Checked, opts: KernelOptions) -> Result<Lo
         direct_bytes: u32::from(casts.is_some()),
         direct_facts: u32::from(casts.is_some_and(|c| c.facts.is_some())),
         event_interval_ns: 1_000_000_000u64.checked_div(args.max_event_rate).map_or(0, |ns| ns.max(1)),
+        path_reuse: u32::from(args.path && compiled.is_active() && netns == 0 && ifaces.is_empty() && args.pods.is_empty() && !probes::path::xdp_anywhere()),
     };
 
     let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &probes::loader::Patches { filter: compiled, casts }, ifaces, selection, opts.ring_bytes)?;

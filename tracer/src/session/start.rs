@@ -61,17 +61,18 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
         return Ok(Some((NfObservers::default(), attributor)));
     };
     // Where `nft` cannot list the chains the whole ruleset is read now (quick: without nft
-    // there is little to read), and its missing tools said now. A namespace with one base chain (a small node's, a pod's) may need no observers at all:
-    // whether its chain can drop, and whether conntrack runs there, is in its rules, read now
-    // for the first `EARLY_READS` of them with at most `EARLY_CHAINS` chains (quick: a pod's;
-    // a kube-proxy node's FORWARD reaches thousands). Every other namespace is read after ready
-    // and observed (without base chains there is nothing to observe).
-    let follow = path.is_some();
+    // there is little to read), and its missing tools said now. A small ruleset (a pod's, a
+    // small node's) is read now too, for the first `EARLY_READS` namespaces with at most
+    // `EARLY_CHAINS` chains (a kube-proxy node's FORWARD reaches thousands): its rules say
+    // whether conntrack runs there (else no observer goes before conntrack's priority: one
+    // program run less per packet) and, without --path, whether a lone chain can drop (else
+    // no observers at all). Every other namespace is read after ready and observed from its
+    // layout (without base chains there is nothing to observe).
     let (mut loaded, mut loading) = (Vec::new(), Vec::new());
     for (ns, layout) in in_parallel(&spaces, |ns| crate::netfilter::layout::read(&ns.path)) {
         match layout {
             Some((l, chains))
-                if follow || capable::chains(&netfilter::entries(&l)) != 1 || loaded.len() >= EARLY_READS || chains.is_none_or(|n| n > EARLY_CHAINS) =>
+                if netfilter::entries(&l).is_empty() || loaded.len() >= EARLY_READS || chains.is_none_or(|n| n > EARLY_CHAINS) =>
             {
                 loading.push((ns, l));
             }
