@@ -96,8 +96,8 @@ pub struct Args {
     #[arg(long, value_name = "CPU")]
     peer_cpu: Option<usize>,
     /// Give the node a nat table (a MASQUERADE rule for traffic leaving the pod range), so
-    /// conntrack tracks every packet as on most Kubernetes nodes; without it the node's only
-    /// netfilter rule is the flood's DROP.
+    /// conntrack tracks every packet as on most Kubernetes nodes; without it the node's
+    /// netfilter rules are the flood's DROP in FORWARD and one in INPUT, and no conntrack.
     #[arg(long)]
     conntrack: bool,
     /// Measure this tracer binary instead of building target/release/tracer.

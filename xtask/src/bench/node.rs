@@ -51,7 +51,8 @@ pub struct Shape<'a> {
 
 impl Node {
     /// Builds a two-pod node with `testbed-node` and installs the flood's DROP rule in its
-    /// FORWARD chain (first, so the rest of the ruleset never sees flood packets); with
+    /// FORWARD chain (first, so the rest of the ruleset never sees flood packets) and a DROP
+    /// rule for another port in INPUT (so netfilter observers are needed); with
     /// `conntrack`, also a nat MASQUERADE rule for traffic leaving the pod range (which makes
     /// conntrack see every packet, as on a node with kube-proxy or Cilium's iptables rules).
     pub fn start(helper: &Path, conntrack: bool) -> Result<Self> {
@@ -101,6 +102,11 @@ impl Node {
         let mut args: Vec<&str> = rule.split(' ').collect();
         args.splice(0..2, ["-I", "FORWARD", "1"]);
         node.iptables(&args)?;
+        // A second chain that can drop, as a node firewall's INPUT rule (kube-proxy's
+        // KUBE-FIREWALL): a netfilter drop could come from either, so the tracer places
+        // observers. With one chain that can drop and no conntrack it needs none (it reads a
+        // small ruleset at start), and the arms "with observers" would measure none.
+        node.iptables(&["-A", "INPUT", "-p", "tcp", "--dport", "10255", "-m", "comment", "--comment", "bench-input", "-j", "DROP"])?;
         if conntrack {
             let range = format!("{range}.0.0/16");
             node.iptables(&[

@@ -227,8 +227,8 @@ impl<'a> Report<'a> {
         );
         let _ = writeln!(
             s,
-            "Node: the testbed's netns node (pods on `lxc…` veths, /32 routes, forwarding in the node namespace), iptables: the flood's DROP rule{}; peer {}{}.",
-            if p.conntrack { " and a nat MASQUERADE rule (conntrack on)" } else { " only (no conntrack)" },
+            "Node: the testbed's netns node (pods on `lxc…` veths, /32 routes, forwarding in the node namespace), iptables: the flood's DROP rule in FORWARD, one in INPUT{}; peer {}{}.",
+            if p.conntrack { ", a nat MASQUERADE rule (conntrack on)" } else { " (no conntrack)" },
             p.peer_cpu.map_or("not pinned".to_string(), |c| format!("pinned to CPU {c}")),
             if p.bpf_stats { "; BPF run time from one more run per arm and phase with the kernel's statistics on (not in the rates: the statistics' clock reads cost the node too)" } else { "" }
         );
