@@ -122,7 +122,8 @@ enum Sent {
     Note,
     /// A receive of the skb noted last: a miss when its bytes are where they were. Between
     /// the two tracepoints nothing runs that could change them (tc, netfilter and generic XDP
-    /// come after the receive's); the checks of place and length stand for the rest: to be
+    /// come after the receive's; a veth's own XDP program, which runs before it, turns
+    /// `path_reuse` off); the checks of place and length stand for the rest: to be
     /// another packet, the skb and its head would have been freed and reused at the same
     /// offsets, and that packet received first, on this CPU, before any other receive or
     /// driver hand-off.
