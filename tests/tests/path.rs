@@ -1,5 +1,6 @@
 //! `--path` (issue 5) on real traffic: a forwarded pod-to-pod packet's hooks in order across
-//! both namespaces, a packet followed from where the node's NAT makes it match, a TCP connection without payload read back from the `--all` pcapng, and a
+//! both namespaces, a packet followed from where the node's NAT makes it match or from the
+//! device a device filter names, a TCP connection without payload read back from the `--all` pcapng, and a
 //! drop in the middle of a path. Needs root; the back end that ran is asserted against what the
 //! kernel accepts.
 use std::time::Duration;
@@ -177,6 +178,9 @@ fn forwarded_pod_to_pod_packet_hook_by_hook() {
     }
     assert_eq!(s["path"]["packets"], 1);
     assert_eq!(s["path"]["lost_events"], 0);
+    // Only the bytes are filtered: a veth peer's receive takes its driver hook's verdict,
+    // unless an XDP program (which would run in between) is attached somewhere.
+    assert_eq!(s["path"]["receive_reuse"], !xdp_on_machine(), "{}", s["path"]);
     assert_eq!(s["drops"], 0);
     eprintln!("path: {p}");
 }
@@ -204,6 +208,35 @@ fn rewritten_packet_is_followed_from_where_it_first_matches() {
     find(&path, "receive in pod b", |h| h.0 == "netif_receive_skb" && h.1 == "eth0" && h.2 == b_ns);
     assert!(path.iter().all(|h| h.2 != a_ns && h.1 != a.lxc), "no hop before the rewrite: {path:#?}");
     assert_eq!(ps[0]["dport"], 33021, "{}", ps[0]);
+}
+
+/// With a device filter (`--iface`) the path starts where the device first matches, a's lxc,
+/// whose receive applies the filters itself (a veth's verdict is not its peer's), and the
+/// summary says no receive took its driver hook's verdict.
+#[test]
+fn device_filter_starts_the_path_on_the_matching_device() {
+    let node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
+    let listener = b.listen_udp(33031).unwrap();
+    let run = tracer().capture().arg("--path").arg("--iface").arg("lxc*").expression(format!("udp port 33031 and host {}", b.ip)).start().unwrap();
+    assert_eq!(a.send_udp(33131, b.addr(33031), 1, b"by device").unwrap(), 1);
+    listener.wait_for(1, TIMEOUT).unwrap();
+    let done = stop(run, 0);
+    let ps = packets(&done);
+    assert_eq!(ps.len(), 1, "one packet, one story: {:#?}", done.events);
+    let path = hooks(ps[0]);
+    assert_eq!((path[0].0.as_str(), path[0].1.as_str()), ("netif_receive_skb", a.lxc.as_str()), "{path:#?}");
+    assert_eq!(done.summary().unwrap()["path"]["receive_reuse"], false);
+}
+
+/// Whether an interface of the machine's namespaces (the host's and the named ones) runs an
+/// XDP program, as `ip -o link` prints it (`xdp`, `xdpgeneric`, …, before the qdisc).
+fn xdp_on_machine() -> bool {
+    let named = std::fs::read_dir("/var/run/netns").into_iter().flatten().flatten().map(|e| vec!["-n".to_string(), e.file_name().to_string_lossy().into_owned()]);
+    std::iter::once(Vec::new()).chain(named).any(|ns| {
+        let out = std::process::Command::new("ip").args(&ns).args(["-o", "link", "show"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).split_whitespace().any(|w| ["xdp", "xdpgeneric", "xdpdrv", "xdpoffload", "xdpmulti"].contains(&w))
+    })
 }
 
 #[test]

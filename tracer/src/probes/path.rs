@@ -32,6 +32,8 @@ pub struct PathProbes {
     pub functions: usize,
     /// Why a function back end is not running, for `auto`.
     pub note: Option<String>,
+    /// A veth peer's receive takes the verdict its driver hook gave (`Config::path_reuse`).
+    pub receive_reuse: bool,
     links: Vec<Box<dyn std::any::Any>>,
 }
 
@@ -81,7 +83,7 @@ pub fn attach(ebpf: &mut Ebpf, btf: &aya::Btf, choice: BackendChoice) -> Result<
             Err(e) => return Err(e),
         }
     }
-    let mut probes = PathProbes { backend: "tracepoint", functions: 0, note: None, links };
+    let mut probes = PathProbes { backend: "tracepoint", functions: 0, note: None, receive_reuse: false, links };
     let result = match choice {
         BackendChoice::Tracepoint => return Ok(probes),
         BackendChoice::Fentry => fentry(ebpf, btf).map(|l| ("fentry", l)),

@@ -164,7 +164,10 @@ pub fn attach(args: &CaptureArgs, c: &Checked, opts: KernelOptions) -> Result<Lo
     // made after the load (the loader's own copy is gone then, see loader.rs) and dropped
     // once attached, so two copies never coexist.
     let aya_btf = aya::Btf::from_sys_fs().context("cannot read kernel BTF")?;
-    let path = args.path.then(|| probes::path::attach(&mut ebpf, &aya_btf, args.backend)).transpose()?;
+    let mut path = args.path.then(|| probes::path::attach(&mut ebpf, &aya_btf, args.backend)).transpose()?;
+    if let Some(p) = path.as_mut() {
+        p.receive_reuse = config.path_reuse != 0;
+    }
     let probe = probes::kfree_skb::attach(&mut ebpf, &aya_btf)?;
     drop(aya_btf);
     trim_heap();

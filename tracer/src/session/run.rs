@@ -90,7 +90,7 @@ pub async fn run(
     let mut enrich = enricher(pods, &reasons, attributor, tc_attributor);
     enrich.cilium = cilium_attributor(&args.cilium_bpffs);
     let mut pipe = Pipeline::new(Namer::new(reasons, kallsyms, Clock::new()).with_stacks(maps.stacks.take()).with_conntrack(ct), enrich, sinks(args, bundle, created)?);
-    let path_backend = path.as_ref().map(|p| (p.backend, p.functions, p.note.clone()));
+    let path_backend = path.as_ref().map(|p| (p.backend, p.functions, p.note.clone(), p.receive_reuse));
     if path.is_some() {
         pipe.path = Some(crate::path::tracker::PathTracker::default());
         pipe.all = args.all;
@@ -159,18 +159,8 @@ pub async fn run(
         eprintln!("tracer: warning: the kernel skipped the drop probe {probe_misses} times (a drop inside a running probe on the same CPU); those drops are not counted");
     }
     debug_assert!(kernel_lost <= totals.lost_events);
-    let path = match (path_backend, &pipe.path) {
-        (Some((backend, functions, fallback)), Some(t)) => Some(summary::PathSummary {
-            backend: backend.into(),
-            functions,
-            fallback,
-            packets: t.packets,
-            lost_events: maps.counter(counter::PATH_LOST)?,
-        }),
-        _ => None,
-    };
     let meta = summary::Meta {
-        path,
+        path: path_summary(path_backend, pipe.path.as_ref(), &maps)?,
         node: args.node_name.clone(),
         duration_s,
         expression: compiled.expression.clone(),
@@ -185,6 +175,12 @@ pub async fn run(
     let failures = pipe.sinks.failures();
     pipe.sinks.finish(&RunEnd { totals, rows, meta })?;
     Ok(failures)
+}
+
+/// The summary's `path` section (None without `--path`).
+fn path_summary(probes: Option<(&'static str, usize, Option<String>, bool)>, tracker: Option<&crate::path::tracker::PathTracker>, maps: &Maps) -> Result<Option<summary::PathSummary>> {
+    let (Some((backend, functions, fallback, receive_reuse)), Some(t)) = (probes, tracker) else { return Ok(None) };
+    Ok(Some(summary::PathSummary { backend: backend.into(), functions, fallback, receive_reuse, packets: t.packets, lost_events: maps.counter(counter::PATH_LOST)? }))
 }
 
 pub fn kernel_rows(maps: &Maps, pipe: &mut Pipeline) -> Result<Vec<KernelRow>> {

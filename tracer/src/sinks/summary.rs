@@ -164,6 +164,10 @@ pub struct PathSummary {
     /// Why `auto` fell back to tracepoints only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// Whether a veth peer's receive took the verdict its driver hook gave the same skb, bytes
+    /// in place, instead of applying the filters again: false with `--netns`, `--iface` or
+    /// `--pod`, or when an interface ran an XDP program at start.
+    pub receive_reuse: bool,
     /// Packets followed (each has a `"type": "packet"` record).
     pub packets: u64,
     /// Path events lost in the ring buffer (their packets' paths have gaps).
