@@ -207,3 +207,53 @@ fn log_line(kind: &str, reason: &str) {
         }
     }
 }
+
+/// `(pf, hook, priority)` of every netfilter link of ours (`tracer_nf_obs`), from the kernel
+/// (`BPF_LINK_GET_NEXT_ID`, then each link's and program's info: Debian's bpftool predates
+/// netfilter links and prints their type as a number only).
+pub fn observer_links() -> Vec<(u32, u32, i32)> {
+    fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> i64 {
+        // SAFETY: `attr` is a zero-padded `union bpf_attr` of its length.
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) }
+    }
+    fn fd_by_id(cmd: libc::c_long, id: u32) -> Option<std::os::fd::OwnedFd> {
+        let mut attr = [0u8; 16];
+        attr[..4].copy_from_slice(&id.to_ne_bytes());
+        let fd = i32::try_from(bpf(cmd, &mut attr)).ok().filter(|fd| *fd >= 0)?;
+        // SAFETY: a new fd the kernel just gave us.
+        Some(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+    }
+    fn info(fd: &std::os::fd::OwnedFd, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        let mut attr = [0u8; 16];
+        attr[..4].copy_from_slice(&std::os::fd::AsRawFd::as_raw_fd(fd).to_ne_bytes());
+        attr[4..8].copy_from_slice(&u32::try_from(len).unwrap().to_ne_bytes());
+        attr[8..16].copy_from_slice(&(buf.as_mut_ptr() as u64).to_ne_bytes());
+        assert_eq!(bpf(15, &mut attr), 0, "BPF_OBJ_GET_INFO_BY_FD: {}", std::io::Error::last_os_error());
+        buf
+    }
+    let u32_at = |b: &[u8], at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
+    let (mut out, mut id) = (Vec::new(), 0u32);
+    for _ in 0..100_000 {
+        let mut attr = [0u8; 16];
+        attr[..4].copy_from_slice(&id.to_ne_bytes());
+        if bpf(31, &mut attr) != 0 {
+            break; // ENOENT: no link after `id`
+        }
+        id = u32_at(&attr, 4);
+        let Some(link) = fd_by_id(30, id) else { continue };
+        // `struct bpf_link_info`: type, id, prog_id, then the union (8-aligned) whose
+        // netfilter member is pf, hooknum, priority, flags.
+        let l = info(&link, 64);
+        if u32_at(&l, 0) != 10 {
+            continue; // BPF_LINK_TYPE_NETFILTER
+        }
+        let Some(prog) = fd_by_id(13, u32_at(&l, 8)) else { continue };
+        // `struct bpf_prog_info.name` at 64.
+        let p = info(&prog, 96);
+        if p[64..80].split(|b| *b == 0).next() == Some(&b"tracer_nf_obs"[..]) {
+            out.push((u32_at(&l, 16), u32_at(&l, 20), u32_at(&l, 24).cast_signed()));
+        }
+    }
+    out
+}

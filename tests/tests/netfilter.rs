@@ -109,6 +109,46 @@ fn two_forward_rules_are_named_exactly() {
     eprintln!("two rules: {}", done.events[0]);
 }
 
+/// A forwarded packet's drop told by its route, with no observer at FORWARD: the node has
+/// chains that can drop at PREROUTING (mangle), INPUT and FORWARD, so observers go before the
+/// first two, and FORWARD's one chain is named from the route (`ip_forward`) of the drop. A
+/// forwarded packet passes the PREROUTING observer first: its drop must still name the FORWARD
+/// rule, not the mangle chain it last passed an observer of; drops at the other two hooks keep
+/// their observers' slots.
+#[test]
+fn forwarded_drop_is_named_from_its_route_without_a_forward_observer() {
+    if !observers_possible() {
+        return;
+    }
+    let mut node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
+    let pre = node.iptables("mangle", "PREROUTING", &["-p", "udp", "--dport", "32073", "-j", "DROP"]).unwrap();
+    let input = node.iptables("filter", "INPUT", &["-p", "udp", "--dport", "32072", "-j", "DROP"]).unwrap();
+    let fwd = node.iptables("filter", "FORWARD", &["-d", &b.ip.to_string(), "-p", "udp", "--dport", "32071", "-j", "DROP"]).unwrap();
+    // Observers in the node's namespace only: the links seen are all its own.
+    let run = tracer().capture().arg("--netns").arg(node.netns()).expression(format!("udp and src host {} and portrange 32071-32073", a.ip)).start().unwrap();
+    let links = integration_tests::kernel::observer_links();
+    assert!(links.iter().any(|l| l.0 == 2 && l.1 == 0) && links.iter().any(|l| l.0 == 2 && l.1 == 1), "observers at PREROUTING and INPUT: {links:?}");
+    assert!(!links.iter().any(|l| l.0 == 2 && (l.1 == 2 || l.1 == 4)), "no observer at FORWARD or POSTROUTING: {links:?}");
+    assert_eq!(a.send_udp(32171, b.addr(32071), 6, b"forwarded").unwrap(), 6);
+    assert_eq!(a.send_udp(32172, std::net::SocketAddrV4::new(node.gateway(), 32072), 4, b"to the node").unwrap(), 4);
+    assert_eq!(a.send_udp(32173, b.addr(32073), 3, b"prerouting").unwrap(), 3);
+    wait::until("rule counters", TIMEOUT, Duration::from_millis(10), || {
+        Ok((node.iptables_packets(&fwd)? >= 6 && node.iptables_packets(&input)? >= 4 && node.iptables_packets(&pre)? >= 3).then_some(()))
+    })
+    .unwrap();
+    let done = stop(run, 13);
+    assert_eq!(done.drops().unwrap(), 13);
+    let rule = |r: &integration_tests::IptRule| save_line(node.netns(), "iptables-save", &r.comment);
+    let want = |table: &str, chain: &str, hook: &str, line: String| {
+        serde_json::json!({"family": "ip", "table": table, "chain": chain, "hook": hook, "verdict": "DROP", "rule": line, "attribution": "exact"})
+    };
+    expect_all(&done, 32071, 6, &want("filter", "FORWARD", "forward", rule(&fwd)));
+    expect_all(&done, 32072, 4, &want("filter", "INPUT", "input", rule(&input)));
+    expect_all(&done, 32073, 3, &want("mangle", "PREROUTING", "prerouting", rule(&pre)));
+    eprintln!("observers {links:?}; forwarded: {}", nf_of(&done, 32071)[0]);
+}
+
 #[test]
 fn forward_policy_drop_without_a_matching_rule() {
     if !observers_possible() {

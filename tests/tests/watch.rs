@@ -122,6 +122,34 @@ fn intermittent_rule_dumps_once_per_burst() {
     assert!(status.success(), "exit {status}; stderr:\n{stderr}");
 }
 
+/// Per-rule totals of forwarded drops on a node whose FORWARD hook has no observer: INPUT's
+/// chain can drop too, so observers are placed (before INPUT), and FORWARD's one chain is
+/// told by the drops' route (`nf_slot::FORWARDED_IPV4` in the kernel's totals). The rule's
+/// series equals the rule's own counter, INPUT's rule gets none, nothing is unattributed.
+#[test]
+fn forwarded_drops_count_per_rule_without_a_forward_observer() {
+    if !require(Feature::NetfilterLink) {
+        return;
+    }
+    let mut node = Node::new(2).unwrap();
+    let (a, b) = (node.pod(0).clone(), node.pod(1).clone());
+    let input = node.iptables("filter", "INPUT", &["-p", "udp", "--dport", "7411", "-j", "DROP"]).unwrap();
+    let fwd = node.iptables("filter", "FORWARD", &["-d", &b.ip.to_string(), "-p", "udp", "--dport", "7412", "-j", "DROP"]).unwrap();
+    // Observers in the node's namespace only: the links seen are all its own.
+    let w = watch().arg("--netns").arg(node.netns()).arg(format!("udp and dst port 7412 and host {}", b.ip)).start().unwrap();
+    let links = integration_tests::kernel::observer_links();
+    assert!(links.iter().any(|l| l.0 == 2 && l.1 == 1), "an observer at INPUT: {links:?}");
+    assert!(!links.iter().any(|l| l.0 == 2 && (l.1 == 2 || l.1 == 4)), "none at FORWARD or POSTROUTING: {links:?}");
+    send_until(&w, &a, 7410, b.addr(7412), "the rule's first drops", |m| m.drops_where("rule", &fwd.comment) >= 100);
+    let counter = node.iptables_packets(&fwd).unwrap();
+    let m = w.until("the rule's series to equal its counter", TIMEOUT, |m| m.drops_where("rule", &fwd.comment) >= counter).unwrap();
+    assert_eq!(m.drops_where("rule", &fwd.comment), counter, "series vs counter; stderr:\n{}", w.stderr());
+    assert_eq!(m.drops_where("rule", &input.comment), 0);
+    assert_eq!(m.sum("tracer_netfilter_unattributed_drops", &[]), 0, "stderr:\n{}", w.stderr());
+    let (status, stderr) = w.stop().unwrap();
+    assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+}
+
 /// Ready before a kube-proxy node's rules are listed (50,000 rules list for seconds): the
 /// listing tools are held shut (they wait for a file) until after ready; then a DROP only the rule
 /// counters can name (behind a statistic rule) drops, its first counts before any listing

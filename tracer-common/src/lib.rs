@@ -188,6 +188,9 @@ pub struct Offsets {
     pub dev_mtu: u32,
     pub skb_end: u32,
     pub shinfo_gso_size: u32,
+    /// `dst_entry.input`: a drop's route says whether the packet was being forwarded
+    /// (`Config::forward_input_v4`).
+    pub dst_input: u32,
     /// The part of `struct sk_buff` holding every `skb_*` field above (start 8-aligned, length
     /// ≤ `SKB_SPAN_MAX`): a probe copies it with one read instead of one read per field.
     /// Length 0: the fields lie too far apart and are read one by one.
@@ -246,6 +249,12 @@ pub struct Config {
     pub direct_facts: u32,
     /// Minimum spacing of drop events per CPU, in ns (1e9 / events per second); 0 = no limit.
     pub event_interval_ns: u64,
+    /// Addresses of `ip_forward` and `ip6_forward` (from kallsyms; 0: unknown): a netfilter
+    /// drop whose route's `input` is one of them happened at FORWARD or POSTROUTING, and
+    /// carries `nf_slot::FORWARDED_*` (a namespace with at most one chain there that can drop
+    /// needs no observer at those hooks).
+    pub forward_input_v4: u64,
+    pub forward_input_v6: u64,
     /// 1 with `--path` when the filters read nothing but a packet's bytes and no interface ran
     /// an XDP program at start: a receive of the skb this CPU just handed to a driver (a veth's
     /// peer) takes the verdict the driver hook gave it, bytes unchanged.
@@ -290,6 +299,17 @@ pub mod kind {
 }
 
 /// Path hooks (`PacketEvent::hook` of `kind::PATH` events).
+/// Flags in the `nf_slot` of a netfilter drop (`PacketEvent`, `DropKey`), beside the
+/// observer slot id in the low bits.
+pub mod nf_slot {
+    /// The packet was being forwarded over IPv4 (its route's `input` is `ip_forward`).
+    pub const FORWARDED_IPV4: u32 = 1 << 31;
+    /// Over IPv6 (`ip6_forward`).
+    pub const FORWARDED_IPV6: u32 = 1 << 30;
+    /// The observer slot id (0: none).
+    pub const ID: u32 = FORWARDED_IPV6 - 1;
+}
+
 pub mod hook {
     pub const NETIF_RECEIVE: u32 = 1;
     /// Not a hop any more (`net_dev_start_xmit` is the transmit side's); the number stays taken.

@@ -31,6 +31,7 @@ static OFFSETS: Offsets = Offsets {
     dev_mtu: 0,
     skb_end: 0,
     shinfo_gso_size: 0,
+    dst_input: 0,
     skb_span_start: 0,
     skb_span_len: 0,
 };
@@ -57,6 +58,8 @@ static CONFIG: Config = Config {
     direct_bytes: 0,
     direct_facts: 0,
     event_interval_ns: 0,
+    forward_input_v4: 0,
+    forward_input_v6: 0,
     path_reuse: 0,
 };
 

@@ -53,7 +53,7 @@ fn on_drop<M: Mem, C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: 
     // looked up only for a drop that becomes one, except for `tracer watch` (`stats_nf_slot`),
     // whose per-rule metrics come from these totals.
     let tc_code = if reason == cfg.reason_tc_ingress || reason == cfg.reason_tc_egress { tc::last_code(skb, seen.ifindex) } else { 0 };
-    let key_nf_slot = if cfg.stats_nf_slot != 0 && reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };
+    let key_nf_slot = if cfg.stats_nf_slot != 0 && reason == cfg.reason_netfilter_drop { netfilter::drop_slot::<M>(skb, cfg, o) } else { 0 };
     let mut key = DropKey { location, ifname: [0; IFNAMSIZ], reason, ifindex: seen.ifindex, netns: seen.netns, nf_slot: key_nf_slot, tc_code, _pad: 0 };
     // SAFETY: this CPU's scratch; `capture::device` wrote the name.
     skb::copy_name(&mut key.ifname, unsafe { &(*s).hdr.ifname });
@@ -64,7 +64,7 @@ fn on_drop<M: Mem, C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: 
         st.rate_limited += 1;
         return;
     }
-    let nf_slot = if key_nf_slot != 0 { key_nf_slot } else if reason == cfg.reason_netfilter_drop { netfilter::last_slot(skb) } else { 0 };
+    let nf_slot = if key_nf_slot != 0 { key_nf_slot } else if reason == cfg.reason_netfilter_drop { netfilter::drop_slot::<M>(skb, cfg, o) } else { 0 };
     capture::event_bytes::<M>(skb, cfg, o, s, &mut seen);
     let snap = seen.cap.min(cfg.snaplen);
     // Only events carry a stack (a flood's rate-limited drops never walk one).

@@ -1,9 +1,34 @@
 //! The netfilter side of drop attribution. The observers themselves are tiny programs the
 //! loader assembles and attaches with BPF netfilter links (aya has no netfilter program type);
 //! they write `NF_RING`. Here the drop probe reads it back.
-use tracer_common::NF_RING_LEN;
+use tracer_common::{Config, NF_RING_LEN, Offsets, nf_slot};
 
-use crate::maps::NF_RING;
+use crate::{
+    maps::NF_RING,
+    skb::{self, Mem},
+};
+
+/// What a `NETFILTER_DROP` carries: the observer slot `skb` passed last (`last_slot`), flagged
+/// `nf_slot::FORWARDED_*` when its route says it was being forwarded (it died at FORWARD or
+/// POSTROUTING). A namespace with at most one chain at those hooks that can drop has no
+/// observer there, and the flag names that chain; elsewhere the slot does.
+#[inline(always)]
+pub fn drop_slot<M: Mem>(skb: u64, cfg: &Config, o: &Offsets) -> u32 {
+    let slot = last_slot(skb);
+    if cfg.forward_input_v4 == 0 && cfg.forward_input_v6 == 0 {
+        return slot;
+    }
+    let input = skb::route_input::<M>(skb, o, cfg.direct_facts != 0);
+    if input == 0 {
+        slot
+    } else if input == cfg.forward_input_v4 {
+        slot | nf_slot::FORWARDED_IPV4
+    } else if input == cfg.forward_input_v6 {
+        slot | nf_slot::FORWARDED_IPV6
+    } else {
+        slot
+    }
+}
 
 /// The observer slot `skb` passed last on this CPU, newest first; 0 when none.
 #[inline(always)]

@@ -271,6 +271,19 @@ pub fn facts<M: Mem>(skb: u64, o: &Offsets, s: *const Scratch, h: &mut PacketEve
     h.skb_facts = flags;
 }
 
+/// The `input` function of the skb's route (0 without a route or where BTF lacks the
+/// offsets): `ip_forward` or `ip6_forward` for a packet being forwarded. `direct`: through a
+/// typed view (loads), else a helper read.
+#[inline(always)]
+pub fn route_input<M: Mem>(skb: u64, o: &Offsets, direct: bool) -> u64 {
+    let dst = get::<M, u64>(skb, o.skb_refdst).unwrap_or(0) & !1;
+    if dst == 0 {
+        return 0;
+    }
+    let input = if direct { get::<Btf, u64>(crate::cast::dst_entry(dst), o.dst_input) } else { read::<u64>(dst, o.dst_input) };
+    input.unwrap_or(0)
+}
+
 /// The namespace inode of a socket (0 when unreadable).
 #[inline(always)]
 pub fn sk_netns<M: Mem>(sk: u64, o: &Offsets) -> u32 {

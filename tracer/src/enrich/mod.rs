@@ -9,7 +9,7 @@ pub mod tc;
 pub mod window;
 pub mod worker;
 
-use tracer_common::PacketEvent;
+use tracer_common::{PacketEvent, nf_slot};
 
 use self::{
     cilium::CiliumAttributor,
@@ -139,21 +139,26 @@ impl Enricher {
             return None;
         }
         let Some((nf, windows)) = &mut self.nf else { return Some(r) };
-        // Where the packet died: the observer slot it passed last (a stale ring entry from
-        // another namespace is not this packet's history), else, on kernels without observers,
-        // any hook of its namespace, else, in a namespace left without observers, its one
-        // chain that can drop.
+        // Where the packet died: a forwarded packet's, in a namespace without observers at
+        // the forwarding hooks, at its one chain there that can drop; else the observer slot it
+        // passed last (a stale ring entry from another namespace is not this packet's
+        // history), else, on kernels without observers, any hook of its namespace, else, in a
+        // namespace left without observers, its one chain that can drop.
         let netfilter_drop = Some(h.reason) == self.codes.netfilter_drop;
         let ipv6 = ev.headers.src.is_some_and(|a| a.is_ipv6());
-        let slot = match nf.slot(h.nf_slot) {
+        let forwarded = if netfilter_drop { forwarded(nf, h.nf_slot, h.netns) } else { None };
+        let slot = match nf.slot(h.nf_slot & nf_slot::ID) {
+            _ if forwarded.is_some() => forwarded.clone(),
             Some(s) if s.netns == h.netns => Some(s.clone()),
-            _ if h.nf_slot == 0 && nf.unobserved_drops && netfilter_drop => Some(Attributor::unobserved(h.netns, ipv6)),
+            _ if h.nf_slot & nf_slot::ID == 0 && nf.unobserved_drops && netfilter_drop => Some(Attributor::unobserved(h.netns, ipv6)),
             // A namespace left without observers (at most one chain could drop there).
             _ if netfilter_drop => nf.implied(h.netns, if ipv6 { crate::netfilter::NFPROTO_IPV6 } else { crate::netfilter::NFPROTO_IPV4 }),
             _ => None,
         };
         let Some(slot) = slot.filter(|s| nf.knows(s.netns)) else { return Some(r) };
-        let packet = packet_info(&r.event, slot.hook);
+        // A forwarded slot is placed now for the packet's devices (in at FORWARD, out at
+        // POSTROUTING); the rules' own placement waits for the window like an implied one's.
+        let packet = packet_info(&r.event, if forwarded.is_some() { nf.place(&slot).hook } else { slot.hook });
         let needs = match nf.exact_or_needs(&slot, &packet) {
             Ok(info) if !self.window_only => {
                 r.event.netfilter = Some(info);
@@ -261,6 +266,19 @@ impl Enricher {
 
 /// What rule evaluation needs from an event; the device at the drop point is the input
 /// interface up to FORWARD and the output interface from OUTPUT on.
+/// The slot of a netfilter drop flagged `nf_slot::FORWARDED_*` where the attributor trusts
+/// the flag (no observer at the forwarding hooks of that namespace and family).
+pub fn forwarded(nf: &Attributor, nf_slot: u32, netns: u32) -> Option<crate::model::hooks::Slot> {
+    let pf = if nf_slot & nf_slot::FORWARDED_IPV4 != 0 {
+        crate::netfilter::NFPROTO_IPV4
+    } else if nf_slot & nf_slot::FORWARDED_IPV6 != 0 {
+        crate::netfilter::NFPROTO_IPV6
+    } else {
+        return None;
+    };
+    nf.forwarded(netns, pf)
+}
+
 fn packet_info(ev: &DropEvent, hook: u32) -> PacketInfo {
     let h = &ev.headers;
     let dev = (!ev.ifname.is_empty()).then(|| ev.ifname.clone());

@@ -20,6 +20,9 @@ use crate::{
 const ANY_HOOK: u32 = u32::MAX;
 /// `Slot::hook` of a drop in a namespace without observers, until placed.
 const IMPLIED_HOOK: u32 = u32::MAX - 1;
+/// `Slot::hook` of a forwarded packet's drop where FORWARD and POSTROUTING have no observers
+/// (`nf_slot::FORWARDED_*`), until placed.
+const FORWARDED_HOOK: u32 = u32::MAX - 2;
 
 /// A ruleset snapshot and when it was taken (`CLOCK_MONOTONIC` ns, the clock of the kernel's
 /// event times): a drop before `start` is in its counters, one after `end` is not. Shared:
@@ -85,8 +88,7 @@ impl Attributor {
             .map(|(netns, snap)| {
                 let entries = netfilter::entries(&snap);
                 let observed = slots.iter().any(|s| s.netns == netns.inode);
-                // Only a namespace without observers has its drops placed from it.
-                let capable = if observed { Vec::new() } else { capable::capable(&snap, &entries) };
+                let capable = capable::capable(&snap, &entries);
                 (netns.inode, NsState { netns, history: VecDeque::from([Timed { snap: snap.into(), start: 0, end: taken }]), entries, capable, observed, loading: false })
             })
             .collect();
@@ -128,15 +130,28 @@ impl Attributor {
         Some(Slot { netns: st.netns.inode, pf, hook: IMPLIED_HOOK, priority: 0, lowest: 0 })
     }
 
-    /// An implied slot placed: the one chain of the latest snapshot that can drop, as if an
-    /// observer sat before it; else any hook of the family (counters decide). Callers advance
-    /// to the snapshot that closes the drop's window first. Other slots as they are.
+    /// A `NETFILTER_DROP` of a packet being forwarded (`nf_slot::FORWARDED_*`, family `pf`) in
+    /// a namespace whose FORWARD and POSTROUTING hooks got no observer for that family (at most
+    /// one chain there could drop): a slot for "its chain there that can drop", placed by
+    /// [`Attributor::place`]. None where observers sit there (their slot says more).
+    pub fn forwarded(&self, netns: u32, pf: u32) -> Option<Slot> {
+        let st = self.ns.get(&netns).filter(|st| st.observed)?;
+        let watched = self.slots.iter().any(|s| s.netns == netns && s.pf == pf && netfilter::forwarding_hook(s.hook));
+        (!watched).then_some(Slot { netns: st.netns.inode, pf, hook: FORWARDED_HOOK, priority: 0, lowest: 0 })
+    }
+
+    /// An implied slot placed: the one chain of the latest snapshot that can drop (for a
+    /// forwarded slot, at FORWARD or POSTROUTING), as if an observer sat before it; else any
+    /// hook of the family (counters decide). Callers advance to the snapshot that closes the
+    /// drop's window first. Other slots as they are.
     pub fn place(&self, slot: &Slot) -> Slot {
-        if slot.hook != IMPLIED_HOOK {
+        if slot.hook != IMPLIED_HOOK && slot.hook != FORWARDED_HOOK {
             return slot.clone();
         }
-        let capable = self.ns.get(&slot.netns).map_or(&[][..], |st| &st.capable);
-        if capable::chains(capable) == 1
+        let all = self.ns.get(&slot.netns).map_or(&[][..], |st| &st.capable);
+        let there = |e: &&Entry| slot.hook != FORWARDED_HOOK || (e.pf == slot.pf && netfilter::forwarding_hook(e.hook));
+        let capable: Vec<Entry> = all.iter().filter(there).cloned().collect();
+        if capable::chains(&capable) == 1
             && let Some(e) = capable.iter().find(|e| slot.pf == 0 || e.pf == slot.pf)
         {
             return Slot { netns: slot.netns, pf: e.pf, hook: e.hook, priority: e.priority, lowest: e.priority };
@@ -169,7 +184,7 @@ impl Attributor {
     /// namespace taken after it) for counters, from the last snapshot surely taken before it.
     /// An implied slot must be placed first ([`Attributor::place`]).
     pub fn resolve_at(&self, slot: &Slot, p: &PacketInfo, mono: u64, now: &Snapshot) -> Option<NetfilterInfo> {
-        debug_assert_ne!(slot.hook, IMPLIED_HOOK, "an implied slot is placed before it is resolved");
+        debug_assert!(slot.hook != IMPLIED_HOOK && slot.hook != FORWARDED_HOOK, "an implied slot is placed before it is resolved");
         let st = self.ns.get(&slot.netns)?;
         let base = &*st.before(mono).snap;
         let cands = Self::candidates(st, slot, p, Some((base, now)));
@@ -312,9 +327,7 @@ impl Attributor {
     pub fn advance(&mut self, inode: u32, now: Timed) -> bool {
         let Some(st) = self.ns.get_mut(&inode) else { return false };
         st.entries = netfilter::entries(&now.snap);
-        if !st.observed {
-            st.capable = capable::capable(&now.snap, &st.entries);
-        }
+        st.capable = capable::capable(&now.snap, &st.entries);
         st.history.push_back(now);
         std::mem::replace(&mut st.loading, false)
     }

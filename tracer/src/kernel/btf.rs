@@ -209,6 +209,7 @@ impl KernelBtf {
             skb_pkt_type_shift: 0,
             skb_refdst: opt("sk_buff", "_skb_refdst"),
             dst_dev: opt("dst_entry", "dev"),
+            dst_input: opt("dst_entry", "input"),
             dev_mtu: opt("net_device", "mtu"),
             // An offset from `head` (`sk_buff_data_t` is `unsigned int` on 64-bit kernels); a
             // pointer there is not read.
@@ -360,7 +361,7 @@ mod tests {
     fn skb_facts_offsets_on_this_kernel() {
         let Ok(b) = KernelBtf::from_file("/sys/kernel/btf/vmlinux") else { return };
         let o = b.offsets().unwrap();
-        for (name, off) in [("pkt_type", o.skb_pkt_type), ("_skb_refdst", o.skb_refdst), ("dst_entry.dev", o.dst_dev), ("mtu", o.dev_mtu), ("end", o.skb_end), ("gso_size", o.shinfo_gso_size)] {
+        for (name, off) in [("pkt_type", o.skb_pkt_type), ("_skb_refdst", o.skb_refdst), ("dst_entry.dev", o.dst_dev), ("dst_entry.input", o.dst_input), ("mtu", o.dev_mtu), ("end", o.skb_end), ("gso_size", o.shinfo_gso_size)] {
             assert_ne!(off, u32::MAX, "{name}");
         }
         assert!(o.skb_pkt_type_shift < 6, "three bits in one byte");

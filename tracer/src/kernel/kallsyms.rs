@@ -54,6 +54,12 @@ impl Kallsyms {
         self.names.shrink_to_fit();
     }
 
+    /// The address of text symbol `name` (the first of that name); None when unknown or
+    /// hidden (`kptr_restrict` shows zeros, which are not kept).
+    pub fn address(&self, name: &str) -> Option<u64> {
+        self.syms.iter().find(|(_, start, end)| self.names.get(*start as usize..*end as usize) == Some(name)).map(|(addr, _, _)| *addr)
+    }
+
     /// `name+0xoff`, or the bare address when addresses are hidden (`kptr_restrict`) or unknown.
     pub fn symbolize(&self, addr: u64) -> String {
         let i = self.syms.partition_point(|(a, _, _)| *a <= addr);
@@ -76,6 +82,9 @@ mod tests {
         assert_eq!(k.symbolize(0xffff_ffff_8100_1234), "nft_do_chain+0x234");
         assert_eq!(k.symbolize(0xffff_ffff_8100_0001), "_text+0x1");
         assert_eq!(k.symbolize(0x10), "0x10");
+        assert_eq!(k.address("nft_do_chain"), Some(0xffff_ffff_8100_1000));
+        assert_eq!(k.address("data"), None, "not text");
+        assert_eq!(k.address("nft_do"), None);
     }
 
     #[test]

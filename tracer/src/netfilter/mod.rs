@@ -23,6 +23,11 @@ pub fn hook_num(name: &str) -> Option<u32> {
     HOOKS.iter().position(|h| *h == name).and_then(|i| u32::try_from(i).ok())
 }
 
+/// FORWARD or POSTROUTING: the hooks a forwarded packet dies at (`nf_slot::FORWARDED_*`).
+pub fn forwarding_hook(hook: u32) -> bool {
+    hook == 2 || hook == 4
+}
+
 pub fn chain_hook(chain: &str) -> Option<u32> {
     CHAINS.iter().position(|h| *h == chain).and_then(|i| u32::try_from(i).ok())
 }

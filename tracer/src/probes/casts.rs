@@ -49,12 +49,15 @@ pub fn probe(btf: &KernelBtf, o: &Offsets) -> Result<Ids, String> {
     Ok(Ids { kfunc, view, facts })
 }
 
-/// The event facts' views: `dst_entry.dev->mtu` and `skb_shared_info`'s `gso_size`, `gso_segs`.
+/// The event facts' views: `dst_entry.input`, `dst_entry.dev->mtu` and `skb_shared_info`'s `gso_size`, `gso_segs`.
 fn facts(btf: &KernelBtf, o: &Offsets, kfunc: u32) -> Result<(u32, u32), String> {
     let id = |name: &str| btf.struct_id(name).ok_or_else(|| format!("no struct {name} in BTF"));
     let (dst, shinfo) = (id("dst_entry")?, id("skb_shared_info")?);
     let off = |o: u32| i16::try_from(o).map_err(|_| "a facts offset is unknown or too large".to_string());
     let mut insns = cast(kfunc, dst);
+    if o.dst_input != u32::MAX {
+        insns.push(Insn::new(LDX_DW, 1, 0, off(o.dst_input)?, 0)); // r1 = *(u64 *)(r0 + input)
+    }
     insns.push(Insn::new(LDX_DW, 0, 0, off(o.dst_dev)?, 0));
     insns.push(Insn::new(0x61, 1, 0, off(o.dev_mtu)?, 0)); // r1 = *(u32 *)(r0 + mtu)
     insns.extend(cast(kfunc, shinfo));

@@ -130,6 +130,13 @@ pub fn attach(args: &CaptureArgs, c: &Checked, opts: KernelOptions) -> Result<Lo
     drop(btf);
     let kallsyms = Kallsyms::load()?;
     mem("kallsyms");
+    // A netfilter drop's route tells a forwarded packet (`Config::forward_input_v4`): where
+    // BTF gives `dst_entry.input` and kallsyms the forwarding functions' addresses.
+    let forward = if args.no_netfilter || offsets.dst_input == u32::MAX {
+        (0, 0)
+    } else {
+        (kallsyms.address("ip_forward").unwrap_or(0), kallsyms.address("ip6_forward").unwrap_or(0))
+    };
     let config = Config {
         snaplen: args.snaplen,
         filter_eth_len: u32::try_from(compiled.ethernet.len())?,
@@ -151,13 +158,15 @@ pub fn attach(args: &CaptureArgs, c: &Checked, opts: KernelOptions) -> Result<Lo
         direct_bytes: u32::from(casts.is_some()),
         direct_facts: u32::from(casts.is_some_and(|c| c.facts.is_some())),
         event_interval_ns: 1_000_000_000u64.checked_div(args.max_event_rate).map_or(0, |ns| ns.max(1)),
+        forward_input_v4: forward.0,
+        forward_input_v6: forward.1,
         path_reuse: u32::from(args.path && compiled.is_active() && netns == 0 && ifaces.is_empty() && args.pods.is_empty() && !probes::path::xdp_anywhere()),
     };
 
     let (mut ebpf, maps) = probes::loader::load(&offsets, &config, &probes::loader::Patches { filter: compiled, casts }, ifaces, selection, opts.ring_bytes)?;
     trim_heap();
     mem("loaded");
-    let netfilter = if args.no_netfilter { None } else { start::start_netfilter(nf_ctx_skb, &ebpf, netns, args.path.then_some(maps.fds))? };
+    let netfilter = if args.no_netfilter { None } else { start::start_netfilter(nf_ctx_skb, &ebpf, netns, args.path.then_some(maps.fds), (forward.0 != 0, forward.1 != 0))? };
     let tc = start::start_tc(&mut ebpf, netns, ifaces, args.no_tc);
     mem("observers");
     // aya's parse of the kernel BTF (the tp_btf/fentry attach targets) is ~16 MB of heap:

@@ -46,7 +46,9 @@ impl Node for ProbeNode {
 /// rules are read on the windows' worker (enrich/window.rs), and drops wait for them there.
 /// Without BPF netfilter links (< 6.4) there are no observers and drops are attributed by the
 /// rule counters alone, from a baseline read here, before any drop of the capture.
-pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>) -> Result<Option<(NfObservers, Attributor)>> {
+/// `forward`: whether the drop probe tells forwarded packets by their route, for IPv4 and IPv6
+/// (`Config::forward_input_v4`).
+pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: Option<probes::loader::MapFds>, forward: (bool, bool)) -> Result<Option<(NfObservers, Attributor)>> {
     let mut spaces = crate::netns::known();
     if only != 0 {
         spaces.retain(|n| n.inode == only);
@@ -88,8 +90,8 @@ pub fn start_netfilter(ctx_skb: Option<u32>, ebpf: &aya::Ebpf, only: u32, path: 
     };
     let plans = snapshots
         .iter()
-        .map(|(ns, snap)| (ns.clone(), placement(ns, snap, true, maps.path.is_some())))
-        .chain(loading.iter().map(|(ns, layout)| (ns.clone(), placement(ns, layout, false, maps.path.is_some()))))
+        .map(|(ns, snap)| (ns.clone(), placement(ns, snap, true, maps.path.is_some(), forward)))
+        .chain(loading.iter().map(|(ns, layout)| (ns.clone(), placement(ns, layout, false, maps.path.is_some(), forward))))
         .collect();
     let observers = probes::netfilter::attach(plans, i16::try_from(ctx_skb)?, maps)?;
     for f in &observers.failures {
@@ -113,14 +115,25 @@ const EARLY_CHAINS: usize = 64;
 /// there (`Attributor::implied`). With its rules read (`rules`), places are the chains that can
 /// drop and conntrack where it runs; from the layout alone (base chains, no rules), base
 /// chains, and where observers go conntrack's entries are assumed (its use is in the rules).
-fn placement(ns: &Netns, snap: &Snapshot, rules: bool, follow: bool) -> Vec<crate::model::hooks::Slot> {
+/// Where the drop probe tells forwarded packets (`forward`, per family), FORWARD and
+/// POSTROUTING need none when at most one place there can drop (`Attributor::forwarded`):
+/// a forwarded packet, most of a node's, then passes no observer.
+fn placement(ns: &Netns, snap: &Snapshot, rules: bool, follow: bool, forward: (bool, bool)) -> Vec<crate::model::hooks::Slot> {
     let entries = netfilter::entries(snap);
+    let capable = if rules { capable::capable(snap, &entries) } else { entries.clone() };
     // Without the rules, one base chain is not enough to go without: conntrack may run too.
-    let lone = if rules { capable::chains(&capable::capable(snap, &entries)) <= 1 } else { entries.is_empty() };
+    let lone = if rules { capable::chains(&capable) <= 1 } else { entries.is_empty() };
     if !follow && lone {
         return Vec::new();
     }
-    let entries = if rules { entries } else { netfilter::with_conntrack(entries) };
+    let mut entries = if rules { entries } else { netfilter::with_conntrack(entries) };
+    for (pf, told) in [(netfilter::NFPROTO_IPV4, forward.0), (netfilter::NFPROTO_IPV6, forward.1)] {
+        let there = |e: &netfilter::Entry| e.pf == pf && netfilter::forwarding_hook(e.hook);
+        let droppers: Vec<netfilter::Entry> = capable.iter().filter(|e| there(e)).cloned().collect();
+        if told && !follow && capable::chains(&droppers) <= 1 {
+            entries.retain(|e| !there(e));
+        }
+    }
     probes::netfilter::plan(ns.inode, &entries)
 }
 
@@ -196,3 +209,29 @@ pub fn select_pods(pods: &Pods, specs: &[String]) -> Result<PodSelection> {
     Ok(sel)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netfilter::iptables::Save;
+
+    /// (hook, priority) of the observers `placement` plans for a legacy IPv4 ruleset.
+    fn planned(save: &str, follow: bool, forward: bool) -> Vec<(u32, i32)> {
+        let ns = Netns { inode: 7, path: "/proc/self/ns/net".into(), name: "node".into() };
+        let snap = Snapshot { legacy_v4: Save::parse(save), ..Snapshot::default() };
+        placement(&ns, &snap, true, follow, (forward, forward)).iter().map(|s| (s.hook, s.priority)).collect()
+    }
+
+    const INPUT_AND_FORWARD: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 10255 -j DROP\n-A FORWARD -p udp --dport 9999 -j DROP\nCOMMIT\n";
+
+    #[test]
+    fn forwarding_hooks_go_unobserved_when_the_route_tells_their_one_chain() {
+        // OUTPUT keeps its observer (its chain cannot drop now, but may once rules change).
+        assert_eq!(planned(INPUT_AND_FORWARD, false, true), [(1, 0), (3, 0)]);
+        assert_eq!(planned(INPUT_AND_FORWARD, false, false), [(1, 0), (2, 0), (3, 0)], "the probe cannot tell forwarded packets");
+        assert_eq!(planned(INPUT_AND_FORWARD, true, true), [(1, 0), (2, 0), (3, 0)], "--path reports every hook's hop");
+        // Two chains at FORWARD that can drop: only an observer between them tells which.
+        let two = format!("{INPUT_AND_FORWARD}*mangle\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p udp --dport 9 -j DROP\nCOMMIT\n");
+        assert_eq!(planned(&two, false, true), [(1, 0), (2, -150), (2, 0), (3, 0)]);
+    }
+}

@@ -93,11 +93,15 @@ impl Rules {
     /// [`Rules::poll`] with their rule once a snapshot after `to` is taken.
     /// Slot 0 (or another namespace's): no observer saw them here; in a namespace left without
     /// observers they happened in its one chain that can drop, if it is one
-    /// (`Attributor::implied`).
+    /// (`Attributor::implied`); flagged forwarded, where the forwarding hooks have none, in its
+    /// one chain there (`Attributor::forwarded`).
     pub fn add(&mut self, labels: DropLabels, slot: u32, netns: u32, n: u64, (from, to): (u64, u64)) -> Option<(DropLabels, u64)> {
-        // A slot of another namespace is a stale ring entry (the skb's memory was another
-        // packet's), not this drop's history.
-        let slot = self.attributor.slot(slot).filter(|s| s.netns == netns).cloned().or_else(|| self.attributor.implied(netns, 0));
+        // A forwarded packet's drop where the forwarding hooks have no observer: its one chain
+        // there that can drop (`nf_slot::FORWARDED_*`). A slot of another namespace is a stale
+        // ring entry (the skb's memory was another packet's), not this drop's history.
+        let slot = crate::enrich::forwarded(&self.attributor, slot, netns)
+            .or_else(|| self.attributor.slot(slot & tracer_common::nf_slot::ID).filter(|s| s.netns == netns).cloned())
+            .or_else(|| self.attributor.implied(netns, 0));
         let Some(slot) = slot.filter(|_| self.attributor.knows(netns) && self.pending.len() < MAX_PENDING) else {
             return Some((labels, n));
         };

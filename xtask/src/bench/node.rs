@@ -105,7 +105,9 @@ impl Node {
         // A second chain that can drop, as a node firewall's INPUT rule (kube-proxy's
         // KUBE-FIREWALL): a netfilter drop could come from either, so the tracer places
         // observers. With one chain that can drop and no conntrack it needs none (it reads a
-        // small ruleset at start), and the arms "with observers" would measure none.
+        // small ruleset at start), and the arms "with observers" would measure none. They go
+        // at INPUT and OUTPUT; FORWARD's one chain is told by a drop's route (`ip_forward`),
+        // so the forwarded traffic passes none: what the drop arm measures is that placement.
         node.iptables(&["-A", "INPUT", "-p", "tcp", "--dport", "10255", "-m", "comment", "--comment", "bench-input", "-j", "DROP"])?;
         if conntrack {
             let range = format!("{range}.0.0/16");
