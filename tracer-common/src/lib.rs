@@ -298,7 +298,6 @@ pub mod kind {
     pub const PATH: u8 = 2;
 }
 
-/// Path hooks (`PacketEvent::hook` of `kind::PATH` events).
 /// Flags in the `nf_slot` of a netfilter drop (`PacketEvent`, `DropKey`), beside the
 /// observer slot id in the low bits.
 pub mod nf_slot {
@@ -310,6 +309,7 @@ pub mod nf_slot {
     pub const ID: u32 = FORWARDED_IPV6 - 1;
 }
 
+/// Path hooks (`PacketEvent::hook` of `kind::PATH` events).
 pub mod hook {
     pub const NETIF_RECEIVE: u32 = 1;
     /// Not a hop any more (`net_dev_start_xmit` is the transmit side's); the number stays taken.

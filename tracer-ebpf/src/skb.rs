@@ -40,6 +40,28 @@ fn get<M: Mem, T: Copy>(base: u64, off: u32) -> Option<T> {
     Some(unsafe { core::ptr::read_volatile((base + u64::from(off)) as *const T) })
 }
 
+/// A field the loader always has an offset for (`need` in tracer/src/kernel/btf.rs: a kernel
+/// without it is refused), as `M` reads it; 0 when unreadable. Through a typed pointer there
+/// is nothing to check: the JIT turns a load from a null base into 0. On a flood every drop
+/// reads a dozen of these, and `get`'s checks were a third of their instructions.
+#[inline(always)]
+fn must<M: Mem, T: Copy + Default>(base: u64, off: u32) -> T {
+    if M::DIRECT {
+        // SAFETY: as in `get`: a member of the pointer's struct at a constant offset.
+        return unsafe { core::ptr::read_volatile((base + u64::from(off)) as *const T) };
+    }
+    read(base, off).unwrap_or_default()
+}
+
+/// `must` for an skb field (from the span `load` copied, where there is one).
+#[inline(always)]
+fn must_field<M: Mem, T: Copy + Default>(skb: u64, o: &Offsets, s: *const Scratch, off: u32) -> T {
+    if M::DIRECT || o.skb_span_len == 0 {
+        return must::<M, T>(skb, off);
+    }
+    field::<M, T>(skb, o, s, off).unwrap_or_default()
+}
+
 /// Reads a `T` at `base + off`; a missing field (`u32::MAX`) or a failed read yields `None`.
 #[inline(always)]
 pub fn read<T>(base: u64, off: u32) -> Option<T> {
@@ -109,12 +131,12 @@ fn field<M: Mem, T: Copy>(skb: u64, o: &Offsets, s: *const Scratch, off: u32) ->
 pub fn device<M: Mem>(skb: u64, o: &Offsets, s: *mut Scratch) -> (u32, u32) {
     // SAFETY: this CPU's scratch; the name is 8-aligned in the header.
     let name = unsafe { &mut (*s).hdr.ifname };
-    let dev: u64 = field::<M, u64>(skb, o, s, o.skb_dev).unwrap_or(0);
+    let dev: u64 = must_field::<M, u64>(skb, o, s, o.skb_dev);
     if dev == 0 {
         *name = [0; tracer_common::IFNAMSIZ];
         return (0, sk_netns::<M>(field::<M, u64>(skb, o, s, o.skb_sk).unwrap_or(0), o));
     }
-    let ifindex = get::<M, u32>(dev, o.dev_ifindex).unwrap_or(0);
+    let ifindex = must::<M, u32>(dev, o.dev_ifindex);
     if M::DIRECT {
         // A typed pointer: the name is two loads, no helper call, so no cache either (it
         // would cost as much as the loads, and a tp_btf program may not hash the pointer).
@@ -169,7 +191,7 @@ pub fn device<M: Mem>(skb: u64, o: &Offsets, s: *mut Scratch) -> (u32, u32) {
 #[expect(clippy::cast_ptr_alignment, reason = "the header's name is 8-aligned")]
 fn direct_name(dev: u64, o: &Offsets, name: &mut [u8; tracer_common::IFNAMSIZ]) {
     let d = name.as_mut_ptr().cast::<u64>();
-    let words = if o.dev_name == u32::MAX { [0, 0] } else { [get::<Btf, u64>(dev, o.dev_name).unwrap_or(0), get::<Btf, u64>(dev, o.dev_name + 8).unwrap_or(0)] };
+    let words = [must::<Btf, u64>(dev, o.dev_name), must::<Btf, u64>(dev, o.dev_name + 8)];
     // SAFETY: 16 bytes at an 8-aligned place.
     unsafe {
         d.write(words[0]);
@@ -295,15 +317,15 @@ pub fn sk_netns<M: Mem>(sk: u64, o: &Offsets) -> u32 {
 /// Ethernet header before the network header (tunnels and raw-IP devices have none).
 #[inline(always)]
 pub fn packet<M: Mem>(skb: u64, o: &Offsets, s: *const Scratch) -> Option<Packet> {
-    let head: u64 = field::<M, u64>(skb, o, s, o.skb_head)?;
-    let data: u64 = field::<M, u64>(skb, o, s, o.skb_data)?;
+    let head: u64 = must_field::<M, u64>(skb, o, s, o.skb_head);
+    let data: u64 = must_field::<M, u64>(skb, o, s, o.skb_data);
     if head == 0 || data == 0 {
         return None;
     }
-    let len: u32 = field::<M, u32>(skb, o, s, o.skb_len)?;
-    let data_len: u32 = field::<M, u32>(skb, o, s, o.skb_data_len).unwrap_or(0);
-    let mac: u16 = field::<M, u16>(skb, o, s, o.skb_mac_header).unwrap_or(UNSET_HEADER);
-    let nh: u16 = field::<M, u16>(skb, o, s, o.skb_network_header).unwrap_or(UNSET_HEADER);
+    let len: u32 = must_field::<M, u32>(skb, o, s, o.skb_len);
+    let data_len: u32 = must_field::<M, u32>(skb, o, s, o.skb_data_len);
+    let mac: u16 = must_field::<M, u16>(skb, o, s, o.skb_mac_header);
+    let nh: u16 = must_field::<M, u16>(skb, o, s, o.skb_network_header);
     let protocol: u16 = field::<M, u16>(skb, o, s, o.skb_protocol).unwrap_or(0);
     let (start, linktype) = if mac != UNSET_HEADER && nh != UNSET_HEADER && nh.wrapping_sub(mac) == ETH_HLEN {
         (head + u64::from(mac), tracer_common::linktype::ETHERNET)

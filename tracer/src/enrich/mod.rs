@@ -264,8 +264,6 @@ impl Enricher {
     }
 }
 
-/// What rule evaluation needs from an event; the device at the drop point is the input
-/// interface up to FORWARD and the output interface from OUTPUT on.
 /// The slot of a netfilter drop flagged `nf_slot::FORWARDED_*` where the attributor trusts
 /// the flag (no observer at the forwarding hooks of that namespace and family).
 pub fn forwarded(nf: &Attributor, nf_slot: u32, netns: u32) -> Option<crate::model::hooks::Slot> {
@@ -279,6 +277,8 @@ pub fn forwarded(nf: &Attributor, nf_slot: u32, netns: u32) -> Option<crate::mod
     nf.forwarded(netns, pf)
 }
 
+/// What rule evaluation needs from an event; the device at the drop point is the input
+/// interface up to FORWARD and the output interface from OUTPUT on.
 fn packet_info(ev: &DropEvent, hook: u32) -> PacketInfo {
     let h = &ev.headers;
     let dev = (!ev.ifname.is_empty()).then(|| ev.ifname.clone());

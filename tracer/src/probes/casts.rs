@@ -49,7 +49,8 @@ pub fn probe(btf: &KernelBtf, o: &Offsets) -> Result<Ids, String> {
     Ok(Ids { kfunc, view, facts })
 }
 
-/// The event facts' views: `dst_entry.input`, `dst_entry.dev->mtu` and `skb_shared_info`'s `gso_size`, `gso_segs`.
+/// The event facts' views: `dst_entry.input`, `dst_entry.dev->mtu` and `skb_shared_info`'s
+/// `gso_size`, `gso_segs`.
 fn facts(btf: &KernelBtf, o: &Offsets, kfunc: u32) -> Result<(u32, u32), String> {
     let id = |name: &str| btf.struct_id(name).ok_or_else(|| format!("no struct {name} in BTF"));
     let (dst, shinfo) = (id("dst_entry")?, id("skb_shared_info")?);

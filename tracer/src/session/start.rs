@@ -209,7 +209,6 @@ pub fn select_pods(pods: &Pods, specs: &[String]) -> Result<PodSelection> {
     Ok(sel)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,6 +52,7 @@ pub const HOST_ONLY: &[(&str, &str, &str)] = &[
     ("watch", "bad_input_exits_before_attaching", "refused before anything is loaded"),
     ("watch", "dump_token_is_required_when_given", "HTTP in userspace; needs curl and python3-prometheus-client"),
     ("watch", "sigterm_exits_zero_and_detaches", "needs curl (not in the guests); robust's sigterm test covers the kernel side"),
+    ("watch", "forwarded_drops_count_per_rule_without_a_forward_observer", "needs curl and python3-prometheus-client (not in the guests); its kernel side, the forwarded flag, runs there in netfilter's forwarded_drop_is_named_from_its_route_without_a_forward_observer"),
     ("watch", "ready_before_the_rules_are_listed", "needs curl and python3-prometheus-client (not in the guests); the netlink counter reads by chain run there in slow_rulesets"),
     // A start-up time bound on a 20,000-rule node: the host's speed, not the kernel's; the
     // attribution it also checks runs in the guests in the netfilter suite.
