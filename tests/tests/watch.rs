@@ -145,7 +145,8 @@ fn forwarded_drops_count_per_rule_without_a_forward_observer() {
     let m = w.until("the rule's series to equal its counter", TIMEOUT, |m| m.drops_where("rule", &fwd.comment) >= counter).unwrap();
     assert_eq!(m.drops_where("rule", &fwd.comment), counter, "series vs counter; stderr:\n{}", w.stderr());
     assert_eq!(m.drops_where("rule", &input.comment), 0);
-    assert_eq!(m.sum("tracer_netfilter_unattributed_drops", &[]), 0, "stderr:\n{}", w.stderr());
+    assert!(m.samples("tracer_netfilter_unattributed_drops_total", &[]).next().is_some(), "the unattributed counter is exposed");
+    assert_eq!(m.sum("tracer_netfilter_unattributed_drops_total", &[]), 0, "stderr:\n{}", w.stderr());
     let (status, stderr) = w.stop().unwrap();
     assert!(status.success(), "exit {status}; stderr:\n{stderr}");
 }
