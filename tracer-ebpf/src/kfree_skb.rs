@@ -64,7 +64,8 @@ fn on_drop<M: Mem, C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: 
         st.rate_limited += 1;
         return;
     }
-    let nf_slot = if key_nf_slot != 0 { key_nf_slot } else if reason == cfg.reason_netfilter_drop { netfilter::drop_slot::<M>(skb, cfg, o) } else { 0 };
+    // Watch's key already holds it (0 included: the ring and the route are not read twice).
+    let nf_slot = if cfg.stats_nf_slot != 0 { key_nf_slot } else if reason == cfg.reason_netfilter_drop { netfilter::drop_slot::<M>(skb, cfg, o) } else { 0 };
     capture::event_bytes::<M>(skb, cfg, o, s, &mut seen);
     let snap = seen.cap.min(cfg.snaplen);
     // Only events carry a stack (a flood's rate-limited drops never walk one).
