@@ -7,7 +7,9 @@
 //! Waking: the probes let the kernel wake the reader only for a record that lands in an empty
 //! ring (its default: at most one wakeup per drain), and the reader, once woken, sleeps `POLL`
 //! before draining again, so a busy ring is read in batches and an idle capture costs no
-//! wakeups but one per `IDLE`.
+//! wakeups but one per `IDLE`. Records coming fast enough to fill a quarter of the ring within
+//! `POLL` (a burst of large packets with a large snaplen fills 8 MiB in a few milliseconds)
+//! shorten the sleep to that time (`pause`).
 use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::{
@@ -135,6 +137,8 @@ fn read(mut ring: RingBuf<MapData>, tx: &Sender<Vec<u8>>, s: &Shared) {
         let last = s.stop.load(Ordering::Acquire);
         let started = crate::model::time::mono_now();
         let mut sent = 0usize;
+        let mut bytes = 0usize;
+        let mut oldest_ns = 0u64;
         let mut emptied = false;
         // The last drain takes everything: no more records come.
         while last || s.queued.load(Ordering::Relaxed) < s.max_queued {
@@ -144,6 +148,11 @@ fn read(mut ring: RingBuf<MapData>, tx: &Sender<Vec<u8>>, s: &Shared) {
                 break;
             };
             s.queued.fetch_add(item.len(), Ordering::Relaxed);
+            if sent == 0 {
+                // Every record starts with its kernel time stamp (`PacketEvent::ts_ns`).
+                oldest_ns = item.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_ne_bytes);
+            }
+            bytes += item.len();
             if tx.send(item.to_vec()).is_err() {
                 return;
             }
@@ -155,13 +164,30 @@ fn read(mut ring: RingBuf<MapData>, tx: &Sender<Vec<u8>>, s: &Shared) {
         if last {
             return;
         }
-        if sent > 0 || !emptied {
-            // Records came (more are likely) or the queue is full: let them gather.
+        if sent > 0 {
+            // Records came (more are likely): let them gather.
+            std::thread::sleep(pause(bytes, oldest_ns, crate::model::time::mono_now(), s.max_queued));
+        } else if !emptied {
+            // The queue is full: the event loop takes from it meanwhile.
             std::thread::sleep(POLL);
         } else {
             wait(&ring, s);
         }
     }
+}
+
+/// How long records may gather after a drain that read `bytes` of them, the oldest stamped
+/// `oldest_ns` (monotonic, like `now_ns`): `POLL`, or the time they take at that rate to fill
+/// a quarter of a `ring_bytes` ring, if shorter.
+fn pause(bytes: usize, oldest_ns: u64, now_ns: u64, ring_bytes: usize) -> Duration {
+    // A stamp from the future or none: no rate to go by.
+    if oldest_ns == 0 || oldest_ns > now_ns {
+        return POLL;
+    }
+    // At least a microsecond: records read as soon as they came say little about a rate.
+    let span = u128::from((now_ns - oldest_ns).max(1_000));
+    let quarter = span * (ring_bytes as u128 / 4) / (bytes.max(1) as u128);
+    u64::try_from(quarter).map_or(POLL, |ns| POLL.min(Duration::from_nanos(ns)))
 }
 
 /// Until the ring has a record, the reader is told to stop, or `IDLE` passes.
@@ -177,5 +203,28 @@ fn wait(ring: &RingBuf<MapData>, s: &Shared) {
     if n < 0 {
         // EINTR or worse: fall back to a plain pause rather than spin.
         std::thread::sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RING: usize = 8 << 20;
+
+    #[test]
+    fn a_burst_shortens_the_pause_and_a_trickle_does_not() {
+        let now = 10_000_000_000;
+        // 550 kB in 0.7 ms (a burst of 1,400-byte datagrams, snaplen 2048): a quarter of the
+        // ring in about 2.7 ms.
+        let burst = pause(550_000, now - 700_000, now, RING);
+        assert!(burst < Duration::from_millis(3) && burst > Duration::from_millis(2), "{burst:?}");
+        // 60 kB over 10 ms (20,000 events a second of 300 bytes): POLL.
+        assert_eq!(pause(60_000, now - 10_000_000, now, RING), POLL);
+        // No stamp, or one from the future: POLL.
+        assert_eq!(pause(550_000, 0, now, RING), POLL);
+        assert_eq!(pause(550_000, now + 1, now, RING), POLL);
+        // Read the instant they came: the rate counts at least a microsecond.
+        assert_eq!(pause(1_000_000, now, now, RING), Duration::from_nanos(2_097));
     }
 }
