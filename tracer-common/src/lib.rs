@@ -41,6 +41,9 @@ pub mod cast {
     /// route MTU and GSO facts).
     pub const DST_TYPE_MAGIC: i32 = 0x7ace_0c03;
     pub const SHINFO_TYPE_MAGIC: i32 = 0x7ace_0c04;
+    /// `r2 = imm` standing for `void` (type id 0): an untyped read-only view (Linux ≥ 6.17)
+    /// that loads at any offset, constant or not, each load guarded like a typed view's.
+    pub const VOID_TYPE_MAGIC: i32 = 0x7ace_0c05;
     /// Bytes the direct copy reads at most (32 words: the default snaplen); a longer filter
     /// window or event uses the helper.
     pub const DIRECT_MAX: usize = 256;
@@ -55,8 +58,6 @@ pub mod names {
     pub const IFACE_PATTERNS: &str = "IFACE_PATTERNS";
     pub const KFREE_SKB_BTF: &str = "kfree_skb_btf";
     pub const KFREE_SKB_RAW: &str = "kfree_skb_raw";
-    pub const OFFSETS: &str = "OFFSETS";
-    pub const CONFIG: &str = "CONFIG";
     pub const NF_RING: &str = "NF_RING";
     pub const TC_RING: &str = "TC_RING";
     pub const PATH_TRACK: &str = "PATH_TRACK";
@@ -150,6 +151,24 @@ pub mod counter {
     pub const COUNT: u32 = 8;
 }
 
+/// Load-time constants: the programs read every `Config` and `Offsets` field as an immediate,
+/// `r = imm64`, whose upper half names the struct and lower half the field (its byte offset,
+/// and its size in bits 16–23); the loader writes the field's value there before the object
+/// is loaded (tracer/src/probes/konst.rs). A field then costs no load (and no cache line of
+/// read-only data per probe run), and the verifier still prunes the paths it turns off.
+pub mod konst {
+    /// Upper half of a `Config` field's placeholder.
+    pub const CONFIG: u32 = 0x7ace_c0f1;
+    /// Upper half of an `Offsets` field's placeholder.
+    pub const OFFSETS: u32 = 0x7ace_0ff5;
+
+    /// The placeholder of the `size`-byte field at `offset` of the struct `tag` names.
+    #[must_use]
+    pub const fn id(tag: u32, offset: usize, size: usize) -> u64 {
+        ((tag as u64) << 32) | ((size as u64) << 16) | offset as u64
+    }
+}
+
 /// Byte offsets of kernel struct fields, read from the running kernel's BTF at load time
 /// (Rust eBPF has no CO-RE). `u32::MAX` marks a field this kernel lacks.
 #[repr(C)]
@@ -235,6 +254,10 @@ pub struct Config {
     /// 1 when the loader replaced the filter placeholder with the expression compiled to eBPF
     /// (else the classic-BPF interpreter runs it).
     pub filter_ebpf: u32,
+    /// 1 when the compiled expression reads the packet where it lies, through an untyped view
+    /// (`cast::VOID_TYPE_MAGIC`), instead of from the filter window copied into scratch: it
+    /// uses no memory words and no `--pod` filter reads the window.
+    pub filter_direct: u32,
     /// 1 (`tracer watch`): a `NETFILTER_DROP`'s observer slot is looked up for every counted
     /// drop and kept in its `DROP_STATS` key, so per-rule totals stay exact when events are
     /// rate limited; 0: only drops that become events look it up (`nf_slot` 0 in the key).
@@ -448,6 +471,11 @@ pub struct DropState {
     pub matched: u64,
     pub rate_limited: u64,
     pub budget: EventBudget,
+    /// The `skb->dev` the key's name, index and namespace were read from (0: none), and the
+    /// jiffy they were read at: the drop probe reuses them for drops on that device for a few
+    /// ticks (a rename or a move to another namespace shows within that bound).
+    pub dev: u64,
+    pub dev_jiffies: u64,
 }
 
 /// Per-CPU state of the event rate limit: time budget (ns), when it was last topped up, and

@@ -10,7 +10,7 @@
 //! array of at least `DIRECT_MAX` bytes (the view's type: each load must lie within one
 //! member), or, on a kernel that refuses them, into `r0 = r1` with `Config::direct_bytes` 0,
 //! and the helper path runs instead.
-use tracer_common::cast::{BYTES_TYPE_MAGIC, DIRECT_MAX, DST_TYPE_MAGIC, RDONLY_CAST_MAGIC, SHINFO_TYPE_MAGIC};
+use tracer_common::cast::{BYTES_TYPE_MAGIC, DIRECT_MAX, DST_TYPE_MAGIC, RDONLY_CAST_MAGIC, SHINFO_TYPE_MAGIC, VOID_TYPE_MAGIC};
 
 /// `addr` as a `struct dst_entry` (a drop event's route).
 #[inline(always)]
@@ -22,6 +22,13 @@ pub fn dst_entry(addr: u64) -> u64 {
 #[inline(always)]
 pub fn shared_info(addr: u64) -> u64 {
     view::<SHINFO_TYPE_MAGIC>(addr)
+}
+
+/// The packet bytes at `addr` as untyped read-only memory (`Config::filter_direct`): the
+/// compiled filter loads from it at the offsets it computes, with no copy first.
+#[inline(always)]
+pub fn packet(addr: u64) -> *const u8 {
+    view::<VOID_TYPE_MAGIC>(addr) as *const u8
 }
 
 /// A read-only view of `addr` typed by the loader as `TYPE` says (patched at load, see above).

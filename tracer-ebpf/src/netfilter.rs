@@ -1,7 +1,7 @@
 //! The netfilter side of drop attribution. The observers themselves are tiny programs the
 //! loader assembles and attaches with BPF netfilter links (aya has no netfilter program type);
 //! they write `NF_RING`. Here the drop probe reads it back.
-use tracer_common::{Config, NF_RING_LEN, Offsets, nf_slot};
+use tracer_common::{NF_RING_LEN, nf_slot};
 
 use crate::{
     maps::NF_RING,
@@ -13,17 +13,17 @@ use crate::{
 /// POSTROUTING). A namespace with at most one chain at those hooks that can drop has no
 /// observer there, and the flag names that chain; elsewhere the slot does.
 #[inline(always)]
-pub fn drop_slot<M: Mem>(skb: u64, cfg: &Config, o: &Offsets) -> u32 {
+pub fn drop_slot<M: Mem>(skb: u64, cfg: &crate::config::Cfg, o: &crate::config::Offs) -> u32 {
     let slot = last_slot(skb);
-    if cfg.forward_input_v4 == 0 && cfg.forward_input_v6 == 0 {
+    if cfg.forward_input_v4() == 0 && cfg.forward_input_v6() == 0 {
         return slot;
     }
-    let input = skb::route_input::<M>(skb, o, cfg.direct_facts != 0);
+    let input = skb::route_input::<M>(skb, o, cfg.direct_facts() != 0);
     if input == 0 {
         slot
-    } else if input == cfg.forward_input_v4 {
+    } else if input == cfg.forward_input_v4() {
         slot | nf_slot::FORWARDED_IPV4
-    } else if input == cfg.forward_input_v6 {
+    } else if input == cfg.forward_input_v6() {
         slot | nf_slot::FORWARDED_IPV6
     } else {
         slot

@@ -33,7 +33,7 @@ pub fn path_netif_receive_skb_btf(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn netif_receive<M: Mem>(skb: u64) {
     let cfg = config::config();
-    if cfg.path == 0 {
+    if cfg.path() == 0 {
         return;
     }
     let Some(c) = PATH_CPU.get_ptr_mut(0) else { return };
@@ -89,7 +89,7 @@ pub fn path_net_dev_start_xmit_btf(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn start_xmit<M: Mem>(skb: u64) {
     let cfg = config::config();
-    if cfg.path == 0 {
+    if cfg.path() == 0 {
         return;
     }
     let Some(c) = PATH_CPU.get_ptr_mut(0) else { return };
@@ -136,10 +136,10 @@ enum Sent {
 /// give a veth's peer the verdict of the veth) and no XDP program (which runs between a veth
 /// and its peer's receive) was seen.
 #[inline(always)]
-fn first_match<M: Mem>(skb: u64, h: u32, cfg: &tracer_common::Config, c: &mut PathCpu, sent: Sent) -> u64 {
+fn first_match<M: Mem>(skb: u64, h: u32, cfg: &crate::config::Cfg, c: &mut PathCpu, sent: Sent) -> u64 {
     let Some(s) = crate::maps::scratch() else { return 0 };
     let o = config::offsets();
-    let reuse = cfg.path_reuse != 0;
+    let reuse = cfg.path_reuse() != 0;
     if sent == Sent::Compare && reuse {
         skb::load::<M>(skb, o, s);
         let mut now = Seen::on(0, 0);
@@ -170,7 +170,7 @@ fn first_match<M: Mem>(skb: u64, h: u32, cfg: &tracer_common::Config, c: &mut Pa
     if !track(skb, id) {
         return 0;
     }
-    let snap = seen.cap.min(cfg.snaplen);
+    let snap = seen.cap.min(cfg.snaplen());
     // SAFETY: this CPU's scratch.
     unsafe {
         let hdr = &mut (*s).hdr;
@@ -189,7 +189,7 @@ fn first_match<M: Mem>(skb: u64, h: u32, cfg: &tracer_common::Config, c: &mut Pa
 /// A hook that only follows packets already tracked.
 #[inline(always)]
 fn on_tracked(skb: u64, h: u32, location: u64, end: bool) {
-    if config::config().path != 0 {
+    if config::config().path() != 0 {
         tracked_hop::<Probe>(skb, h, location, end);
     }
 }
@@ -217,7 +217,7 @@ pub fn function_hop(skb: u64, ip: u64) {
 /// A tc observer passed by a followed packet (`code` says direction and position).
 #[inline(always)]
 pub fn tc_hop(skb: u64, code: u32) {
-    if config::config().path == 0 {
+    if config::config().path() == 0 {
         return;
     }
     let Some(id) = tracked(skb) else { return };

@@ -35,6 +35,12 @@ impl CompiledFilter {
     pub fn window(&self) -> u32 {
         window(&self.ethernet).max(window(&self.raw_ip))
     }
+
+    /// True when the compiled expression can read packets where they lie: translated, and
+    /// using no memory words (those live beside the copied bytes).
+    pub fn reads_in_place(&self) -> bool {
+        self.ebpf.is_some() && !super::translate::uses_memory(&[&self.ethernet, &self.raw_ip])
+    }
 }
 
 /// Compiles `expression` (tcpdump/pcap-filter syntax). An empty expression matches everything.
@@ -201,6 +207,17 @@ mod tests {
         // X from a packet byte: unbounded.
         let tax = [CbpfInsn { code: 0x30, jt: 0, jf: 0, k: 0 }, CbpfInsn { code: 0x07, jt: 0, jf: 0, k: 0 }];
         assert_eq!(window(&tax), u32::try_from(tracer_common::MAX_CAPTURE).unwrap());
+    }
+
+    #[test]
+    fn an_expression_using_memory_words_does_not_read_packets_in_place() {
+        assert!(compile("udp dst port 53").unwrap().reads_in_place());
+        // Arithmetic on two packet fields: libpcap keeps one in a memory word, which the
+        // translation finds beside the copied bytes.
+        let m = compile("ip[2:2] - ((ip[0] & 0xf) << 2) > 100").unwrap();
+        assert!(m.ebpf.is_some(), "translated");
+        assert!(!m.reads_in_place());
+        assert!(!CompiledFilter::default().reads_in_place());
     }
 
     #[test]

@@ -314,6 +314,12 @@ fn alu(e: &mut Emitter, code: u16, k: u32) {
     }
 }
 
+/// True when the programs read or write a memory word (their translation then needs the
+/// words beside the packet bytes, in scratch: it cannot read the packet in place).
+pub fn uses_memory(progs: &[&[CbpfInsn]]) -> bool {
+    progs.iter().copied().flatten().any(|i| reads_mem(*i) || matches!(i.code & 0x07, 0x02 | 0x03))
+}
+
 /// True when `i` reads a memory word.
 fn reads_mem(i: CbpfInsn) -> bool {
     matches!(i.code & 0x07, 0x00 | 0x01) && i.code & 0xe0 == 0x60

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use object::{Object as _, ObjectSection as _, SectionKind};
 use tracer_common::{
     Offsets,
-    cast::{BYTES_TYPE_MAGIC, DIRECT_MAX, DST_TYPE_MAGIC, RDONLY_CAST_MAGIC, SHINFO_TYPE_MAGIC},
+    cast::{BYTES_TYPE_MAGIC, DIRECT_MAX, DST_TYPE_MAGIC, RDONLY_CAST_MAGIC, SHINFO_TYPE_MAGIC, VOID_TYPE_MAGIC},
 };
 
 use crate::kernel::{
@@ -34,6 +34,9 @@ pub struct Ids {
     /// `dst_entry` and `skb_shared_info`, when the kernel takes the event facts' loads
     /// through them (`Config::direct_facts`).
     pub facts: Option<(u32, u32)>,
+    /// The kernel takes `void` (type id 0) for an untyped view loaded at computed offsets
+    /// (Linux ≥ 6.17): the compiled filter may read packets in place (`Config::filter_direct`).
+    pub void: bool,
 }
 
 /// The ids, when this kernel has them and loads a program that calls the kfunc with them and
@@ -46,7 +49,18 @@ pub fn probe(btf: &KernelBtf, o: &Offsets) -> Result<Ids, String> {
     insns.extend((0..DIRECT_MAX).step_by(8).map(|off| Insn::new(LDX_DW, 1, 0, i16::try_from(off).unwrap_or(0), 0)));
     try_load(&insns).map_err(|e| format!("the kernel refused a bpf_rdonly_cast call: {e}"))?;
     let facts = facts(btf, o, kfunc).inspect_err(|e| log::info!("drop events read their route and GSO facts with bpf_probe_read_kernel: {e}")).ok();
-    Ok(Ids { kfunc, view, facts })
+    let void = void(kfunc).inspect_err(|e| log::info!("the compiled filter reads a copy of the packet's bytes: {e}")).is_ok();
+    Ok(Ids { kfunc, view, facts, void })
+}
+
+/// An untyped view loaded at an offset known only at run time, as the compiled filter's
+/// indirect loads do (`r0 = bpf_rdonly_cast(0, 0); r1 = *(u8 *)(r0 + (args[0] & 255))`).
+fn void(kfunc: u32) -> Result<(), String> {
+    let mut insns = vec![Insn::new(LDX_DW, 6, 1, 0, 0), Insn::new(0x57, 6, 0, 0, 255)]; // r6 = args[0] & 255
+    insns.extend(cast(kfunc, 0));
+    insns.push(Insn::new(0x0f, 0, 6, 0, 0)); // r0 += r6
+    insns.push(Insn::new(0x71, 1, 0, 3, 0)); // r1 = *(u8 *)(r0 + 3)
+    try_load(&insns).map_err(|e| format!("the kernel refused loads through an untyped bpf_rdonly_cast view: {e}"))
 }
 
 /// The event facts' views: `dst_entry.input`, `dst_entry.dev->mtu` and `skb_shared_info`'s
@@ -80,6 +94,9 @@ fn try_load(body: &[Insn]) -> Result<(), bpf::LoadError> {
     bpf::load(&spec, "tracer_cast", &insns, 4096).map(drop)
 }
 
+/// The type placeholders (`r2 = magic` before a cast).
+const MAGICS: [i32; 4] = [BYTES_TYPE_MAGIC, DST_TYPE_MAGIC, SHINFO_TYPE_MAGIC, VOID_TYPE_MAGIC];
+
 /// Rewrites every placeholder pair in `elf`'s code sections; the number of calls patched.
 pub fn patch(elf: &mut [u8], ids: Option<Ids>) -> Result<usize> {
     let ranges: Vec<(usize, usize)> = {
@@ -102,12 +119,14 @@ pub fn patch(elf: &mut [u8], ids: Option<Ids>) -> Result<usize> {
                     Some(ids) => Insn::new(CALL, 0, PSEUDO_KFUNC_CALL, 0, ids.kfunc.cast_signed()),
                     None => Insn::new(MOV_X, 0, 1, 0, 0),
                 }
-            } else if op == MOV_K && regs == 2 && [BYTES_TYPE_MAGIC, DST_TYPE_MAGIC, SHINFO_TYPE_MAGIC].contains(&imm) {
-                // A type the kernel lacks stays 0: its loads are behind a config flag at 0.
+            } else if op == MOV_K && regs == 2 && MAGICS.contains(&imm) {
+                // A type the kernel lacks stays 0: its loads are behind a config flag at 0
+                // (and `void` is 0).
                 let ty = ids.and_then(|i| match imm {
                     BYTES_TYPE_MAGIC => Some(i.view),
                     DST_TYPE_MAGIC => i.facts.map(|f| f.0),
-                    _ => i.facts.map(|f| f.1),
+                    SHINFO_TYPE_MAGIC => i.facts.map(|f| f.1),
+                    _ => None,
                 });
                 Insn::new(MOV_K, 2, 0, 0, ty.unwrap_or(0).cast_signed())
             } else {
@@ -128,7 +147,7 @@ mod tests {
         for w in elf.chunks_exact(INSN) {
             let imm = i32::from_le_bytes([w[4], w[5], w[6], w[7]]);
             n.0 += usize::from(w[0] == CALL && w[1] == 0 && imm == RDONLY_CAST_MAGIC);
-            n.1 += usize::from(w[0] == MOV_K && w[1] == 2 && [BYTES_TYPE_MAGIC, DST_TYPE_MAGIC, SHINFO_TYPE_MAGIC].contains(&imm));
+            n.1 += usize::from(w[0] == MOV_K && w[1] == 2 && MAGICS.contains(&imm));
         }
         n
     }
@@ -139,7 +158,7 @@ mod tests {
         let (calls, types) = placeholders(obj);
         assert!(calls >= 6, "the drop probe's two variants each copy through a view and read two facts: {calls}");
         assert_eq!(calls, types);
-        for ids in [Some(Ids { kfunc: 1234, view: 99, facts: Some((98, 97)) }), Some(Ids { kfunc: 1234, view: 99, facts: None }), None] {
+        for ids in [Some(Ids { kfunc: 1234, view: 99, facts: Some((98, 97)), void: true }), Some(Ids { kfunc: 1234, view: 99, facts: None, void: false }), None] {
             let mut copy = obj.to_vec();
             assert_eq!(patch(&mut copy, ids).unwrap(), calls);
             assert_eq!(placeholders(&copy), (0, 0));

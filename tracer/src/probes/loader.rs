@@ -67,7 +67,8 @@ pub fn load(offsets: &Offsets, config: &Config, patches: &Patches<'_>, ifaces: &
     let code = filter.ebpf.as_deref().filter(|_| config.filter_ebpf != 0);
     let mut object = crate::filter::inline::patch(OBJECT, code)?;
     super::casts::patch(object.bytes_mut(), patches.casts.filter(|_| config.direct_bytes != 0))?;
-    // No CO-RE relocations in our programs (offsets are globals), so no BTF for the loader:
+    super::konst::patch(object.bytes_mut(), config, offsets)?;
+    // No CO-RE relocations in our programs (offsets are load-time constants), so no BTF for the loader:
     // its own parse of the kernel BTF (~16 MB, made by `EbpfLoader::new`) is dropped before
     // the maps (the 8 MiB ring, mapped twice) and programs are created.
     let mut loader = EbpfLoader::new();
@@ -79,8 +80,6 @@ pub fn load(offsets: &Offsets, config: &Config, patches: &Patches<'_>, ifaces: &
     }
     let mut ebpf = loader
         .btf(None)
-        .override_global(names::OFFSETS, offsets, true)
-        .override_global(names::CONFIG, config, true)
         .load(object.bytes())
         .context("cannot load the eBPF object into the kernel")?;
 

@@ -2,6 +2,7 @@
 //! filters, attaching each probe with the best backend the kernel accepts, and detaching.
 pub mod casts;
 pub mod kfree_skb;
+pub mod konst;
 pub mod loader;
 pub mod netfilter;
 pub mod path;

@@ -153,6 +153,8 @@ pub fn attach(args: &CaptureArgs, c: &Checked, opts: KernelOptions) -> Result<Lo
         path: u32::from(args.path),
         copy_len: filter_window(compiled, !args.pods.is_empty()),
         filter_ebpf: u32::from(compiled.is_active() && compiled.ebpf.is_some()),
+        // `--pod` reads the copied window too.
+        filter_direct: u32::from(compiled.is_active() && compiled.reads_in_place() && casts.is_some_and(|c| c.void) && args.pods.is_empty()),
         stats_nf_slot: u32::from(opts.stats_nf_slot && !args.no_netfilter),
         stack: u32::from(args.stack),
         direct_bytes: u32::from(casts.is_some()),
