@@ -56,15 +56,24 @@ fn on_drop<M: Mem, C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: 
     // whose per-rule metrics come from these totals.
     let tc_code = if reason == cfg.reason_tc_ingress() || reason == cfg.reason_tc_egress() { tc::last_code(skb, seen.ifindex) } else { 0 };
     let key_nf_slot = if cfg.stats_nf_slot() != 0 && reason == cfg.reason_netfilter_drop() { netfilter::drop_slot::<M>(skb, cfg, o) } else { 0 };
-    let mut key = DropKey { location, ifname: [0; IFNAMSIZ], reason, ifindex: seen.ifindex, netns: seen.netns, nf_slot: key_nf_slot, tc_code, _pad: 0 };
-    // SAFETY: this CPU's scratch; `capture::device_cached` wrote the name unless the key has it.
-    let name = if let capture::DevRead::Cached = seen.dev { &st.key.ifname } else { unsafe { &(*s).hdr.ifname } };
-    skb::copy_name(&mut key.ifname, name);
-    emit::count_drop(st, &key);
-    // The key now holds this drop's device: a fresh read is what the next drops may reuse.
-    if let capture::DevRead::Fresh(dev) = seen.dev {
-        st.dev = dev;
-        st.dev_jiffies = now;
+    match seen.dev {
+        // The device came from the key: only the drop's own fields can differ from it, and a
+        // flood's drop, which repeats them, is counted without building a key.
+        capture::DevRead::Cached if st.count != 0 && st.key.location == location && st.key.reason == reason && st.key.nf_slot == key_nf_slot && st.key.tc_code == tc_code => {
+            st.count += 1;
+        }
+        dev_read => {
+            let mut key = DropKey { location, ifname: [0; IFNAMSIZ], reason, ifindex: seen.ifindex, netns: seen.netns, nf_slot: key_nf_slot, tc_code, _pad: 0 };
+            // SAFETY: this CPU's scratch; `capture::device_cached` wrote the name unless the key has it.
+            let name = if let capture::DevRead::Cached = dev_read { &st.key.ifname } else { unsafe { &(*s).hdr.ifname } };
+            skb::copy_name(&mut key.ifname, name);
+            emit::count_drop(st, &key);
+            // The key now holds this drop's device: a fresh read is what the next drops may reuse.
+            if let capture::DevRead::Fresh(dev) = dev_read {
+                st.dev = dev;
+                st.dev_jiffies = now;
+            }
+        }
     }
     // Under a flood events are rate limited (the totals above stay exact); a followed
     // packet's end always goes out.
