@@ -3,8 +3,7 @@
 //! `bpf_rdonly_cast` kfunc call and the BTF id of the view's struct, on a kernel that takes
 //! that call (found by loading one), or a register move, with `Config::direct_bytes` 0 so the
 //! programs copy bytes with `bpf_probe_read_kernel` as before.
-use anyhow::{Result, bail};
-use object::{Object as _, ObjectSection as _, SectionKind};
+use anyhow::Result;
 use tracer_common::{
     Offsets,
     cast::{BYTES_TYPE_MAGIC, DIRECT_MAX, DST_TYPE_MAGIC, RDONLY_CAST_MAGIC, SHINFO_TYPE_MAGIC, VOID_TYPE_MAGIC},
@@ -99,17 +98,8 @@ const MAGICS: [i32; 4] = [BYTES_TYPE_MAGIC, DST_TYPE_MAGIC, SHINFO_TYPE_MAGIC, V
 
 /// Rewrites every placeholder pair in `elf`'s code sections; the number of calls patched.
 pub fn patch(elf: &mut [u8], ids: Option<Ids>) -> Result<usize> {
-    let ranges: Vec<(usize, usize)> = {
-        let file = object::File::parse(&*elf)?;
-        file.sections()
-            .filter(|s| s.kind() == SectionKind::Text)
-            .filter_map(|s| s.file_range())
-            .map(|(at, len)| Ok((usize::try_from(at)?, usize::try_from(len)?)))
-            .collect::<Result<_>>()?
-    };
     let mut calls = 0;
-    for (at, len) in ranges {
-        let Some(code) = elf.get_mut(at..at + len) else { bail!("a code section of the eBPF object lies outside it") };
+    super::each_code_section(elf, |code| {
         for insn in code.chunks_exact_mut(INSN) {
             let imm = i32::from_le_bytes([insn[4], insn[5], insn[6], insn[7]]);
             let (op, regs) = (insn[0], insn[1]);
@@ -134,7 +124,8 @@ pub fn patch(elf: &mut [u8], ids: Option<Ids>) -> Result<usize> {
             };
             insn.copy_from_slice(&crate::filter::inline::encode(new));
         }
-    }
+        Ok(())
+    })?;
     Ok(calls)
 }
 

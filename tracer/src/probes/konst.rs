@@ -1,8 +1,7 @@
 //! Writes the load-time constants (`tracer_common::konst`) into the object's code: every
 //! `r = imm64` whose upper half names `Config` or `Offsets` gets the value of the field its
 //! lower half gives (byte offset, size), so the programs read no map for them.
-use anyhow::{Result, bail};
-use object::{Object as _, ObjectSection as _, SectionKind};
+use anyhow::Result;
 use tracer_common::{Config, Offsets, konst};
 
 /// `BPF_LD | BPF_IMM | BPF_DW`: two instruction slots, the immediate's halves in each `imm`.
@@ -11,17 +10,8 @@ const SLOT: usize = 8;
 
 /// Writes every placeholder in `elf`'s code sections; the number written.
 pub fn patch(elf: &mut [u8], config: &Config, offsets: &Offsets) -> Result<usize> {
-    let ranges: Vec<(usize, usize)> = {
-        let file = object::File::parse(&*elf)?;
-        file.sections()
-            .filter(|s| s.kind() == SectionKind::Text)
-            .filter_map(|s| s.file_range())
-            .map(|(at, len)| Ok((usize::try_from(at)?, usize::try_from(len)?)))
-            .collect::<Result<_>>()?
-    };
     let mut written = 0;
-    for (at, len) in ranges {
-        let Some(code) = elf.get_mut(at..at + len) else { bail!("a code section of the eBPF object lies outside it") };
+    super::each_code_section(elf, |code| {
         let mut i = 0;
         while i + 2 * SLOT <= code.len() {
             let pair = &mut code[i..i + 2 * SLOT];
@@ -32,40 +22,42 @@ pub fn patch(elf: &mut [u8], config: &Config, offsets: &Offsets) -> Result<usize
             }
             let tag = u32::from_le_bytes([pair[12], pair[13], pair[14], pair[15]]);
             let id = u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]);
-            let fields = match tag {
-                konst::CONFIG => bytes(config),
-                konst::OFFSETS => bytes(offsets),
+            let value = match tag {
+                konst::CONFIG => config_value(config, id),
+                konst::OFFSETS => offsets_value(offsets, id),
                 _ => {
                     i += 2 * SLOT;
                     continue;
                 }
             };
-            let value = field(fields, id).ok_or_else(|| anyhow::anyhow!("the eBPF object reads an unknown load-time constant ({tag:#x}, {id:#x}): rebuild it with this tracer"))?;
+            let value = value.ok_or_else(|| anyhow::anyhow!("the eBPF object reads an unknown load-time constant ({tag:#x}, {id:#x}): rebuild it with this tracer"))?;
             pair[4..8].copy_from_slice(&value.to_le_bytes()[..4]);
             pair[12..16].copy_from_slice(&value.to_le_bytes()[4..]);
             written += 1;
             i += 2 * SLOT;
         }
-    }
+        Ok(())
+    })?;
     Ok(written)
 }
 
-/// The value of the field `id` names (offset in bits 0–15, size in 16–23) within `fields`.
-fn field(fields: &[u8], id: u32) -> Option<u64> {
-    let (offset, size) = ((id & 0xffff) as usize, (id >> 16) as usize);
-    let b = fields.get(offset..offset + size)?;
-    match size {
-        4 => Some(u64::from(u32::from_le_bytes(b.try_into().ok()?))),
-        8 => Some(u64::from_le_bytes(b.try_into().ok()?)),
-        _ => None,
-    }
+/// `fn $name(v: &$ty, id) -> Option<u64>`: the value of the field placeholder `id` (the
+/// lower half of its immediate) names, None for no field (`tracer_common::config_fields!`).
+macro_rules! values {
+    ($name:ident, $ty:ident, $tag:ident, { $($field:ident: $t:ident),* $(,)? }) => {
+        fn $name(v: &$ty, id: u32) -> Option<u64> {
+            $(
+                if u64::from(id) == konst::id(konst::$tag, std::mem::offset_of!($ty, $field), size_of::<$t>()) & 0xffff_ffff {
+                    return Some(u64::from(v.$field));
+                }
+            )*
+            None
+        }
+    };
 }
 
-fn bytes<T: Copy>(v: &T) -> &[u8] {
-    // SAFETY: `Config` and `Offsets` are `repr(C)` plain integers; every byte is initialised
-    // (`Config`'s one padding gap is read by no placeholder: `field` reads whole fields).
-    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(v).cast::<u8>(), size_of::<T>()) }
-}
+tracer_common::config_fields!(values, config_value);
+tracer_common::offsets_fields!(values, offsets_value);
 
 #[cfg(test)]
 mod tests {
@@ -99,10 +91,14 @@ mod tests {
     #[test]
     fn a_field_is_read_whole_and_an_unknown_one_refused() {
         let c = Config { copy_len: 77, forward_input_v6: u64::MAX - 1, ..Config::default() };
-        let id = |off: usize, size: usize| (konst::id(konst::CONFIG, off, size) & 0xffff_ffff) as u32;
-        assert_eq!(field(bytes(&c), id(std::mem::offset_of!(Config, copy_len), 4)), Some(77));
-        assert_eq!(field(bytes(&c), id(std::mem::offset_of!(Config, forward_input_v6), 8)), Some(u64::MAX - 1));
-        assert_eq!(field(bytes(&c), id(size_of::<Config>(), 4)), None);
-        assert_eq!(field(bytes(&c), id(0, 2)), None);
+        let id = |off: usize, size: usize| u32::try_from(konst::id(konst::CONFIG, off, size) & 0xffff_ffff).unwrap();
+        assert_eq!(config_value(&c, id(std::mem::offset_of!(Config, copy_len), 4)), Some(77));
+        assert_eq!(config_value(&c, id(std::mem::offset_of!(Config, forward_input_v6), 8)), Some(u64::MAX - 1));
+        // Past the struct, half a field, a field's offset with another size.
+        assert_eq!(config_value(&c, id(size_of::<Config>(), 4)), None);
+        assert_eq!(config_value(&c, id(std::mem::offset_of!(Config, forward_input_v6) + 4, 4)), None);
+        assert_eq!(config_value(&c, id(std::mem::offset_of!(Config, copy_len), 8)), None);
+        let o = Offsets { dst_input: 9, ..Offsets::default() };
+        assert_eq!(offsets_value(&o, u32::try_from(konst::id(konst::OFFSETS, std::mem::offset_of!(Offsets, dst_input), 4) & 0xffff_ffff).unwrap()), Some(9));
     }
 }

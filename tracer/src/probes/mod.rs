@@ -10,6 +10,27 @@ pub mod tc;
 
 use std::fmt;
 
+use anyhow::{Result, bail};
+use object::{Object as _, ObjectSection as _, SectionKind};
+
+/// Runs `f` over each code section of the eBPF object `elf`: the passes that rewrite
+/// placeholder instructions before it is loaded (`casts`, `konst`).
+pub fn each_code_section(elf: &mut [u8], mut f: impl FnMut(&mut [u8]) -> Result<()>) -> Result<()> {
+    let ranges: Vec<(usize, usize)> = {
+        let file = object::File::parse(&*elf)?;
+        file.sections()
+            .filter(|s| s.kind() == SectionKind::Text)
+            .filter_map(|s| s.file_range())
+            .map(|(at, len)| Ok((usize::try_from(at)?, usize::try_from(len)?)))
+            .collect::<Result<_>>()?
+    };
+    for (at, len) in ranges {
+        let Some(code) = elf.get_mut(at..at + len) else { bail!("a code section of the eBPF object lies outside it") };
+        f(code)?;
+    }
+    Ok(())
+}
+
 /// How a probe is attached. Chosen by trying, never from the kernel version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TpKind {
