@@ -33,8 +33,8 @@ pub struct Seen {
 pub enum DevRead {
     /// From the drop state's key (the name too: the scratch header does not have it).
     Cached,
-    /// Read from the kernel's structs: the skb's `dev` (0: none, or its namespace came from
-    /// the socket), which the cache may take once the key holds what was read.
+    /// Read from the kernel's structs: the skb's `dev` (0: none), which the cache may take
+    /// once the key holds what was read.
     Fresh(u64),
 }
 
