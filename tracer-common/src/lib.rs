@@ -251,7 +251,8 @@ pub struct Offsets {
 /// Longest `sk_buff` span a probe copies in one read (192 bytes on 6.1–6.18).
 pub const SKB_SPAN_MAX: usize = 256;
 
-/// Capture settings fixed at load time (read-only data, so the verifier prunes unused paths).
+/// Capture settings fixed at load time (load-time constants, `konst`: the verifier prunes the
+/// paths they turn off).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Config {

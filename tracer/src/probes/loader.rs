@@ -1,5 +1,5 @@
-//! Loads the embedded eBPF object: globals (offsets, config) are fixed before load so the
-//! verifier can prune unused paths; filter maps are filled before any probe attaches.
+//! Loads the embedded eBPF object: the offsets and the config are written into its code as
+//! load-time constants (`konst`) before load, so the verifier can prune unused paths; filter maps are filled before any probe attaches.
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
