@@ -2,7 +2,7 @@
 //! shared by the suites that plant one fault each (drops, ipv6).
 use std::net::IpAddr;
 
-use crate::{Finished, function, pcap};
+use crate::{Finished, Pod, function, pcap};
 
 /// The expected drop events of one planted fault.
 #[derive(Debug, Clone)]
@@ -20,6 +20,27 @@ pub struct Expect<'a> {
     /// None: any source port (TCP connects pick their own).
     pub sport: Option<u16>,
     pub dport: u16,
+}
+
+impl<'a> Expect<'a> {
+    /// A UDP datagram from pod `a` to pod `b` dropped by an iptables rule in the node's FORWARD
+    /// (namespace `netns`): `nf_tables` reports `nft_do_chain`, legacy tables `ipt_do_table`; on
+    /// 6.1 the chain only returns `NF_DROP` and `nf_hook_slow` frees the packet.
+    #[must_use]
+    pub fn udp_forward_drop(a: &'a Pod, b: &Pod, netns: u64, sport: u16, dport: u16) -> Self {
+        Self {
+            reason: "NETFILTER_DROP",
+            functions: &["nft_do_chain", "ipt_do_table", "nf_hook_slow"],
+            ifname: &a.lxc,
+            ifindex: a.lxc_ifindex,
+            netns,
+            proto: "udp",
+            src: a.ip.into(),
+            dst: b.ip.into(),
+            sport: Some(sport),
+            dport,
+        }
+    }
 }
 
 /// Checks every event, the summary and the pcapng against `want`, with exactly `n` drops and

@@ -41,20 +41,7 @@ fn iptables_drop_in_forward_is_netfilter_drop() {
     let done = stop(run, n as u64);
     assert_eq!(counted, n as u64, "iptables counted what was sent");
     assert_eq!(node.iptables_packets(&rule).unwrap(), n as u64);
-    // iptables here is the nf_tables backend (nft_do_chain); the legacy one reports ipt_do_table.
-    // On 6.1 the chain only returns NF_DROP and nf_hook_slow frees the packet.
-    check(&done, n as u64, &Expect {
-        reason: "NETFILTER_DROP",
-        functions: &["nft_do_chain", "ipt_do_table", "nf_hook_slow"],
-        ifname: &a.lxc,
-        ifindex: a.lxc_ifindex,
-        netns: node.netns_inode().unwrap(),
-        proto: "udp",
-        src: a.ip.into(),
-        dst: b.ip.into(),
-        sport: Some(sport),
-        dport,
-    });
+    check(&done, n as u64, &Expect::udp_forward_drop(&a, &b, node.netns_inode().unwrap(), sport, dport));
     eprintln!("FORWARD DROP: {}", done.events[0]);
 }
 

@@ -49,18 +49,7 @@ fn udp_port_behind_ipv4_options_is_matched_exactly() {
     assert_eq!(done.summary().unwrap()["filter"], "ebpf", "the expression ran compiled");
     // Exactly the named port's drops: a port read at the 20-byte header's offset would be an
     // option's bytes, and nothing would match.
-    check(&done, named as u64, &Expect {
-        reason: "NETFILTER_DROP",
-        functions: &["nft_do_chain", "ipt_do_table", "nf_hook_slow"],
-        ifname: &a.lxc,
-        ifindex: a.lxc_ifindex,
-        netns: node.netns_inode().unwrap(),
-        proto: "udp",
-        src: a.ip.into(),
-        dst: b.ip.into(),
-        sport: Some(sport),
-        dport,
-    });
+    check(&done, named as u64, &Expect::udp_forward_drop(&a, &b, node.netns_inode().unwrap(), sport, dport));
     let rows = pcap::tshark_fields(done.pcap().unwrap(), &["ip.hdr_len", "udp.dstport"]).unwrap();
     assert_eq!(rows.len(), named);
     assert!(rows.iter().all(|r| r == &["28".to_string(), dport.to_string()]), "every packet has options and the named port: {rows:?}");

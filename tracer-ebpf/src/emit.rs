@@ -1,6 +1,6 @@
 //! What every probe does last: count (exact per-CPU counters, `DROP_STATS` behind a per-CPU
 //! cache), spend the event budget, fill the scratch record's header and send it to the ring.
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_jiffies64};
+use aya_ebpf::bindings::BPF_NOEXIST;
 use tracer_common::{DropKey, DropState, EVENT_HEADER_LEN, EventBudget, MAX_CAPTURE, PacketEvent, counter};
 
 use crate::maps::{COUNTERS, DROP_STATE, DROP_STATS, EVENTS, Scratch};
@@ -65,15 +65,13 @@ pub fn count_drop(c: &mut DropState, key: &DropKey) {
 
 /// Spends one event from this CPU's budget (refilled with elapsed time, at most a second's
 /// worth); false when the rate limit holds the event back. `interval_ns == 0`: no limit. The
-/// clock is read only when the jiffy changed since the last top-up: under a flood the refill
-/// comes once per tick, not a clock read per drop.
+/// clock is read only when the jiffy `j` (the caller's `bpf_jiffies64`) changed since the last
+/// top-up: under a flood the refill comes once per tick, not a clock read per drop.
 #[inline(always)]
-pub fn take_event_token(b: &mut EventBudget, interval_ns: u64) -> bool {
+pub fn take_event_token(b: &mut EventBudget, interval_ns: u64, j: u64) -> bool {
     if interval_ns == 0 {
         return true;
     }
-    // SAFETY: no preconditions (inlined by the verifier: a load of `jiffies`).
-    let j = unsafe { bpf_jiffies64() };
     if j != b.last_jiffies {
         // SAFETY: no preconditions.
         let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };

@@ -37,7 +37,8 @@ fn on_drop<M: Mem, C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: 
     let packet_id = if cfg.path() != 0 { path::untrack(skb) } else { 0 };
     let o = config::offsets();
     let Some(s) = maps::scratch() else { return };
-    // SAFETY: no preconditions (inlined by the verifier: a load of `jiffies`).
+    // The device cache's and the event budget's tick. SAFETY: no preconditions (inlined by the
+    // verifier: a load of `jiffies`).
     let now = unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() };
     let Some(mut seen) = capture::device_cached::<M>(skb, cfg, o, s, st, now) else {
         end_path::<M>(s, skb, packet_id, location, reason, o);
@@ -77,7 +78,7 @@ fn on_drop<M: Mem, C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: 
     }
     // Under a flood events are rate limited (the totals above stay exact); a followed
     // packet's end always goes out.
-    if packet_id == 0 && !emit::take_event_token(&mut st.budget, cfg.event_interval_ns()) {
+    if packet_id == 0 && !emit::take_event_token(&mut st.budget, cfg.event_interval_ns(), now) {
         st.rate_limited += 1;
         return;
     }
