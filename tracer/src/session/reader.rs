@@ -5,11 +5,12 @@
 //! then holds as much again before the kernel counts events lost (exactly, as always).
 //!
 //! Waking: the probes let the kernel wake the reader only for a record that lands in an empty
-//! ring (its default: at most one wakeup per drain), and the reader, once woken, sleeps `POLL`
-//! before draining again, so a busy ring is read in batches and an idle capture costs no
-//! wakeups but one per `IDLE`. Records coming fast enough to fill a quarter of the ring within
-//! `POLL` (a burst of large packets with a large snaplen fills 8 MiB in a few milliseconds)
-//! shorten the sleep to that time (`pause`).
+//! ring (its default: at most one wakeup per drain), and the reader, once woken, sleeps up to
+//! `POLL` between drains, so a busy ring is read in batches and an idle capture costs no
+//! wakeups but one per `IDLE`. Records coming fast enough to fill an eighth of the ring within
+//! `POLL` (a burst of large packets with a large snaplen fills 8 MiB in ten milliseconds)
+//! shorten the sleep to that time, and a drain that shows no rate yet (a burst's start, a lone
+//! record) to `FIRST` (`Pace`).
 use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::{
@@ -27,6 +28,9 @@ use crate::pipeline::Pipeline;
 
 /// How long the reader lets records gather after a drain that found some.
 pub const POLL: Duration = Duration::from_millis(10);
+/// How long records may gather after a drain that read one: a burst's first record, read as
+/// it came, or one of a trickle (which then costs a second wakeup each).
+const FIRST: Duration = Duration::from_millis(1);
 /// The longest an idle reader waits before draining again (how stale the "every record
 /// before this time is read" mark that Cilium's windows wait for can get), and the event
 /// loop's pace when nothing comes and nothing waits (progress, Cilium's baselines).
@@ -132,13 +136,14 @@ impl Reader {
 }
 
 fn read(mut ring: RingBuf<MapData>, tx: &Sender<Vec<u8>>, s: &Shared) {
+    let mut pace = Pace::default();
     loop {
         // Read after the flag: whatever the detached probes wrote is in the ring by then.
         let last = s.stop.load(Ordering::Acquire);
         let started = crate::model::time::mono_now();
         let mut sent = 0usize;
         let mut bytes = 0usize;
-        let mut oldest_ns = 0u64;
+        let (mut oldest_ns, mut newest_ns) = (0u64, 0u64);
         let mut emptied = false;
         // The last drain takes everything: no more records come.
         while last || s.queued.load(Ordering::Relaxed) < s.max_queued {
@@ -148,9 +153,10 @@ fn read(mut ring: RingBuf<MapData>, tx: &Sender<Vec<u8>>, s: &Shared) {
                 break;
             };
             s.queued.fetch_add(item.len(), Ordering::Relaxed);
+            // Every record starts with its kernel time stamp (`PacketEvent::ts_ns`).
+            newest_ns = item.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_ne_bytes);
             if sent == 0 {
-                // Every record starts with its kernel time stamp (`PacketEvent::ts_ns`).
-                oldest_ns = item.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_ne_bytes);
+                oldest_ns = newest_ns;
             }
             bytes += item.len();
             if tx.send(item.to_vec()).is_err() {
@@ -166,28 +172,61 @@ fn read(mut ring: RingBuf<MapData>, tx: &Sender<Vec<u8>>, s: &Shared) {
         }
         if sent > 0 {
             // Records came (more are likely): let them gather.
-            std::thread::sleep(pause(bytes, oldest_ns, crate::model::time::mono_now(), s.max_queued));
+            let p = pace.after(bytes, (oldest_ns, newest_ns), crate::model::time::mono_now(), s.max_queued);
+            log::trace!("read {sent} records ({bytes} bytes, stamped over {} us); next read in {p:?}", newest_ns.saturating_sub(oldest_ns) / 1_000);
+            std::thread::sleep(p);
         } else if !emptied {
             // The queue is full: the event loop takes from it meanwhile.
             std::thread::sleep(POLL);
         } else {
+            // A burst that resumes after a wait wakes the reader with its first record, whose
+            // drain finds the rate again.
+            pace = Pace::default();
             wait(&ring, s);
         }
     }
 }
 
-/// How long records may gather after a drain that read `bytes` of them, the oldest stamped
-/// `oldest_ns` (monotonic, like `now_ns`): `POLL`, or the time they take at that rate to fill
-/// a quarter of a `ring_bytes` ring, if shorter.
-fn pause(bytes: usize, oldest_ns: u64, now_ns: u64, ring_bytes: usize) -> Duration {
-    // A stamp from the future or none: no rate to go by.
-    if oldest_ns == 0 || oldest_ns > now_ns {
-        return POLL;
+/// How fast records came lately, in bytes per millisecond: the rate of the last drain, or half
+/// the one remembered if that is more. A burst whose sender stalls for a drain (descheduled
+/// while the reader and the event loop take its CPU) and then resumes at full rate would
+/// otherwise find the reader asleep for the slow drain's long pause. Reset by a wait.
+#[derive(Default)]
+struct Pace {
+    bytes_per_ms: u64,
+    /// Drains since the last wait: the first one's records are a burst's start, which comes
+    /// slower than the burst (the sender's first packets resolve neighbours and fill caches).
+    drains: u32,
+}
+
+impl Pace {
+    /// How long records may gather after a drain that read `bytes` of them, stamped from
+    /// `oldest_ns` to `newest_ns` (monotonic, like `now_ns`): `POLL`, or the time they take at
+    /// the remembered rate to fill an eighth of a `ring_bytes` ring, if shorter. The rate goes
+    /// by the stamps, not by the time of the drain: a reader woken by a burst's first records
+    /// reads them within tens of microseconds of their stamps, which would make the burst look
+    /// several times slower than it is. The eighth leaves room for a sleep that overruns and a
+    /// burst that speeds up.
+    fn after(&mut self, bytes: usize, (oldest_ns, newest_ns): (u64, u64), now_ns: u64, ring_bytes: usize) -> Duration {
+        // A burst's start, or a lone record (or stamps out of order), which says nothing of a
+        // rate (a burst's first, read as it came, or one of a trickle): look again soon, the
+        // next drain tells which.
+        let mut most = if self.drains == 0 || newest_ns <= oldest_ns { FIRST } else { POLL };
+        self.drains = self.drains.saturating_add(1);
+        let mut rate = self.bytes_per_ms / 2;
+        // A stamp from the future or none: only the remembered rate to go by.
+        if oldest_ns != 0 && newest_ns > oldest_ns && newest_ns <= now_ns {
+            // At least a microsecond: records stamped within it say little about a rate.
+            let span = u128::from((newest_ns - oldest_ns).max(1_000));
+            rate = rate.max(u64::try_from(bytes as u128 * 1_000_000 / span).unwrap_or(u64::MAX));
+        }
+        self.bytes_per_ms = rate;
+        if rate > 0 {
+            let eighth = (ring_bytes as u128 / 8) * 1_000_000 / u128::from(rate);
+            most = u64::try_from(eighth).map_or(most, |ns| most.min(Duration::from_nanos(ns)));
+        }
+        most
     }
-    // At least a microsecond: records read as soon as they came say little about a rate.
-    let span = u128::from((now_ns - oldest_ns).max(1_000));
-    let quarter = span * (ring_bytes as u128 / 4) / (bytes.max(1) as u128);
-    u64::try_from(quarter).map_or(POLL, |ns| POLL.min(Duration::from_nanos(ns)))
 }
 
 /// Until the ring has a record, the reader is told to stop, or `IDLE` passes.
@@ -212,19 +251,57 @@ mod tests {
 
     const RING: usize = 8 << 20;
 
+    /// A drain past the first since a wait.
+    fn after(bytes: usize, stamps: (u64, u64), now: u64) -> Duration {
+        Pace { drains: 1, ..Pace::default() }.after(bytes, stamps, now, RING)
+    }
+
     #[test]
     fn a_burst_shortens_the_pause_and_a_trickle_does_not() {
         let now = 10_000_000_000;
-        // 550 kB in 0.7 ms (a burst of 1,400-byte datagrams, snaplen 2048): a quarter of the
-        // ring in about 2.7 ms.
-        let burst = pause(550_000, now - 700_000, now, RING);
-        assert!(burst < Duration::from_millis(3) && burst > Duration::from_millis(2), "{burst:?}");
+        // 14 records of 1,562 bytes stamped over 26 us, read 64 us after the first (a burst of
+        // 1,400-byte datagrams at 500,000 a second, snaplen 2048): an eighth of the ring in
+        // about 1.25 ms, where the time since the first stamp would have said 6 ms.
+        let burst = after(21_868, (now - 64_000, now - 38_000), now);
+        assert!(burst > Duration::from_micros(1_200) && burst < Duration::from_micros(1_300), "{burst:?}");
         // 60 kB over 10 ms (20,000 events a second of 300 bytes): POLL.
-        assert_eq!(pause(60_000, now - 10_000_000, now, RING), POLL);
-        // No stamp, or one from the future: POLL.
-        assert_eq!(pause(550_000, 0, now, RING), POLL);
-        assert_eq!(pause(550_000, now + 1, now, RING), POLL);
-        // Read the instant they came: the rate counts at least a microsecond.
-        assert_eq!(pause(1_000_000, now, now, RING), Duration::from_nanos(2_097));
+        assert_eq!(after(60_000, (now - 10_000_000, now - 50_000), now), POLL);
+        // A lone record, or stamps out of order: no rate, a short look again.
+        assert_eq!(after(1_562, (now - 100_000, now - 100_000), now), FIRST);
+        assert_eq!(after(100_000, (now - 100_000, 0), now), FIRST);
+        // No stamp: as a lone record. Stamps from the future: no rate, nothing remembered.
+        assert_eq!(after(550_000, (0, 0), now), FIRST);
+        assert_eq!(after(550_000, (now + 1, now + 2), now), POLL);
+        // Stamped within a microsecond: the rate counts at least one.
+        assert_eq!(after(1_000_000, (now - 10, now - 5), now), Duration::from_nanos(1_048));
+    }
+
+    #[test]
+    fn the_first_drain_after_a_wait_looks_again_soon() {
+        let now = 10_000_000_000;
+        // Two records 81 us apart, a burst's start (as a reader logged it): at their rate the
+        // reader would sleep POLL, while the burst then filled the ring within 11 ms.
+        let mut pace = Pace::default();
+        assert_eq!(pace.after(3_124, (now - 100_000, now - 19_000), now, RING), FIRST);
+        // The next drain goes by its rate.
+        assert_eq!(pace.after(3_124, (now - 100_000, now - 19_000), now, RING), POLL);
+    }
+
+    #[test]
+    fn a_stalled_drain_keeps_half_the_rate_before_it() {
+        // Three drains of a burst of 1,400-byte datagrams, snaplen 2048, as a reader logged
+        // them: the third came while the sender was stalled; at its own rate it would sleep
+        // 6.2 ms, while the sender, resumed, fills the ring in 11.
+        let (mut pace, mut t) = (Pace::default(), 10_000_000_000);
+        for (bytes, span_us) in [(110_902, 135), (1_880_648, 2_406)] {
+            t += span_us * 1_000;
+            assert!(pace.after(bytes, (t - span_us * 1_000, t), t + 10_000, RING) < Duration::from_millis(2));
+        }
+        t += 5_695_000;
+        let stalled = pace.after(960_630, (t - 5_695_000, t), t + 10_000, RING);
+        assert!(stalled > Duration::from_micros(2_600) && stalled < Duration::from_micros(2_750), "{stalled:?}");
+        // The remembered rate fades: trickling drains reach POLL again.
+        let p = (0..10).map(|i| pace.after(3_000, (t + i * 10_000_000, t + i * 10_000_000 + 9_000_000), t + (i + 1) * 10_000_000, RING)).last();
+        assert_eq!(p, Some(POLL));
     }
 }
