@@ -28,8 +28,9 @@ use crate::pipeline::Pipeline;
 
 /// How long the reader lets records gather after a drain that found some.
 pub const POLL: Duration = Duration::from_millis(10);
-/// How long records may gather after a drain that read one: a burst's first record, read as
-/// it came, or one of a trickle (which then costs a second wakeup each).
+/// How long records may gather after a drain that shows no rate yet: the first since a wait (a
+/// burst's start) or one that read a lone record (a burst's first, read as it came, or one of
+/// a trickle, which then costs a second wakeup each).
 const FIRST: Duration = Duration::from_millis(1);
 /// The longest an idle reader waits before draining again (how stale the "every record
 /// before this time is read" mark that Cilium's windows wait for can get), and the event
@@ -208,9 +209,8 @@ impl Pace {
     /// several times slower than it is. The eighth leaves room for a sleep that overruns and a
     /// burst that speeds up.
     fn after(&mut self, bytes: usize, (oldest_ns, newest_ns): (u64, u64), now_ns: u64, ring_bytes: usize) -> Duration {
-        // A burst's start, or a lone record (or stamps out of order), which says nothing of a
-        // rate (a burst's first, read as it came, or one of a trickle): look again soon, the
-        // next drain tells which.
+        // No rate shown yet (see FIRST; stamps out of order count as a lone record): look
+        // again soon, the next drain tells.
         let mut most = if self.drains == 0 || newest_ns <= oldest_ns { FIRST } else { POLL };
         self.drains = self.drains.saturating_add(1);
         let mut rate = self.bytes_per_ms / 2;
