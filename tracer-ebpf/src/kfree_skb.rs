@@ -65,7 +65,8 @@ fn on_drop<M: Mem, C: StackIdContext>(ctx: &C, skb: u64, location: u64, reason: 
         }
         dev_read => {
             let mut key = DropKey { location, ifname: [0; IFNAMSIZ], reason, ifindex: seen.ifindex, netns: seen.netns, nf_slot: key_nf_slot, tc_code, _pad: 0 };
-            // SAFETY: this CPU's scratch; `capture::device_cached` wrote the name unless the key has it.
+            // SAFETY: this CPU's scratch; `capture::device_cached` wrote the name unless the
+            // key has it.
             let name = if let capture::DevRead::Cached = dev_read { &st.key.ifname } else { unsafe { &(*s).hdr.ifname } };
             skb::copy_name(&mut key.ifname, name);
             emit::count_drop(st, &key);

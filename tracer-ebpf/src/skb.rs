@@ -5,9 +5,10 @@ use tracer_common::{PacketEvent, SKB_SPAN_MAX, ct_flags, skb_facts};
 use crate::maps::{DEV_CACHE, DEV_CACHE_WAYS, Scratch};
 
 /// How a probe reads the skb and the structs it points to. A tp_btf program gets the skb as a
-/// typed pointer: with the offsets load-time constants (`config::Offs`, immediates the loader
-/// writes, so the verifier knows them) it loads fields directly, one instruction each whose faults the JIT catches, where a
-/// raw tracepoint's plain number needs a helper call per read (or per span, `load`).
+/// typed pointer: with the offsets as load-time constants (`config::Offs`, immediates the
+/// loader writes, so the verifier knows them) it loads fields directly, one instruction each
+/// whose faults the JIT catches, where a raw tracepoint's plain number needs a helper call per
+/// read (or per span, `load`).
 pub trait Mem {
     const DIRECT: bool;
 }

@@ -1,5 +1,6 @@
 //! Loads the embedded eBPF object: the offsets and the config are written into its code as
-//! load-time constants (`konst`) before load, so the verifier can prune unused paths; filter maps are filled before any probe attaches.
+//! load-time constants (`konst`) before load, so the verifier can prune unused paths; filter
+//! maps are filled before any probe attaches.
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
@@ -68,9 +69,9 @@ pub fn load(offsets: &Offsets, config: &Config, patches: &Patches<'_>, ifaces: &
     let mut object = crate::filter::inline::patch(OBJECT, code)?;
     super::casts::patch(object.bytes_mut(), patches.casts.filter(|_| config.direct_bytes != 0))?;
     super::konst::patch(object.bytes_mut(), config, offsets)?;
-    // No CO-RE relocations in our programs (offsets are load-time constants), so no BTF for the loader:
-    // its own parse of the kernel BTF (~16 MB, made by `EbpfLoader::new`) is dropped before
-    // the maps (the 8 MiB ring, mapped twice) and programs are created.
+    // No CO-RE relocations in our programs (offsets are load-time constants), so no BTF for
+    // the loader: its own parse of the kernel BTF (~16 MB, made by `EbpfLoader::new`) is
+    // dropped before the maps (the 8 MiB ring, mapped twice) and programs are created.
     let mut loader = EbpfLoader::new();
     if let Some(bytes) = ring_bytes {
         loader.map_max_entries(names::EVENTS, bytes);
