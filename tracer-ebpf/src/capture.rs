@@ -68,6 +68,12 @@ pub fn device_cached<M: Mem>(skb: u64, cfg: &crate::config::Cfg, o: &crate::conf
     Some(seen)
 }
 
+/// True when a filter reads the packet's device (its namespace, name, or, for `--pod`, index).
+#[inline(always)]
+pub fn filters_need_device(cfg: &crate::config::Cfg) -> bool {
+    cfg.netns() != 0 || cfg.iface_patterns() != 0 || cfg.pod_filter() != 0
+}
+
 /// True when the filters need the packet's bytes (else they can wait for the event).
 #[inline(always)]
 pub fn filters_need_bytes(cfg: &crate::config::Cfg) -> bool {

@@ -153,7 +153,16 @@ fn first_match<M: Mem>(skb: u64, h: u32, cfg: &crate::config::Cfg, c: &mut PathC
             return 0;
         }
     }
-    let Some(mut seen) = capture::device::<M>(skb, cfg, o, s) else { return 0 };
+    // Without a filter on the device, its fields (three kernel structs' cache lines) are read
+    // only for a packet the expression matched: most packets at these hooks are not followed.
+    let late_device = !capture::filters_need_device(cfg);
+    let mut seen = if late_device {
+        skb::load::<M>(skb, o, s);
+        Seen::on(0, 0)
+    } else {
+        let Some(seen) = capture::device::<M>(skb, cfg, o, s) else { return 0 };
+        seen
+    };
     capture::locate::<M>(skb, o, s, &mut seen);
     if !capture::filters(cfg, s, &mut seen) {
         if sent == Sent::Note && reuse && seen.start != 0 {
@@ -164,6 +173,9 @@ fn first_match<M: Mem>(skb: u64, h: u32, cfg: &crate::config::Cfg, c: &mut PathC
             c.sent_linktype = u32::from(seen.linktype);
         }
         return 0;
+    }
+    if late_device {
+        (seen.ifindex, seen.netns) = skb::device::<M>(skb, o, s);
     }
     capture::event_bytes::<M>(skb, cfg, o, s, &mut seen);
     let id = next_id();
