@@ -46,4 +46,7 @@ pub enum Command {
         after_help = "INPUT is a capture directory (drops.jsonl/summary.json/drops.pcapng, as --json/--summary/--pcap wrote them),\na bundle directory (capture --bundle DIR), its DIR.tar.zst, or a `tracer watch` dump (.tar.zst), one per node.\nDIR gets summary.json (per-node and total rows, cross-node flows, clock offsets), drops.pcapng\n(interfaces named node/ifname) and drops.jsonl (a `node` on every record); the table goes to stdout.\nThe node's name is the one the input recorded (--node-name), else the input's directory name."
     )]
     Merge(MergeArgs),
+    /// For `cargo xtask bench`: an empty program on tracepoints (what attaching anything there costs).
+    #[command(hide = true)]
+    Floor(crate::floor::FloorArgs),
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod doctor;
 pub mod enrich;
 pub mod filter;
+pub mod floor;
 pub mod kernel;
 pub mod merge;
 pub mod model;

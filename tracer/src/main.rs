@@ -1,7 +1,7 @@
 //! `tracer`: where a Kubernetes pod's packets die on a node.
 
 use clap::Parser as _;
-use tracer::{cli, doctor, merge, report, session, watch};
+use tracer::{cli, doctor, floor, merge, report, session, watch};
 
 fn main() -> std::process::ExitCode {
     install_panic_hook();
@@ -21,6 +21,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Doctor(args) => return std::process::ExitCode::from(doctor::run(&args)),
         cli::Command::Report(args) => report::run(&args),
         cli::Command::Merge(args) => merge::run(&args),
+        cli::Command::Floor(args) => floor::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

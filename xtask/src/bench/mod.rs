@@ -349,6 +349,37 @@ fn ensure_bpftrace() -> bool {
     }
 }
 
+/// An empty program where the drop probe attaches, and where `--path` does: they measure the
+/// machine, not the tracer (left out by `--quick` unless asked for).
+fn floor_arms(args: &Args, tracer: &Path) -> [Arm; 2] {
+    let has = peer::tracer_has_floor(tracer);
+    let unavailable = |key: &str| {
+        if args.quick && !args.arms.iter().any(|k| k == key) {
+            Some("left out by --quick".into())
+        } else if has {
+            None
+        } else {
+            Some("not available: this tracer has no floor command".into())
+        }
+    };
+    [
+        Arm {
+            key: "floor",
+            label: "floor: an empty program on kfree_skb (its dispatch alone)",
+            peer: Some(Kind::Floor { path: false }),
+            phases: vec![Phase::Throughput, Phase::Flood],
+            unavailable: unavailable("floor"),
+        },
+        Arm {
+            key: "path_floor",
+            label: "floor of --path: an empty program on its 6 tracepoints",
+            peer: Some(Kind::Floor { path: true }),
+            phases: vec![Phase::Throughput],
+            unavailable: unavailable("path_floor"),
+        },
+    ]
+}
+
 fn plan(args: &Args, tracer: &Path, bpftrace: bool) -> Result<Plan> {
     let q = args.quick;
     let both = vec![Phase::Throughput, Phase::Flood];
@@ -417,6 +448,7 @@ fn plan(args: &Args, tracer: &Path, bpftrace: bool) -> Result<Plan> {
             },
         },
     ];
+    arms.extend(floor_arms(args, tracer));
     arms.retain(|a| !(q && a.unavailable.as_deref() == Some("left out by --quick")));
     if let Some(bad) = args.arms.iter().find(|k| !arms.iter().any(|a| a.key == k.as_str())) {
         let keys: Vec<&str> = arms.iter().map(|a| a.key).collect();
@@ -569,7 +601,8 @@ fn measure(ctx: &Ctx, phase: Phase, arm: &Arm, run: &mut Run) -> Result<()> {
     run.details = details.into();
     if let Some(r) = running {
         let stopped = r.stop()?;
-        if let Some(rule_drops) = rule_drops {
+        // A floor counts nothing: there is no total to check.
+        if let Some(rule_drops) = rule_drops.filter(|_| !matches!(arm.peer, Some(Kind::Floor { .. }))) {
             run.exact = Some(exactness(&stopped, rule_drops, ctx.nf_value.map(|v| (v, ctx.node.netns_inode))));
         }
         run.peer = Some(stopped);

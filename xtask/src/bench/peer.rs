@@ -35,6 +35,20 @@ pub enum Kind {
     /// `stack`: `capture --stack`.
     Tracer { netfilter: bool, path: bool, watch: bool, stack: bool },
     Bpftrace,
+    /// `tracer floor`: an empty program on the drop probe's tracepoint, or (`path`) on every
+    /// tracepoint `capture --path` attaches to: what any observer there pays, its dispatch.
+    Floor { path: bool },
+}
+
+impl Kind {
+    /// The tracepoints of a floor arm.
+    fn floor_tracepoints(path: bool) -> Vec<&'static str> {
+        let mut tps = vec!["kfree_skb"];
+        if path {
+            tps.extend(tracer_common::names::PATH_TRACEPOINTS.iter().map(|(_, tp)| *tp));
+        }
+        tps
+    }
 }
 
 /// Which outputs a tracer run writes.
@@ -109,6 +123,11 @@ pub fn tracer_has_path(bin: &Path) -> Result<bool> {
     tracer_has_flag(bin, "--path")
 }
 
+/// Whether this tracer has the hidden `floor` command (older binaries are measured too).
+pub fn tracer_has_floor(bin: &Path) -> bool {
+    proc::output(&bin.to_string_lossy(), &["floor", "--help"], Duration::from_secs(30)).is_ok()
+}
+
 /// Whether this tracer's capture takes `flag` (older binaries are measured too).
 pub fn tracer_has_flag(bin: &Path, flag: &str) -> Result<bool> {
     let help = proc::output(&bin.to_string_lossy(), &["capture", "--help"], Duration::from_secs(30))?;
@@ -128,7 +147,7 @@ pub struct Start<'a> {
 pub fn start(kind: Kind, s: &Start) -> Result<Running> {
     std::fs::create_dir_all(s.dir).with_context(|| format!("cannot create {}", s.dir.display()))?;
     let program: &std::ffi::OsStr = match kind {
-        Kind::Tracer { .. } => s.tracer.as_os_str(),
+        Kind::Tracer { .. } | Kind::Floor { .. } => s.tracer.as_os_str(),
         Kind::Bpftrace => "unshare".as_ref(),
     };
     let c = match s.cpu {
@@ -143,7 +162,14 @@ pub fn start(kind: Kind, s: &Start) -> Result<Running> {
         Kind::Tracer { watch: true, .. } => start_watch(kind, c, s),
         Kind::Tracer { .. } => start_tracer(kind, c, s),
         Kind::Bpftrace => start_bpftrace(c, s.dir),
+        Kind::Floor { path } => start_floor(kind, c, s.dir, path),
     }
+}
+
+fn start_floor(kind: Kind, mut c: Command, dir: &Path, path: bool) -> Result<Running> {
+    let ready = dir.join("ready");
+    c.args(["floor", "--tracepoint", &Kind::floor_tracepoints(path).join(",")]).arg("--ready-file").arg(&ready);
+    wait_ready(kind, c, dir, Outputs::Summary, &ready)
 }
 
 fn start_tracer(kind: Kind, mut c: Command, s: &Start) -> Result<Running> {
@@ -230,6 +256,7 @@ impl Running {
         }
         let mut out = Stopped { ready_s: self.ready_s, stop_s, rss_kib: hwm.max(exit.maxrss_kib), cpu_s: exit.cpu_s, bpf, bpf_programs, ..Stopped::default() };
         match self.kind {
+            Kind::Floor { .. } => {}
             Kind::Bpftrace => out.by_reason = parse_bpftrace_map(&stdout),
             Kind::Tracer { watch: true, .. } => out.summary = watched.map(|d| json!({ "drops": d })),
             Kind::Tracer { .. } => {
