@@ -284,6 +284,8 @@ pub fn run(args: &Args) -> Result<()> {
     let node = node::Node::start(&helpers.node, plan.conntrack)?;
     cmd::step(format!("bench: node {} (pods {} → {})", node.netns, node.pods[0].ip, node.pods[1].ip));
     let work = out.join("work");
+    // The tree the measured binary came from: as it is now, not after a run of half an hour.
+    let git = report::git_describe();
     let ctx = Ctx { plan: &plan, node: &node, tracer: &tracer, blast: &helpers.udpblast, work: work.clone(), nf_value };
     let runs = run_all(&ctx);
     let soak = (runs.is_ok() && plan.soak_min > 0.0).then(|| {
@@ -298,7 +300,7 @@ pub fn run(args: &Args) -> Result<()> {
     });
     let _ = std::fs::remove_dir_all(&work);
     let runs = runs?;
-    let report = report::Report::new(&plan, &runs, soak.as_ref(), &tracer, started.elapsed());
+    let report = report::Report::new(&plan, &runs, soak.as_ref(), (&tracer, &git), started.elapsed());
     let mut json = report.json();
     let mut md = report.markdown();
     if let Some(s) = &scale {

@@ -41,11 +41,16 @@ struct Compared {
     pairs: Option<Spread>,
 }
 
+/// `git describe --always --dirty` of the source tree ("" outside a checkout).
+pub fn git_describe() -> String {
+    crate::cmd::probe(std::process::Command::new("git").args(["-C"]).arg(crate::cmd::root()).args(["describe", "--always", "--dirty"])).unwrap_or_default()
+}
+
 impl<'a> Report<'a> {
-    pub fn new(plan: &'a Plan, runs: &'a [Run], soak: Option<&'a Soak>, tracer: &Path, elapsed: Duration) -> Self {
+    /// `tracer`: the binary and `git_describe` of the tree when the bench started.
+    pub fn new(plan: &'a Plan, runs: &'a [Run], soak: Option<&'a Soak>, tracer: (&Path, &str), elapsed: Duration) -> Self {
+        let (tracer, git) = tracer;
         let version = crate::cmd::probe(std::process::Command::new(tracer).arg("--version")).unwrap_or_default();
-        let git = crate::cmd::probe(std::process::Command::new("git").args(["-C"]).arg(crate::cmd::root()).args(["describe", "--always", "--dirty"]))
-            .unwrap_or_default();
         let probe = runs
             .iter()
             .find_map(|r| r.peer.as_ref()?.summary.as_ref()?["probe"].as_str().map(String::from))
