@@ -20,9 +20,8 @@ pub struct FloorArgs {
 }
 
 pub fn run(args: &FloorArgs) -> Result<()> {
-    // Blocked before anything is attached: a signal that comes early waits for `sigwait`
-    // instead of killing the process without its cleanup (there is none to skip: closing the
-    // fds detaches, but the ready file is removed below).
+    // Blocked before anything is attached: a signal that comes early waits for `sigwait`, so
+    // the ready file is removed whenever it comes (the links go with their fds either way).
     let signals = blocked(&[libc::SIGINT, libc::SIGTERM])?;
     let spec = ProgSpec { prog_type: bpf::PROG_RAW_TRACEPOINT, ..ProgSpec::default() };
     let prog = bpf::load(&spec, "tracer_floor", &Insn::returning(0), 4096).map_err(|e| anyhow!("cannot load the empty program: {} (verifier: {})", e.errno, e.verifier))?;

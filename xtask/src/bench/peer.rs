@@ -40,6 +40,9 @@ pub enum Kind {
     Floor { path: bool },
 }
 
+// The `path_floor` arm's label counts them (kfree_skb and the path's).
+const _: () = assert!(tracer_common::names::PATH_TRACEPOINTS.len() + 1 == 6);
+
 impl Kind {
     /// The tracepoints of a floor arm.
     fn floor_tracepoints(path: bool) -> Vec<&'static str> {
