@@ -257,3 +257,11 @@ pub fn observer_links() -> Vec<(u32, u32, i32)> {
     }
     out
 }
+
+/// `bpftool -j WHAT show` (prog, map, link) as JSON values: the kernel's own list of what is
+/// loaded and attached.
+pub fn bpftool(what: &str) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new("bpftool").args(["-j", what, "show"]).output().unwrap();
+    assert!(out.status.success(), "bpftool {what}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}

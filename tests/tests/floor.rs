@@ -6,17 +6,10 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{Node, TempDir, Tracer, wait};
-use serde_json::Value;
+use integration_tests::{Node, TempDir, Tracer, kernel::bpftool, wait};
 
 const TIMEOUT: Duration = Duration::from_mins(1);
 const PROG: &str = "tracer_floor";
-
-fn bpftool(what: &str) -> Vec<Value> {
-    let out = Command::new("bpftool").args(["-j", what, "show"]).output().unwrap();
-    assert!(out.status.success(), "bpftool {what}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
-}
 
 /// (id, run count) of each loaded program named `tracer_floor`.
 fn floor_programs() -> Vec<(u64, u64)> {

@@ -121,11 +121,7 @@ pub fn is_our_prog(name: &str) -> bool {
     ["tracer_", "kfree_skb_", "path_"].iter().any(|p| name.starts_with(p))
 }
 
-pub fn bpftool(what: &str) -> Vec<Value> {
-    let out = Command::new("bpftool").args(["-j", what, "show"]).output().unwrap();
-    assert!(out.status.success(), "bpftool {what}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
-}
+pub use integration_tests::kernel::bpftool;
 
 /// Our BPF objects, found by name; `seen` remembers our programs (and the maps they use, such as
 /// aya's `.rodata`) so their links and unnamed maps are recognised later.
