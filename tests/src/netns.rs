@@ -94,16 +94,43 @@ pub fn netstat(name: &str, group: &str, field: &str) -> Result<u64> {
 }
 
 /// What a slow machine does to clean TCP connections of pods in `netns`, summed: segments
-/// retransmitted (`Tcp RetransSegs`) and segments rejected by PAWS as reordered
-/// (`TcpExt PAWSEstab`, `PAWSOldAck`). A copy of a retransmitted segment, a reply to it or a
-/// reordered ACK is a real drop; tests that expect none allow these, bounded by these counts.
-pub fn tcp_noise(netns: &[&str]) -> Result<(u64, u64)> {
-    let (mut retrans, mut paws) = (0, 0);
+/// retransmitted (`Tcp RetransSegs`), segments rejected by PAWS as reordered (`TcpExt
+/// PAWSEstab`, `PAWSOldAck`), and resets sent (`Tcp OutRsts`: a segment that reaches a
+/// connection its receiver has already closed, such as an ACK late on an emulated guest, is
+/// dropped there and answered with a reset, which the sender, closed too, drops). A copy of a
+/// retransmitted segment, a reply to it, a reordered ACK or such a late segment and its reset
+/// is a real drop; tests that expect none allow these, bounded by these counts.
+pub fn tcp_noise(netns: &[&str]) -> Result<TcpNoise> {
+    let mut n = TcpNoise::default();
     for ns in netns {
-        retrans += snmp(ns, "Tcp", "RetransSegs")?;
-        paws += netstat(ns, "TcpExt", "PAWSEstab")? + netstat(ns, "TcpExt", "PAWSOldAck")?;
+        n.retrans += snmp(ns, "Tcp", "RetransSegs")?;
+        n.paws += netstat(ns, "TcpExt", "PAWSEstab")? + netstat(ns, "TcpExt", "PAWSOldAck")?;
+        n.resets += snmp(ns, "Tcp", "OutRsts")?;
     }
-    Ok((retrans, paws))
+    Ok(n)
+}
+
+/// `tcp_noise`'s counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TcpNoise {
+    pub retrans: u64,
+    pub paws: u64,
+    pub resets: u64,
+}
+
+impl TcpNoise {
+    /// The counts since `before`.
+    #[must_use]
+    pub fn since(self, before: Self) -> Self {
+        Self { retrans: self.retrans - before.retrans, paws: self.paws - before.paws, resets: self.resets - before.resets }
+    }
+
+    /// Drops other than PAWS's these counts explain: three per retransmitted segment (the
+    /// copy, a reply, a reset), two per reset sent (the late segment and the reset).
+    #[must_use]
+    pub fn explains(self) -> u64 {
+        3 * self.retrans + 2 * self.resets
+    }
 }
 
 /// `field` of `group` in `/proc/net/FILE` (header line, then values) of namespace `name`.

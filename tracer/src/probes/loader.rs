@@ -24,8 +24,11 @@ pub fn object() -> &'static [u8] {
 /// The maps userspace reads, taken out of the object so they outlive the programs: events
 /// still in the ring and the final counters are read after detaching.
 pub struct Maps {
-    /// The event ring, until the session hands it to its reader thread.
-    pub events: Option<RingBuf<MapData>>,
+    /// The event ring, until the session hands it to its reader thread, which maps it
+    /// (`Maps::ring`) once the probes are attached: the mapping counts twice its size in the
+    /// process's resident memory (the data pages are mapped twice) and the attach parses the
+    /// kernel's BTF (~16 MB of heap, freed after), so the two never add up in the peak.
+    pub events: Option<aya::maps::Map>,
     pub counters: PerCpuArray<MapData, u64>,
     pub drop_stats: PerCpuHashMap<MapData, DropKey, u64>,
     /// The drop probe's per-CPU state: its last-key cache of `DROP_STATS` (counts not yet in
@@ -112,7 +115,7 @@ pub fn load(offsets: &Offsets, config: &Config, patches: &Patches<'_>, ifaces: &
     let fds = MapFds { events: fd(&ebpf, names::EVENTS)?, counters: fd(&ebpf, names::COUNTERS)?, path_track: fd(&ebpf, names::PATH_TRACK)?, path_live: fd(&ebpf, names::PATH_LIVE)? };
     let maps = Maps {
         fds,
-        events: Some(RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)?),
+        events: Some(take(&mut ebpf, names::EVENTS)?),
         counters: PerCpuArray::try_from(take(&mut ebpf, names::COUNTERS)?)?,
         drop_stats: PerCpuHashMap::try_from(take(&mut ebpf, names::DROP_STATS)?)?,
         drop_state: PerCpuArray::try_from(take(&mut ebpf, names::DROP_STATE)?)?,
@@ -144,6 +147,12 @@ fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
 }
 
 impl Maps {
+    /// The event ring, mapped into this process (once: the reader keeps it).
+    pub fn ring(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self.events.take().context("the event ring is already taken")?;
+        RingBuf::try_from(map).context("cannot map the event ring")
+    }
+
     /// Sum over CPUs of one `COUNTERS` slot, with the drop probe's share of it
     /// (`DropState`).
     pub fn counter(&self, index: u32) -> Result<u64> {

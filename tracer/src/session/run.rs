@@ -95,7 +95,7 @@ pub async fn run(
         pipe.path = Some(crate::path::tracker::PathTracker::default());
         pipe.all = args.all;
     }
-    let reader = Reader::spawn(maps.events.take().context("the event ring is already taken")?, tracer_common::EVENTS_RING_BYTES as usize).context("cannot start the ring reader thread")?;
+    let reader = Reader::spawn(maps.ring()?, tracer_common::EVENTS_RING_BYTES as usize).context("cannot start the ring reader thread")?;
     if let Some(p) = &args.ready_file {
         std::fs::write(p, b"ready\n").with_context(|| format!("cannot write {}", p.display()))?;
         created.add(p);
