@@ -187,9 +187,10 @@ impl<'a> Report<'a> {
         let (m, ok) = ratio(self.compare(Phase::Flood, "drop", "flood_kpps"), FLOOD_RATIO_TARGET);
         let flood = self.compare(Phase::Flood, "drop", "flood_kpps").and_then(|c| c.ratio);
         let (m, ok) = match (bpftrace, flood) {
-            (Some(b), Some(f)) => (format!("{m}; bpftrace {b:.3}{}", floor_of(Phase::Flood, "floor")), ok.map(|ok| ok && f > b)),
-            _ => (format!("{m}; bpftrace not measured{}", floor_of(Phase::Flood, "floor")), None),
+            (Some(b), Some(f)) => (format!("{m}; bpftrace {b:.3}"), ok.map(|ok| ok && f > b)),
+            _ => (format!("{m}; bpftrace not measured"), None),
         };
+        let m = format!("{m}{}", floor_of(Phase::Flood, "floor"));
         t.push((format!("drop flood: rate ratio ≥ {FLOOD_RATIO_TARGET} and above bpftrace's"), m, ok));
         let (m, ok) = ratio(self.compare(Phase::Throughput, "path", "udp_kpps"), PATH_RATIO_TARGET);
         let m = format!("{m}{}", floor_of(Phase::Throughput, "path_floor"));
