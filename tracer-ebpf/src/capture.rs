@@ -80,11 +80,10 @@ pub fn filters_need_bytes(cfg: &crate::config::Cfg) -> bool {
     cfg.pod_filter() != 0 || cfg.filter_active() != 0
 }
 
-/// The device stage: copies the skb's fields (one read, `skb::load`), then the namespace and
-/// interface filters. None when one rejects the packet.
+/// The device stage (`skb::load` ran): the packet's device, then the namespace and interface
+/// filters. None when one rejects the packet.
 #[inline(always)]
 pub fn device<M: Mem>(skb: u64, cfg: &crate::config::Cfg, o: &crate::config::Offs, s: *mut Scratch) -> Option<Seen> {
-    skb::load::<M>(skb, o, s);
     let (ifindex, netns) = skb::device::<M>(skb, o, s);
     // SAFETY: this CPU's scratch; `device` wrote the name.
     accept(cfg, unsafe { &(*s).hdr.ifname }, ifindex, netns)

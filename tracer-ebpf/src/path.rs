@@ -140,8 +140,9 @@ fn first_match<M: Mem>(skb: u64, h: u32, cfg: &crate::config::Cfg, c: &mut PathC
     let Some(s) = crate::maps::scratch() else { return 0 };
     let o = config::offsets();
     let reuse = cfg.path_reuse() != 0;
+    // The skb's fields, copied once (raw tracepoints; a tp_btf hook reads them in place).
+    skb::load::<M>(skb, o, s);
     if sent == Sent::Compare && reuse {
-        skb::load::<M>(skb, o, s);
         let mut now = Seen::on(0, 0);
         capture::locate::<M>(skb, o, s, &mut now);
         if now.start != 0
@@ -157,7 +158,6 @@ fn first_match<M: Mem>(skb: u64, h: u32, cfg: &crate::config::Cfg, c: &mut PathC
     // only for a packet the expression matched: most packets at these hooks are not followed.
     let late_device = !capture::filters_need_device(cfg);
     let mut seen = if late_device {
-        skb::load::<M>(skb, o, s);
         Seen::on(0, 0)
     } else {
         let Some(seen) = capture::device::<M>(skb, cfg, o, s) else { return 0 };
