@@ -45,8 +45,8 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 #[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
 pub struct Args {
     /// About 2 minutes: 3 rounds, 3 s UDP, 2 s TCP, floods of 1,000,000 packets (at most 8 s)
-    /// with the baseline and drop mode only (not --no-netfilter); no bpftrace and no
-    /// baseline-vs-baseline arm.
+    /// with the baseline and drop mode only (not --no-netfilter); no bpftrace (unless named in
+    /// --arms, as the stack and floor arms) and no baseline-vs-baseline arm.
     #[arg(long)]
     quick: bool,
     /// Rounds; each runs every arm once, in an order that rotates from round to round
@@ -212,7 +212,7 @@ pub fn run(args: &Args) -> Result<()> {
         None => build::run()?,
     };
     let helpers = build_helpers()?;
-    let bpftrace = !args.no_bpftrace && !args.quick && ensure_bpftrace();
+    let bpftrace = !args.no_bpftrace && (!args.quick || args.arms.iter().any(|k| k == "bpftrace")) && ensure_bpftrace();
     let plan = plan::plan(args, &tracer, bpftrace)?;
     let out = match &args.out {
         Some(d) => d.clone(),
