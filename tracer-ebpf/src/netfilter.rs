@@ -30,21 +30,26 @@ pub fn drop_slot<M: Mem>(skb: u64, cfg: &crate::config::Cfg, o: &crate::config::
     }
 }
 
-/// The observer slot `skb` passed last on this CPU, newest first; 0 when none.
+/// The observer slot `skb` passed last on this CPU; 0 when none.
 #[inline(always)]
 pub fn last_slot(skb: u64) -> u32 {
     let Some(r) = NF_RING.get_ptr(0) else { return 0 };
     // SAFETY: this CPU's ring; observers of this CPU do not run while the drop probe runs.
     let r = unsafe { &*r };
-    // A plain range with the head read once: the compiler unrolls it (an inclusive range, it
-    // kept a loop of twenty instructions a turn, and `tracer watch` asks on every netfilter
-    // drop, most often for an skb no observer saw).
-    let head = r.head;
-    for i in 0..NF_RING_LEN as u32 {
-        let idx = (head.wrapping_sub(i + 1) as usize) & (NF_RING_LEN - 1);
-        if r.skb[idx] == skb {
-            return r.slot[idx];
+    // Every entry is compared at a constant offset (unrolled: a load and a branch each, where
+    // walking from the head computed each index first), and only a hit, the rare case (`tracer
+    // watch` asks on every netfilter drop, most often for an skb no observer saw), works out
+    // its age: the newest note of the skb wins (it may have passed several observers).
+    let mut slot = 0;
+    let mut best = NF_RING_LEN as u32;
+    for i in 0..NF_RING_LEN {
+        if r.skb[i] == skb {
+            let age = r.head.wrapping_sub(i as u32 + 1) & (NF_RING_LEN as u32 - 1);
+            if age < best {
+                best = age;
+                slot = r.slot[i];
+            }
         }
     }
-    0
+    slot
 }
