@@ -60,19 +60,16 @@ pub struct Plan {
     pub scale: bool,
 }
 
+/// Why a `--quick` run leaves out an arm it runs only when `--arms` names it.
+fn quick_leaves_out(args: &Args, key: &str) -> Option<String> {
+    (args.quick && !args.arms.iter().any(|k| k == key)).then(|| "left out by --quick".into())
+}
+
 /// An empty program where the drop probe attaches, and where `--path` does: they measure the
 /// machine, not the tracer (left out by `--quick` unless asked for).
 fn floor_arms(args: &Args, tracer: &Path) -> [Arm; 2] {
     let has = peer::tracer_has_floor(tracer);
-    let unavailable = |key: &str| {
-        if args.quick && !args.arms.iter().any(|k| k == key) {
-            Some("left out by --quick".into())
-        } else if has {
-            None
-        } else {
-            Some("not available: this tracer has no floor command".into())
-        }
-    };
+    let unavailable = |key: &str| quick_leaves_out(args, key).or_else(|| (!has).then(|| "not available: this tracer has no floor command".into()));
     [
         Arm {
             key: "floor",
@@ -126,12 +123,21 @@ pub fn plan(args: &Args, tracer: &Path, bpftrace: bool) -> Result<Plan> {
             unavailable: (!has_path).then(|| "not available: this tracer has no --path".into()),
         },
         Arm {
+            // What the netfilter hops cost `--path`: the observers it places at every base
+            // chain, where drop mode places them only where they tell places apart.
+            key: "path_nonf",
+            label: "tracer capture --path --no-netfilter (no netfilter hops)",
+            peer: Some(Kind::Tracer { netfilter: false, path: true, watch: false, stack: false }),
+            phases: vec![Phase::Throughput],
+            unavailable: (!has_path).then(|| "not available: this tracer has no --path".into()).or_else(|| quick_leaves_out(args, "path_nonf")),
+        },
+        Arm {
             key: "stack",
             label: "tracer capture --stack (kernel stack per drop event)",
             peer: Some(Kind::Tracer { netfilter: true, path: false, watch: false, stack: true }),
             phases: vec![Phase::Flood],
-            unavailable: if q && !args.arms.iter().any(|k| k == "stack") {
-                Some("left out by --quick".into())
+            unavailable: if let Some(why) = quick_leaves_out(args, "stack") {
+                Some(why)
             } else if !peer::tracer_has_flag(tracer, "--stack")? {
                 Some("not available: this tracer has no --stack".into())
             } else {
