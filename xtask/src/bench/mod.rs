@@ -212,7 +212,7 @@ pub fn run(args: &Args) -> Result<()> {
         None => build::run()?,
     };
     let helpers = build_helpers()?;
-    let bpftrace = !args.no_bpftrace && (!args.quick || args.arms.iter().any(|k| k == "bpftrace")) && ensure_bpftrace();
+    let bpftrace = !args.no_bpftrace && (!args.quick || plan::named(args, "bpftrace")) && ensure_bpftrace();
     let plan = plan::plan(args, &tracer, bpftrace)?;
     let out = match &args.out {
         Some(d) => d.clone(),

@@ -60,9 +60,14 @@ pub struct Plan {
     pub scale: bool,
 }
 
+/// Whether `--arms` names the arm `key`.
+pub fn named(args: &Args, key: &str) -> bool {
+    args.arms.iter().any(|k| k == key)
+}
+
 /// Why a `--quick` run leaves out an arm it runs only when `--arms` names it.
 fn quick_leaves_out(args: &Args, key: &str) -> Option<String> {
-    (args.quick && !args.arms.iter().any(|k| k == key)).then(|| "left out by --quick".into())
+    (args.quick && !named(args, key)).then(|| "left out by --quick".into())
 }
 
 /// An empty program where the drop probe attaches, and where `--path` does: they measure the
@@ -156,12 +161,11 @@ pub fn plan(args: &Args, tracer: &Path, bpftrace: bool) -> Result<Plan> {
             label: "bpftrace: kfree_skb count by reason and netns",
             peer: Some(Kind::Bpftrace),
             phases: both,
+            // Named under --quick but not installed: "not available", not silently left out.
             unavailable: if bpftrace {
                 None
-            } else if q {
-                Some("left out by --quick".into())
             } else {
-                Some("not available: bpftrace is not installed (or --no-bpftrace)".into())
+                quick_leaves_out(args, "bpftrace").or_else(|| Some("not available: bpftrace is not installed (or --no-bpftrace)".into()))
             },
         },
     ];
@@ -172,7 +176,7 @@ pub fn plan(args: &Args, tracer: &Path, bpftrace: bool) -> Result<Plan> {
         bail!("--arms: no arm {bad:?} in this plan (arms: {})", keys.join(", "));
     }
     if !args.arms.is_empty() {
-        arms.retain(|a| a.key == "baseline" || args.arms.iter().any(|k| k == a.key));
+        arms.retain(|a| a.key == "baseline" || named(args, a.key));
     }
     Ok(Plan {
         quick: q,
