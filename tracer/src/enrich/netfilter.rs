@@ -150,9 +150,8 @@ impl Attributor {
         }
         let all = self.ns.get(&slot.netns).map_or(&[][..], |st| &st.capable);
         let there = |e: &&Entry| slot.hook != FORWARDED_HOOK || (e.pf == slot.pf && netfilter::forwarding_hook(e.hook));
-        let capable: Vec<Entry> = all.iter().filter(there).cloned().collect();
-        if capable::chains(&capable) == 1
-            && let Some(e) = capable.iter().find(|e| slot.pf == 0 || e.pf == slot.pf)
+        if capable::one_chain(all.iter().filter(there))
+            && let Some(e) = all.iter().filter(there).find(|e| slot.pf == 0 || e.pf == slot.pf)
         {
             return Slot { netns: slot.netns, pf: e.pf, hook: e.hook, priority: e.priority, lowest: e.priority };
         }
@@ -173,11 +172,13 @@ impl Attributor {
             return Err(None);
         }
         let Some(st) = self.ns.get(&slot.netns) else { return Err(None) };
-        let cands = Self::candidates(st, slot, p, None);
-        match cands.first() {
-            Some(c) if c.c.certain && cands.len() == 1 => Ok(info(c, "exact", Vec::new(), None)),
-            _ => Err(deltas::needs(cands.iter().map(|c| (c.entry, &c.c)))),
+        let mut cands = Self::candidates(st, slot, p, None);
+        if cands.len() == 1 && cands[0].c.certain {
+            // Every event of a flood such a rule drops comes here: its strings are moved, not copied.
+            let c = cands.swap_remove(0);
+            return Ok(info_from(c.entry, c.c, "exact", Vec::new(), None));
         }
+        Err(deltas::needs(cands.iter().map(|c| (c.entry, &c.c))))
     }
 
     /// Final attribution of a drop at kernel time `mono` using `now` (a snapshot of the slot's
@@ -354,17 +355,20 @@ fn describe(c: &Cand<'_>) -> String {
 }
 
 fn info(c: &Cand<'_>, how: &str, candidates: Vec<String>, hint: Option<String>) -> NetfilterInfo {
-    let e = c.entry;
+    info_from(c.entry, c.c.clone(), how, candidates, hint)
+}
+
+fn info_from(e: &Entry, c: Candidate, how: &str, candidates: Vec<String>, hint: Option<String>) -> NetfilterInfo {
     NetfilterInfo {
         family: e.family.clone(),
         table: e.table.clone(),
-        chain: if c.c.chain.is_empty() { e.chain.clone() } else { c.c.chain.clone() },
+        chain: if c.chain.is_empty() { e.chain.clone() } else { c.chain },
         hook: netfilter::HOOKS.get(e.hook as usize).copied().unwrap_or("?").into(),
         priority: e.priority,
-        verdict: c.c.verdict.clone(),
-        rule: Some(c.c.rule.clone()),
+        verdict: c.verdict,
+        rule: Some(c.rule),
         backend: e.backend.name().into(),
-        path: if c.c.path.len() > 1 { c.c.path.clone() } else { Vec::new() },
+        path: if c.path.len() > 1 { c.path } else { Vec::new() },
         attribution: how.into(),
         candidates,
         hint,

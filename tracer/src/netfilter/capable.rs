@@ -43,7 +43,19 @@ pub fn capable(s: &Snapshot, entries: &[Entry]) -> Vec<Entry> {
 /// How many (chain, hook) places these entries are: an `inet` chain is one entry per family
 /// but one place; conntrack is two (prerouting, output).
 pub fn chains(entries: &[Entry]) -> usize {
-    entries.iter().map(|e| (e.backend.name(), e.family.as_str(), e.table.as_str(), e.chain.as_str(), e.hook)).collect::<BTreeSet<_>>().len()
+    entries.iter().map(chain_of).collect::<BTreeSet<_>>().len()
+}
+
+/// `chains(..) == 1` without collecting anything: the attributor asks it for every drop it
+/// places (a flood's every event).
+pub fn one_chain<'a>(mut entries: impl Iterator<Item = &'a Entry>) -> bool {
+    let Some(first) = entries.next().map(chain_of) else { return false };
+    entries.all(|e| chain_of(e) == first)
+}
+
+/// What tells an entry's chain from another's.
+fn chain_of(e: &Entry) -> (&'static str, &str, &str, &str, u32) {
+    (e.backend.name(), e.family.as_str(), e.table.as_str(), e.chain.as_str(), e.hook)
 }
 
 /// Whether conntrack's hooks are registered for `pf` in the namespace this snapshot is of: a
@@ -137,6 +149,20 @@ mod tests {
 
     fn capable_chains(s: &Snapshot) -> Vec<String> {
         capable(s, &entries(s)).iter().map(|e| format!("{} {} {}", e.backend.name(), e.table, e.chain)).collect()
+    }
+
+    #[test]
+    fn one_chain_is_chains_equal_to_one() {
+        // Every prefix of the capable entries of a ruleset where INPUT (its policy) and FORWARD
+        // (a rule, with conntrack for its state match) can drop: none, one place, then more.
+        let s = legacy("*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A FORWARD -m state --state INVALID -j DROP\nCOMMIT\n");
+        let all = capable(&s, &entries(&s));
+        assert!(chains(&all) >= 2, "{all:?}");
+        for n in 0..=all.len() {
+            assert_eq!(one_chain(all[..n].iter()), chains(&all[..n]) == 1, "{n} of {all:?}");
+        }
+        let forward: Vec<&Entry> = all.iter().filter(|e| e.chain == "FORWARD").collect();
+        assert!(one_chain(forward.iter().copied()));
     }
 
     #[test]
