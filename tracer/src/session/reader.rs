@@ -45,9 +45,12 @@ pub struct Reader {
 
 struct Shared {
     queued: AtomicUsize,
-    /// Record bytes queued before the reader pauses: as much again as the ring holds (8 MiB
-    /// for a capture, 2 MiB for a watch), so the peak memory stays bounded by it.
+    /// Record bytes queued before the reader pauses (the ring then buffers), so the peak
+    /// memory stays bounded by it: half the ring for a capture (4 MiB), the ring's size for a
+    /// watch (2 MiB).
     max_queued: usize,
+    /// The ring's size, which the reader's pace is reckoned in.
+    ring_bytes: usize,
     /// Set once the probes are detached: drain what is left and end.
     stop: AtomicBool,
     /// Written to wake the reader out of its wait when `stop` is set.
@@ -60,7 +63,9 @@ struct Shared {
 }
 
 impl Reader {
-    pub fn spawn(ring: RingBuf<MapData>, max_queued: usize) -> std::io::Result<Self> {
+    /// Reads `ring` (of `ring_bytes`) on a thread of its own, queueing at most `max_queued`
+    /// bytes of records for the event loop.
+    pub fn spawn(ring: RingBuf<MapData>, ring_bytes: usize, max_queued: usize) -> std::io::Result<Self> {
         let (tx, rx) = channel();
         // SAFETY: eventfd has no memory preconditions; the fd is owned from here on.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -72,6 +77,7 @@ impl Reader {
         let shared = Arc::new(Shared {
             queued: AtomicUsize::new(0),
             max_queued,
+            ring_bytes,
             stop: AtomicBool::new(false),
             stop_fd,
             drained: AtomicU64::new(0),
@@ -173,7 +179,7 @@ fn read(mut ring: RingBuf<MapData>, tx: &Sender<Vec<u8>>, s: &Shared) {
         }
         if sent > 0 {
             // Records came (more are likely): let them gather.
-            let p = pace.after(bytes, (oldest_ns, newest_ns), crate::model::time::mono_now(), s.max_queued);
+            let p = pace.after(bytes, (oldest_ns, newest_ns), crate::model::time::mono_now(), s.ring_bytes);
             log::trace!("read {sent} records ({bytes} bytes, stamped over {} us); next read in {p:?}", newest_ns.saturating_sub(oldest_ns) / 1_000);
             std::thread::sleep(p);
         } else if !emptied {

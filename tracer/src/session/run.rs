@@ -95,7 +95,11 @@ pub async fn run(
         pipe.path = Some(crate::path::tracker::PathTracker::default());
         pipe.all = args.all;
     }
-    let reader = Reader::spawn(maps.ring()?, tracer_common::EVENTS_RING_BYTES as usize).context("cannot start the ring reader thread")?;
+    // Half the ring queued at most: the ring is mapped twice (its size counts twice in RSS) and
+    // drops that wait for their window hold memory too; the 64 MiB budget of a drop storm on a
+    // kernel without netfilter links (every drop held) has room for no more.
+    let ring_bytes = tracer_common::EVENTS_RING_BYTES as usize;
+    let reader = Reader::spawn(maps.ring()?, ring_bytes, ring_bytes / 2).context("cannot start the ring reader thread")?;
     if let Some(p) = &args.ready_file {
         std::fs::write(p, b"ready\n").with_context(|| format!("cannot write {}", p.display()))?;
         created.add(p);

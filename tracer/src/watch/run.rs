@@ -101,7 +101,7 @@ pub async fn run(inputs: Inputs, mut sig: Signals) -> Result<()> {
     let mut sinks = Sinks::default();
     sinks.push(Box::new(recorder.clone()));
     let mut pipe = Pipeline::new(Namer::new(reasons, kallsyms, Clock::new()).with_conntrack(ct), enrich, sinks);
-    let reader = Reader::spawn(maps.ring()?, super::RING_BYTES as usize).context("cannot start the ring reader thread")?;
+    let reader = Reader::spawn(maps.ring()?, super::RING_BYTES as usize, super::RING_BYTES as usize).context("cannot start the ring reader thread")?;
 
     let node = args.node();
     let metrics = Arc::new(Mutex::new(Metrics::new(args.max_series, info(&probe.backend.to_string(), &node))));
