@@ -173,9 +173,8 @@ impl Attributor {
         }
         let Some(st) = self.ns.get(&slot.netns) else { return Err(None) };
         let mut cands = Self::candidates(st, slot, p, None);
-        if cands.len() == 1 && cands[0].c.certain {
-            // Every event of a flood such a rule drops comes here: its strings are moved, not copied.
-            let c = cands.swap_remove(0);
+        // Every event of a flood such a rule drops comes here: its strings are moved, not copied.
+        if cands.len() == 1 && cands[0].c.certain && let Some(c) = cands.pop() {
             return Ok(info_from(c.entry, c.c, "exact", Vec::new(), None));
         }
         Err(deltas::needs(cands.iter().map(|c| (c.entry, &c.c))))
@@ -355,7 +354,9 @@ fn describe(c: &Cand<'_>) -> String {
 }
 
 fn info(c: &Cand<'_>, how: &str, candidates: Vec<String>, hint: Option<String>) -> NetfilterInfo {
-    info_from(c.entry, c.c.clone(), how, candidates, hint)
+    // Copies only what the record keeps: a path of one chain stays behind (`info_from`).
+    let path = if c.c.path.len() > 1 { c.c.path.clone() } else { Vec::new() };
+    info_from(c.entry, Candidate { chain: c.c.chain.clone(), path, rule: c.c.rule.clone(), verdict: c.c.verdict.clone(), ..c.c }, how, candidates, hint)
 }
 
 fn info_from(e: &Entry, c: Candidate, how: &str, candidates: Vec<String>, hint: Option<String>) -> NetfilterInfo {
